@@ -1,0 +1,141 @@
+"""Settings, their defaults, and the Redis connection they lead to.
+
+The Redis URL is looked up in this order, first match wins: an explicit `redis_url`, then the
+environment variables JIGGLER_REDIS_URL and REDIS_URL, then redis://localhost:6379/0.
+`configure()` may be called again; clients and workers created after a call use the new settings.
+"""
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+if TYPE_CHECKING:
+    import redis
+
+from .keys import Keys
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_NAMESPACE = "jiggler"
+DEFAULT_QUEUE = "default"
+DEFAULT_RETRIES = 25
+DEFAULT_CONCURRENCY = 10
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0
+DEFAULT_PREEMPT = 0.1
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TTL = 60
+DEAD_MAX_JOBS = 10_000
+DEAD_MAX_AGE = 180 * 24 * 3600
+MAX_RECOVERIES = 3
+BULK_CHUNK = 1000
+
+
+def resolve_redis_url(explicit: Optional[str] = None) -> str:
+    """Apply the lookup order: explicit, JIGGLER_REDIS_URL, REDIS_URL, the local default."""
+    return (
+        explicit
+        or os.environ.get("JIGGLER_REDIS_URL")
+        or os.environ.get("REDIS_URL")
+        or DEFAULT_REDIS_URL
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where Redis is and which namespace to use; `extra` carries worker options set by `configure`."""
+
+    redis_url: Optional[str] = None
+    namespace: str = DEFAULT_NAMESPACE
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return resolve_redis_url(self.redis_url)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+
+_current = Config()
+_clients: Dict[Tuple[str, int], Any] = {}
+
+
+def configure(redis_url: Optional[str] = None, namespace: Optional[str] = None, **extra: Any) -> Config:
+    """Set the Redis URL, the namespace and worker options (`concurrency`, `preempt`, ...) for this process."""
+    global _current
+    changes: Dict[str, Any] = {}
+    if redis_url is not None:
+        changes["redis_url"] = redis_url
+    if namespace is not None:
+        changes["namespace"] = namespace
+    if extra:
+        changes["extra"] = {**_current.extra, **extra}
+    _current = replace(_current, **changes)
+    return _current
+
+
+def current() -> Config:
+    """The settings in force now."""
+    return _current
+
+
+def reset() -> None:
+    """Forget every `configure()` call (tests use it)."""
+    global _current
+    _current = Config()
+
+
+def redis_client(url: Optional[str] = None, max_connections: int = 50) -> "redis.Redis":
+    """A shared client for `url` (default: the configured one) whose pool holds `max_connections`.
+
+    The pool blocks for a free connection instead of failing, so it can be sized for the concurrency.
+    redis is imported here, not at the top, so that importing the package touches no socket before
+    gevent is patched (BlockingConnectionPool picks its queue class when redis is imported).
+    """
+    import redis
+
+    url = url or current().url
+    key = (url, max_connections)
+    client = _clients.get(key)
+    if client is None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=20, decode_responses=True,
+            health_check_interval=30, socket_keepalive=True,
+        )
+        client = _clients[key] = redis.Redis(connection_pool=pool)
+    return client
+
+
+def redacted(url: str) -> str:
+    """`url` with any password replaced by ***, for logs and stats."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass
+class WorkerOptions:
+    """Everything `gjiggler worker` takes, with its defaults."""
+
+    requires: Tuple[str, ...] = ()
+    concurrency: int = DEFAULT_CONCURRENCY
+    queues: Tuple[Tuple[str, int], ...] = ((DEFAULT_QUEUE, 1),)
+    strict: bool = False
+    timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    processes: int = 1
+    preempt: float = DEFAULT_PREEMPT
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    verbose: bool = False
+
+    @property
+    def pool_size(self) -> int:
+        """Redis connections the worker needs: one per job greenlet that enqueues, plus its own few."""
+        return self.concurrency + 10

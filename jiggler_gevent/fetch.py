@@ -1,0 +1,171 @@
+"""At-least-once fetch and acknowledgement.
+
+Guarantee: a payload leaves its queue only by moving, atomically, into this process's working list
+(NS:working:<identity>), and leaves the working list only when the job has finished and the Acker has
+written its outcome (removed it, or moved it to the retry or dead set) in the same MULTI transaction.
+On SIGTERM the unfinished ones are moved back to their queues. On SIGKILL they stay in the working list
+until a live process sees the heartbeat expire and adopts them (see recovery.py): a job may run twice,
+never zero times. Only the Acker acknowledges.
+"""
+import logging
+import random
+import time
+from typing import Any, List, Optional, Sequence, Tuple
+
+import gevent
+import gevent.event
+import redis
+
+from . import config, payload as payload_mod, scripts
+from .keys import Keys
+
+log = logging.getLogger("jiggler_gevent.fetch")
+
+QueueWeights = Sequence[Tuple[str, int]]
+SINGLE_QUEUE_BLOCK = 2.0
+MULTI_QUEUE_BLOCK = 0.1
+
+
+def queue_order(queues: QueueWeights, strict: bool) -> List[str]:
+    """The order to try queues in: as given when strict, else a weighted random shuffle."""
+    if strict or len(queues) == 1:
+        return [name for name, _ in queues]
+    names = [name for name, _ in queues]
+    weights = [float(w) for _, w in queues]
+    order: List[str] = []
+    while names:
+        pick = random.choices(range(len(names)), weights=weights)[0]
+        order.append(names.pop(pick))
+        weights.pop(pick)
+    return order
+
+
+class ReliableFetch:
+    """Moves payloads from the queues into this process's working list, and back."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, identity: str, queues: QueueWeights,
+                 strict: bool = False) -> None:
+        self.redis, self.keys, self.identity = client, keys, identity
+        self.queues, self.strict = list(queues), strict
+        self.working = keys.working(identity)
+        self.scripts = scripts.register(client)
+
+    def take(self, most: int) -> List[str]:
+        """Up to `most` payloads without blocking."""
+        order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
+        return self.scripts["fetch"](keys=[self.working, *order], args=[most])
+
+    def wait_for_one(self) -> List[str]:
+        """Block briefly for one payload when the queues were empty; [] when none came."""
+        if len(self.queues) == 1:
+            raw = self.redis.blmove(self.keys.queue(self.queues[0][0]), self.working, SINGLE_QUEUE_BLOCK,
+                                    "RIGHT", "LEFT")
+        else:
+            first = queue_order(self.queues, self.strict)[0]
+            raw = self.redis.blmove(self.keys.queue(first), self.working, MULTI_QUEUE_BLOCK, "RIGHT", "LEFT")
+        return [raw] if raw is not None else []
+
+    def requeue(self, raws: Sequence[str]) -> int:
+        """Put held payloads back at the front of their queues, unchanged; returns how many."""
+        if not raws:
+            return 0
+        args: List[str] = []
+        for raw in raws:
+            args += [payload_mod.queue_of(raw, config.DEFAULT_QUEUE), raw]
+        args.append(self.keys.queue_prefix)
+        return int(self.scripts["requeue"](keys=[self.working, self.keys.queues], args=args))
+
+    def requeue_all(self) -> int:
+        """Put everything this process still holds back in its queues (clean shutdown)."""
+        return self.requeue(self.redis.lrange(self.working, 0, -1))
+
+    def held(self) -> List[str]:
+        """The payloads this process holds now."""
+        return self.redis.lrange(self.working, 0, -1)
+
+
+class Outcome:
+    """What to write for one finished payload: remove it, and maybe add a new payload to a sorted set."""
+
+    __slots__ = ("raw", "zset", "new_raw", "score")
+
+    def __init__(self, raw: str, zset: Optional[str] = None, new_raw: Optional[str] = None,
+                 score: float = 0.0) -> None:
+        self.raw, self.zset, self.new_raw, self.score = raw, zset, new_raw, score
+
+
+class Acker:
+    """Acknowledges finished jobs in batches: one MULTI round trip for all that finished meanwhile.
+
+    If Redis cannot be reached the batch is kept and retried with back-off; until it is written the
+    payloads stay in the working list, so a crash then means they run again, never that they are lost.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, working: str) -> None:
+        self.redis, self.keys, self.working = client, keys, working
+        self.pending: List[Outcome] = []
+        self.wake = gevent.event.Event()
+        self.idle = gevent.event.Event()
+        self.idle.set()
+
+    def add(self, outcome: Outcome) -> None:
+        """Queue one outcome for the next flush."""
+        self.pending.append(outcome)
+        self.idle.clear()
+        self.wake.set()
+
+    def run(self) -> None:
+        """Flush whenever something is pending (runs in its own greenlet)."""
+        backoff = 0.1
+        while True:
+            self.wake.wait()
+            try:
+                self.flush()
+                backoff = 0.1
+            except redis.RedisError as exc:
+                log.warning("could not acknowledge %d job(s), retrying in %.1fs: %s", len(self.pending), backoff, exc)
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def flush(self) -> None:
+        """Write every pending outcome in one transaction."""
+        batch, self.pending = self.pending, []
+        self.wake.clear()
+        if not batch:
+            self.idle.set()
+            return
+        try:
+            self._write(batch)
+        except BaseException:
+            self.pending[:0] = batch
+            self.wake.set()
+            raise
+        if not self.pending:
+            self.idle.set()
+
+    def _write(self, batch: List[Outcome]) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            for outcome in batch:
+                pipe.lrem(self.working, 1, outcome.raw)
+                if outcome.zset == self.keys.dead:
+                    add_dead(pipe, self.keys, outcome.new_raw, outcome.score)
+                elif outcome.zset is not None:
+                    pipe.zadd(outcome.zset, {outcome.new_raw: outcome.score})
+            pipe.execute()
+
+    def drain(self, deadline: float) -> bool:
+        """Flush until nothing is pending or `deadline` (monotonic) passes; True when all was written."""
+        while self.pending and time.monotonic() < deadline:
+            try:
+                self.flush()
+            except redis.RedisError as exc:
+                log.warning("could not acknowledge at shutdown, retrying: %s", exc)
+                gevent.sleep(0.2)
+        return not self.pending
+
+
+def add_dead(pipe: Any, keys: Keys, encoded: str, now: float) -> None:
+    """Queue on `pipe` the commands that add a payload to the dead set and trim it by age and size."""
+    pipe.zadd(keys.dead, {encoded: now})
+    pipe.zremrangebyscore(keys.dead, "-inf", now - config.DEAD_MAX_AGE)
+    pipe.zremrangebyrank(keys.dead, 0, -config.DEAD_MAX_JOBS - 1)

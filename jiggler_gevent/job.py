@@ -1,0 +1,169 @@
+"""`@job`: turn a function into a job that can be enqueued, and the registry the worker runs from."""
+import datetime as dt
+import functools
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union, overload
+
+from . import config, payload as payload_mod
+
+_registry: Dict[str, "JobFunction"] = {}
+
+When = Union[dt.datetime, float, int]
+Delay = Union[dt.timedelta, float, int]
+
+
+def lookup(name: str) -> Optional["JobFunction"]:
+    """The job registered under wire name `name`, or None."""
+    return _registry.get(name)
+
+
+def registered() -> List[str]:
+    """Names of every registered job."""
+    return sorted(_registry)
+
+
+def _timestamp(when: When) -> float:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return when.timestamp()
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when)
+    raise TypeError(f"when must be a datetime or a unix timestamp, not {type(when).__name__}")
+
+
+def _seconds(delay: Delay) -> float:
+    if isinstance(delay, dt.timedelta):
+        return delay.total_seconds()
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        return float(delay)
+    raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}")
+
+
+class JobCall:
+    """A job with options fixed for the next pushes: what `.set(...)` returns."""
+
+    def __init__(self, job: "JobFunction", queue: str, retries: int, timeout: Optional[float], dead: bool) -> None:
+        if not isinstance(queue, str) or not queue or ":" in queue:
+            raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        self.job, self.queue, self.retries, self.timeout, self.dead = job, queue, retries, timeout, bool(dead)
+
+    def set(self, **options: Any) -> "JobCall":
+        """The same job with some options changed: queue, retries, timeout, dead."""
+        unknown = set(options) - {"queue", "retries", "timeout", "dead"}
+        if unknown:
+            raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        merged = {"queue": self.queue, "retries": self.retries, "timeout": self.timeout, "dead": self.dead}
+        merged.update(options)
+        return JobCall(self.job, **merged)
+
+    def _payload(self, args: Sequence[Any], kwargs: Dict[str, Any], at: Optional[float] = None) -> Dict[str, Any]:
+        return payload_mod.build(self.job.name, args, kwargs, self.queue, self.retries, self.dead, self.timeout, at)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run now; returns its jid."""
+        from .client import Client
+
+        return Client().push(self._payload(args, kwargs))
+
+    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run at `when` (datetime, naive means UTC, or unix time); a past time runs now."""
+        at = _timestamp(when)
+        if at <= time.time():
+            return self.enqueue(*args, **kwargs)
+        from .client import Client
+
+        return Client().schedule(self._payload(args, kwargs, at=at), at)
+
+    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run after `delay` seconds (or a timedelta)."""
+        return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
+
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> List[str]:
+        """Push one job per argument tuple, all or nothing; one round trip per 1000 jobs."""
+        from .client import Client
+
+        payloads = []
+        for index, args in enumerate(arg_tuples):
+            if not isinstance(args, (tuple, list)):
+                raise TypeError(f"enqueue_bulk item {index} must be a tuple of arguments, not {type(args).__name__}")
+            try:
+                payloads.append(self._payload(args, {}))
+            except TypeError as exc:
+                raise TypeError(f"enqueue_bulk item {index}: {exc}") from None
+        return Client().push_bulk(payloads)
+
+
+class JobFunction:
+    """A function registered as a job. Calling it runs it inline; the enqueue verbs push it to Redis."""
+
+    def __init__(self, func: Callable[..., Any], name: Optional[str], queue: str, retries: int,
+                 timeout: Optional[float], dead: bool) -> None:
+        self.func = func
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self.defaults = JobCall(self, queue, retries, timeout, dead)
+        functools.update_wrapper(self, func)
+        _registry[self.name] = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name}>"
+
+    def set(self, **options: Any) -> JobCall:
+        """Options for the next pushes only: `job.set(queue="low").enqueue(...)`."""
+        return self.defaults.set(**options)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run now; returns its jid."""
+        return self.defaults.enqueue(*args, **kwargs)
+
+    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run at `when`."""
+        return self.defaults.enqueue_at(when, *args, **kwargs)
+
+    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str:
+        """Push one job to run after `delay`."""
+        return self.defaults.enqueue_in(delay, *args, **kwargs)
+
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> List[str]:
+        """Push many jobs, all or nothing."""
+        return self.defaults.enqueue_bulk(arg_tuples)
+
+    @property
+    def queue(self) -> str:
+        return self.defaults.queue
+
+    @property
+    def retries(self) -> int:
+        return self.defaults.retries
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self.defaults.timeout
+
+    @property
+    def dead(self) -> bool:
+        return self.defaults.dead
+
+
+@overload
+def job(func: Callable[..., Any]) -> JobFunction: ...
+@overload
+def job(*, queue: str = ..., retries: int = ..., timeout: Optional[float] = ..., dead: bool = ...,
+        name: Optional[str] = ...) -> Callable[[Callable[..., Any]], JobFunction]: ...
+
+
+def job(func: Optional[Callable[..., Any]] = None, *, queue: str = config.DEFAULT_QUEUE,
+        retries: int = config.DEFAULT_RETRIES, timeout: Optional[float] = None, dead: bool = True,
+        name: Optional[str] = None) -> Any:
+    """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...)`."""
+    def wrap(f: Callable[..., Any]) -> JobFunction:
+        return JobFunction(f, name, queue, retries, timeout, dead)
+
+    return wrap(func) if func is not None else wrap

@@ -1,0 +1,69 @@
+"""Every Redis key jiggler_gevent uses, and nowhere else.
+
+Under the namespace NS (default `jiggler`):
+  NS:queues                 set of queue names ever pushed to
+  NS:queue:<name>           list of JSON payloads; clients LPUSH, workers pop from the right
+  NS:schedule               sorted set, payload -> unix time it is due (enqueue_in / enqueue_at)
+  NS:retry                  sorted set, payload -> unix time of the next attempt
+  NS:dead                   sorted set, payload -> unix time it died
+  NS:processes              set of process identities that have started and not stopped cleanly
+  NS:process:<identity>     hash, the heartbeat of one process; expires when the process stops beating
+  NS:work:<identity>        hash, jobs running now in that process (for display)
+  NS:working:<identity>     list, raw payloads fetched by that process and not yet acknowledged
+  NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one namespace."""
+
+    namespace: str = "jiggler"
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace,) + parts)
+
+    @property
+    def queues(self) -> str:
+        return self._k("queues")
+
+    def queue(self, name: str) -> str:
+        return self._k("queue", name)
+
+    @property
+    def queue_prefix(self) -> str:
+        return self._k("queue", "")
+
+    @property
+    def schedule(self) -> str:
+        return self._k("schedule")
+
+    @property
+    def retry(self) -> str:
+        return self._k("retry")
+
+    @property
+    def dead(self) -> str:
+        return self._k("dead")
+
+    @property
+    def processes(self) -> str:
+        return self._k("processes")
+
+    def process(self, identity: str) -> str:
+        return self._k("process", identity)
+
+    def work(self, identity: str) -> str:
+        return self._k("work", identity)
+
+    def working(self, identity: str) -> str:
+        return self._k("working", identity)
+
+    def stat(self, name: str, day: str = "") -> str:
+        return self._k("stat", name, day) if day else self._k("stat", name)
+
+    @property
+    def pattern(self) -> str:
+        """A glob that matches every key of this namespace."""
+        return self._k("*")

@@ -1,0 +1,133 @@
+"""The Launcher: builds one worker process's parts, runs them, and stops them on a signal.
+
+Start order: import the user's modules, then Monitor (first heartbeat and a recovery sweep), Poller,
+switcher, Manager. SIGTERM/SIGINT: stop fetching, wait up to the shutdown timeout for running jobs,
+put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
+cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching, stay alive).
+"""
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import Optional
+
+import gevent
+import gevent.event
+
+from . import config, middleware
+from .config import Config, WorkerOptions
+from .fetch import Acker, ReliableFetch
+from .manager import Manager
+from .monitor import Counters, Monitor, new_identity
+from .processor import Processor
+from .recovery import Recovery
+from .retry import RetryMiddleware
+from .scheduled import Poller
+from .timeouts import TimeoutMiddleware
+
+log = logging.getLogger("jiggler_gevent.launcher")
+
+
+def import_user_modules(requires: "tuple[str, ...]") -> None:
+    """Import each -r module; the current directory is searched first, as `python -m` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in requires:
+        importlib.import_module(name)
+
+
+def server_chain(counters: Counters) -> middleware.Chain:
+    """Built-in middleware around the user's: counters and retry outermost, the job timer innermost."""
+    chain = middleware.Chain()
+    for entry in (counters, RetryMiddleware(), *middleware.server.entries, TimeoutMiddleware()):
+        chain.add(entry)
+    return chain
+
+
+class Launcher:
+    """One worker process: Manager, Poller, Monitor and switcher, with their lifecycle."""
+
+    def __init__(self, opts: WorkerOptions, cfg: Optional[Config] = None) -> None:
+        self.opts = opts
+        self.cfg = cfg or config.current()
+        keys = self.cfg.keys
+        self.redis = config.redis_client(self.cfg.url, max_connections=opts.pool_size)
+        self.identity = new_identity()
+        self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
+        self.acker = Acker(self.redis, keys, self.fetch.working)
+        self.counters = Counters()
+        self.processor = Processor(keys, self.acker, server_chain(self.counters),
+                                   on_failure=lambda: self.counters.count(failed=True))
+        self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
+        self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
+        self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
+        info = {"concurrency": opts.concurrency, "queues": [q for q, _ in opts.queues],
+                "namespace": self.cfg.namespace}
+        self.monitor = Monitor(self.redis, keys, self.identity, info, self.counters, self.recovery,
+                               busy=lambda: self.manager.busy, running=lambda: self.processor.running,
+                               interval=opts.heartbeat_interval)
+        self.stop_requested = gevent.event.Event()
+        self.force = gevent.event.Event()
+        self.switcher = None
+
+    def start(self) -> None:
+        """Start every part; the process takes jobs from here on."""
+        self.monitor.start()
+        self.poller.start()
+        self._start_switcher()
+        self.manager.start()
+        log.info("worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
+                 self.identity, self.opts.concurrency, ",".join(f"{q}:{w}" for q, w in self.opts.queues),
+                 " (strict)" if self.opts.strict else "", config.redacted(self.cfg.url), self.cfg.namespace)
+
+    def _start_switcher(self) -> None:
+        if self.opts.preempt > 0:
+            from .switcher import Switcher
+
+            self.switcher = Switcher(self.opts.preempt)
+            self.switcher.start()
+
+    def quiet(self) -> None:
+        """Stop taking jobs; running ones finish."""
+        log.info("quiet: no new jobs will be fetched")
+        self.monitor.quiet = True
+        self.manager.quiet()
+
+    def stop(self) -> None:
+        """Graceful stop within the shutdown timeout (shorter if forced)."""
+        log.info("stopping: waiting up to %.1fs for %d running job(s)", self.opts.timeout, self.manager.busy)
+        self.manager.quiet()
+        self._wait_for_jobs(self.opts.timeout)
+        requeued = self.manager.stop(0)
+        self.poller.stop()
+        self.monitor.stop()
+        if self.switcher is not None:
+            self.switcher.stop()
+        log.info("stopped; %d unfinished job(s) put back", requeued)
+
+    def _wait_for_jobs(self, timeout: float) -> None:
+        joiner = gevent.spawn(self.manager.pool.join)
+        gevent.wait([joiner, self.force], timeout=timeout, count=1)
+        joiner.kill()
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop; returns the exit code."""
+        self._install_signals()
+        self.start()
+        self.stop_requested.wait()
+        self.stop()
+        return 0
+
+    def _install_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_stop_signal, signum)
+        gevent.signal_handler(signal.SIGTSTP, lambda: gevent.spawn(self.quiet))
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if self.stop_requested.is_set():
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            self.force.set()
+        else:
+            log.info("%s received", signal.Signals(signum).name)
+            self.stop_requested.set()

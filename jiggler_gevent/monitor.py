@@ -1,0 +1,166 @@
+"""The Monitor: heartbeat, stats flush and the periodic recovery sweep of one worker process.
+
+Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
+concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 60 s, and the processed and
+failed counts gathered in memory since the last beat. Then it asks Recovery to adopt the jobs of any
+process whose record has expired. On a clean stop it flushes the counts and deletes its record.
+"""
+import datetime as dt
+import json
+import logging
+import os
+import random
+import socket
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import gevent
+import redis
+
+from . import config, __version__
+from .keys import Keys
+from .middleware import JobContext, ServerMiddleware
+from .recovery import Recovery
+
+log = logging.getLogger("jiggler_gevent.monitor")
+
+DAILY_STATS_TTL = 5 * 365 * 24 * 3600
+
+
+class Counters(ServerMiddleware):
+    """Counts processed and failed jobs in memory; the Monitor writes them out. Also server middleware."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.failed = 0
+
+    def count(self, failed: bool) -> None:
+        """One more job run; `failed` when it raised or could not run."""
+        self.processed += 1
+        if failed:
+            self.failed += 1
+
+    def after_process(self, ctx: JobContext) -> None:
+        self.count(ctx.exception is not None)
+
+    def take(self) -> "tuple[int, int]":
+        """The counts since the last take, zeroed."""
+        counts = (self.processed, self.failed)
+        self.processed = self.failed = 0
+        return counts
+
+    def give_back(self, processed: int, failed: int) -> None:
+        """Return counts that could not be written."""
+        self.processed += processed
+        self.failed += failed
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def new_identity() -> str:
+    """host:pid:nonce, unique per process start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Monitor:
+    """Writes this process's heartbeat and counts, and sweeps for dead processes."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, identity: str, info: Dict[str, Any],
+                 counters: Counters, recovery: Recovery, busy: Callable[[], int],
+                 running: Callable[[], Dict[int, JobContext]],
+                 interval: float = config.DEFAULT_HEARTBEAT_INTERVAL) -> None:
+        self.redis, self.keys, self.identity = client, keys, identity
+        self.info = dict(info, identity=identity, hostname=socket.gethostname(), pid=os.getpid(),
+                         started_at=time.time(), version=__version__)
+        self.counters, self.recovery = counters, recovery
+        self.busy, self.running = busy, running
+        self.interval = interval
+        self.quiet = False
+        self.greenlet: Optional[gevent.Greenlet] = None
+        self.last_beat = 0.0
+
+    def start(self) -> None:
+        """Beat once now (so the process is visible before it takes jobs), then every interval."""
+        self.beat()
+        self.sweep()
+        self.greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        """Stop beating, flush the counts and remove this process's record."""
+        if self.greenlet is not None:
+            self.greenlet.kill()
+            self.greenlet = None
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                processed, failed = self.counters.take()
+                self._queue_counts(pipe, processed, failed)
+                pipe.srem(self.keys.processes, self.identity)
+                pipe.delete(self.keys.process(self.identity), self.keys.work(self.identity))
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.error("could not remove this process's record at stop: %s", exc)
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(self.interval * random.uniform(0.9, 1.1))
+            self.beat()
+            self.sweep()
+
+    def beat(self) -> None:
+        """Write the heartbeat and the counts in one round trip."""
+        processed, failed = self.counters.take()
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                self._queue_counts(pipe, processed, failed)
+                self._queue_heartbeat(pipe)
+                pipe.execute()
+            self.last_beat = time.time()
+        except redis.RedisError as exc:
+            self.counters.give_back(processed, failed)
+            log.warning("heartbeat failed: %s", exc)
+
+    def sweep(self) -> None:
+        """Recover the jobs of processes whose heartbeat expired."""
+        try:
+            self.recovery.sweep()
+        except redis.RedisError as exc:
+            log.warning("recovery sweep failed: %s", exc)
+
+    def _queue_counts(self, pipe: Any, processed: int, failed: int) -> None:
+        day = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        for name, n in (("processed", processed), ("failed", failed)):
+            if n:
+                pipe.incrby(self.keys.stat(name), n)
+                pipe.incrby(self.keys.stat(name, day), n)
+                pipe.expire(self.keys.stat(name, day), DAILY_STATS_TTL)
+
+    def _queue_heartbeat(self, pipe: Any) -> None:
+        k = self.keys
+        now = time.time()
+        record = dict(self.info, busy=self.busy(), rss=rss_bytes(), beat=now, quiet=self.quiet)
+        pipe.sadd(k.processes, self.identity)
+        pipe.hset(k.process(self.identity), mapping={"info": json.dumps(record)})
+        pipe.expire(k.process(self.identity), config.HEARTBEAT_TTL)
+        pipe.delete(k.work(self.identity))
+        work = self._work(now)
+        if work:
+            pipe.hset(k.work(self.identity), mapping=work)
+            pipe.expire(k.work(self.identity), config.HEARTBEAT_TTL)
+
+    def _work(self, now: float) -> Dict[str, str]:
+        work: Dict[str, str] = {}
+        for key, ctx in list(self.running().items()):
+            work[str(key)] = json.dumps({"queue": ctx.payload.get("queue"), "payload": ctx.payload,
+                                         "run_at": ctx.started_at})
+        return work
+
+

@@ -1,0 +1,137 @@
+"""The job payload: how it is built, checked, encoded and decoded.
+
+A payload is a JSON object. Fields: jid, name, args, kwargs, queue, retries, dead, timeout,
+created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count, error_class,
+error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process.
+"""
+import json
+import math
+import time
+import uuid
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be run: not JSON, not an object, or missing what a job needs."""
+
+
+def new_jid() -> str:
+    """A random job id: 24 hex characters, like Sidekiq's."""
+    return uuid.uuid4().hex[:24]
+
+
+def _survives_json(value: Any) -> bool:
+    """True when `value` comes back from a JSON round trip unchanged, type for type."""
+    if value is None or type(value) in (str, bool, int):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is list:
+        return all(_survives_json(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _survives_json(v) for k, v in value.items())
+    return False
+
+
+def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Raise TypeError naming the first argument that would not survive a JSON round trip."""
+    for index, value in enumerate(args):
+        if not _survives_json(value):
+            raise TypeError(
+                f"argument {index} ({type(value).__name__} {value!r:.80}) does not survive a JSON round trip; "
+                "job arguments must be str, int, float, bool, None, lists and dicts with string keys"
+            )
+    for name, value in kwargs.items():
+        if not _survives_json(value):
+            raise TypeError(
+                f"keyword argument {name!r} ({type(value).__name__} {value!r:.80}) does not survive a JSON "
+                "round trip; job arguments must be str, int, float, bool, None, lists and dicts with string keys"
+            )
+
+
+def build(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    queue: str,
+    retries: int,
+    dead: bool,
+    timeout: Optional[float],
+    at: Optional[float] = None,
+) -> Dict[str, Any]:
+    """A new payload for one call; checks the arguments first."""
+    args = list(args)
+    kwargs = dict(kwargs)
+    check_arguments(args, kwargs)
+    now = time.time()
+    payload: Dict[str, Any] = {
+        "jid": new_jid(), "name": name, "args": args, "kwargs": kwargs, "queue": queue,
+        "retries": retries, "dead": dead, "timeout": timeout, "created_at": now, "enqueued_at": now,
+    }
+    if at is not None:
+        payload["at"] = at
+    return payload
+
+
+def encode(payload: Mapping[str, Any]) -> str:
+    """The wire form: compact JSON, no NaN."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+
+
+def decode(raw: str) -> Dict[str, Any]:
+    """Parse and check a payload off the wire; PayloadError says what is wrong with it."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise PayloadError(f"payload is JSON but not an object (it is a {type(payload).__name__})")
+    name = payload.get("name")
+    if not isinstance(name, str) or not name:
+        raise PayloadError("payload has no job name (field 'name' must be a non-empty string)")
+    if not isinstance(payload.get("args", []), list):
+        raise PayloadError("payload field 'args' must be a list")
+    if not isinstance(payload.get("kwargs", {}), dict):
+        raise PayloadError("payload field 'kwargs' must be an object")
+    if not isinstance(payload.get("queue", ""), str):
+        raise PayloadError("payload field 'queue' must be a string")
+    payload.setdefault("args", [])
+    payload.setdefault("kwargs", {})
+    if not isinstance(payload.get("jid"), str):
+        payload["jid"] = new_jid()
+    return payload
+
+
+def queue_of(raw: str, default: str) -> str:
+    """The queue a raw payload belongs to, or `default` when it cannot be read."""
+    try:
+        queue = json.loads(raw).get("queue")
+    except (ValueError, AttributeError, RecursionError):
+        return default
+    return queue if isinstance(queue, str) and queue else default
+
+
+def salvage(raw: str, error: str) -> Dict[str, Any]:
+    """A dead-set entry for a payload that cannot be run, keeping the original bytes."""
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        parsed = None
+    base = parsed if isinstance(parsed, dict) else {}
+    entry = {k: v for k, v in base.items() if k in ("jid", "name", "queue", "args", "kwargs")}
+    entry.update({
+        "jid": entry.get("jid") if isinstance(entry.get("jid"), str) else new_jid(),
+        "error_class": "PayloadError", "error_message": error, "failed_at": time.time(), "raw": raw,
+    })
+    return entry
+
+
+def iter_decoded(raws: Iterable[str]) -> Iterable[Dict[str, Any]]:
+    """Decode what can be decoded; skip the rest (for read-only views)."""
+    for raw in raws:
+        try:
+            yield decode(raw)
+        except PayloadError:
+            continue

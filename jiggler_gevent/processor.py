@@ -1,0 +1,116 @@
+"""Runs one fetched payload: decode, look up, call through the server chain, hand the outcome to the Acker.
+
+A job's behaviour never escapes this module: whatever it raises (SystemExit included) is recorded as a
+failure. Only GreenletExit passes, because that is the Manager stopping the job at shutdown; such a job
+is not acknowledged, so the shutdown puts it back in its queue.
+"""
+import inspect
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
+
+import gevent
+from greenlet import GreenletExit
+
+from . import middleware, payload as payload_mod
+from .job import lookup
+from .fetch import Acker, Outcome
+from .keys import Keys
+from .middleware import Chain, JobContext
+from .timeouts import JobTimeout, cancel
+
+log = logging.getLogger("jiggler_gevent.processor")
+
+
+def _signature_error(func: Callable[..., Any], args: Any, kwargs: Any) -> Optional[str]:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"arguments do not match {func.__name__}{sig}: {exc}"
+    return None
+
+
+class Processor:
+    """Turns raw payloads into job runs and outcomes."""
+
+    def __init__(self, keys: Keys, acker: Acker, chain: Optional[Chain] = None,
+                 on_failure: Optional[Callable[[], None]] = None) -> None:
+        self.keys, self.acker = keys, acker
+        self.chain = chain if chain is not None else middleware.server
+        self.running: Dict[int, JobContext] = {}
+        self.on_failure = on_failure
+
+    def process(self, raw: str) -> None:
+        """Run one payload to its outcome (in the calling greenlet)."""
+        try:
+            payload = payload_mod.decode(raw)
+        except payload_mod.PayloadError as exc:
+            self._bury_unrunnable(raw, str(exc))
+            return
+        func = lookup(payload["name"])
+        if func is None:
+            self._bury_unrunnable(raw, f"no job named {payload['name']!r} is registered in this worker "
+                                       "(start it with -r MODULE for the module that defines it)")
+            return
+        mismatch = _signature_error(func.func, payload["args"], payload["kwargs"])
+        if mismatch:
+            self._bury_unrunnable(raw, mismatch)
+            return
+        ctx = JobContext(payload, raw)
+        ctx.func = func.func
+        self._run(ctx)
+        self._finish(ctx)
+
+    def _run(self, ctx: JobContext) -> None:
+        key = id(gevent.getcurrent())
+        self.running[key] = ctx
+        ctx.started_at = time.time()
+        log.debug("start %s jid=%s", ctx.name, ctx.jid)
+        try:
+            try:
+                self.chain.before("before_process", ctx)
+                ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
+            except GreenletExit:
+                raise
+            except BaseException as exc:  # a job's behaviour must never kill the worker
+                ctx.exception = exc
+            self.chain.after("after_process", ctx)
+        except JobTimeout:
+            # The timer fired after the job had returned but before it was disarmed: the job is done.
+            cancel(ctx)
+            self.chain.after("after_process", ctx)
+        finally:
+            self.running.pop(key, None)
+
+    def _finish(self, ctx: JobContext) -> None:
+        elapsed = time.time() - ctx.started_at
+        if ctx.exception is None:
+            log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed)
+        else:
+            exc = ctx.exception
+            log.warning("fail %s jid=%s after %.3fs: %s: %s -> %s", ctx.name, ctx.jid, elapsed,
+                        type(exc).__name__, exc, ctx.disposition, exc_info=(type(exc), exc, exc.__traceback__))
+            middleware.notify_error(exc, ctx)
+        self._commit(ctx)
+
+    def _commit(self, ctx: JobContext) -> None:
+        d = ctx.disposition
+        if d == "retry" and ctx.retry_at is not None:
+            self.acker.add(Outcome(ctx.raw, self.keys.retry, payload_mod.encode(ctx.payload), ctx.retry_at))
+        elif d == "dead":
+            self.acker.add(Outcome(ctx.raw, self.keys.dead, payload_mod.encode(ctx.payload), time.time()))
+            middleware.notify_death(ctx.payload, ctx.exception)
+        else:
+            self.acker.add(Outcome(ctx.raw))
+
+    def _bury_unrunnable(self, raw: str, error: str) -> None:
+        entry = payload_mod.salvage(raw, error)
+        log.error("dead %s jid=%s: %s", entry.get("name", "?"), entry["jid"], error)
+        self.acker.add(Outcome(raw, self.keys.dead, payload_mod.encode(entry), time.time()))
+        if self.on_failure is not None:
+            self.on_failure()
+        middleware.notify_death(entry, None)

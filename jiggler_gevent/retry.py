@@ -1,0 +1,55 @@
+"""What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped.
+
+RetryMiddleware only decides (sets `ctx.disposition` and updates the payload); the Processor writes
+the decision through the Acker, in the same transaction that acknowledges the failed run.
+"""
+import random
+import time
+import traceback
+from typing import Optional
+
+from .middleware import JobContext, ServerMiddleware
+
+BACKTRACE_LINES = 20
+
+
+def backoff(retry_count: int, rand: Optional[random.Random] = None) -> float:
+    """Seconds before retry number `retry_count` (0-based): count**4 + 15 + random(0..10*(count+1))."""
+    r = rand or random
+    return retry_count ** 4 + 15 + r.randint(0, 10 * (retry_count + 1))
+
+
+def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:
+    """Write the error class, message and a short backtrace into the payload."""
+    p = ctx.payload
+    p["error_class"] = type(exc).__name__
+    p["error_message"] = str(exc)[:2000]
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    p["error_backtrace"] = "".join(lines)[-BACKTRACE_LINES * 160:]
+    p.setdefault("failed_at", now)
+    p["retried_at"] = now
+
+
+class RetryMiddleware(ServerMiddleware):
+    """Decides retry, dead or drop for every failed job, from the payload's `retries` and `dead`."""
+
+    def __init__(self, clock=time.time, rand: Optional[random.Random] = None) -> None:
+        self.clock, self.rand = clock, rand
+
+    def after_process(self, ctx: JobContext) -> None:
+        if ctx.exception is None:
+            return
+        now = self.clock()
+        record_error(ctx, ctx.exception, now)
+        p = ctx.payload
+        count = p["retry_count"] + 1 if isinstance(p.get("retry_count"), int) else 0
+        retries = p.get("retries", 25)
+        retries = retries if isinstance(retries, int) and not isinstance(retries, bool) else 25
+        if count < retries:
+            p["retry_count"] = count
+            ctx.disposition = "retry"
+            ctx.retry_at = now + backoff(count, self.rand)
+        else:
+            if count:
+                p["retry_count"] = count
+            ctx.disposition = "dead" if p.get("dead", True) is not False else "drop"

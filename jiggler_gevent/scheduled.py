@@ -1,0 +1,61 @@
+"""The Poller: moves due jobs from the scheduled and retry sets to their queues.
+
+Each move is one Lua script (scripts.MOVE_DUE), so two processes polling at once never move the same
+job twice. The wait between polls is drawn at random from 0.5x to 1.5x the interval, so that many
+processes started together do not poll in step.
+"""
+import logging
+import random
+import time
+from typing import Any, Dict, Optional
+
+import gevent
+import redis
+
+from . import config
+from .keys import Keys
+
+log = logging.getLogger("jiggler_gevent.scheduled")
+
+BATCH = 100
+
+
+class Poller:
+    """Polls the scheduled and retry sets until stopped."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Dict[str, Any],
+                 interval: float = config.DEFAULT_POLL_INTERVAL) -> None:
+        self.redis, self.keys, self.scripts = client, keys, scripts
+        self.interval = interval
+        self.greenlet: Optional[gevent.Greenlet] = None
+
+    def start(self) -> None:
+        """Poll once now, then every interval or so."""
+        self.greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        """Stop polling."""
+        if self.greenlet is not None:
+            self.greenlet.kill()
+            self.greenlet = None
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.enqueue_due()
+            except redis.RedisError as exc:
+                log.warning("polling the scheduled and retry sets failed: %s", exc)
+            gevent.sleep(self.interval * random.uniform(0.5, 1.5))
+
+    def enqueue_due(self, now: Optional[float] = None) -> int:
+        """Move every job due by `now` to its queue; returns how many moved."""
+        moved = 0
+        for zset in (self.keys.schedule, self.keys.retry):
+            while True:
+                n = int(self.scripts["move_due"](
+                    keys=[zset, self.keys.queues],
+                    args=[now if now is not None else time.time(), BATCH, self.keys.queue_prefix]))
+                moved += n
+                if n < BATCH:
+                    break
+        return moved

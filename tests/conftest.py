@@ -1,0 +1,120 @@
+"""Shared fixtures: a real Redis, a namespace per test, and worker processes started as subprocesses.
+
+Redis: $JIGGLER_TEST_REDIS_URL, else $REDIS_URL, else redis://127.0.0.1:6379/0; when nothing answers
+there a private redis-server is started for the session. No Redis at all fails the run (never a skip).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+import redis
+
+from jiggler_gevent import config, devserver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",
+             interval: float = 0.02) -> object:
+    """Poll `predicate` until it returns something true, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("JIGGLER_TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        url, stop = devserver.ensure_redis(url)
+    except devserver.NoRedis as exc:
+        pytest.fail(f"the tests need a real Redis: {exc}", pytrace=False)
+    yield url
+    stop()
+
+
+@pytest.fixture
+def ns(redis_url: str) -> Iterator[config.Config]:
+    """A fresh namespace on the test Redis, configured for this process; its keys are deleted after."""
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    cfg = config.configure(redis_url=redis_url, namespace=namespace)
+    yield cfg
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start:start + 1000])
+    client.close()
+    config.reset()
+
+
+@pytest.fixture
+def r(ns: config.Config) -> redis.Redis:
+    """A client on the test Redis (decoded strings)."""
+    return config.redis_client(ns.url)
+
+
+class Worker:
+    """A `gjiggler worker` subprocess."""
+
+    def __init__(self, args: List[str], cfg: config.Config, env: Optional[dict] = None) -> None:
+        self.log_path = ROOT / "test-artifacts" / f"worker-{cfg.namespace}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path.parent.mkdir(exist_ok=True)
+        self.log = open(self.log_path, "wb")
+        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "tests.jobs", "--redis-url", cfg.url,
+             "--namespace", cfg.namespace, *args],
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(ns: config.Config) -> Iterator[Callable[..., Worker]]:
+    """Start worker subprocesses on the test namespace; each is killed at the end of the test."""
+    workers: List[Worker] = []
+
+    def start(*args: str, env: Optional[dict] = None) -> Worker:
+        w = Worker(list(args), ns, env)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.close()
