@@ -105,19 +105,17 @@ class Acker:
         self.redis, self.keys, self.working = client, keys, working
         self.pending: List[Outcome] = []
         self.wake = gevent.event.Event()
-        self.idle = gevent.event.Event()
-        self.idle.set()
+        self.closing = False
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush."""
         self.pending.append(outcome)
-        self.idle.clear()
         self.wake.set()
 
     def run(self) -> None:
-        """Flush whenever something is pending (runs in its own greenlet)."""
+        """Flush whenever something is pending, until closed (runs in its own greenlet)."""
         backoff = 0.1
-        while True:
+        while not (self.closing and not self.pending):
             self.wake.wait()
             try:
                 self.flush()
@@ -127,12 +125,16 @@ class Acker:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def close(self) -> None:
+        """Let run() return once everything pending is written."""
+        self.closing = True
+        self.wake.set()
+
     def flush(self) -> None:
         """Write every pending outcome in one transaction."""
         batch, self.pending = self.pending, []
         self.wake.clear()
         if not batch:
-            self.idle.set()
             return
         try:
             self._write(batch)
@@ -140,8 +142,6 @@ class Acker:
             self.pending[:0] = batch
             self.wake.set()
             raise
-        if not self.pending:
-            self.idle.set()
 
     def _write(self, batch: List[Outcome]) -> None:
         with self.redis.pipeline(transaction=True) as pipe:

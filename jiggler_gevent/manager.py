@@ -57,10 +57,17 @@ class Manager:
         if not self.pool.join(timeout=timeout):
             log.warning("%d job(s) still running after %.1fs; stopping them and putting them back", len(self.pool), timeout)
             self.pool.kill(block=True, timeout=5)
-        self.acker.drain(time.monotonic() + 10)
-        if self.acker_greenlet is not None:
-            self.acker_greenlet.kill()
+        self._stop_acker()
         return self._requeue_held()
+
+    def _stop_acker(self) -> None:
+        """Write every outcome before anything is requeued, or a finished job would run again."""
+        if self.acker_greenlet is not None:
+            self.acker.close()
+            self.acker_greenlet.join(timeout=10)
+            self.acker_greenlet.kill()
+            self.acker_greenlet = None
+        self.acker.drain(time.monotonic() + 10)
 
     def _requeue_held(self) -> int:
         deadline = time.monotonic() + 10

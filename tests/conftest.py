@@ -59,6 +59,12 @@ def ns(redis_url: str) -> Iterator[config.Config]:
 
 
 @pytest.fixture
+def tkey(ns: config.Config) -> Callable[[str], str]:
+    """Names for the keys a test's jobs record into, inside the test's namespace (so they are cleaned up)."""
+    return lambda name: f"{ns.namespace}:t:{name}"
+
+
+@pytest.fixture
 def r(ns: config.Config) -> redis.Redis:
     """A client on the test Redis (decoded strings)."""
     return config.redis_client(ns.url)

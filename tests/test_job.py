@@ -1,0 +1,151 @@
+"""@job and the enqueue verbs, against a real Redis (no worker)."""
+import datetime as dt
+import json
+import math
+import time
+
+import pytest
+
+from jiggler_gevent import job, payload
+from jiggler_gevent.client import Client, EnqueueError
+from tests import jobs
+
+
+def queued(r, ns, queue="default"):
+    return [json.loads(raw) for raw in reversed(r.lrange(ns.keys.queue(queue), 0, -1))]
+
+
+def test_enqueue_pushes_a_complete_payload(ns, r):
+    jid = jobs.record.enqueue("k", "v")
+    [p] = queued(r, ns)
+    assert p["jid"] == jid and len(jid) == 24
+    assert p["name"] == "tests.jobs.record"
+    assert p["args"] == ["k", "v"] and p["kwargs"] == {}
+    assert p["queue"] == "default" and p["retries"] == 25 and p["dead"] is True and p["timeout"] is None
+    assert abs(p["created_at"] - time.time()) < 5 and p["enqueued_at"] == p["created_at"]
+    assert r.smembers(ns.keys.queues) == {"default"}
+
+
+def test_options_from_decorator_and_set(ns, r):
+    jobs.on_other_queue.enqueue("x")
+    jobs.record.set(queue="low", retries=0, timeout=2.5, dead=False).enqueue("a", "b")
+    [other] = queued(r, ns, "other")
+    [low] = queued(r, ns, "low")
+    assert other["name"] == "tests.jobs.on_other_queue"
+    assert (low["retries"], low["timeout"], low["dead"]) == (0, 2.5, False)
+    assert queued(r, ns) == []
+
+
+def test_kwargs_and_nested_values_round_trip(ns, r):
+    value = {"a": [1, 2.5, None, True, {"b": "é"}], "n": -3}
+    jobs.record.enqueue(key="k", value=value)
+    [p] = queued(r, ns)
+    assert p["kwargs"] == {"key": "k", "value": value}
+
+
+@pytest.mark.parametrize("bad, word", [
+    ({1, 2}, "set"), (dt.datetime.now(), "datetime"), (object(), "object"), (float("nan"), "float"),
+    ((1, 2), "tuple"), ({1: "int key"}, "dict"), (math.inf, "float"), (b"bytes", "bytes"),
+])
+def test_non_json_argument_raises_type_error_and_pushes_nothing(ns, r, bad, word):
+    with pytest.raises(TypeError, match=r"argument 1 \(" + word):
+        jobs.record.enqueue("k", bad)
+    with pytest.raises(TypeError, match="keyword argument 'value'"):
+        jobs.record.enqueue(key="k", value=bad)
+    assert r.exists(ns.keys.queue("default")) == 0
+
+
+def test_enqueue_in_and_at_go_to_the_schedule(ns, r):
+    before = time.time()
+    jid1 = jobs.record.enqueue_in(60, "k", "1")
+    jid2 = jobs.record.enqueue_in(dt.timedelta(minutes=2), "k", "2")
+    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    jid3 = jobs.record.enqueue_at(when, "k", "3")
+    jid4 = jobs.record.enqueue_at(time.time() + 30, "k", "4")
+    scheduled = {json.loads(raw)["jid"]: score for raw, score in r.zrange(ns.keys.schedule, 0, -1, withscores=True)}
+    assert scheduled[jid1] == pytest.approx(before + 60, abs=2)
+    assert scheduled[jid2] == pytest.approx(before + 120, abs=2)
+    assert scheduled[jid3] == pytest.approx(when.timestamp(), abs=0.01)
+    assert jid4 in scheduled
+    assert r.llen(ns.keys.queue("default")) == 0
+
+
+def test_naive_datetime_means_utc(ns, r):
+    naive = dt.datetime.utcnow() + dt.timedelta(hours=2)
+    jobs.record.enqueue_at(naive, "k", "v")
+    [(raw, score)] = r.zrange(ns.keys.schedule, 0, -1, withscores=True)
+    assert score == pytest.approx(naive.replace(tzinfo=dt.timezone.utc).timestamp(), abs=0.01)
+
+
+def test_a_past_time_enqueues_at_once(ns, r):
+    jobs.record.enqueue_at(time.time() - 10, "k", "v")
+    jobs.record.enqueue_in(-5, "k", "w")
+    assert len(queued(r, ns)) == 2 and r.zcard(ns.keys.schedule) == 0
+
+
+def test_enqueue_bulk_all_or_nothing(ns, r):
+    jids = jobs.record.enqueue_bulk([("k", str(i)) for i in range(2500)])
+    assert len(set(jids)) == 2500
+    assert [p["jid"] for p in queued(r, ns)] == jids
+    with pytest.raises(TypeError, match="item 1"):
+        jobs.record.enqueue_bulk([("k", "fine"), ("k", {1, 2})])
+    assert r.llen(ns.keys.queue("default")) == 2500
+
+
+def test_plain_call_runs_inline(ns, r, tkey):
+    jobs.record(tkey("inline-key"), "v")
+    assert r.lrange(tkey("inline-key"), 0, -1) == ["v"]
+    assert r.llen(ns.keys.queue("default")) == 0
+
+
+def test_name_override_and_registry(ns):
+    @job(name="custom.name", queue="q1")
+    def f(x):
+        return x * 2
+
+    assert f.name == "custom.name" and f.queue == "q1" and f(4) == 8
+    from jiggler_gevent.job import lookup
+    assert lookup("custom.name") is f
+
+
+def test_bad_options_are_refused(ns):
+    with pytest.raises(ValueError, match="retries"):
+        jobs.record.set(retries=-1)
+    with pytest.raises(ValueError, match="queue"):
+        jobs.record.set(queue="")
+    with pytest.raises(TypeError, match="unknown job option"):
+        jobs.record.set(priority=3)
+
+
+def test_unreachable_redis_raises_a_clear_error_naming_the_job(ns):
+    from jiggler_gevent import config, devserver
+
+    cfg = config.Config(redis_url=f"redis://127.0.0.1:{devserver.free_port()}/0", namespace=ns.namespace)
+    with pytest.raises(EnqueueError, match=r"tests\.jobs\.record.*127\.0\.0\.1"):
+        Client(cfg).push(payload.build("tests.jobs.record", ["k", "v"], {}, "default", 25, True, None))
+
+
+def test_configure_again_applies_to_what_comes_after(ns, r):
+    from jiggler_gevent import configure
+
+    configure(namespace=ns.namespace + "-b")
+    try:
+        jobs.record.enqueue("k", "v")
+        assert r.llen(f"{ns.namespace}-b:queue:default") == 1
+        assert r.llen(ns.keys.queue("default")) == 0
+    finally:
+        r.delete(f"{ns.namespace}-b:queue:default", f"{ns.namespace}-b:queues")
+        configure(namespace=ns.namespace)
+
+
+def test_url_lookup_order(monkeypatch):
+    from jiggler_gevent.config import resolve_redis_url
+
+    monkeypatch.delenv("JIGGLER_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert resolve_redis_url() == "redis://localhost:6379/0"
+    monkeypatch.setenv("REDIS_URL", "redis://b/1")
+    assert resolve_redis_url() == "redis://b/1"
+    monkeypatch.setenv("JIGGLER_REDIS_URL", "redis://a/2")
+    assert resolve_redis_url() == "redis://a/2"
+    assert resolve_redis_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
