@@ -78,23 +78,33 @@ def cli() -> None:
               help="Seconds a greenlet may hold the hub before it is made to yield; 0 turns it off.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=config.DEFAULT_POLL_INTERVAL,
               show_default=True, help="Average seconds between polls of the scheduled and retry sets.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=config.DEFAULT_HEARTBEAT_INTERVAL,
+              show_default=True, help="Seconds between heartbeats; a process silent for 12 of them is presumed dead.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--django", "django_setup", is_flag=True,
+              help="Set Django up (DJANGO_SETTINGS_MODULE) and import each app's jobs module; "
+                   "`manage.py gjiggler` adds it.")
 @redis_options
 def worker(requires: Tuple[str, ...], concurrency: int, queues: Tuple[Tuple[str, int], ...], strict: bool,
-           timeout: float, processes: int, preempt: float, poll_interval: float, verbose: bool,
-           redis_url: Optional[str], namespace: Optional[str]) -> None:
+           timeout: float, processes: int, preempt: float, poll_interval: float, heartbeat_interval: float,
+           verbose: bool, django_setup: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Run jobs from the queues until SIGTERM or SIGINT."""
     cfg = apply_redis_options(redis_url, namespace)
     setup_logging(verbose)
     opts = config.WorkerOptions(requires=requires, concurrency=concurrency, queues=queues, strict=strict,
                                 timeout=timeout, processes=processes, preempt=preempt,
-                                poll_interval=poll_interval, verbose=verbose)
+                                poll_interval=poll_interval, heartbeat_interval=heartbeat_interval,
+                                verbose=verbose)
     if processes > 1:
         from .supervisor import supervise
 
         sys.exit(supervise(opts, sys.argv[1:]))
     from .launcher import Launcher, import_user_modules
 
+    if django_setup:
+        from .contrib.django.bootstrap import setup_worker
+
+        setup_worker()
     try:
         import_user_modules(requires)
     except ImportError as exc:

@@ -1,7 +1,7 @@
 """The Monitor: heartbeat, stats flush and the periodic recovery sweep of one worker process.
 
 Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
-concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 60 s, and the processed and
+concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), and the processed and
 failed counts gathered in memory since the last beat. Then it asks Recovery to adopt the jobs of any
 process whose record has expired. On a clean stop it flushes the counts and deletes its record.
 """
@@ -84,6 +84,7 @@ class Monitor:
         self.counters, self.recovery = counters, recovery
         self.busy, self.running = busy, running
         self.interval = interval
+        self.ttl_ms = int(interval * config.HEARTBEAT_TTL_BEATS * 1000)
         self.quiet = False
         self.greenlet: Optional[gevent.Greenlet] = None
         self.last_beat = 0.0
@@ -149,14 +150,14 @@ class Monitor:
         record = dict(self.info, busy=self.busy(), rss=rss_bytes(), beat=now, quiet=self.quiet)
         pipe.sadd(k.processes, self.identity)
         pipe.hset(k.process(self.identity), mapping={"info": json.dumps(record)})
-        pipe.expire(k.process(self.identity), config.HEARTBEAT_TTL)
+        pipe.pexpire(k.process(self.identity), self.ttl_ms)
         pipe.delete(k.work(self.identity))
-        work = self._work(now)
+        work = self._work()
         if work:
             pipe.hset(k.work(self.identity), mapping=work)
-            pipe.expire(k.work(self.identity), config.HEARTBEAT_TTL)
+            pipe.pexpire(k.work(self.identity), self.ttl_ms)
 
-    def _work(self, now: float) -> Dict[str, str]:
+    def _work(self) -> Dict[str, str]:
         work: Dict[str, str] = {}
         for key, ctx in list(self.running().items()):
             work[str(key)] = json.dumps({"queue": ctx.payload.get("queue"), "payload": ctx.payload,

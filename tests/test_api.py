@@ -1,0 +1,85 @@
+"""jiggler_gevent.api against real state: sizes, latency, iterate, retry, delete, clear."""
+import json
+import time
+
+from jiggler_gevent import api
+from tests import jobs
+from tests.conftest import wait_for
+
+
+def test_queue_size_latency_iterate_delete_clear(ns, r):
+    jids = jobs.record.enqueue_bulk([("k", str(i)) for i in range(5)])
+    q = api.Queue("default")
+    assert len(q) == 5 and q.size == 5
+    assert 0 <= q.latency < 5
+    raw = r.lindex(ns.keys.queue("default"), -1)
+    p = json.loads(raw)
+    p["enqueued_at"] = time.time() - 100
+    r.lset(ns.keys.queue("default"), -1, json.dumps(p))
+    assert 99 < q.latency < 110
+    entries = list(q)
+    assert [e.jid for e in entries] == jids and entries[1].args == ["k", "1"]
+    assert entries[2].delete() and len(q) == 4
+    assert [e.jid for e in q.page(0, 2)] == jids[:2]
+    assert [q.name for q in api.Queue.all()] == ["default"]
+    assert q.clear() == 4 and len(q) == 0 and api.Queue.all() == []
+
+
+def test_sets_iterate_retry_delete_and_clear(ns, r):
+    for i in range(3):
+        jobs.record.enqueue_in(3600, "k", str(i))
+    s = api.ScheduledSet()
+    assert len(s) == 3
+    [first, second, third] = list(s)
+    assert first.name == "tests.jobs.record" and first.queue == "default" and first.at > time.time()
+    assert first.retry() and not first.retry()  # the second time it is no longer there
+    assert second.delete() and len(s) == 1
+    assert r.llen(ns.keys.queue("default")) == 1
+    assert s.find(third.jid).jid == third.jid and s.find("nope") is None
+    assert s.clear() == 1 and len(s) == 0
+
+
+def test_retry_from_the_dead_set_runs_the_job_again(ns, r, start_worker, tkey):
+    jobs.always_fail.enqueue(tkey("dead-runs"))
+    w = start_worker("-c", "2")
+    wait_for(lambda: api.DeadSet().size == 1, 10, "a dead job")
+    [entry] = list(api.DeadSet())
+    assert entry.error_class == "RuntimeError" and entry.error_message == "this job always fails"
+    assert entry.retry()
+    wait_for(lambda: r.llen(tkey("dead-runs")) == 2, 10, "the second run")
+    wait_for(lambda: api.DeadSet().size == 1, 10, "back in the dead set after failing again")
+    assert w.stop() == 0
+    assert api.DeadSet().retry_all() == 1 and api.Queue().size == 1
+    assert api.Queue().clear() == 1
+
+
+def test_stats_snapshot(ns, r):
+    jobs.record.enqueue("k", "v")
+    jobs.on_other_queue.enqueue("k")
+    jobs.record.enqueue_in(100, "k", "v")
+    r.zadd(ns.keys.retry, {"{}": time.time()})
+    r.zadd(ns.keys.dead, {"[]": time.time()})
+    s = api.Stats()
+    assert (s.processed, s.failed, s.enqueued, s.scheduled_size, s.retry_size, s.dead_size) == (0, 0, 2, 1, 1, 1)
+    assert s.queues == {"default": 1, "other": 1} and s.processes == 0 and s.busy == 0
+    data = api.stats_dict(s)
+    assert data["processed"] == 0 and [q["name"] for q in data["queues"]] == ["default", "other"]
+
+
+def test_entries_that_are_not_json_can_still_be_listed_and_deleted(ns, r):
+    r.zadd(ns.keys.dead, {"garbage{": 1.0})
+    [e] = list(api.DeadSet())
+    assert e.jid is None and e.error_class == "PayloadError"
+    assert e.delete() and len(api.DeadSet()) == 0
+
+
+def test_the_worker_never_imports_the_api():
+    import ast
+    import pathlib
+
+    pkg = pathlib.Path(__file__).resolve().parent.parent / "jiggler_gevent"
+    for name in ("launcher", "manager", "processor", "fetch", "monitor", "scheduled", "recovery"):
+        tree = ast.parse((pkg / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "api" not in imported, name

@@ -1,0 +1,87 @@
+"""`gjiggler` as a user runs it: --version, bad options, enqueue, stats, set actions."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jiggler_gevent import __version__, api
+from tests.conftest import ROOT
+
+
+def gj(*args, ns=None):
+    extra = ["--redis-url", ns.url, "--namespace", ns.namespace] if ns is not None else []
+    return subprocess.run([sys.executable, "-m", "jiggler_gevent", *args, *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_version_and_help():
+    out = gj("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+    for command in ("worker", "stats", "enqueue", "retry-dead", "clear-dead", "demo"):
+        out = gj(command, "--help")
+        assert out.returncode == 0 and "--redis-url" in out.stdout and "--namespace" in out.stdout, command
+
+
+@pytest.mark.parametrize("args, word", [
+    (["worker", "-c", "0"], "concurrency"),
+    (["worker", "-c", "many"], "concurrency"),
+    (["worker", "-q", "a,x"], "weight"),
+    (["worker", "-q", "a,0"], "weight"),
+    (["worker", "-t", "-1"], "timeout"),
+    (["worker", "--preempt", "-0.5"], "preempt"),
+    (["worker", "-p", "0"], "processes"),
+    (["worker", "-r", "no_such_module_here"], "no_such_module_here"),
+    (["worker", "--bogus"], "bogus"),
+    (["nonsense"], "nonsense"),
+    (["stats", "--namespace", "a:b"], "namespace"),
+])
+def test_bad_options_give_one_line_and_exit_2(args, word):
+    out = gj(*args)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gjiggler: error:") and word in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_enqueue_parses_json_args_and_falls_back_to_strings(ns, r):
+    out = gj("enqueue", "tests.jobs.record", "key", '{"a": [1, 2]}', "3", "not json {", "-q", "low", ns=ns)
+    assert out.returncode == 0, out.stderr
+    jid = out.stdout.strip()
+    [raw] = r.lrange(ns.keys.queue("low"), 0, -1)
+    p = json.loads(raw)
+    assert p["jid"] == jid and p["name"] == "tests.jobs.record"
+    assert p["args"] == ["key", {"a": [1, 2]}, 3, "not json {"]
+
+
+def test_enqueue_does_not_check_the_name(ns, r):
+    out = gj("enqueue", "no.such.job", ns=ns)
+    assert out.returncode == 0 and r.llen(ns.keys.queue("default")) == 1
+
+
+def test_stats_json_and_text(ns, r):
+    r.incrby(ns.keys.stat("processed"), 7)
+    gj("enqueue", "x.y", "1", ns=ns)
+    out = gj("stats", "--json", ns=ns)
+    data = json.loads(out.stdout)
+    assert isinstance(data["processed"], int) and data["processed"] == 7 and data["failed"] == 0
+    assert data["enqueued"] == 1 and data["queues"][0]["name"] == "default"
+    text = gj("stats", ns=ns).stdout
+    assert "processed 7" in text and "queue default: 1 job(s)" in text
+
+
+def test_stats_never_shows_the_password(ns):
+    url = ns.url.replace("redis://", "redis://user:s3cr3t-pw@")
+    out = subprocess.run([sys.executable, "-m", "jiggler_gevent", "stats", "--redis-url", url], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert "s3cr3t-pw" not in out.stdout + out.stderr
+
+
+def test_retry_and_clear_the_dead_set(ns, r):
+    r.zadd(ns.keys.dead, {json.dumps({"jid": "a", "name": "x.y", "args": [], "queue": "default"}): 1,
+                          json.dumps({"jid": "b", "name": "x.y", "args": [], "queue": "default"}): 2})
+    out = gj("retry-dead", ns=ns)
+    assert out.returncode == 0 and "retried 2" in out.stdout
+    assert api.Queue().size == 2 and api.DeadSet().size == 0
+    r.zadd(ns.keys.retry, {"{}": 1})
+    assert "cleared 1" in gj("clear-retry", ns=ns).stdout and api.RetrySet().size == 0

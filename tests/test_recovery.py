@@ -1,0 +1,65 @@
+"""Jobs of a process that died without a clean stop are run again by the others, once; a poison job dies."""
+import json
+import time
+
+from jiggler_gevent import config, scripts
+from jiggler_gevent.recovery import Recovery
+from tests import jobs
+from tests.conftest import wait_for
+
+FAST = ("--heartbeat-interval", "0.2")  # presumed dead after 12 beats: 2.4 s
+
+
+def test_killed_workers_jobs_run_to_completion_elsewhere(ns, r, start_worker, tkey):
+    first = start_worker("-c", "5", *FAST)
+    jids = jobs.started_then_nap.enqueue_bulk([(tkey("k"), 2)] * 5 + [(tkey("k"), 0.1)] * 20)
+    wait_for(lambda: r.llen(tkey("k") + ":started") >= 5, 15, "5 jobs started")
+    first.kill()
+    second = start_worker("-c", "10", *FAST)
+    wait_for(lambda: r.llen(tkey("k") + ":finished") >= 25, 30, "every job finished")
+    assert second.stop() == 0
+    finished = r.llen(tkey("k") + ":finished")
+    started = r.llen(tkey("k") + ":started")
+    assert finished >= 25
+    # Only the jobs running at the kill may run twice.
+    assert started - 25 <= 5 and finished - 25 <= 5
+    assert r.llen(ns.keys.queue("default")) == 0 and r.zcard(ns.keys.dead) == 0
+    assert len(jids) == 25
+
+
+def test_adoption_is_exactly_once_and_only_after_the_heartbeat_expired(ns, r):
+    client = config.redis_client(ns.url)
+    s = scripts.register(client)
+    k = ns.keys
+    raws = [json.dumps({"jid": f"j{i}", "name": "tests.jobs.record", "args": ["x", "y"], "queue": "default"})
+            for i in range(10)]
+    r.sadd(k.processes, "dead-one")
+    r.rpush(k.working("dead-one"), *raws)
+    r.set(k.process("dead-one"), "alive", px=60_000)
+    a, b = Recovery(client, k, "me-a", s), Recovery(client, k, "me-b", s)
+    assert a.sweep() == 0 and r.llen(k.working("dead-one")) == 10  # still beating: left alone
+    r.delete(k.process("dead-one"))
+    assert a.sweep() + b.sweep() == 10
+    back = [json.loads(x) for x in r.lrange(k.queue("default"), 0, -1)]
+    assert sorted(p["jid"] for p in back) == sorted(f"j{i}" for i in range(10))
+    assert all(p["recoveries"] == 1 for p in back)
+    assert r.llen(k.working("me-a")) == 0 and r.llen(k.working("me-b")) == 0
+    assert not r.sismember(k.processes, "dead-one")
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_set(ns, r, start_worker, tkey):
+    jid = jobs.exit_process.enqueue(tkey("deaths"))
+    for attempt in range(config.MAX_RECOVERIES + 3):
+        w = start_worker("-c", "1", *FAST)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and w.proc.poll() is None and r.zcard(ns.keys.dead) == 0:
+            time.sleep(0.05)
+        if r.zcard(ns.keys.dead):
+            w.stop()
+            break
+        assert w.proc.poll() is not None, "the worker neither died nor buried the job"
+    [dead] = [json.loads(x) for x in r.zrange(ns.keys.dead, 0, -1)]
+    assert dead["jid"] == jid and dead["error_class"] == "ProcessDied"
+    assert "died" in dead["error_message"]
+    assert r.llen(tkey("deaths")) == config.MAX_RECOVERIES + 1
+    assert r.llen(ns.keys.queue("default")) == 0

@@ -1,0 +1,36 @@
+"""jiggler_gevent.testing: inline and fake modes."""
+import pytest
+
+from jiggler_gevent import testing
+from tests import jobs
+
+
+def test_inline_runs_at_enqueue_time(ns, r, tkey):
+    with testing.inline():
+        jobs.record.enqueue(tkey("inline"), "a")
+        jobs.record.enqueue_in(3600, tkey("inline"), "b")
+        with pytest.raises(RuntimeError, match="always fails"):
+            jobs.always_fail.enqueue(tkey("x"))
+    assert r.lrange(tkey("inline"), 0, -1) == ["a", "b"]
+    assert r.llen(ns.keys.queue("default")) == 0 and r.zcard(ns.keys.schedule) == 0
+
+
+def test_fake_records_and_drains(ns, r, tkey):
+    with testing.fake() as queue:
+        jobs.record.enqueue(tkey("fake"), "a")
+        jobs.record.enqueue_bulk([(tkey("fake"), "b"), (tkey("fake"), "c")])
+        jobs.nap.enqueue_in(10, tkey("naps"), 0)
+        assert queue.names() == ["tests.jobs.record"] * 3 + ["tests.jobs.nap"]
+        assert [p["args"][1] for p in queue.for_job(jobs.record)] == ["a", "b", "c"]
+        assert queue.for_job(jobs.nap)[0]["at"] > 0
+        assert r.llen(tkey("fake")) == 0
+        assert queue.drain() == 4 and len(queue) == 0
+    assert r.lrange(tkey("fake"), 0, -1) == ["a", "b", "c"]
+    assert r.llen(ns.keys.queue("default")) == 0
+
+
+def test_modes_still_check_arguments(ns):
+    with testing.fake() as queue:
+        with pytest.raises(TypeError):
+            jobs.record.enqueue("k", {1})
+        assert len(queue) == 0
