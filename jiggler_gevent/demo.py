@@ -49,7 +49,11 @@ def _wait_until_done(deadline: float) -> bool:
 
 def run_demo(n: int, redis_url: Optional[str], namespace: Optional[str]) -> int:
     """Run the demo; returns the exit code."""
-    url, stop_redis = devserver.ensure_redis(redis_url)
+    try:
+        url, stop_redis = devserver.ensure_redis(redis_url)
+    except devserver.NoRedis as exc:
+        print(f"gjiggler demo: {exc}", file=sys.stderr)
+        return 1
     ns = namespace or f"demo-{uuid.uuid4().hex[:8]}"
     config.configure(redis_url=url, namespace=ns)
     http = WSGIServer(("127.0.0.1", 0), _slow_app, log=None)

@@ -1,6 +1,7 @@
 """`@job`: turn a function into a job that can be enqueued, and the registry the worker runs from."""
 import datetime as dt
 import functools
+import inspect
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union, overload
 
@@ -111,6 +112,14 @@ class JobFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
+
+    @functools.cached_property
+    def signature(self) -> Optional[inspect.Signature]:
+        """The function's signature, to check a payload's arguments before the call (None if unknown)."""
+        try:
+            return inspect.signature(self.func)
+        except (TypeError, ValueError):
+            return None
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"

@@ -25,6 +25,7 @@ from .recovery import Recovery
 log = logging.getLogger("jiggler_gevent.monitor")
 
 DAILY_STATS_TTL = 5 * 365 * 24 * 3600
+WORK_ARGS_LIMIT = 2000
 
 
 class Counters(ServerMiddleware):
@@ -160,8 +161,16 @@ class Monitor:
     def _work(self) -> Dict[str, str]:
         work: Dict[str, str] = {}
         for key, ctx in list(self.running().items()):
-            work[str(key)] = json.dumps({"queue": ctx.payload.get("queue"), "payload": ctx.payload,
+            work[str(key)] = json.dumps({"queue": ctx.payload.get("queue"), "payload": _summary(ctx.payload),
                                          "run_at": ctx.started_at})
         return work
 
 
+def _summary(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """The payload as shown among running jobs; huge arguments are cut so a heartbeat stays small."""
+    if len(repr(payload.get("args"))) + len(repr(payload.get("kwargs"))) <= WORK_ARGS_LIMIT:
+        return payload
+    cut = {k: v for k, v in payload.items() if k not in ("args", "kwargs")}
+    cut["args"] = [repr(payload.get("args"))[:WORK_ARGS_LIMIT] + "..."]
+    cut["kwargs"] = {}
+    return cut

@@ -4,7 +4,6 @@ A job's behaviour never escapes this module: whatever it raises (SystemExit incl
 failure. Only GreenletExit passes, because that is the Manager stopping the job at shutdown; such a job
 is not acknowledged, so the shutdown puts it back in its queue.
 """
-import inspect
 import logging
 import time
 from typing import Any, Callable, Dict, Optional
@@ -13,7 +12,7 @@ import gevent
 from greenlet import GreenletExit
 
 from . import middleware, payload as payload_mod
-from .job import lookup
+from .job import JobFunction, lookup
 from .fetch import Acker, Outcome
 from .keys import Keys
 from .middleware import Chain, JobContext
@@ -22,15 +21,14 @@ from .timeouts import JobTimeout, cancel
 log = logging.getLogger("jiggler_gevent.processor")
 
 
-def _signature_error(func: Callable[..., Any], args: Any, kwargs: Any) -> Optional[str]:
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
+def _signature_error(func: JobFunction, args: Any, kwargs: Any) -> Optional[str]:
+    sig = func.signature
+    if sig is None:
         return None
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
-        return f"arguments do not match {func.__name__}{sig}: {exc}"
+        return f"arguments do not match {func.func.__name__}{sig}: {exc}"
     return None
 
 
@@ -56,7 +54,7 @@ class Processor:
             self._bury_unrunnable(raw, f"no job named {payload['name']!r} is registered in this worker "
                                        "(start it with -r MODULE for the module that defines it)")
             return
-        mismatch = _signature_error(func.func, payload["args"], payload["kwargs"])
+        mismatch = _signature_error(func, payload["args"], payload["kwargs"])
         if mismatch:
             self._bury_unrunnable(raw, mismatch)
             return
