@@ -101,6 +101,7 @@ def worker(requires: Tuple[str, ...], concurrency: int, queues: Tuple[Tuple[str,
         sys.exit(supervise(opts, sys.argv[1:]))
     from .launcher import Launcher, import_user_modules
 
+    config.set_pool_size(opts.pool_size)  # before user code, so its enqueues share the worker's pool
     if django_setup:
         from .contrib.django.bootstrap import setup_worker
 
@@ -162,6 +163,20 @@ def stats(as_json: bool, redis_url: Optional[str], namespace: Optional[str]) -> 
     for p in data["processes"]:
         click.echo(f"process {p['identity']}: busy {p['busy']}/{p['concurrency']}, queues {','.join(p['queues'])}"
                    f"{' (quiet)' if p['quiet'] else ''}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9292, show_default=True,
+              help="Port to listen on (0 picks a free one).")
+@redis_options
+def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Serve the web dashboard until SIGTERM or Ctrl-C."""
+    from .web.server import serve
+
+    apply_redis_options(redis_url, namespace)
+    setup_logging(False)
+    serve(host, port)
 
 
 def _set_command(action: str, set_name: str) -> Callable[..., None]:

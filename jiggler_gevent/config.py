@@ -57,7 +57,8 @@ class Config:
 
 
 _current = Config()
-_clients: Dict[Tuple[str, int], Any] = {}
+_clients: Dict[str, Any] = {}
+_pool_size = 50
 
 
 def configure(redis_url: Optional[str] = None, namespace: Optional[str] = None, **extra: Any) -> Config:
@@ -85,8 +86,19 @@ def reset() -> None:
     _current = Config()
 
 
-def redis_client(url: Optional[str] = None, max_connections: int = 50) -> "redis.Redis":
-    """A shared client for `url` (default: the configured one) whose pool holds `max_connections`.
+def set_pool_size(connections: int) -> None:
+    """Size the connection pool of every Redis client made from now on (the worker: concurrency + 10).
+
+    The worker calls it before it imports the user's modules, so that jobs that enqueue share the one pool.
+    """
+    global _pool_size
+    if connections != _pool_size:
+        _pool_size = connections
+        _clients.clear()
+
+
+def redis_client(url: Optional[str] = None) -> "redis.Redis":
+    """The shared client for `url` (default: the configured one); one pool per URL in a process.
 
     The pool blocks for a free connection instead of failing, so it can be sized for the concurrency.
     redis is imported here, not at the top, so that importing the package touches no socket before
@@ -95,14 +107,13 @@ def redis_client(url: Optional[str] = None, max_connections: int = 50) -> "redis
     import redis
 
     url = url or current().url
-    key = (url, max_connections)
-    client = _clients.get(key)
+    client = _clients.get(url)
     if client is None:
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=20, decode_responses=True,
+            url, max_connections=_pool_size, timeout=20, decode_responses=True,
             health_check_interval=30, socket_keepalive=True,
         )
-        client = _clients[key] = redis.Redis(connection_pool=pool)
+        client = _clients[url] = redis.Redis(connection_pool=pool)
     return client
 
 
@@ -137,5 +148,6 @@ class WorkerOptions:
 
     @property
     def pool_size(self) -> int:
-        """Redis connections the worker needs: one per job greenlet that enqueues, plus its own few."""
+        """Redis connections a worker process needs: one per job greenlet that enqueues, plus its own few
+        (the blocking fetch, the Acker, the Monitor, the Poller)."""
         return self.concurrency + 10

@@ -52,7 +52,8 @@ class Launcher:
         self.opts = opts
         self.cfg = cfg or config.current()
         keys = self.cfg.keys
-        self.redis = config.redis_client(self.cfg.url, max_connections=opts.pool_size)
+        config.set_pool_size(opts.pool_size)
+        self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
         self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
         self.acker = Acker(self.redis, keys, self.fetch.working)

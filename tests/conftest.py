@@ -17,6 +17,8 @@ import redis
 
 from jiggler_gevent import config, devserver
 
+pytest_plugins = ["tests.pg"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,31 @@
+"""`manage.py place_orders N [--rollback]`: place N orders in one transaction (rolled back on request)."""
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from orders.services import place_order
+
+
+class RolledBack(Exception):
+    """Raised to roll the transaction back."""
+
+
+class Command(BaseCommand):
+    help = "Place N orders in one transaction; with --rollback, roll it back (no job is pushed)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("count", type=int)
+        parser.add_argument("--item", default="book")
+        parser.add_argument("--rollback", action="store_true")
+
+    def handle(self, *args: Any, count: int, item: str, rollback: bool, **options: Any) -> None:
+        try:
+            with transaction.atomic():
+                ids = [place_order(f"{item} {n}").pk for n in range(count)]
+                if rollback:
+                    raise RolledBack
+        except RolledBack:
+            self.stdout.write(f"rolled back {count} order(s)")
+            return
+        self.stdout.write(f"placed {count} order(s): {ids[0] if ids else '-'}..{ids[-1] if ids else '-'}")

@@ -1,0 +1,36 @@
+"""Settings of the example shop: PostgreSQL through the usual PG* variables, Redis through REDIS_URL."""
+import os
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+DEBUG = True
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+
+INSTALLED_APPS = [
+    "jiggler_gevent.contrib.django",   # 1. the app: settings below, `manage.py gjiggler`
+    "orders",
+]
+MIDDLEWARE: list = []
+ROOT_URLCONF = "shop.urls"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+DATABASES = {
+    "default": {
+        # psycopg2 (not psycopg 3): the worker makes it cooperative with psycogreen.
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("PGDATABASE", "jiggler_shop"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+    }
+}
+
+# 2. One dict; its keys mirror `gjiggler worker` options (--redis-url, --namespace, -c, -q, -t, ...).
+JIGGLER = {
+    "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "NAMESPACE": os.environ.get("JIGGLER_NAMESPACE", "shop"),
+    "CONCURRENCY": 20,
+    "QUEUES": ["default,3", "reports,1"],
+    "TIMEOUT": 10,
+}

@@ -1,0 +1,89 @@
+"""Ordinary blocking code as jobs: nothing here knows about gevent.
+
+The worker patches the standard library (and psycopg2, through psycogreen) before it imports this
+module, so each job below waits on its peer without holding up the others: one process runs as many of
+them at once as its --concurrency.
+
+    gjiggler worker -r examples.legacy_jobs -c 100
+
+and, from anywhere that can reach the same Redis:
+
+    from examples.legacy_jobs import fetch_url
+    fetch_url.enqueue("http://127.0.0.1:8000/slow")
+"""
+import hashlib
+import smtplib
+import socket
+import subprocess
+import urllib.request
+from contextlib import closing
+from email.message import EmailMessage
+from typing import Any, List, Optional, Sequence
+
+import psycopg2
+import requests
+
+from jiggler_gevent import job
+
+
+@job
+def run_sql(dsn: str, sql: str, params: Optional[List[Any]] = None) -> None:
+    """Run one statement on PostgreSQL with psycopg2 and commit it. One connection per job, closed after."""
+    with closing(psycopg2.connect(dsn)) as conn:
+        with conn, conn.cursor() as cursor:  # `with conn` commits, or rolls back on an exception
+            cursor.execute(sql, params)
+
+
+@job(retries=5)
+def fetch_url(url: str, timeout: float = 10.0) -> int:
+    """GET `url` with requests; an HTTP error status fails the job (and it is retried)."""
+    response = requests.get(url, timeout=timeout)
+    response.raise_for_status()
+    return len(response.content)
+
+
+@job(retries=5)
+def fetch_url_stdlib(url: str, timeout: float = 10.0) -> int:
+    """GET `url` with urllib from the standard library."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return len(response.read())
+
+
+@job(queue="default", retries=10)
+def send_email(host: str, port: int, sender: str, recipient: str, subject: str, body: str) -> None:
+    """Send one message with smtplib."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, recipient, subject
+    message.set_content(body)
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.send_message(message)
+
+
+@job
+def run_command(argv: Sequence[str], output_path: str, timeout: float = 60.0) -> None:
+    """Run a program with subprocess and write what it printed to `output_path` (file I/O)."""
+    result = subprocess.run(list(argv), capture_output=True, check=True, timeout=timeout)
+    with open(output_path, "wb") as out:
+        out.write(result.stdout)
+
+
+@job
+def send_line(host: str, port: int, line: str, timeout: float = 10.0) -> str:
+    """Send one line over a plain TCP socket and wait for the one-line answer; anything but OK fails."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(line.encode() + b"\n")
+        answer = sock.makefile("rb").readline().decode().strip()
+    if answer != "OK":
+        raise ConnectionError(f"{host}:{port} answered {answer!r} to {line!r}")
+    return answer
+
+
+@job
+def checksum_file(path: str, digest_path: str) -> None:
+    """Read a file in chunks and write its SHA-256 next to it (plain file I/O)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as src:
+        for chunk in iter(lambda: src.read(1 << 16), b""):
+            sha.update(chunk)
+    with open(digest_path, "w") as out:
+        out.write(sha.hexdigest())

@@ -1,0 +1,64 @@
+"""The worker side of the Django integration: what `gjiggler worker --django` does after gevent is patched.
+
+It sets Django up, imports the `jobs` module of every installed app (before the -r modules), and adds
+CloseConnections to the server chain. Django keeps its database connections in a thread local, which
+gevent's patch makes greenlet-local: each job greenlet opens at most one connection per database alias.
+"""
+import logging
+import os
+
+import click
+from django.db import close_old_connections, connections
+
+from ... import config, middleware
+from ...middleware import JobContext, ServerMiddleware
+
+log = logging.getLogger("jiggler_gevent.django")
+
+
+class CloseConnections(ServerMiddleware):
+    """Closes stale database connections before a job, and the job's own connections after it.
+
+    Every job runs in a greenlet of its own, so a connection kept past the job (CONN_MAX_AGE) could never
+    be reused by another job: it would only hold a PostgreSQL slot until garbage collection.
+    """
+
+    def before_process(self, ctx: JobContext) -> None:
+        close_old_connections()
+
+    def after_process(self, ctx: JobContext) -> None:
+        connections.close_all()
+
+
+def setup_worker() -> None:
+    """Set Django up from DJANGO_SETTINGS_MODULE for this worker process and load the apps' jobs."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise click.UsageError("--django needs DJANGO_SETTINGS_MODULE in the environment "
+                               "(`python manage.py gjiggler` sets it)")
+    from ...launcher import import_user_modules
+    import django
+    from django.utils.module_loading import autodiscover_modules
+
+    import_user_modules(())  # puts the current directory on sys.path, as for -r
+    worker_cfg = config.current()
+    django.setup()
+    # The app's ready() applied settings.JIGGLER; the worker's command line (built from it) wins.
+    config.configure(redis_url=worker_cfg.url, namespace=worker_cfg.namespace)
+    _warn_if_psycopg3()
+    try:
+        autodiscover_modules("jobs")
+    except ImportError as exc:
+        raise click.UsageError(f"an installed app's jobs module cannot be imported: {exc}") from exc
+    if not any(isinstance(m, CloseConnections) for m in middleware.server.entries):
+        middleware.server.add(CloseConnections())
+
+
+def _warn_if_psycopg3() -> None:
+    """psycogreen makes psycopg2 cooperative, not psycopg 3, which Django prefers when both are installed."""
+    if not any(conn.vendor == "postgresql" for conn in connections.all()):
+        return
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if is_psycopg3:
+        log.warning("Django uses psycopg 3, which the worker cannot make cooperative: each query blocks every "
+                    "job in this process. Uninstall psycopg (3) so that Django uses psycopg2.")

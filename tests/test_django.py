@@ -1,0 +1,225 @@
+"""The Django integration, through the example project in examples/django_project (PostgreSQL, Redis).
+
+Django runs only in subprocesses (`manage.py ...`), as in production: the worker is `manage.py gjiggler`,
+orders are placed by the project's own management command and view.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Iterator, List
+
+import click
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from jiggler_gevent import api, payload as payload_mod
+from jiggler_gevent.cli import worker as worker_command
+from jiggler_gevent.client import Client
+from jiggler_gevent.contrib.django import conf
+from tests.conftest import ROOT, wait_for
+
+PROJECT = ROOT / "examples" / "django_project"
+TABLES = "orders_order, orders_shipment, orders_report"
+
+
+class Shop:
+    """The example project on a test database and the test namespace."""
+
+    def __init__(self, db, env: dict) -> None:
+        self.db, self.env = db, env
+        self.procs: List[subprocess.Popen] = []
+        self.logs: List[object] = []
+
+    def manage(self, *args: str, timeout: float = 60) -> str:
+        """Run `manage.py ARGS` to completion; its stdout (fails the test on a non-zero exit)."""
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"manage.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
+        return done.stdout
+
+    def gjiggler(self, *args: str) -> subprocess.Popen:
+        """Start `manage.py gjiggler ARGS`; its output goes to test-artifacts/."""
+        log_path = ROOT / "test-artifacts" / f"django-{uuid.uuid4().hex[:8]}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        log = open(log_path, "w+")
+        proc = subprocess.Popen([sys.executable, "manage.py", "gjiggler", *args], cwd=PROJECT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def count(self, table: str) -> int:
+        return self.db.query(f"SELECT count(*) FROM {table}")[0][0]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        for log in self.logs:
+            log.close()
+
+
+def output(proc: subprocess.Popen) -> str:
+    return proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def shop_db(pg_create_database, redis_url: str):
+    """A database for the example project, migrated once per module."""
+    db = pg_create_database("shop")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, **db.env)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    Shop(db, env).manage("migrate", "--verbosity", "0")
+    return db
+
+
+@pytest.fixture
+def shop(ns, shop_db, redis_url: str) -> Iterator[Shop]:
+    shop_db.query(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    s = Shop(shop_db, env)
+    yield s
+    s.close()
+
+
+def wait_until_started(proc: subprocess.Popen) -> None:
+    wait_for(lambda: "started" in output(proc) or proc.poll() is not None, 30, "the worker to start")
+    assert proc.poll() is None, output(proc)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_jiggler_settings_mirror_the_worker_options() -> None:
+    keys = set(conf.worker_options())
+    assert {"REDIS_URL", "NAMESPACE", "CONCURRENCY", "QUEUES", "STRICT", "TIMEOUT", "PROCESSES", "PREEMPT",
+            "POLL_INTERVAL", "VERBOSE", "REQUIRES"} <= keys
+    settings = {"CONCURRENCY": 7, "QUEUES": ["mail,3", ("default", 1)], "STRICT": True, "VERBOSE": False,
+                "REDIS_URL": "redis://cache:6380/2", "REQUIRES": ["app.jobs"], "TIMEOUT": 4.5}
+
+    params = worker_command.make_context("worker", conf.worker_args(settings, [])).params
+    assert params["concurrency"] == 7 and params["strict"] is True and params["verbose"] is False
+    assert params["queues"] == (("mail", 3), ("default", 1))
+    assert params["redis_url"] == "redis://cache:6380/2" and params["requires"] == ("app.jobs",)
+    assert params["timeout"] == 4.5
+
+    # an option on the command line replaces its setting, repeatable ones included
+    params = worker_command.make_context(
+        "worker", conf.worker_args(settings, ["-c", "3", "-q", "low", "--require=other.jobs"])).params
+    assert params["concurrency"] == 3 and params["queues"] == (("low", 1),) and params["requires"] == ("other.jobs",)
+    assert params["strict"] is True and params["timeout"] == 4.5
+
+    with pytest.raises(ImproperlyConfigured, match="CONCURENCY"):
+        conf.worker_args({"CONCURENCY": 5}, [])
+    with pytest.raises(click.BadParameter):
+        worker_command.make_context("worker", conf.worker_args({"QUEUES": ["a:b"]}, []))
+
+
+def test_importing_the_app_loads_neither_gevent_nor_redis() -> None:
+    code = ("import sys, jiggler_gevent.contrib.django.apps, jiggler_gevent.contrib.django.conf; "
+            "print(sorted(m for m in ('gevent', 'redis', 'psycogreen') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_worker_django_flag_needs_a_settings_module(redis_url: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-m", "jiggler_gevent", "worker", "--django", "--redis-url", redis_url],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "DJANGO_SETTINGS_MODULE" in done.stderr
+
+
+def test_gjiggler_runs_orm_jobs_once_and_leaves_no_connection(shop: Shop) -> None:
+    assert "placed 30 order(s)" in shop.manage("place_orders", "30")
+    # pushed from Django code with settings.JIGGLER only (no configure() in the project)
+    assert len(api.Queue("default")) == 30
+
+    proc = shop.gjiggler("--settings", "shop.settings", "-c", "10")
+    wait_until_started(proc)
+    wait_for(lambda: shop.count("orders_shipment") >= 30, 30, "30 shipments")
+
+    rows = shop.db.query("SELECT o.id, count(s.id), min(s.worker_pid), max(s.worker_pid) FROM orders_order o "
+                         "LEFT JOIN orders_shipment s ON s.order_id = o.id GROUP BY o.id ORDER BY o.id")
+    assert [(order, n) for order, n, _, _ in rows] == [(n, 1) for n in range(1, 31)], "one shipment per order"
+    # manage.py exec'd the worker in place: the pid that ran the jobs is the one we started
+    assert {pid for *_, low, high in rows for pid in (low, high)} == {proc.pid}
+
+    # the command line (-c 10) won over CONCURRENCY=20; the queues came from settings.JIGGLER
+    live = wait_for(lambda: [p for p in api.ProcessSet() if p.pid == proc.pid], 15, "the heartbeat")
+    assert live[0].concurrency == 10 and live[0].queues == ["default", "reports"]
+
+    wait_for(lambda: shop.db.connections() == 0, 10, "each job's connection to be closed after it")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+    assert shop.db.connections() == 0
+    assert shop.count("orders_shipment") == 30
+    assert "Traceback" not in output(proc), output(proc)
+
+
+def test_on_commit_pushes_a_job_only_when_the_transaction_commits(shop: Shop) -> None:
+    assert "rolled back 5 order(s)" in shop.manage("place_orders", "5", "--rollback")
+    assert shop.count("orders_order") == 0
+    assert len(api.Queue("default")) == 0, "a rolled back transaction pushed a job"
+
+    shop.manage("place_orders", "4")
+    assert len(api.Queue("default")) == 4
+    proc = shop.gjiggler("-c", "4")
+    wait_until_started(proc)
+    wait_for(lambda: shop.count("orders_shipment") >= 4, 30, "4 shipments")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+    orders = shop.db.query("SELECT id FROM orders_order ORDER BY id")
+    assert len(orders) == 4
+    assert shop.db.query("SELECT order_id FROM orders_shipment ORDER BY order_id") == orders
+    assert len(api.Queue("default")) == 0
+
+
+def test_a_view_enqueues_with_the_same_job_api(shop: Shop) -> None:
+    script = ("from django.test import Client; c = Client(); "
+              "print(*[c.post('/orders/', {'item': f'from view {n}'}).json()['id'] for n in range(3)])")
+    ids = [int(i) for i in shop.manage("shell", "--verbosity", "0", "-c", script).split()]
+    assert [(i,) for i in ids] == shop.db.query("SELECT id FROM orders_order ORDER BY id") and len(ids) == 3
+    pushed = sorted((e.name, e.args) for e in api.Queue("default"))
+    assert pushed == [("orders.jobs.ship_order", [i]) for i in ids]
+
+
+def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -> None:
+    shop.manage("place_orders", "2")
+    api.Queue("default").clear()
+    proc = shop.gjiggler("-c", "5")
+    wait_until_started(proc)
+
+    client = Client()
+    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"r{n}", 0.3], {}, "reports", 0, True, None)
+                      for n in range(15)])
+    seen: List[int] = []
+
+    def reports_done() -> bool:
+        seen.append(shop.db.connections())
+        return shop.count("orders_report") >= 15
+
+    wait_for(reports_done, 30, "15 reports")
+    assert 2 <= max(seen) <= 5, f"connections seen while 5 greenlets ran 15 jobs: max {max(seen)}"
+    assert {r for (r,) in shop.db.query("SELECT DISTINCT orders FROM orders_report")} == {2}
+    wait_for(lambda: shop.db.connections() == 0, 10, "the connections to be closed after the jobs")
+
+    # SIGTERM while jobs hold connections: the worker waits for them (TIMEOUT=10 in settings), exits 0
+    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"late{n}", 2.0], {}, "reports", 0, True, None)
+                      for n in range(3)])
+    wait_for(lambda: shop.db.connections() == 3, 15, "three jobs in their queries")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+    assert time.monotonic() - started < 10
+    assert shop.count("orders_report") == 18, "the running jobs finished before the worker exited"
+    assert shop.db.connections() == 0
