@@ -331,3 +331,37 @@ def in_flight() -> int:
         for identity in identities:
             pipe.llen(keys.working(identity))
         return sum(int(n) for n in pipe.execute())
+
+
+# --- Read helpers for the web dashboard: each costs a bounded number of Redis calls, whatever the set size.
+
+def redis_info() -> Dict[str, Any]:
+    """Version, memory, clients and uptime of the Redis server in use."""
+    client, _ = _client_and_keys()
+    info = client.info()
+    return {
+        "version": info.get("redis_version"), "used_memory": info.get("used_memory_human"),
+        "peak_memory": info.get("used_memory_peak_human"), "clients": info.get("connected_clients"),
+        "uptime_days": info.get("uptime_in_days"), "url": config.redacted(config.current().url),
+    }
+
+
+def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Optional[Entry]:
+    """The entry of `sorted_set` with this score and jid, read by score (ZRANGEBYSCORE), not by a scan."""
+    start = 0
+    while True:
+        rows = sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW,
+                                              withscores=True)
+        for raw, s in rows:
+            entry = Entry(raw, sorted_set, s)
+            if entry.jid == jid:
+                return entry
+        if len(rows) < WINDOW:
+            return None
+        start += WINDOW
+
+
+def queue_entry_near(queue: Queue, position: int, jid: str, slack: int = WINDOW) -> Optional[Entry]:
+    """The job with this jid seen at `position` (0 = next to run), looked for within `slack` either side."""
+    start = max(0, position - slack)
+    return next((e for e in queue.page(start, 2 * slack + 1) if e.jid == jid), None)

@@ -1,0 +1,130 @@
+"""The dashboard as one WSGI application: routing, CSRF, security headers, static files, errors.
+
+Mount it anywhere: `gjiggler web` serves it on gevent's WSGI server, the Django view adapts it, and any
+WSGI stack can call it (it honours SCRIPT_NAME, so links work under a prefix). Every read and write goes
+through jiggler_gevent.api.
+"""
+import logging
+import mimetypes
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from urllib.parse import quote
+
+import redis
+
+from . import pages, sets
+from .html import Safe, render
+from .http import Csrf, Request, Response
+from .layout import View
+
+log = logging.getLogger("jiggler_gevent.web")
+
+STATIC = Path(__file__).parent / "static"
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY"),
+]
+SET_ROUTE = re.compile(r"^/(scheduled|retries|dead)(?:/(.+))?$")
+QUEUE_ROUTE = re.compile(r"^/queues/(.+)$")
+
+StartResponse = Callable[..., Any]
+
+
+class Dashboard:
+    """The WSGI app. `secret` signs CSRF tokens (random per process unless given, e.g. from Django's)."""
+
+    def __init__(self, secret: Optional[bytes] = None) -> None:
+        self.csrf = Csrf(secret)
+
+    def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        req = Request(environ)
+        try:
+            resp = self.handle(req)
+        except redis.RedisError as exc:
+            log.warning("redis error serving %s: %s", req.path, exc)
+            resp = Response(f"Redis did not answer: {exc}", "503 Service Unavailable", "text/plain; charset=utf-8")
+        start_response(resp.status, resp.headers + SECURITY_HEADERS + [("Content-Length", str(len(resp.body)))])
+        return [] if req.method == "HEAD" else [resp.body]
+
+    def handle(self, req: Request) -> Response:
+        if req.path.startswith("/static/"):
+            return static(req.path[len("/static/"):])
+        if req.path == "/stats.json":
+            return pages.stats_json(req)
+        if req.method not in ("GET", "HEAD", "POST"):
+            return Response("method not allowed", "405 Method Not Allowed", "text/plain",
+                            headers=[("Allow", "GET, HEAD, POST")])
+        token, fresh = self.csrf.token_for(req)
+        if req.method == "POST":
+            resp = self.post(req)
+        else:
+            resp = self.get(View(req, token))
+        if fresh:
+            resp.headers.append(Csrf.cookie_header(token, req))
+        resp.headers.append(("Cache-Control", "no-store"))
+        return resp
+
+    def get(self, view: View) -> Response:
+        path = view.req.path
+        simple = {"/": ("Dashboard", pages.dashboard), "/busy": ("Busy", pages.busy),
+                  "/queues": ("Queues", pages.queues)}
+        if path in simple:
+            title, fn = simple[path]
+            return Response(view.page(title, fn(view)))
+        m = QUEUE_ROUTE.match(path)
+        if m:
+            return Response(view.page(f"Queue {m.group(1)}", pages.queue(view, m.group(1))))
+        m = SET_ROUTE.match(path)
+        if m:
+            kind = sets.KINDS[m.group(1)]
+            if m.group(2) is None:
+                return Response(view.page(kind.title, sets.listing(view, kind)))
+            body = sets.detail(view, kind, m.group(2))
+            if body is not None:
+                return Response(view.page(f"{kind.title} job", body))
+            missing = render('<p class="empty">This job is no longer in the {set} set: it may have run, been retried '
+                             'or deleted. <a href="{back}">Back to the list</a>.</p>', set=kind.title.lower(),
+                             back=view.url(kind.path))
+            return Response(view.page("Job not found", missing), "404 Not Found")
+        return Response(view.page("Not found", Safe('<p class="empty">No such page.</p>')), "404 Not Found")
+
+    def post(self, req: Request) -> Response:
+        if not self.csrf.check(req):
+            return Response("This form has expired or did not come from this dashboard (CSRF check failed). "
+                            "Go back, reload the page and try again.", "403 Forbidden", "text/plain; charset=utf-8")
+        result: Optional[Tuple[Dict[str, Any], str]] = None
+        m = QUEUE_ROUTE.match(req.path)
+        if m:
+            result = pages.queue_action(req, m.group(1))
+        m = SET_ROUTE.match(req.path)
+        if m:
+            kind = sets.KINDS[m.group(1)]
+            result = sets.action(req, kind), kind.path
+        if result is None:
+            return Response("unknown action", "400 Bad Request", "text/plain")
+        outcome, back = result
+        return Response.redirect(req.url(back) + _query(req, outcome))
+
+
+def _query(req: Request, outcome: Dict[str, Any]) -> str:
+    keep = {k: req.query[k] for k in ("page", "per") if req.query.get(k, "").isdigit()}
+    keep.update({k: str(v) for k, v in outcome.items()})
+    return "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in keep.items())
+
+
+def static(name: str) -> Response:
+    """A file from web/static, by plain name only (no paths)."""
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        return Response("not found", "404 Not Found", "text/plain")
+    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
+        ctype += "; charset=utf-8"
+    return Response(path.read_bytes(), content_type=ctype, headers=[("Cache-Control", "public, max-age=3600")])
+
+
+def create_app(secret: Optional[bytes] = None) -> Dashboard:
+    """A new dashboard WSGI app reading the configured namespace (see jiggler_gevent.configure)."""
+    return Dashboard(secret)

@@ -1,0 +1,85 @@
+"""Safe HTML building for the dashboard: every value is escaped unless it is already `Safe` markup.
+
+Pages are built from literal format strings in this package (trusted) filled with values (untrusted,
+escaped). Payload fields never reach the output any other way.
+"""
+import datetime as dt
+import html
+import json
+import time
+from typing import Any, Iterable, Optional
+
+
+class Safe(str):
+    """A string that is already HTML and must not be escaped again."""
+
+
+def esc(value: Any) -> Safe:
+    """`value` as HTML text: Safe passes through, None is empty, anything else is str() and escaped."""
+    if isinstance(value, Safe):
+        return value
+    if value is None:
+        return Safe("")
+    return Safe(html.escape(str(value), quote=True))
+
+
+def render(fmt: str, **values: Any) -> Safe:
+    """Fill the trusted `fmt` (str.format syntax) with escaped `values`."""
+    return Safe(fmt.format(**{k: esc(v) for k, v in values.items()}))
+
+
+def join(parts: Iterable[Any], sep: str = "") -> Safe:
+    """Escaped parts joined by the trusted `sep`."""
+    return Safe(sep.join(esc(p) for p in parts))
+
+
+def as_json(value: Any, indent: Optional[int] = None, limit: int = 0) -> str:
+    """A JSON rendering of a payload value (plain text; escape it when placing it)."""
+    try:
+        text = json.dumps(value, indent=indent, sort_keys=indent is not None, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if limit and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def number(n: Any) -> str:
+    """12345 -> '12,345'; non-numbers as they are."""
+    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else str(n if n is not None else "–")
+
+
+def human_bytes(n: Any) -> str:
+    """Bytes as B / KiB / MiB / GiB."""
+    if not isinstance(n, (int, float)):
+        return "–"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 42 s, 3 min, 5 h, 2 d."""
+    s = abs(seconds)
+    if s < 1:
+        return "now" if s < 0.5 else "1 s"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if s >= size:
+            return f"{s / size:.0f} {unit}" if s < 10 * size else f"{s // size:.0f} {unit}"
+    return f"{s:.0f} s"
+
+
+def timestamp(ts: Any, now: Optional[float] = None) -> Safe:
+    """A <time> element: relative text ('3 min ago', 'in 5 s'), the UTC date and time as its title."""
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        return Safe("–")
+    now = time.time() if now is None else now
+    delta = ts - now
+    text = duration(delta)
+    if text != "now":
+        text = f"in {text}" if delta > 0 else f"{text} ago"
+    iso = dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return render('<time datetime="{iso}" title="{iso}">{text}</time>', iso=iso, text=text)

@@ -1,0 +1,115 @@
+"""The small slice of HTTP the dashboard needs: a request, a response, and CSRF tokens.
+
+CSRF: every browser gets a token `nonce.HMAC(secret, nonce)` in a cookie (HttpOnly, SameSite=Strict)
+and in a hidden field of every form. A POST is accepted only when the field equals the cookie and the
+signature verifies, so another site can neither read nor forge it.
+"""
+import hashlib
+import hmac
+import secrets
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qs
+
+MAX_FORM_BYTES = 1 << 20
+CSRF_COOKIE = "jiggler_csrf"
+CSRF_FIELD = "csrf"
+
+
+class Request:
+    """One WSGI request: method, path, query, cookies and (for POST) the form."""
+
+    def __init__(self, environ: Dict[str, Any]) -> None:
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.root = environ.get("SCRIPT_NAME", "").rstrip("/")
+        self.path = environ.get("PATH_INFO", "") or "/"
+        self.query = _flat(parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        self.cookies = _cookies(environ.get("HTTP_COOKIE", ""))
+        self.form_lists = self._read_form() if self.method == "POST" else {}
+        self.form = _flat(self.form_lists)
+
+    def _read_form(self) -> Dict[str, List[str]]:
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0 or length > MAX_FORM_BYTES:
+            return {}
+        body = self.environ["wsgi.input"].read(length).decode("utf-8", "replace")
+        return parse_qs(body, keep_blank_values=True)
+
+    def url(self, path: str) -> str:
+        """An absolute path inside the app (honours SCRIPT_NAME when mounted under a prefix)."""
+        return self.root + path
+
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        """A query integer clamped to [low, high]; `default` when missing or not a number."""
+        try:
+            return min(high, max(low, int(self.query.get(name, default))))
+        except ValueError:
+            return default
+
+
+class Response:
+    """Status, headers and a body."""
+
+    def __init__(self, body: Any = b"", status: str = "200 OK", content_type: str = "text/html; charset=utf-8",
+                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.status = status
+        self.headers = [("Content-Type", content_type)] + list(headers or [])
+
+    @classmethod
+    def redirect(cls, location: str) -> "Response":
+        """303 See Other: the browser follows with a GET (post/redirect/get)."""
+        return cls(b"", "303 See Other", headers=[("Location", location)])
+
+
+def _flat(lists: Dict[str, List[str]]) -> Dict[str, str]:
+    return {k: v[0] for k, v in lists.items() if v}
+
+
+def _cookies(header: str) -> Dict[str, str]:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+class Csrf:
+    """Issues and checks signed double-submit tokens."""
+
+    def __init__(self, secret: Optional[bytes] = None) -> None:
+        self.secret = secret or secrets.token_bytes(32)
+
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()
+
+    def new_token(self) -> str:
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def valid(self, token: str) -> bool:
+        """True when `token` was signed with this secret."""
+        nonce, _, signature = token.partition(".")
+        return bool(nonce) and hmac.compare_digest(signature, self._sign(nonce))
+
+    def token_for(self, req: Request) -> Tuple[str, bool]:
+        """The request's token, and whether it is new (so the response must set the cookie)."""
+        current = req.cookies.get(CSRF_COOKIE, "")
+        if current and self.valid(current):
+            return current, False
+        return self.new_token(), True
+
+    def check(self, req: Request) -> bool:
+        """True when the POST carries the cookie's token in its form and the token is ours."""
+        cookie, field = req.cookies.get(CSRF_COOKIE, ""), req.form.get(CSRF_FIELD, "")
+        return bool(cookie) and hmac.compare_digest(cookie, field) and self.valid(cookie)
+
+    @staticmethod
+    def cookie_header(token: str, req: Request) -> Tuple[str, str]:
+        secure = "; Secure" if req.environ.get("wsgi.url_scheme") == "https" else ""
+        return ("Set-Cookie", f"{CSRF_COOKIE}={token}; Path={req.root or '/'}; HttpOnly; SameSite=Strict{secure}")

@@ -1,0 +1,187 @@
+"""The dashboard end to end in headless Chromium (Debian's `chromium`, driven by Playwright; no downloaded browser).
+
+`gjiggler web` and `gjiggler worker` run as subprocesses on the test namespace. Screenshots go to
+test-artifacts/. Without Chromium the tests are skipped locally, and fail when CI=true.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from jiggler_gevent import api, config
+from tests import jobs
+from tests.conftest import ROOT, wait_for
+
+CHROMIUM = os.environ.get("JIGGLER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-proxy-server"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the browser tests need {reason} (apt-get install chromium; pip install playwright)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package")
+    if not Path(CHROMIUM).is_file():
+        _unavailable(f"Chromium at {CHROMIUM}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def dashboard_url(ns) -> Iterator[str]:
+    """`gjiggler web --port 0` on the test namespace; its base URL."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"web-{ns.namespace}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "web", "--port", "0", "--redis-url", ns.url,
+                             "--namespace", ns.namespace], cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        line = proc.stdout.readline().decode()
+        m = re.search(r"(http://\S+)/ ", line)
+        assert m, f"gjiggler web did not print its URL: {line!r}"
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    errors: List[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.errors = errors
+    yield pg
+    context.close()
+
+
+def shot(page, name: str, **kw) -> Path:
+    path = ARTIFACTS / f"web-{name}.png"
+    page.screenshot(path=str(path), full_page=True, **kw)
+    assert path.stat().st_size > 1000
+    return path
+
+
+def _key(label: str) -> str:
+    return f"{config.current().namespace}:{label}"
+
+
+def test_dashboard_numbers_and_chart_update_after_jobs_run(page, dashboard_url, start_worker, r):
+    from playwright.sync_api import expect
+
+    start_worker("-c", "4")
+    wait_for(lambda: len(api.ProcessSet()) == 1, 40, "the worker's first heartbeat")
+    page.goto(dashboard_url + "/?poll=1")
+    processed = page.locator('.card [data-stat="processed"]')
+    assert processed.inner_text() == "0"
+    shot(page, "dashboard-before")
+    key = _key("browser:count")
+    for i in range(7):
+        jobs.record.enqueue(key, i)
+    wait_for(lambda: r.llen(key) == 7, 40, "the worker to run the jobs")
+    # no reload: the number changes when the worker's next heartbeat flushes its counters
+    expect(processed).to_have_text("7", timeout=60_000)
+    assert page.locator('[data-stat="processes"]').inner_text() == "1"
+    expect(page.locator("[data-live-chart] polyline")).to_have_count(2, timeout=30_000)
+    assert page.locator('[data-redis="version"]').inner_text() == api.redis_info()["version"]
+    shot(page, "dashboard-after")
+    assert page.errors == []
+
+
+def test_retry_a_dead_job_by_clicking(page, dashboard_url, start_worker, r):
+    start_worker("-q", "work", "-c", "2")
+    key = _key("browser:dead")
+    jid = jobs.fail_times.set(queue="work", retries=0).enqueue(key, 1)  # fails once, then succeeds
+    wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
+    page.goto(dashboard_url + "/dead")
+    row = page.locator("tr", has_text=jid)
+    assert "planned failure 1 of 1" in row.inner_text()
+    shot(page, "dead-before")
+    row.locator('button[name="retry"]').click()
+    page.wait_for_url(re.compile(r"/dead\?page=1&per=25&flash=retried&n=1$"))
+    assert "1 job(s) sent back to their queue." in page.locator(".flash").inner_text()
+    wait_for(lambda: r.llen(key) == 2, 60, "the retried job to run again")
+    assert len(api.DeadSet()) == 0
+    page.goto(dashboard_url + "/dead")
+    assert "No dead jobs." in page.locator("main").inner_text()
+    shot(page, "dead-after")
+    assert page.errors == []
+
+
+def test_clear_a_queue_by_clicking(page, dashboard_url):
+    for i in range(5):
+        jobs.record.set(queue="parked").enqueue(_key("browser:parked"), i)
+    page.goto(dashboard_url + "/queues")
+    dialogs: List[str] = []
+
+    def accept(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    shot(page, "queues-before")
+    page.locator("tr", has_text="parked").locator('button[value="clear"]').click()
+    page.wait_for_url(re.compile(r"/queues\?flash=cleared&n=5$"))
+    assert dialogs == ["Delete all 5 job(s) in queue parked?"]
+    assert len(api.Queue("parked")) == 0 and "5 job(s) cleared." in page.locator(".flash").inner_text()
+    shot(page, "queues-after")
+
+
+def test_script_in_arguments_renders_as_text(page, dashboard_url, start_worker):
+    payload = "<script>window.__pwned = true; alert('pwned')</script>"
+    jobs.record.set(queue="parked").enqueue(_key("browser:xss"), payload)
+    start_worker("-q", "work")
+    jobs.always_fail.set(queue="work").enqueue(_key("browser:") + payload)
+    wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
+    dialogs: List[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for path in ("/queues/parked", "/dead"):
+        page.goto(dashboard_url + path)
+        assert payload in page.locator("td.args").first.inner_text()
+        assert page.evaluate("window.__pwned") is None
+    page.locator("td a").first.click()
+    assert payload in page.locator("pre.code").first.inner_text()
+    assert dialogs == [] and page.evaluate("window.__pwned") is None
+    shot(page, "xss-detail")
+
+
+def test_phone_sized_screens(browser, dashboard_url, start_worker):
+    start_worker("-q", "work")
+    jobs.always_fail.set(queue="work").enqueue(_key("browser:phone"))
+    jobs.record.enqueue_in(600, _key("browser:phone"), "later")
+    wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    pg = context.new_page()
+    try:
+        for path, name in (("/", "phone-dashboard"), ("/dead", "phone-dead"), ("/busy", "phone-busy")):
+            pg.goto(dashboard_url + path)
+            # the page itself never scrolls sideways; wide tables scroll inside their own box
+            width = pg.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
+            shot(pg, name)
+    finally:
+        context.close()
