@@ -5,7 +5,7 @@ from tests.conftest import wait_for
 
 
 def test_heartbeat_visible_while_running_and_gone_after_sigterm(ns, r, start_worker, tkey):
-    w = start_worker("-c", "7", "-q", "default", "-q", "other", "--heartbeat-interval", "0.2")
+    w = start_worker("-c", "7", "-t", "1", "-q", "default", "-q", "other", "--heartbeat-interval", "0.2")
     jobs.started_then_nap.enqueue_bulk([(tkey("hb"), 30)] * 3)
     wait_for(lambda: r.llen(tkey("hb") + ":started") == 3, 10, "3 jobs running")
     wait_for(lambda: [p for p in api.ProcessSet() if p.busy == 3], 10, "a heartbeat showing 3 busy")
