@@ -69,7 +69,27 @@ class Entry:
         return f"<Entry {self.name} jid={self.jid} queue={self.queue}>"
 
 
-class Queue:
+class _Paged:
+    """Iteration and lookup for a container that reads itself in windows with `page(offset, limit)`."""
+
+    def page(self, offset: int = 0, limit: int = 25) -> List[Entry]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Entry]:
+        offset = 0
+        while True:
+            batch = self.page(offset, WINDOW)
+            yield from batch
+            if len(batch) < WINDOW:
+                return
+            offset += WINDOW
+
+    def find(self, jid: str) -> Optional[Entry]:
+        """The entry with this jid, or None (a scan of the whole container: for tools, not hot paths)."""
+        return next((e for e in self if e.jid == jid), None)
+
+
+class Queue(_Paged):
     """One queue."""
 
     def __init__(self, name: str = config.DEFAULT_QUEUE) -> None:
@@ -107,19 +127,6 @@ class Queue:
         raws = self.redis.lrange(self.key, -(offset + limit), -(offset + 1))
         return [Entry(r, self) for r in reversed(raws)]
 
-    def __iter__(self) -> Iterator[Entry]:
-        offset = 0
-        while True:
-            batch = self.page(offset, WINDOW)
-            yield from batch
-            if len(batch) < WINDOW:
-                return
-            offset += WINDOW
-
-    def find(self, jid: str) -> Optional[Entry]:
-        """The job with this jid, or None (a scan: for tools, not hot paths)."""
-        return next((e for e in self if e.jid == jid), None)
-
     def remove(self, raw: str) -> bool:
         return bool(self.redis.lrem(self.key, 1, raw))
 
@@ -137,7 +144,7 @@ class Queue:
         return int(n)
 
 
-class SortedSet:
+class SortedSet(_Paged):
     """Shared behaviour of the scheduled, retry and dead sets."""
 
     key_name = ""
@@ -160,19 +167,6 @@ class SortedSet:
             return []
         read = self.redis.zrevrange if newest_first else self.redis.zrange
         return [Entry(raw, self, score) for raw, score in read(self.key, offset, offset + limit - 1, withscores=True)]
-
-    def __iter__(self) -> Iterator[Entry]:
-        offset = 0
-        while True:
-            batch = self.page(offset, WINDOW)
-            yield from batch
-            if len(batch) < WINDOW:
-                return
-            offset += WINDOW
-
-    def find(self, jid: str) -> Optional[Entry]:
-        """The entry with this jid, or None."""
-        return next((e for e in self if e.jid == jid), None)
 
     def remove(self, raw: str) -> bool:
         return bool(self.redis.zrem(self.key, raw))
