@@ -1,0 +1,397 @@
+"""`python -m benchmarks.run [--quick] [--only ROW...] [--systems SYSTEM...]`: the benchmark table.
+
+Every system runs the same workloads, one run after the other, against one private redis-server started
+for the benchmark (never the Redis on 6379). For each run: flush Redis, push the jobs in the system's own
+format (a subprocess), start the worker, and time from its start until the last job's INCR of the done
+counter is seen (not until the queue is empty). Peak RSS and CPU are summed over the worker's whole
+process tree; Redis commands per job come from INFO commandstats (the harness's own polls subtracted).
+The table goes to stdout and to benchmarks/results/ (git-ignored), with each worker's log.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import redis
+
+from benchmarks import common
+from jiggler_gevent import devserver
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SYSTEMS = ["jiggler", "floor", "celery", "dramatiq", "huey", "rq"]
+PEERS = ["celery", "dramatiq", "huey", "rq"]
+PACKAGES = {"jiggler": "jiggler_gevent", "celery": "celery", "dramatiq": "dramatiq", "huey": "huey", "rq": "rq"}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One workload at one concurrency (and number of processes)."""
+
+    id: str
+    workload: str
+    jobs: int
+    quick_jobs: int
+    concurrency: int
+    processes: int = 1
+
+    @property
+    def ceiling(self) -> Optional[float]:
+        """Jobs/s if every slot were always busy waiting on the I/O: concurrency / latency (I/O rows only)."""
+        latency = common.LATENCY.get(self.workload)
+        return self.concurrency / latency if latency else None
+
+
+ROWS = [
+    Row("noop", "noop", 20_000, 2_000, 10),
+    Row("noop-p2", "noop", 20_000, 2_000, 10, processes=2),
+    Row("sleep-c10", "sleep", 1_000, 100, 10),
+    Row("sleep-c100", "sleep", 1_000, 300, 100),
+    Row("sleep-c1000", "sleep", 20_000, 2_000, 1000),
+    Row("http-c10", "http", 1_000, 100, 10),
+    Row("http-c100", "http", 1_000, 300, 100),
+    Row("pg-c15", "pg", 1_000, 90, 15),
+    Row("pg-c50", "pg", 1_000, 200, 50),
+    Row("file-c5", "file", 20_000, 1_000, 5),
+    Row("fib-c5", "fib", 100, 20, 5),
+]
+
+
+@dataclass
+class Result:
+    """What one run of one system on one row measured."""
+
+    row: str
+    system: str
+    jobs: int
+    status: str = "ok"
+    total_s: float = 0.0
+    first_s: float = 0.0
+    peak_rss: int = 0
+    cpu_s: float = 0.0
+    redis_cmds: int = 0
+    extra: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Jobs/s from the worker's start to the last job done."""
+        return self.jobs / self.total_s if self.status == "ok" and self.total_s else 0.0
+
+    @property
+    def steady(self) -> float:
+        """Jobs/s from the first job done to the last: the rate without the boot."""
+        span = self.total_s - self.first_s
+        return (self.jobs - 1) / span if self.status == "ok" and span > 0 else 0.0
+
+
+# --- the worker's process tree ------------------------------------------------------------------------
+
+def _stat(pid: int) -> Optional[List[str]]:
+    """Fields of /proc/PID/stat after the command name (index 0 is the state, 1 the parent pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree(root: int) -> List[int]:
+    """`root` and every descendant (also those that left its process group, as RQ's do)."""
+    children: Dict[int, List[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(int(name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS and CPU time of a process tree until stopped; keeps the peak RSS."""
+
+    def __init__(self, root: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_rss = 0
+        self.cpu: Dict[int, float] = {}
+        self.pids: List[int] = [root]
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            self.sample(refresh=n % 5 == 0)
+            n += 1
+            self.halt.wait(self.interval)
+
+    def sample(self, refresh: bool = True) -> None:
+        if refresh:
+            self.pids = process_tree(self.root)
+        rss = 0
+        for pid in self.pids:
+            fields = _stat(pid)
+            if fields and fields[0] != "Z":
+                rss += int(fields[21]) * PAGE
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / TICK)
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def stop(self) -> float:
+        """Stop sampling; returns the CPU seconds used by the tree."""
+        self.halt.set()
+        self.join()
+        self.sample()
+        return sum(self.cpu.values())
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and all its descendants (the measurement is over; nothing needs to be clean)."""
+    for pid in reversed(process_tree(proc.pid)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(30)
+
+
+# --- services -----------------------------------------------------------------------------------------
+
+def wait_for_port(port: int, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise RuntimeError(f"nothing listens on port {port}")
+            time.sleep(0.05)
+
+
+def start_http() -> "tuple[str, subprocess.Popen]":
+    port = devserver.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.slow_http", str(port), str(common.SLEEP)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    wait_for_port(port)
+    return f"http://127.0.0.1:{port}/", proc
+
+
+def prepare_postgres(dsn: str) -> Optional[str]:
+    """Create the benchmark's own database if needed; returns why PostgreSQL cannot be used, or None."""
+    import psycopg2
+
+    params = dict(part.split("=", 1) for part in dsn.split())
+    dbname = params.pop("dbname", "jiggler_bench")
+    try:
+        conn = psycopg2.connect(" ".join(f"{k}={v}" for k, v in params.items()) + " dbname=postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{dbname}"')
+        conn.close()
+    except psycopg2.Error as exc:
+        return f"no PostgreSQL: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+# --- one run ------------------------------------------------------------------------------------------
+
+def max_concurrency(system: str) -> Optional[int]:
+    return getattr(_module(system), "MAX_CONCURRENCY", None)
+
+
+def _module(system: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    return importlib.import_module(f"benchmarks.sys_{system}")
+
+
+def skip_reason(system: str, row: Row, pg_problem: Optional[str]) -> Optional[str]:
+    try:
+        mod = _module(system)
+    except ImportError as exc:
+        return f"cannot import ({exc}): pip install -e '.[bench]'"
+    if row.processes > 1 and not mod.MULTI_PROCESS:
+        return "one process only in its gevent mode"
+    cap = max_concurrency(system)
+    if cap is not None and row.concurrency > cap:
+        return f"one process per slot: capped at {cap}"
+    if row.workload == "pg" and pg_problem:
+        return pg_problem
+    return None
+
+
+def run_one(system: str, row: Row, jobs: int, env: Dict[str, str], client: redis.Redis) -> Result:
+    result = Result(row.id, system, jobs)
+    mod = _module(system)
+    client.flushall()
+    if os.path.exists(common.FILE):
+        os.unlink(common.FILE)
+    pushed = subprocess.run([sys.executable, "-m", "benchmarks.enqueue", system, row.workload, str(jobs)],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    if pushed.returncode != 0:
+        result.status = f"enqueue failed: {(pushed.stderr.strip().splitlines() or ['?'])[-1]}"
+        return result
+    client.config_resetstat()
+    log_path = RESULTS / "logs" / f"{row.id}-{system}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    timeout = 60 + jobs * 0.005 + (3 * jobs / row.ceiling if row.ceiling else 0)
+    polls = 0
+    with open(log_path, "wb") as log:
+        started = time.monotonic()
+        proc = subprocess.Popen(mod.command(row.concurrency, row.processes), cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        try:
+            while True:
+                time.sleep(0.005)
+                count = int(client.get(common.DONE_KEY) or 0)
+                polls += 1
+                now = time.monotonic() - started
+                if count and not result.first_s:
+                    result.first_s = now
+                if count >= jobs:
+                    result.total_s = now
+                    break
+                if proc.poll() is not None:
+                    result.status = f"worker exited with code {proc.returncode} after {count} jobs"
+                    break
+                if now > timeout:
+                    result.status = f"timed out after {timeout:.0f}s with {count} of {jobs} jobs"
+                    break
+        finally:
+            result.cpu_s = sampler.stop()
+            result.peak_rss = sampler.peak_rss
+            kill_tree(proc)
+    stats = client.info("commandstats")
+    result.redis_cmds = max(0, sum(v["calls"] for v in stats.values()) - polls)
+    return result
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+def table(rows: Sequence[Row], results: List[Result]) -> str:
+    lines = ["| row | system | jobs | conc. | total s | first done s | jobs/s | after 1st | vs best peer | ceiling/s "
+             "| of ceiling | peak RSS MiB | CPU ms/job | Redis cmds/job |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        mine = [r for r in results if r.row == row.id]
+        best = max((r.rate for r in mine if r.system in PEERS), default=0.0)
+        for r in mine:
+            conc = f"{row.concurrency}" + (f" x{row.processes}p" if row.processes > 1 else "")
+            if r.status != "ok":
+                lines.append(f"| {row.id} | {r.system} | {r.jobs} | {conc} | {r.status} ||||||||||")
+                continue
+            ratio = f"{r.rate / best:.2f}x" if best else "-"
+            ceiling = f"{row.ceiling:.0f}" if row.ceiling else "-"
+            frac = f"{100 * r.rate / row.ceiling:.0f}%" if row.ceiling else "-"
+            lines.append(
+                f"| {row.id} | {r.system} | {r.jobs} | {conc} | {r.total_s:.2f} | {r.first_s:.2f} | {r.rate:,.0f} "
+                f"| {r.steady:,.0f} | {ratio} | {ceiling} | {frac} | {r.peak_rss / 2**20:.0f} | {1000 * r.cpu_s / r.jobs:.2f} "
+                f"| {r.redis_cmds / r.jobs:.1f} |")
+    return "\n".join(lines)
+
+
+def header(quick: bool) -> str:
+    versions = []
+    for system, package in PACKAGES.items():
+        try:
+            versions.append(f"{system} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{system} {getattr(__import__(package), '__version__', '?')}")
+    for package in ("gevent", "redis"):
+        versions.append(f"{package} {metadata.version(package)}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"jiggler_gevent benchmark, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+            f"{' (--quick: small job counts)' if quick else ''}\n\n"
+            f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average at start {load}; "
+            f"{'; '.join(versions)}.\n")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="Small job counts (the whole table in a few minutes).")
+    p.add_argument("--only", nargs="+", metavar="ROW",
+                   help=f"Rows to run, by id or workload: {', '.join(r.id for r in ROWS)}.")
+    p.add_argument("--systems", nargs="+", metavar="SYSTEM", default=SYSTEMS, choices=SYSTEMS,
+                   help=f"Systems to run (default: all): {', '.join(SYSTEMS)}.")
+    p.add_argument("--jobs", type=int, help="Override every selected row's job count.")
+    return p.parse_args(argv)
+
+
+def select_rows(only: Optional[Sequence[str]]) -> List[Row]:
+    if not only:
+        return list(ROWS)
+    rows = [r for r in ROWS if r.id in only or r.workload in only]
+    unknown = set(only) - {r.id for r in rows} - {r.workload for r in rows}
+    if unknown:
+        raise SystemExit(f"unknown row(s): {', '.join(sorted(unknown))}; rows: {', '.join(r.id for r in ROWS)}")
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    rows = select_rows(args.only)
+    url, stop_redis = devserver.start_private()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url,
+               BENCH_FILE=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"jiggler-bench-{os.getpid()}.txt"))
+    for name in ("JIGGLER_REDIS_URL", "REDIS_URL"):
+        env.pop(name, None)
+    os.environ.update(BENCH_REDIS_URL=url, BENCH_FILE=env["BENCH_FILE"])
+    common.REDIS_URL, common.FILE = url, env["BENCH_FILE"]
+    http_proc = None
+    if any(r.workload == "http" for r in rows):
+        env["BENCH_HTTP_URL"], http_proc = start_http()
+    pg_problem = prepare_postgres(common.PG_DSN) if any(r.workload == "pg" for r in rows) else None
+    client = redis.Redis.from_url(url)
+    results: List[Result] = []
+    try:
+        for row in rows:
+            jobs = args.jobs or (row.quick_jobs if args.quick else row.jobs)
+            for system in args.systems:
+                reason = skip_reason(system, row, pg_problem)
+                if reason:
+                    results.append(Result(row.id, system, jobs, status=f"skipped: {reason}"))
+                    continue
+                r = run_one(system, row, jobs, env, client)
+                results.append(r)
+                print(f"{row.id:12} {system:9} {r.status if r.status != 'ok' else f'{r.rate:10,.0f} jobs/s'}"
+                      f"  ({r.total_s:.2f}s, first {r.first_s:.2f}s, peak {r.peak_rss / 2**20:.0f} MiB)",
+                      file=sys.stderr, flush=True)
+    finally:
+        if http_proc is not None:
+            http_proc.kill()
+        stop_redis()
+        if os.path.exists(common.FILE):
+            os.unlink(common.FILE)
+    report = header(args.quick) + "\n" + table(rows, results) + "\n"
+    print(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    (RESULTS / f"{stamp}.md").write_text(report)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    shutil.copyfile(RESULTS / f"{stamp}.md", RESULTS / "latest.md")
+
+
+if __name__ == "__main__":
+    main()

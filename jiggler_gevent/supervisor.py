@@ -1,0 +1,149 @@
+"""The supervisor of `gjiggler worker -p N`: N worker processes, their signals, their restarts.
+
+Guarantee: while the supervisor runs, N children (`python -m jiggler_gevent worker ... -p 1`, each an
+ordinary one-process worker) are running or about to be restarted; a child that dies without a clean
+stop has its held jobs put back in their queues at once (Recovery.adopt with force, no 60 s heartbeat
+wait), then a replacement starts after a back-off that grows while children keep dying young.
+SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
+forwarded too, so the children stop at once); SIGTSTP is forwarded. A child that exits with code 2 (a
+usage error, such as a module that -r cannot import) is not restarted: everything stops, exit code 2.
+Children run in their own process group, so a Ctrl-C in a terminal reaches them once, through the
+supervisor, and they receive SIGTERM if the supervisor itself is killed (Linux).
+"""
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import gevent
+import gevent.event
+import redis
+
+from . import config, scripts
+from .config import WorkerOptions
+from .monitor import new_identity
+from .recovery import Recovery
+
+log = logging.getLogger("jiggler_gevent.supervisor")
+
+USAGE_ERROR = 2
+MIN_UPTIME = 10.0  # a child that dies younger than this counts towards the crash back-off
+MAX_BACKOFF = 30.0
+RECOVERY_GUARD_TTL = 60
+
+
+def child_command(argv: Sequence[str]) -> List[str]:
+    """The command of one child: the supervisor's own arguments with `-p 1` last (click keeps the last)."""
+    return [sys.executable, "-m", "jiggler_gevent", *argv, "-p", "1"]
+
+
+def backoff(quick_deaths: int) -> float:
+    """Seconds to wait before a restart after `quick_deaths` young deaths in a row (the first is free)."""
+    return 0.0 if quick_deaths <= 1 else min(0.5 * 2 ** (quick_deaths - 2), MAX_BACKOFF)
+
+
+def _child_setup() -> None:
+    """In the forked child: ask Linux to send SIGTERM when the supervisor dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    """Runs, restarts and signals the children of one `-p N` worker."""
+
+    def __init__(self, opts: WorkerOptions, argv: Sequence[str], cfg: Optional[config.Config] = None) -> None:
+        self.opts, self.command = opts, child_command(argv)
+        self.cfg = cfg or config.current()
+        self.children: List[Optional[subprocess.Popen]] = [None] * opts.processes
+        self.stopping = gevent.event.Event()
+        self.exit_code = 0
+        self.redis = config.redis_client(self.cfg.url)
+        self.identity = new_identity()
+        self.recovery = Recovery(self.redis, self.cfg.keys, self.identity, scripts.register(self.redis))
+
+    def run(self) -> int:
+        """Start the children, keep them running until told to stop; returns the exit code."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_stop_signal, signum)
+        gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
+        log.info("supervisor pid %d: starting %d worker processes", os.getpid(), len(self.children))
+        gevent.joinall([gevent.spawn(self._keep, slot) for slot in range(len(self.children))])
+        log.info("supervisor: every worker process has stopped")
+        return self.exit_code
+
+    def _keep(self, slot: int) -> None:
+        """Run the child of one slot again and again until stopping."""
+        quick_deaths = 0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            proc = self.children[slot] = subprocess.Popen(
+                self.command, process_group=0, preexec_fn=_child_setup)
+            code = proc.wait()
+            self.children[slot] = None
+            self._recover(proc.pid)
+            if self.stopping.is_set():
+                return
+            if code == USAGE_ERROR:
+                log.error("worker process %d exited with a usage error; stopping", proc.pid)
+                self.exit_code = USAGE_ERROR
+                self._stop()
+                return
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < MIN_UPTIME else 1
+            delay = backoff(quick_deaths)
+            log.warning("worker process %d exited with code %s; restarting it in %.1fs", proc.pid, code, delay)
+            self.stopping.wait(delay)
+
+    def _recover(self, pid: int) -> None:
+        """Put back the jobs held by the dead child `pid` now, rather than after its heartbeat expires."""
+        prefix = f"{socket.gethostname()}:{pid}:"
+        keys = self.cfg.keys
+        try:
+            dead = [i for i in self.redis.smembers(keys.processes) if i.startswith(prefix)]
+            if not dead:
+                return
+            # While it holds adopted jobs the supervisor is a process with a heartbeat, so that if it dies
+            # right then, the jobs in its own working list are adopted by a live worker in turn.
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(keys.processes, self.identity)
+                pipe.hset(keys.process(self.identity), "supervisor", os.getpid())
+                pipe.expire(keys.process(self.identity), RECOVERY_GUARD_TTL)
+                pipe.execute()
+            for identity in dead:
+                self.recovery.adopt(identity, force=True)
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.srem(keys.processes, self.identity)
+                pipe.delete(keys.process(self.identity))
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.error("could not recover the jobs of worker process %d now (its heartbeat will expire "
+                      "and another worker will): %s", pid, exc)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if not self.stopping.is_set():
+            log.info("supervisor: %s received, stopping the worker processes", signal.Signals(signum).name)
+        self._stop(signum)
+
+    def _stop(self, signum: int = signal.SIGTERM) -> None:
+        self.stopping.set()
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        for proc in self.children:
+            if proc is not None and proc.poll() is None:
+                try:
+                    proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+
+def supervise(opts: WorkerOptions, argv: Sequence[str]) -> int:
+    """Run `opts.processes` worker processes with the command-line arguments `argv`; returns the exit code."""
+    return Supervisor(opts, argv).run()
