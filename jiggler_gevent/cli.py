@@ -48,7 +48,18 @@ def apply_redis_options(redis_url: Optional[str], namespace: Optional[str]) -> c
     """Make the command's --redis-url and --namespace the settings in force."""
     if namespace is not None and (not namespace or ":" in namespace):
         raise click.BadParameter("the namespace must be non-empty and contain no ':'", param_hint="--namespace")
+    _check_redis_url(config.resolve_redis_url(redis_url))
     return config.configure(redis_url=redis_url, namespace=namespace)
+
+
+def _check_redis_url(url: str) -> None:
+    """A URL redis-py cannot parse is a usage error, not a traceback; the message never repeats the URL."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(f"not a usable Redis URL: {exc}", param_hint="--redis-url") from None
 
 
 def setup_logging(verbose: bool) -> None:
@@ -74,8 +85,9 @@ def cli() -> None:
               show_default=True, help="Seconds a shutdown waits for running jobs.")
 @click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes under one supervisor.")
-@click.option("--preempt", type=click.FloatRange(min=0), default=config.DEFAULT_PREEMPT, show_default=True,
-              help="Seconds a greenlet may hold the hub before it is made to yield; 0 turns it off.")
+@click.option("--preempt", type=click.FloatRange(min=0), default=None,
+              help="Seconds a greenlet may hold the hub before it is made to yield; 0 turns it off "
+                   "[default: configure(preempt=...), else 0.1].")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=config.DEFAULT_POLL_INTERVAL,
               show_default=True, help="Average seconds between polls of the scheduled and retry sets.")
 @click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=config.DEFAULT_HEARTBEAT_INTERVAL,
@@ -86,7 +98,7 @@ def cli() -> None:
                    "`manage.py gjiggler` adds it.")
 @redis_options
 def worker(requires: Tuple[str, ...], concurrency: int, queues: Tuple[Tuple[str, int], ...], strict: bool,
-           timeout: float, processes: int, preempt: float, poll_interval: float, heartbeat_interval: float,
+           timeout: float, processes: int, preempt: Optional[float], poll_interval: float, heartbeat_interval: float,
            verbose: bool, django_setup: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Run jobs from the queues until SIGTERM or SIGINT."""
     cfg = apply_redis_options(redis_url, namespace)
@@ -176,7 +188,10 @@ def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]
 
     apply_redis_options(redis_url, namespace)
     setup_logging(False)
-    serve(host, port)
+    try:
+        serve(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _set_command(action: str, set_name: str) -> Callable[..., None]:
@@ -211,10 +226,20 @@ def demo(jobs: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Run the CLI; a bad option is one line on stderr and exit code 2."""
+    """Run the CLI; a bad option is one line on stderr and exit code 2; Redis unreachable, one line and 1."""
+    import redis
+
+    from .client import EnqueueError
+
     try:
         cli.main(args=argv, prog_name="gjiggler", standalone_mode=False)
     except click.exceptions.Abort:
+        sys.exit(1)
+    except EnqueueError as exc:
+        click.echo(f"gjiggler: error: {exc}", err=True)
+        sys.exit(1)
+    except redis.RedisError as exc:
+        click.echo(f"gjiggler: error: Redis at {config.redacted(config.current().url)}: {exc}", err=True)
         sys.exit(1)
     except click.UsageError as exc:
         click.echo(f"gjiggler: error: {exc.format_message()}", err=True)

@@ -111,6 +111,9 @@ def redis_client(url: Optional[str] = None) -> "redis.Redis":
     if client is None:
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=_pool_size, timeout=20, decode_responses=True,
+            # Bytes that are not UTF-8 (a foreign producer's payload) must not kill the fetcher: they decode
+            # to lone surrogates, and payload.wire() turns them back into the same bytes.
+            encoding_errors="surrogateescape",
             health_check_interval=30, socket_keepalive=True,
         )
         client = _clients[url] = redis.Redis(connection_pool=pool)
@@ -141,7 +144,7 @@ class WorkerOptions:
     strict: bool = False
     timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     processes: int = 1
-    preempt: float = DEFAULT_PREEMPT
+    preempt: Optional[float] = None  # None: configure(preempt=...), else DEFAULT_PREEMPT
     poll_interval: float = DEFAULT_POLL_INTERVAL
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     verbose: bool = False

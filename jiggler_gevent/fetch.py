@@ -49,20 +49,21 @@ class ReliableFetch:
         self.queues, self.strict = list(queues), strict
         self.working = keys.working(identity)
         self.scripts = scripts.register(client)
+        self.conn = dedicated(client)
 
-    def take(self, most: int) -> List[str]:
-        """Up to `most` payloads without blocking."""
+    def take(self, most: int, acks: Sequence[bytes] = ()) -> List[str]:
+        """Acknowledge `acks` (finished payloads), then take up to `most` payloads without blocking."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        return self.scripts["fetch"](keys=[self.working, *order], args=[most])
+        return self.scripts["fetch"](keys=[self.working, *order], args=[most, *acks], client=self.conn)
 
     def wait_for_one(self) -> List[str]:
         """Block briefly for one payload when the queues were empty; [] when none came."""
         if len(self.queues) == 1:
-            raw = self.redis.blmove(self.keys.queue(self.queues[0][0]), self.working, SINGLE_QUEUE_BLOCK,
-                                    "RIGHT", "LEFT")
+            raw = self.conn.blmove(self.keys.queue(self.queues[0][0]), self.working, SINGLE_QUEUE_BLOCK,
+                                   "RIGHT", "LEFT")
         else:
             first = queue_order(self.queues, self.strict)[0]
-            raw = self.redis.blmove(self.keys.queue(first), self.working, MULTI_QUEUE_BLOCK, "RIGHT", "LEFT")
+            raw = self.conn.blmove(self.keys.queue(first), self.working, MULTI_QUEUE_BLOCK, "RIGHT", "LEFT")
         return [raw] if raw is not None else []
 
     def requeue(self, raws: Sequence[str]) -> int:
@@ -71,7 +72,7 @@ class ReliableFetch:
             return 0
         args: List[str] = []
         for raw in raws:
-            args += [payload_mod.queue_of(raw, config.DEFAULT_QUEUE), raw]
+            args += [payload_mod.queue_of(raw, config.DEFAULT_QUEUE), payload_mod.wire(raw)]
         args.append(self.keys.queue_prefix)
         return int(self.scripts["requeue"](keys=[self.working, self.keys.queues], args=args))
 
@@ -94,8 +95,16 @@ class Outcome:
         self.raw, self.zset, self.new_raw, self.score = raw, zset, new_raw, score
 
 
+def dedicated(client: redis.Redis) -> redis.Redis:
+    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command."""
+    return redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
+
+
 class Acker:
-    """Acknowledges finished jobs in batches: one MULTI round trip for all that finished meanwhile.
+    """Acknowledges finished jobs in batches: one script call for all that finished meanwhile.
+
+    The fetcher takes the plain acknowledgements along with its next fetch when it runs first
+    (`take_plain`), so under load a batch of jobs costs one round trip for fetch and acknowledgement.
 
     If Redis cannot be reached the batch is kept and retried with back-off; until it is written the
     payloads stay in the working list, so a crash then means they run again, never that they are lost.
@@ -103,6 +112,8 @@ class Acker:
 
     def __init__(self, client: redis.Redis, keys: Keys, working: str) -> None:
         self.redis, self.keys, self.working = client, keys, working
+        self.conn = dedicated(client)
+        self.ack_script = scripts.register(client)["ack"]
         self.pending: List[Outcome] = []
         self.wake = gevent.event.Event()
         self.closing = False
@@ -125,6 +136,20 @@ class Acker:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def take_plain(self) -> List[bytes]:
+        """Hand over the pending plain acknowledgements (jobs done, nothing to add to a set)."""
+        if not self.pending:
+            return []
+        plain = [payload_mod.wire(o.raw) for o in self.pending if o.zset is None]
+        if plain:
+            self.pending = [o for o in self.pending if o.zset is not None]
+        return plain
+
+    def give_back(self, raws: Sequence[bytes]) -> None:
+        """Take back acknowledgements that could not be sent (writing one twice is harmless)."""
+        for raw in raws:
+            self.add(Outcome(raw.decode("utf-8", "surrogateescape")))
+
     def close(self) -> None:
         """Let run() return once everything pending is written."""
         self.closing = True
@@ -144,14 +169,12 @@ class Acker:
             raise
 
     def _write(self, batch: List[Outcome]) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            for outcome in batch:
-                pipe.lrem(self.working, 1, outcome.raw)
-                if outcome.zset == self.keys.dead:
-                    add_dead(pipe, self.keys, outcome.new_raw, outcome.score)
-                elif outcome.zset is not None:
-                    pipe.zadd(outcome.zset, {outcome.new_raw: outcome.score})
-            pipe.execute()
+        now = time.time()
+        args: List[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS]
+        for o in batch:
+            target = "" if o.zset is None else ("dead" if o.zset == self.keys.dead else "retry")
+            args += [payload_mod.wire(o.raw), target, o.new_raw or "", o.score]
+        self.ack_script(keys=[self.working, self.keys.retry, self.keys.dead], args=args, client=self.conn)
 
     def drain(self, deadline: float) -> bool:
         """Flush until nothing is pending or `deadline` (monotonic) passes; True when all was written."""

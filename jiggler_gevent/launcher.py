@@ -83,10 +83,20 @@ class Launcher:
                  " (strict)" if self.opts.strict else "", config.redacted(self.cfg.url), self.cfg.namespace)
 
     def _start_switcher(self) -> None:
-        if self.opts.preempt > 0:
-            from .switcher import Switcher
+        from . import timeouts
+        from .switcher import Switcher, resolve_threshold
 
-            self.switcher = Switcher(self.opts.preempt)
+        threshold = resolve_threshold(self.opts.preempt)
+        if threshold > 0:
+            running = self.processor.running
+
+            def on_stuck(glet: gevent.Greenlet, exc: BaseException) -> None:
+                # A job whose timeout cannot be delivered safely: fail it, then stop gracefully (a
+                # supervisor or service manager starts a fresh process; nothing is lost).
+                timeouts.abandon(self.processor, glet, exc)
+                self.stop_requested.set()
+
+            self.switcher = Switcher(threshold, job_of=lambda glet: running.get(id(glet)), on_stuck=on_stuck)
             self.switcher.start()
 
     def quiet(self) -> None:

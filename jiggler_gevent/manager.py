@@ -87,10 +87,15 @@ class Manager:
         backoff = 0.1
         while True:
             self.pool.wait_available()
+            gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
+            acks = self.acker.take_plain()
             try:
-                raws = self.fetch.take(self.pool.free_count()) or self.fetch.wait_for_one()
+                raws = self.fetch.take(self.pool.free_count(), acks) or self.fetch.wait_for_one()
                 backoff = 0.1
-            except redis.RedisError as exc:
+            except BaseException as exc:
+                self.acker.give_back(acks)
+                if not isinstance(exc, redis.RedisError):
+                    raise
                 log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

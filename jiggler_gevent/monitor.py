@@ -89,6 +89,8 @@ class Monitor:
         self.quiet = False
         self.greenlet: Optional[gevent.Greenlet] = None
         self.last_beat = 0.0
+        self.failing_since: Optional[float] = None  # monotonic time of the first failed beat of an outage
+        self.sweep_after = 0.0
 
     def start(self) -> None:
         """Beat once now (so the process is visible before it takes jobs), then every interval."""
@@ -112,13 +114,16 @@ class Monitor:
             log.error("could not remove this process's record at stop: %s", exc)
 
     def _loop(self) -> None:
+        next_beat = time.monotonic()
         while True:
-            gevent.sleep(self.interval * random.uniform(0.9, 1.1))
-            self.beat()
-            self.sweep()
+            # A fixed rate: the time a beat and a sweep take is not added to the interval.
+            next_beat += self.interval * random.uniform(0.9, 1.1)
+            gevent.sleep(max(0.0, next_beat - time.monotonic()))
+            if self.beat() and time.monotonic() >= self.sweep_after:
+                self.sweep()
 
-    def beat(self) -> None:
-        """Write the heartbeat and the counts in one round trip."""
+    def beat(self) -> bool:
+        """Write the heartbeat and the counts in one round trip; False when Redis could not be reached."""
         processed, failed = self.counters.take()
         try:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -128,7 +133,19 @@ class Monitor:
             self.last_beat = time.time()
         except redis.RedisError as exc:
             self.counters.give_back(processed, failed)
-            log.warning("heartbeat failed: %s", exc)
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                log.warning("heartbeat failed, retrying every %.1fs until Redis answers: %s", self.interval, exc)
+            else:
+                log.debug("heartbeat failed again: %s", exc)
+            return False
+        if self.failing_since is not None:
+            log.info("heartbeat restored after %.1fs without Redis", time.monotonic() - self.failing_since)
+            self.failing_since = None
+            # The other processes' heartbeats may have expired during the outage too: give them a full TTL
+            # to beat again before their held jobs are taken for a dead process's.
+            self.sweep_after = time.monotonic() + self.ttl_ms / 1000
+        return True
 
     def sweep(self) -> None:
         """Recover the jobs of processes whose heartbeat expired."""

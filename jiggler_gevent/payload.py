@@ -80,10 +80,30 @@ def encode(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _loads(raw: str) -> Any:
+    """json.loads that refuses NaN, Infinity and overflowing numbers, which encode() could not write back."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def decode(raw: str) -> Dict[str, Any]:
     """Parse and check a payload off the wire; PayloadError says what is wrong with it."""
     try:
-        payload = json.loads(raw)
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(f"payload is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
+    try:
+        payload = _loads(raw)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
@@ -104,6 +124,11 @@ def decode(raw: str) -> Dict[str, Any]:
     return payload
 
 
+def wire(raw: str) -> bytes:
+    """The exact bytes a raw payload was read as (the Redis client decodes with surrogateescape)."""
+    return raw.encode("utf-8", "surrogateescape")
+
+
 def queue_of(raw: str, default: str) -> str:
     """The queue a raw payload belongs to, or `default` when it cannot be read."""
     try:
@@ -116,7 +141,7 @@ def queue_of(raw: str, default: str) -> str:
 def salvage(raw: str, error: str) -> Dict[str, Any]:
     """A dead-set entry for a payload that cannot be run, keeping the original bytes."""
     try:
-        parsed = json.loads(raw)
+        parsed = _loads(raw)
     except (ValueError, RecursionError):
         parsed = None
     base = parsed if isinstance(parsed, dict) else {}

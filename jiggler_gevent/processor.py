@@ -16,7 +16,7 @@ from .job import JobFunction, lookup
 from .fetch import Acker, Outcome
 from .keys import Keys
 from .middleware import Chain, JobContext
-from .timeouts import JobTimeout, cancel
+from .timeouts import JobTimeout, abandoned, cancel
 
 log = logging.getLogger("jiggler_gevent.processor")
 
@@ -76,6 +76,9 @@ class Processor:
                 raise
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
+            if abandoned(ctx):
+                # Its timeout found no safe point in time: timeouts.abandon already failed it and wrote that.
+                raise GreenletExit
             self.chain.after("after_process", ctx)
         except JobTimeout:
             # The timer fired after the job had returned but before it was disarmed: the job is done.
@@ -99,7 +102,9 @@ class Processor:
         d = ctx.disposition
         if d == "retry" and ctx.retry_at is not None:
             self.acker.add(Outcome(ctx.raw, self.keys.retry, payload_mod.encode(ctx.payload), ctx.retry_at))
-        elif d == "dead":
+        elif d == "dead" or d == "retry":
+            # "retry" without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
+            # the job rather than acknowledge a failure that was never recorded anywhere.
             self.acker.add(Outcome(ctx.raw, self.keys.dead, payload_mod.encode(ctx.payload), time.time()))
             middleware.notify_death(ctx.payload, ctx.exception)
         else:

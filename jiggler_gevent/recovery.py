@@ -52,7 +52,7 @@ class Recovery:
         buried = []
         with self.redis.pipeline(transaction=True) as pipe:
             for raw in raws:
-                pipe.lrem(self.working, 1, raw)
+                pipe.lrem(self.working, 1, payload_mod.wire(raw))
                 entry, bury = self._recovered(raw, dead_identity)
                 if bury:
                     add_dead(pipe, self.keys, payload_mod.encode(entry), time.time())

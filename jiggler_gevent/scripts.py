@@ -8,12 +8,17 @@ from typing import Any, Dict
 import redis
 
 FETCH = """
--- fetch: pop up to ARGV[1] payloads, oldest first, trying the queues in the order given, and hold
--- each one in this process's working list until it is acknowledged (at-least-once delivery).
+-- fetch: acknowledge the payloads finished since the last call, then pop up to ARGV[1] payloads, oldest
+-- first, trying the queues in the order given, and hold each one in this process's working list until it
+-- is acknowledged (at-least-once delivery). One round trip per batch does both.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2..n]  NS:queue:<name>, in the order to try them
 -- ARGV[1]     the most payloads to take
+-- ARGV[2..]   payloads that finished: removed from the working list first
 -- returns     the payloads taken
+for i = 2, #ARGV do
+  redis.call('LREM', KEYS[1], 1, ARGV[i])
+end
 local want = tonumber(ARGV[1])
 local taken = {}
 for i = 2, #KEYS do
@@ -28,6 +33,34 @@ for i = 2, #KEYS do
   end
 end
 return taken
+"""
+
+ACK = """
+-- ack: write the outcome of finished jobs: each leaves the working list, and a failed one is added to the
+-- retry or the dead set in the same step; the dead set is trimmed by age and size.
+-- KEYS[1]  NS:working:<identity>
+-- KEYS[2]  NS:retry
+-- KEYS[3]  NS:dead
+-- ARGV[1]  the oldest score kept in the dead set (now - 180 days)
+-- ARGV[2]  the most entries kept in the dead set
+-- ARGV     then groups of 4: payload held, target ("" done, "retry", "dead"), payload to add, score
+-- returns  how many payloads were acknowledged
+local buried = false
+for i = 3, #ARGV, 4 do
+  redis.call('LREM', KEYS[1], 1, ARGV[i])
+  local target = ARGV[i + 1]
+  if target == 'retry' then
+    redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i + 2])
+  elseif target == 'dead' then
+    redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 2])
+    buried = true
+  end
+end
+if buried then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[2]) - 1)
+end
+return (#ARGV - 2) / 4
 """
 
 REQUEUE = """
@@ -108,7 +141,7 @@ end
 return 0
 """
 
-_SOURCES = {"fetch": FETCH, "requeue": REQUEUE, "adopt": ADOPT, "move_due": MOVE_DUE, "move_one": MOVE_ONE}
+_SOURCES = {"fetch": FETCH, "ack": ACK, "requeue": REQUEUE, "adopt": ADOPT, "move_due": MOVE_DUE, "move_one": MOVE_ONE}
 
 
 def register(client: redis.Redis) -> Dict[str, Any]:

@@ -1,84 +1,296 @@
-"""The switcher: makes a greenlet that hogs the hub yield, so the others keep their time.
+"""The switcher: a greenlet that holds the hub past the threshold is made to yield.
 
-A native OS thread (started with gevent's original `start_new_thread`, sleeping with the original
-`time.sleep`) watches how long ago the event loop last completed a pass. Past the threshold it calls
-`_thread.interrupt_main(SIGURG)`: the main thread runs our signal handler between two bytecodes of the
-greenlet that is running, and the handler yields it with a tiny sleep. Measuring loop passes rather
-than switches keeps the worst gap near the threshold when several greenlets burn CPU at once.
-The hub and gevent's own machinery are never yielded. The thread holds the hub only by weak reference.
+A native OS thread (gevent's original `start_new_thread`, sleeping with the original `time.sleep`) wakes
+every threshold/4 and reads how many passes the event loop has completed (a libev check watcher whose
+callback is a C-level counter, so a pass costs no Python bytecode). When no pass has completed for the
+threshold, it calls `_thread.interrupt_main(SIGURG)`: the main thread then runs our signal handler between
+two bytecodes of the greenlet that is running, and the handler yields it on a timer of the lowest
+priority, so every ordinary event of the next pass (timers, I/O, the other jobs' replies) runs before the
+preempted greenlets resume. Counting passes rather than per-greenlet slices keeps the worst wait near the
+threshold when several greenlets burn CPU at once: while a pass is overdue, each one is cut at the next
+wake of the thread.
+
+Never yielded: the hub, and a greenlet whose stack is inside gevent or greenlet. Exceptions thrown into a
+greenlet while it is yielded here are raised only at a safe point (timeouts.py). The thread holds the hub
+only by weak reference and touches nothing but plain attributes; it is restarted in a forked child.
+
+What it cannot cut short: C code that holds the GIL (the thread itself cannot run), and blocking calls
+that gevent does not patch. Both are detected afterwards (the handler runs late, or the thread woke late
+while the main thread was burning CPU) and logged with the job's name and how long the hub was held.
 """
 import _thread
+import itertools
 import logging
+import math
 import os
 import signal
 import time
 import weakref
-from typing import Any, Optional
+from types import CodeType
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import gevent
 from gevent import monkey
 
+from . import config, timeouts
+from .middleware import JobContext
+
 log = logging.getLogger("jiggler_gevent.switcher")
 
-SIGNUM = signal.SIGURG
-YIELD_SLEEP = 1e-4  # gevent.sleep(0) would not let timers or I/O run (see shared notes)
-_GEVENT_DIR = os.path.dirname(gevent.__file__)
+SIGNUM = signal.SIGURG  # ignored by default, so a stray one does no harm
+YIELD_SLEEP = 1e-4  # gevent.sleep(0) would not let timers or I/O run (callbacks of the same pass go first)
+YIELD_PRIORITY = -2  # libev's lowest
+REPORT_EVERY = 10.0  # seconds between two reports of the same job blocking the hub
+PROBE_INTERVAL = 0.002  # how often the thread looks for a safe point while an exception waits for one
+REPORT_MIN = 0.2  # shorter blocks are not reported (a busy machine can delay a thread that long)
 
 _real_sleep = monkey.get_original("time", "sleep")
 _real_start_thread = monkey.get_original("_thread", "start_new_thread")
+_real_get_ident = monkey.get_original("_thread", "get_ident")
+_real_lock = monkey.get_original("_thread", "allocate_lock")
+
+JobOf = Callable[[Any], Optional[JobContext]]
+OnStuck = Callable[[Any, BaseException], None]
+Request = Tuple[float, float, int]  # (asked at, last pass seen at, passes then)
+
+
+def resolve_threshold(option: Optional[float]) -> float:
+    """The threshold in force: `--preempt` when given, else `configure(preempt=...)`, else the default."""
+    value = option if option is not None else config.current().extra.get("preempt", config.DEFAULT_PREEMPT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"preempt must be a number of seconds >= 0 (0 turns pre-emption off), not {value!r}")
+    return float(value)
+
+
+class PassCounter:
+    """Counts event-loop passes; `tick` is a C callable, read back by `value` from any thread."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.tick = self._count.__next__
+
+    @property
+    def value(self) -> int:
+        return int(repr(self._count)[6:-1])  # "count(N)": reading never advances it
+
+
+def _main_cpu_clock() -> Optional[int]:
+    try:
+        return time.pthread_getcpuclockid(_real_get_ident())
+    except (AttributeError, OSError):
+        return None
 
 
 class Switcher:
-    """Watches the hub and forces a hogging greenlet to yield past `threshold` seconds."""
+    """Watches the hub and forces a greenlet that holds it past `threshold` seconds to yield.
 
-    def __init__(self, threshold: float) -> None:
+    `job_of(greenlet)` names the job a greenlet runs (for reports); `on_stuck(greenlet, exc)` is called,
+    in a new greenlet, when a JobTimeout found no safe point in time (timeouts.py).
+    """
+
+    def __init__(self, threshold: float, job_of: Optional[JobOf] = None, on_stuck: Optional[OnStuck] = None,
+                 boundary: Optional[CodeType] = None) -> None:
+        if threshold <= 0:
+            raise ValueError("the switcher needs a threshold > 0")
         self.threshold = threshold
-        self.passes = 0
-        self.forced = 0
+        self.interval = max(threshold / 4, 0.001)
+        self.job_of = job_of or (lambda glet: None)
+        self.on_stuck = on_stuck
+        self.boundary = boundary
+        self.code_map = timeouts.CodeMap([__file__, timeouts.__file__])
+        self.forced = self.deferred = self.reports = 0
         self.running = False
+        self._passes = PassCounter()
         self._hub_ref: Optional["weakref.ref[Any]"] = None
         self._check: Any = None
+        self._previous: Any = None
+        self._request: Optional[Request] = None
+        self._stall = 0.0
+        self._probe = False
         self._pid = 0
+        self._clock: Optional[int] = None
+        self._alive: Any = None
+        self._last_report: Dict[str, float] = {}
 
     def start(self) -> None:
-        """Install the handler and the loop watcher and start the thread (on the main thread)."""
+        """Install the signal handler and the loop watcher, then start the thread. Main thread only."""
+        global _active
+        if self.boundary is None:
+            from .processor import Processor
+
+            self.boundary = Processor._run.__code__
+        self.code_map.kind(__file__)  # read the library and job folders now, not inside a signal handler
         hub = gevent.get_hub()
         self._hub_ref = weakref.ref(hub)
         self._check = hub.loop.check(ref=False)
-        self._check.start(self._on_pass)
-        signal.signal(SIGNUM, self._on_signal)
+        self._check.start(self._passes.tick)
+        self._previous = signal.signal(SIGNUM, self._on_signal)
         self.running = True
-        self._pid = os.getpid()
-        _real_start_thread(self._watch, ())
+        _active = weakref.ref(self)
+        self._start_thread()
 
     def stop(self) -> None:
-        """Stop the thread and the watcher."""
+        """Stop the thread (waiting up to a second for it), the watcher and the handler."""
+        if self.running:
+            log.info("switcher stopped: %d forced yield(s), %d exception(s) deferred to a safe point, "
+                     "%d report(s) of a blocked hub", self.forced, self.deferred, self.reports)
         self.running = False
         if self._check is not None:
             self._check.stop()
+            self._check.close()
             self._check = None
-        signal.signal(SIGNUM, signal.SIG_DFL)
+        signal.signal(SIGNUM, self._previous if self._previous is not None else signal.SIG_DFL)
+        if self._alive is not None and self._pid == os.getpid():
+            if self._alive.acquire(True, 1.0):
+                self._alive.release()
 
-    def _on_pass(self) -> None:
-        self.passes += 1
+    def _start_thread(self) -> None:
+        if not self.running or self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._clock = _main_cpu_clock()
+        self._request, self._stall = None, 0.0
+        self._alive = _real_lock()
+        self._alive.acquire()
+        _real_start_thread(self._watch, (self._alive,))
 
-    def _watch(self) -> None:
-        interval = self.threshold / 4
-        seen, since = self.passes, time.monotonic()
-        while self.running and os.getpid() == self._pid:
-            _real_sleep(interval)
-            now = time.monotonic()
-            if self.passes != seen:
-                seen, since = self.passes, now
-            elif now - since >= self.threshold:
-                _thread.interrupt_main(SIGNUM)
+    def _after_fork_in_child(self) -> None:
+        hub = self._hub_ref() if self._hub_ref else None
+        if self.running and hub is not None:
+            # Started from the child's loop, so a child that only execs (subprocess) never starts one.
+            hub.loop.run_callback(self._start_thread)
+
+    # -- the thread ----------------------------------------------------------------------------------
+
+    def _cpu(self) -> Optional[float]:
+        try:
+            return time.clock_gettime(self._clock) if self._clock is not None else None
+        except OSError:
+            return None
+
+    def _watch(self, alive: Any) -> None:
+        pid = os.getpid()
+        try:
+            seen, since, last, cpu = self._passes.value, time.monotonic(), time.monotonic(), self._cpu()
+            while self.running and self._pid == pid:
+                # While an exception waits for a safe point, probe often: each probe is a cheap look at
+                # the stack, and the sooner one lands in the user's code, the sooner the job stops.
+                nap = PROBE_INTERVAL if len(timeouts.deferrals) else self.interval
+                _real_sleep(nap)
+                now, passes, cpu_now = time.monotonic(), self._passes.value, self._cpu()
+                overslept = now - last - nap
+                if overslept >= self.threshold and (cpu is None or cpu_now is None or cpu_now - cpu >= overslept / 2):
+                    # This thread could not run while the main thread burned CPU: C code held the GIL.
+                    # Interrupt at once, so the handler runs in the greenlet that did it, as it resumes.
+                    self._stall = overslept
+                    self._request = (now, now - overslept, passes)
+                    _thread.interrupt_main(SIGNUM)
+                    seen, since = passes, now
+                elif passes != seen:
+                    seen, since = passes, now
+                elif now - since >= self.threshold:
+                    if self._request is None:
+                        self._request = (now, since, passes)
+                    _thread.interrupt_main(SIGNUM)
+                if nap == PROBE_INTERVAL:
+                    self._probe = True
+                    _thread.interrupt_main(SIGNUM)
+                last, cpu = now, cpu_now
+        finally:
+            alive.release()
+
+    # -- the main thread ------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        request, self._request = self._request, None
+        stall, self._stall = self._stall, 0.0
+        probe, self._probe = self._probe, False
         hub = self._hub_ref() if self._hub_ref else None
+        if hub is None:
+            self.running = False
+            return
         current = gevent.getcurrent()
-        if hub is None or current is hub or frame is None:
+        if current is hub or frame is None:
+            return  # the hub also runs signal handlers when it wakes from its poll: it is never held
+        if request is not None and (stall or self._passes.value == request[2]):
+            now = time.monotonic()
+            late = stall or now - request[0]  # how long the hub was held beyond what a forced yield allows
+            if late >= max(self.threshold, REPORT_MIN):
+                self._report_blocked(current, now, stall or now - request[1])
+            self._preempt(current, hub, frame)
+        elif probe:
+            self._deliver_if_safe(current, frame)
+        # Otherwise a stray SIGURG, or the loop has passed since the request (it was idle, not held).
+
+    def _deliver_if_safe(self, current: Any, frame: Any, scan: Optional[Tuple[bool, bool]] = None) -> None:
+        """Raise the exception waiting in `current` if `frame` is a safe point; escalate if it waited too long."""
+        pending = timeouts.deferrals.get(current)
+        if pending is None:
             return
-        if frame.f_code.co_filename.startswith(_GEVENT_DIR):
-            return
+        in_machinery, safe = scan or self.code_map.scan(frame, self.boundary)
+        now = time.monotonic()
+        if pending.stuck(now):
+            self._escalate(pending, frame, now)
+        if safe and not in_machinery:
+            timeouts.deferrals.forget(current)
+            raise pending.exc
+
+    def _preempt(self, current: Any, hub: Any, frame: Any) -> None:
+        scan = in_machinery, safe = self.code_map.scan(frame, self.boundary)
+        self._deliver_if_safe(current, frame, scan)
+        if in_machinery:
+            return  # never switched from inside gevent
         self.forced += 1
-        gevent.sleep(YIELD_SLEEP)
+        try:
+            self._yield(hub)
+        except BaseException as exc:  # thrown in while it was switched out: a timeout, a kill
+            if safe:
+                timeouts.deferrals.forget(current)
+                raise
+            timeouts.deferrals.defer(current, exc)
+            self.deferred += 1
+
+    @staticmethod
+    def _yield(hub: Any) -> None:
+        timer = hub.loop.timer(YIELD_SLEEP, priority=YIELD_PRIORITY)
+        try:
+            hub.wait(timer)
+        finally:
+            timer.close()
+
+    def _who(self, glet: Any) -> Tuple[str, str]:
+        ctx = self.job_of(glet)
+        if ctx is None:
+            return repr(glet), f"greenlet {glet!r}"
+        return ctx.name, f"job {ctx.name} (jid {ctx.jid})"
+
+    def _report_blocked(self, current: Any, now: float, held: float) -> None:
+        key, who = self._who(current)
+        if now - self._last_report.get(key, -math.inf) < REPORT_EVERY:
+            return
+        self._last_report[key] = now
+        self.reports += 1
+        # Logged from a new greenlet: the interrupted code may be inside logging, holding its lock.
+        gevent.spawn(log.warning, "%s held the hub for %.2fs in code that cannot be pre-empted (C code that "
+                     "holds the GIL, or a blocking call gevent does not patch, such as psycopg2 without "
+                     "psycogreen); nothing else ran meanwhile", who, held)
+
+    def _escalate(self, pending: timeouts.Deferred, frame: Any, now: float) -> None:
+        where = " <- ".join(timeouts.describe_stack(frame, 4))
+        gevent.spawn(log.error, "%s, but for %.1fs it found no point where it could be stopped safely (it "
+                     "runs in library code: %s); it is failed now and this worker stops gracefully",
+                     pending.exc, now - pending.since, where)
+        if self.on_stuck is not None:
+            gevent.spawn(self.on_stuck, gevent.getcurrent(), pending.exc)
+
+
+_active: Optional["weakref.ref[Switcher]"] = None
+
+
+def _after_fork_in_child() -> None:
+    switcher = _active() if _active is not None else None
+    if switcher is not None:
+        switcher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -87,3 +87,160 @@ def burn_cpu(key: str, seconds: float) -> None:
     while time.monotonic() < end:
         n += 1
     _redis().rpush(key, "end")
+
+
+# -- pre-emption and timeouts (tests/test_switcher.py, tests/test_timeouts.py) ----------------------------
+# Imported here rather than at the top so that this block stays self-contained.
+import itertools as _itertools  # noqa: E402
+import json as _json  # noqa: E402
+import logging as _logging  # noqa: E402
+import statistics as _statistics  # noqa: E402
+import threading as _threading  # noqa: E402
+
+
+@job(retries=0)
+def ticker(key: str, seconds: float, period: float = 0.05) -> None:
+    """Sleep `period` again and again for `seconds`; record the worst gap between two wake-ups."""
+    _redis().rpush(key + ":started", "1")
+    start = last = time.monotonic()
+    worst = 0.0
+    while last - start < seconds:
+        time.sleep(period)
+        now = time.monotonic()
+        worst = max(worst, now - last)
+        last = now
+    _redis().rpush(key, _json.dumps({"worst": worst}))
+
+
+@job(retries=0)
+def cpu_hog(key: str, seconds: float) -> None:
+    """Pure-Python CPU work for `seconds`, no timeout."""
+    _redis().rpush(key + ":started", "1")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    _redis().rpush(key, "done")
+
+
+@job(retries=1, timeout=0.3)
+def stuck_in_library(key: str, seconds: float) -> None:
+    """Burn CPU for `seconds` entirely inside the standard library, where no timeout can land safely."""
+    _redis().rpush(key, "start")
+    end = time.monotonic() + seconds
+    _statistics.mean(_itertools.takewhile(lambda _: time.monotonic() < end, _itertools.repeat(1.0)))
+    _redis().rpush(key, "end")
+
+
+def _hold_gil(seconds: float) -> None:
+    """One C call that holds the GIL for about `seconds` (calibrated here)."""
+    n = 2_000_000
+    t = time.perf_counter()
+    sum(_itertools.repeat(1, n))
+    per = (time.perf_counter() - t) / n
+    sum(_itertools.repeat(1, int(seconds / max(per, 1e-10))))
+
+
+@job(retries=0)
+def block_hub(key: str, kind: str, seconds: float) -> None:
+    """Block the hub in a way no forced yield can cut short: "gil" (C code holding the GIL), "sleep" (an
+    unpatched blocking call) or "pg" (psycopg2 with psycogreen's wait callback removed)."""
+    if kind == "gil":
+        _hold_gil(seconds)
+    elif kind == "sleep":
+        from gevent import monkey
+
+        monkey.get_original("time", "sleep")(seconds)
+    elif kind == "pg":
+        import psycopg2
+        import psycopg2.extensions
+
+        previous = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(None)
+        try:
+            dsn = os.environ.get("JIGGLER_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=postgres")
+            with psycopg2.connect(dsn) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_sleep(%s)", (seconds,))
+            conn.close()
+        finally:
+            psycopg2.extensions.set_wait_callback(previous)
+    _redis().rpush(key, kind)
+
+
+STRESS_LOCK = _threading.Lock()
+STRESS_RLOCK = _threading.RLock()
+_stress_log = _logging.getLogger("tests.jobs.stress")
+
+
+class _CountingHandler(_logging.Handler):
+    """A logging handler that only counts (its lock is the one that matters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: _logging.LogRecord) -> None:
+        self.count += len(record.getMessage())
+
+
+_stress_handler = _CountingHandler()
+_stress_log.addHandler(_stress_handler)
+_stress_log.setLevel(_logging.INFO)
+_stress_log.propagate = False
+
+
+@job(retries=0, dead=False, timeout=0.2)
+def stress_locks(key: str, seconds: float) -> None:
+    """Loop over patched locks, logging and Redis calls, with CPU work in between, until the timeout stops
+    it (or `seconds` pass: then it records "survived")."""
+    r = _redis()
+    end = time.monotonic() + seconds
+    next_io = time.monotonic() + 0.3
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        with STRESS_LOCK:
+            sum(range(50))
+        with STRESS_RLOCK:
+            with STRESS_RLOCK:
+                sum(range(50))
+        _stress_log.info("iteration %d of %s", i, key)
+        if time.monotonic() >= next_io:  # mostly CPU, so most timeouts arrive at forced yields
+            next_io = time.monotonic() + 0.3
+            r.incr(key + ":calls")
+            r.get(key + ":calls")
+    r.rpush(key + ":survived", "1")
+
+
+@job(retries=0)
+def stress_probe(key: str, echoes: int) -> None:
+    """Report, from inside the worker, whether a stress lock is still held and how the Redis pool looks,
+    after checking that `echoes` concurrent ECHOs through the pool each get their own reply back."""
+    import gevent
+
+    client = _redis()
+    pool = client.connection_pool
+    idle = [c for c in pool.pool.queue if c is not None]
+    report = {
+        "lock_held": STRESS_LOCK.locked(),
+        "rlock_owner": STRESS_RLOCK._owner is not None,
+        "handler_lock_free": _stress_handler.lock.acquire(blocking=False),
+        "logging_lock_free": _logging._lock.acquire(blocking=False),
+        "slots": pool.pool.qsize(),
+        "max_connections": pool.max_connections,
+        "created": len(pool._connections),
+        "idle": len(idle),
+    }
+    if report["handler_lock_free"]:
+        _stress_handler.lock.release()
+    if report["logging_lock_free"]:
+        _logging._lock.release()
+
+    def echo(i: int) -> bool:
+        token = f"{key}-{i}-{os.urandom(4).hex()}"
+        return client.echo(token) == token
+
+    greenlets = [gevent.spawn(echo, i) for i in range(echoes)]
+    gevent.joinall(greenlets, timeout=20)
+    report["echo_ok"] = sum(1 for g in greenlets if g.value is True)
+    client.rpush(key, _json.dumps(report))
