@@ -244,3 +244,15 @@ def stress_probe(key: str, echoes: int) -> None:
     gevent.joinall(greenlets, timeout=20)
     report["echo_ok"] = sum(1 for g in greenlets if g.value is True)
     client.rpush(key, _json.dumps(report))
+
+
+@job(retries=0, timeout=0.5)
+def burn_cpu_then_nap(key: str, seconds: float) -> None:
+    """Pure-Python CPU work for `seconds`, then an ordinary wait: the first point where a timer can fire
+    without pre-emption."""
+    _redis().rpush(key, "start")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    time.sleep(0.2)
+    _redis().rpush(key, "end")

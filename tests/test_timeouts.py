@@ -67,15 +67,16 @@ def test_a_job_done_in_time_succeeds_and_its_timer_hits_nothing_after(r, ns, sta
 
 def test_without_the_switcher_a_cpu_bound_job_outlives_its_timeout(r, ns, start_worker):
     # What --preempt 0 gives up (README): the timer can only fire when the job yields.
-    # Here it is only stopped at its first I/O after the CPU loop, 1.5 s in.
+    # Here it is only stopped at its first wait after the CPU loop, 1.5 s in.
     start_worker("-c", "1", "--preempt", "0")
     key = _key(ns, "unstoppable")
-    jobs.burn_cpu.enqueue(key, 1.5)
+    jobs.burn_cpu_then_nap.enqueue(key, 1.5)
     wait_for(lambda: r.llen(key), 30, "the job to start")
     started = time.monotonic()
     dead = wait_for(lambda: _entries(r, ns.keys.dead), 30, "the job in the dead set")
     assert time.monotonic() - started > 1.2
     assert dead[0]["error_class"] == "JobTimeout"
+    assert r.lrange(key, 0, -1) == ["start"]
 
 
 def test_timeouts_firing_into_locks_logging_and_redis_leave_nothing_broken(r, ns, start_worker):
