@@ -115,6 +115,7 @@ class Acker:
         self.conn = dedicated(client)
         self.ack_script = scripts.register(client)["ack"]
         self.pending: List[Outcome] = []
+        self.writing: List[Outcome] = []  # the batch on its way to Redis now
         self.wake = gevent.event.Event()
         self.closing = False
 
@@ -161,12 +162,19 @@ class Acker:
         self.wake.clear()
         if not batch:
             return
+        self.writing = batch
         try:
             self._write(batch)
         except BaseException:
             self.pending[:0] = batch
             self.wake.set()
             raise
+        finally:
+            self.writing = []
+
+    def holding(self) -> List[str]:
+        """The raw payloads whose outcome is waiting to be written (still in the working list meanwhile)."""
+        return [o.raw for o in self.pending] + [o.raw for o in self.writing]
 
     def _write(self, batch: List[Outcome]) -> None:
         now = time.time()

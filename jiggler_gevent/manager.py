@@ -7,7 +7,8 @@ outcome, put every payload still held back in its queue). See fetch.py for the d
 """
 import logging
 import time
-from typing import Optional
+from collections import Counter
+from typing import List, Optional
 
 import gevent
 import gevent.pool
@@ -30,6 +31,7 @@ class Manager:
         self.pool = gevent.pool.Pool(concurrency)
         self.fetcher: Optional[gevent.Greenlet] = None
         self.acker_greenlet: Optional[gevent.Greenlet] = None
+        self.in_hand: Counter = Counter()  # raw payloads handed to a job greenlet and not yet processed
 
     @property
     def busy(self) -> int:
@@ -90,6 +92,8 @@ class Manager:
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             acks = self.acker.take_plain()
             try:
+                if backoff > 0.1:
+                    self._put_back_orphans(acks)
                 raws = self.fetch.take(self.pool.free_count(), acks) or self.fetch.wait_for_one()
                 backoff = 0.1
             except BaseException as exc:
@@ -101,4 +105,26 @@ class Manager:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             for raw in raws:
-                self.pool.spawn(self.processor.process, raw)
+                self.in_hand[raw] += 1
+                self.pool.spawn(self._process, raw)
+
+    def _process(self, raw: str) -> None:
+        try:
+            self.processor.process(raw)
+        finally:
+            self.in_hand[raw] -= 1
+            if not self.in_hand[raw]:
+                del self.in_hand[raw]
+
+    def _put_back_orphans(self, acks: List[bytes]) -> None:
+        """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.
+
+        A payload held in Redis that no greenlet runs and no pending outcome covers was taken by a fetch whose
+        answer never arrived; left there it would wait for this process's shutdown. Called from the fetcher,
+        so no fetch runs meanwhile; one acknowledged in between is skipped by the requeue script.
+        """
+        done = Counter(a.decode("utf-8", "surrogateescape") for a in acks) + Counter(self.acker.holding())
+        orphans = Counter(self.fetch.held()) - self.in_hand - done
+        if orphans:
+            n = self.fetch.requeue(list(orphans.elements()))
+            log.warning("put back %d job(s) taken by a fetch whose reply was lost", n)

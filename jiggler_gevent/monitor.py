@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import gevent
 import redis
