@@ -8,7 +8,7 @@ import json
 import math
 import time
 import uuid
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -151,12 +151,3 @@ def salvage(raw: str, error: str) -> Dict[str, Any]:
         "error_class": "PayloadError", "error_message": error, "failed_at": time.time(), "raw": raw,
     })
     return entry
-
-
-def iter_decoded(raws: Iterable[str]) -> Iterable[Dict[str, Any]]:
-    """Decode what can be decoded; skip the rest (for read-only views)."""
-    for raw in raws:
-        try:
-            yield decode(raw)
-        except PayloadError:
-            continue

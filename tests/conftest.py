@@ -17,7 +17,7 @@ import redis
 
 from jiggler_gevent import config, devserver
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.pg", "tests.redis_servers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import pytest
 from jiggler_gevent import client as client_mod, config, scripts
 from tests import fault_jobs
 from tests.conftest import wait_for
-from tests.redis_servers import DroppingProxy, cpu_seconds, redis_server, worker_at  # noqa: F401 (fixtures)
+from tests.redis_servers import DroppingProxy, cpu_seconds
 
 FAST = ("--heartbeat-interval", "0.2")  # a SIGKILLed process is presumed dead after 12 beats: 2.4 s
 STORM_JOBS = int(os.environ.get("JIGGLER_STORM_JOBS", "20000"))

@@ -14,7 +14,6 @@ import redis
 from jiggler_gevent import client as client_mod, config
 from tests import jobs
 from tests.conftest import ROOT, wait_for
-from tests.redis_servers import redis_server, worker_at  # noqa: F401 (fixtures)
 
 # The commands jiggler_gevent needs, worker and admin side (stats, web, set actions). The README lists the same.
 WORKER_COMMANDS = (
