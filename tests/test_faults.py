@@ -187,6 +187,8 @@ def test_a_fetch_whose_reply_is_lost_still_runs_its_job(redis_server, worker_at,
         if word == FETCH_SHA:  # the fetch script runs when jobs are already queued: keep the worker busy first
             fault_jobs.hold.enqueue_bulk([(redis_url, tkey("busy"), 1.0)] * 5)
             wait_for(lambda: r.llen(tkey("busy") + ":started") == 5, 15, "5 jobs holding every slot")
+        else:  # the heartbeat comes before the first fetch: wait until the fetcher is blocked in BLMOVE
+            wait_for(lambda: any(cl.get("cmd") == "blmove" for cl in c.client_list()), 15, "a blocked BLMOVE")
         proxy.drop_reply_to(word)
         jid = fault_jobs.mark.enqueue(redis_url, tkey("done"))
         wait_for(lambda: proxy.dropped == 1, 15, "a fetch reply dropped")

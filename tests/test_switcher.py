@@ -195,6 +195,9 @@ def test_stop_ends_the_thread_and_restores_the_signal():
         s.start()
         during = threads()
         s.stop()
+        end = time.monotonic() + 5  # the thread has released its lock; the OS may list it a moment longer
+        while threads() != before and time.monotonic() < end:
+            time.sleep(0.01)
         after = threads()
         print(json.dumps({"before": before, "during": during, "after": after,
                           "default_handler": signal.getsignal(signal.SIGURG) == signal.SIG_DFL,
