@@ -1,6 +1,7 @@
 """`gjiggler`: the command line. Reached only through patch.main, so gevent is patched first."""
 import json
 import logging
+import math
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -9,6 +10,19 @@ import click
 from . import __version__, config
 
 LOG_FORMAT = "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds at least `min`; unlike click.FloatRange it refuses NaN, which compares false to
+    every bound and so would slip through."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        result = super().convert(value, param, ctx)
+        if math.isnan(result):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return result
 
 
 def parse_queue(value: str) -> Tuple[str, int]:
@@ -81,16 +95,16 @@ def cli() -> None:
 @click.option("-q", "--queue", "queues", multiple=True, callback=_queues, metavar="NAME[,WEIGHT]",
               help="Queue to work (repeatable); weighted random order unless --strict.")
 @click.option("--strict", is_flag=True, help="Strict priority: queues in the order given.")
-@click.option("-t", "--timeout", type=click.FloatRange(min=0), default=config.DEFAULT_SHUTDOWN_TIMEOUT,
+@click.option("-t", "--timeout", type=Seconds(min=0), default=config.DEFAULT_SHUTDOWN_TIMEOUT,
               show_default=True, help="Seconds a shutdown waits for running jobs.")
 @click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes under one supervisor.")
-@click.option("--preempt", type=click.FloatRange(min=0), default=None,
+@click.option("--preempt", type=Seconds(min=0), default=None,
               help="Seconds a greenlet may hold the hub before it is made to yield; 0 turns it off "
                    "[default: configure(preempt=...), else 0.1].")
-@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=config.DEFAULT_POLL_INTERVAL,
+@click.option("--poll-interval", type=Seconds(min=0.01), default=config.DEFAULT_POLL_INTERVAL,
               show_default=True, help="Average seconds between polls of the scheduled and retry sets.")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=config.DEFAULT_HEARTBEAT_INTERVAL,
+@click.option("--heartbeat-interval", type=Seconds(min=0.05), default=config.DEFAULT_HEARTBEAT_INTERVAL,
               show_default=True, help="Seconds between heartbeats; a process silent for 12 of them is presumed dead.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--django", "django_setup", is_flag=True,

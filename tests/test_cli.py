@@ -29,6 +29,8 @@ def test_version_and_help():
     (["worker", "-q", "a,x"], "weight"),
     (["worker", "-q", "a,0"], "weight"),
     (["worker", "-t", "-1"], "timeout"),
+    (["worker", "-t", "nan"], "timeout"),
+    (["worker", "--poll-interval", "NaN"], "poll-interval"),
     (["worker", "--preempt", "-0.5"], "preempt"),
     (["worker", "-p", "0"], "processes"),
     (["worker", "-r", "no_such_module_here"], "no_such_module_here"),
