@@ -10,7 +10,7 @@ never zero times. Only the Acker acknowledges.
 import logging
 import random
 import time
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import gevent
 import gevent.event
@@ -78,7 +78,7 @@ class ReliableFetch:
 
     def requeue_all(self) -> int:
         """Put everything this process still holds back in its queues (clean shutdown)."""
-        return self.requeue(self.redis.lrange(self.working, 0, -1))
+        return self.requeue(self.held())
 
     def held(self) -> List[str]:
         """The payloads this process holds now."""
@@ -86,13 +86,13 @@ class ReliableFetch:
 
 
 class Outcome:
-    """What to write for one finished payload: remove it, and maybe add a new payload to a sorted set."""
+    """What to write for one finished payload: remove it from the working list and, when `target` is
+    "retry" or "dead", add `new_raw` to that sorted set with `score` (the ack script's targets)."""
 
-    __slots__ = ("raw", "zset", "new_raw", "score")
+    __slots__ = ("raw", "target", "new_raw", "score")
 
-    def __init__(self, raw: str, zset: Optional[str] = None, new_raw: Optional[str] = None,
-                 score: float = 0.0) -> None:
-        self.raw, self.zset, self.new_raw, self.score = raw, zset, new_raw, score
+    def __init__(self, raw: str, target: str = "", new_raw: str = "", score: float = 0.0) -> None:
+        self.raw, self.target, self.new_raw, self.score = raw, target, new_raw, score
 
 
 def dedicated(client: redis.Redis) -> redis.Redis:
@@ -141,9 +141,9 @@ class Acker:
         """Hand over the pending plain acknowledgements (jobs done, nothing to add to a set)."""
         if not self.pending:
             return []
-        plain = [payload_mod.wire(o.raw) for o in self.pending if o.zset is None]
+        plain = [payload_mod.wire(o.raw) for o in self.pending if not o.target]
         if plain:
-            self.pending = [o for o in self.pending if o.zset is not None]
+            self.pending = [o for o in self.pending if o.target]
         return plain
 
     def give_back(self, raws: Sequence[bytes]) -> None:
@@ -180,8 +180,7 @@ class Acker:
         now = time.time()
         args: List[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS]
         for o in batch:
-            target = "" if o.zset is None else ("dead" if o.zset == self.keys.dead else "retry")
-            args += [payload_mod.wire(o.raw), target, o.new_raw or "", o.score]
+            args += [payload_mod.wire(o.raw), o.target, o.new_raw, o.score]
         self.ack_script(keys=[self.working, self.keys.retry, self.keys.dead], args=args, client=self.conn)
 
     def drain(self, deadline: float) -> bool:

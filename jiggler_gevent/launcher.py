@@ -58,7 +58,7 @@ class Launcher:
         self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
         self.acker = Acker(self.redis, keys, self.fetch.working)
         self.counters = Counters()
-        self.processor = Processor(keys, self.acker, server_chain(self.counters),
+        self.processor = Processor(self.acker, server_chain(self.counters),
                                    on_failure=lambda: self.counters.count(failed=True))
         self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)

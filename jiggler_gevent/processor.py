@@ -14,7 +14,6 @@ from greenlet import GreenletExit
 from . import middleware, payload as payload_mod
 from .job import JobFunction, lookup
 from .fetch import Acker, Outcome
-from .keys import Keys
 from .middleware import Chain, JobContext
 from .timeouts import JobTimeout, abandoned, cancel
 
@@ -35,9 +34,9 @@ def _signature_error(func: JobFunction, args: Any, kwargs: Any) -> Optional[str]
 class Processor:
     """Turns raw payloads into job runs and outcomes."""
 
-    def __init__(self, keys: Keys, acker: Acker, chain: Optional[Chain] = None,
+    def __init__(self, acker: Acker, chain: Optional[Chain] = None,
                  on_failure: Optional[Callable[[], None]] = None) -> None:
-        self.keys, self.acker = keys, acker
+        self.acker = acker
         self.chain = chain if chain is not None else middleware.server
         self.running: Dict[int, JobContext] = {}
         self.on_failure = on_failure
@@ -101,11 +100,11 @@ class Processor:
     def _commit(self, ctx: JobContext) -> None:
         d = ctx.disposition
         if d == "retry" and ctx.retry_at is not None:
-            self.acker.add(Outcome(ctx.raw, self.keys.retry, payload_mod.encode(ctx.payload), ctx.retry_at))
+            self.acker.add(Outcome(ctx.raw, "retry", payload_mod.encode(ctx.payload), ctx.retry_at))
         elif d == "dead" or d == "retry":
             # "retry" without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
-            self.acker.add(Outcome(ctx.raw, self.keys.dead, payload_mod.encode(ctx.payload), time.time()))
+            self.acker.add(Outcome(ctx.raw, "dead", payload_mod.encode(ctx.payload), time.time()))
             middleware.notify_death(ctx.payload, ctx.exception)
         else:
             self.acker.add(Outcome(ctx.raw))
@@ -113,7 +112,7 @@ class Processor:
     def _bury_unrunnable(self, raw: str, error: str) -> None:
         entry = payload_mod.salvage(raw, error)
         log.error("dead %s jid=%s: %s", entry.get("name", "?"), entry["jid"], error)
-        self.acker.add(Outcome(raw, self.keys.dead, payload_mod.encode(entry), time.time()))
+        self.acker.add(Outcome(raw, "dead", payload_mod.encode(entry), time.time()))
         if self.on_failure is not None:
             self.on_failure()
         middleware.notify_death(entry, None)

@@ -93,24 +93,24 @@ def processor(ns):
     client = config.redis_client(ns.url)
     working = ns.keys.working("fuzz")
     acker = Acker(client, ns.keys, working)
-    return Processor(ns.keys, acker, server_chain(Counters())), client, working
+    return Processor(acker, server_chain(Counters())), client, working
 
 
 @fuzz(300)
 @given(raw=bad_text)
 def test_processor_buries_every_bad_payload_with_a_reason(processor, raw):
     proc, client, working = processor
-    client.delete(working, proc.keys.dead)
+    client.delete(working, proc.acker.keys.dead)
     client.lpush(working, raw)
     proc.process(raw)  # must not raise, whatever the input
     proc.acker.flush()
     assert client.llen(working) == 0, "the payload was neither acknowledged nor buried"
-    dead = [json.loads(x) for x in client.zrange(proc.keys.dead, -1, -1)]
+    dead = [json.loads(x) for x in client.zrange(proc.acker.keys.dead, -1, -1)]
     entry = dead[-1]
     assert entry["raw"] == raw
     assert entry["error_class"] == "PayloadError"
     assert len(entry["error_message"]) > 15 and "\n" not in entry["error_message"]
-    client.delete(proc.keys.dead)
+    client.delete(proc.acker.keys.dead)
 
 
 @pytest.mark.parametrize("raw, words", [
@@ -131,7 +131,7 @@ def test_each_kind_of_bad_payload_says_what_is_wrong(processor, raw, words):
     client.lpush(working, raw)
     proc.process(raw)
     proc.acker.flush()
-    [entry] = [json.loads(x) for x in client.zrange(proc.keys.dead, 0, -1)]
+    [entry] = [json.loads(x) for x in client.zrange(proc.acker.keys.dead, 0, -1)]
     assert words in entry["error_message"], entry["error_message"]
     assert client.llen(working) == 0
 
@@ -146,7 +146,7 @@ def test_deeply_nested_json_is_buried_or_run_never_stuck(processor, depth):
         proc.process(raw)
         proc.acker.flush()
         assert client.llen(working) == 0, f"depth {depth}: a nested payload stayed held"
-    assert client.zcard(proc.keys.dead) + client.zcard(proc.keys.retry) == 3
+    assert client.zcard(proc.acker.keys.dead) + client.zcard(proc.acker.keys.retry) == 3
 
 
 @pytest.mark.parametrize("field, value", [
@@ -164,7 +164,7 @@ def test_a_failing_job_with_a_mistyped_field_is_never_dropped(processor, field, 
     proc.process(raw)
     proc.acker.flush()
     assert client.llen(working) == 0
-    stored = client.zrange(proc.keys.retry, 0, -1) + client.zrange(proc.keys.dead, 0, -1)
+    stored = client.zrange(proc.acker.keys.retry, 0, -1) + client.zrange(proc.acker.keys.dead, 0, -1)
     assert len(stored) == 1, f"{field}={value!r}: the failed job was dropped"
     entry = json.loads(stored[0])
     assert entry.get("error_class") in ("RuntimeError", "PayloadError")

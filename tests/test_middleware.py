@@ -62,7 +62,7 @@ def run_one(ns, raw):
     client.lpush(working, raw)
     acker = Acker(client, ns.keys, working)
     counters = Counters()
-    Processor(ns.keys, acker, server_chain(counters)).process(raw)
+    Processor(acker, server_chain(counters)).process(raw)
     acker.flush()
     assert client.llen(working) == 0
     return counters
