@@ -103,8 +103,10 @@ def dedicated(client: redis.Redis) -> redis.Redis:
 class Acker:
     """Acknowledges finished jobs in batches: one script call for all that finished meanwhile.
 
-    The fetcher takes the plain acknowledgements along with its next fetch when it runs first
-    (`take_plain`), so under load a batch of jobs costs one round trip for fetch and acknowledgement.
+    While the fetcher is about to fetch again (`riding`), plain acknowledgements (job done, nothing to add
+    to a set) wait for it: it carries them in its next fetch (`take_plain`), so under load a batch of jobs
+    costs one round trip for fetch and acknowledgement. The Acker writes them itself when the fetcher
+    blocks on an empty queue, backs off or stops, and always writes failed jobs' outcomes at once.
 
     If Redis cannot be reached the batch is kept and retried with back-off; until it is written the
     payloads stay in the working list, so a crash then means they run again, never that they are lost.
@@ -118,6 +120,7 @@ class Acker:
         self.writing: List[Outcome] = []  # the batch on its way to Redis now
         self.wake = gevent.event.Event()
         self.closing = False
+        self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush."""
@@ -129,6 +132,9 @@ class Acker:
         backoff = 0.1
         while not (self.closing and not self.pending):
             self.wake.wait()
+            if self.riding and not self.closing and all(not o.target for o in self.pending):
+                self.wake.clear()
+                continue
             try:
                 self.flush()
                 backoff = 0.1
@@ -136,6 +142,12 @@ class Acker:
                 log.warning("could not acknowledge %d job(s), retrying in %.1fs: %s", len(self.pending), backoff, exc)
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def ride(self, riding: bool) -> None:
+        """Say whether the fetcher will carry plain acknowledgements; when it stops doing so, write them now."""
+        self.riding = riding
+        if not riding and self.pending:
+            self.wake.set()
 
     def take_plain(self) -> List[bytes]:
         """Hand over the pending plain acknowledgements (jobs done, nothing to add to a set)."""

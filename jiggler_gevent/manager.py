@@ -86,20 +86,31 @@ class Manager:
                 gevent.sleep(0.5)
 
     def _fetch_loop(self) -> None:
+        try:
+            self._fetch_until_killed()
+        finally:
+            self.acker.ride(False)
+
+    def _fetch_until_killed(self) -> None:
         backoff = 0.1
         while True:
+            self.acker.ride(True)
             self.pool.wait_available()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             acks = self.acker.take_plain()
             try:
                 if backoff > 0.1:
                     self._put_back_orphans(acks)
-                raws = self.fetch.take(self.pool.free_count(), acks) or self.fetch.wait_for_one()
+                raws = self.fetch.take(self.pool.free_count(), acks)
+                if not raws:
+                    self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
+                    raws = self.fetch.wait_for_one()
                 backoff = 0.1
             except BaseException as exc:
                 self.acker.give_back(acks)
                 if not isinstance(exc, redis.RedisError):
                     raise
+                self.acker.ride(False)
                 log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
