@@ -3,11 +3,12 @@ import datetime as dt
 import functools
 import inspect
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union, overload
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
 
 from . import config, payload as payload_mod
 
 _registry: Dict[str, "JobFunction"] = {}
+SHAPES_REMEMBERED = 64  # argument shapes whose fit is remembered per job (a bound, whatever producers send)
 
 When = Union[dt.datetime, float, int]
 Delay = Union[dt.timedelta, float, int]
@@ -105,6 +106,7 @@ class JobFunction:
     def __init__(self, func: Callable[..., Any], name: Optional[str], queue: str, retries: int,
                  timeout: Optional[float], dead: bool) -> None:
         self.func = func
+        self._shape_errors: Dict[Tuple[int, Tuple[str, ...]], Optional[str]] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(self, queue, retries, timeout, dead)
         functools.update_wrapper(self, func)
@@ -120,6 +122,27 @@ class JobFunction:
             return inspect.signature(self.func)
         except (TypeError, ValueError):
             return None
+
+    def arguments_error(self, args: Sequence[Any], kwargs: Dict[str, Any]) -> Optional[str]:
+        """Why `args` and `kwargs` cannot be passed to the function, or None when they fit.
+
+        Binding depends only on how many positional arguments there are and which keywords are named, so
+        the answer is remembered per shape (for the first SHAPES_REMEMBERED shapes).
+        """
+        shape = (len(args), tuple(kwargs))
+        try:
+            return self._shape_errors[shape]
+        except KeyError:
+            pass
+        error = None
+        if self.signature is not None:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                error = f"arguments do not match {self.func.__name__}{self.signature}: {exc}"
+        if len(self._shape_errors) < SHAPES_REMEMBERED:
+            self._shape_errors[shape] = error
+        return error
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"

@@ -5,7 +5,7 @@ middleware was added, "after" hooks in reverse. A hook that raises is logged and
 a hook can never kill a worker or lose a job. Retries, timeouts and stats are themselves middleware.
 """
 import logging
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger("jiggler_gevent.middleware")
 
@@ -70,6 +70,7 @@ class Chain:
 
     def __init__(self) -> None:
         self.entries: List[Any] = []
+        self._hooks: Dict[Tuple[str, Tuple[int, ...]], List[Callable[[Any], None]]] = {}
 
     def add(self, middleware: Any) -> None:
         """Append `middleware` to the chain."""
@@ -82,23 +83,45 @@ class Chain:
 
     def before(self, hook: str, arg: Any) -> None:
         """Call `hook` on each entry in order."""
-        for entry in self.entries:
-            _call_safely(entry, hook, arg)
+        for method in self._methods(hook, reverse=False):
+            _call_safely(method, arg)
 
     def after(self, hook: str, arg: Any) -> None:
         """Call `hook` on each entry in reverse order."""
-        for entry in reversed(self.entries):
-            _call_safely(entry, hook, arg)
+        for method in self._methods(hook, reverse=True):
+            _call_safely(method, arg)
+
+    def _methods(self, hook: str, reverse: bool) -> List[Callable[[Any], None]]:
+        """The entries' `hook` methods in calling order, leaving out the base classes' no-ops; built once
+        per hook and list of entries (`entries` may be changed directly). Keyed by identity: an entry need
+        not be hashable, and the cached bound methods keep every keyed entry alive, so no id is reused."""
+        ids = tuple(map(id, self.entries))
+        key = (hook, ids)
+        methods = self._hooks.get(key)
+        if methods is None:
+            found = (getattr(e, hook, None) for e in self.entries)
+            methods = [m for m in found if m is not None and not _is_noop(m)]
+            if reverse:
+                methods.reverse()
+            self._hooks = {k: v for k, v in self._hooks.items() if k[1] == ids}
+            self._hooks[key] = methods
+        return methods
 
 
-def _call_safely(entry: Any, hook: str, arg: Any) -> None:
-    method = getattr(entry, hook, None)
-    if method is None:
-        return
+_NOOPS = {ServerMiddleware.before_process, ServerMiddleware.after_process,
+          ClientMiddleware.before_push, ClientMiddleware.after_push}
+
+
+def _is_noop(method: Any) -> bool:
+    return getattr(method, "__func__", None) in _NOOPS
+
+
+def _call_safely(method: Callable[[Any], None], arg: Any) -> None:
     try:
         method(arg)
     except Exception:
-        log.exception("middleware %s.%s failed; going on", type(entry).__name__, hook)
+        owner = getattr(method, "__self__", method)
+        log.exception("middleware %s.%s failed; going on", type(owner).__name__, getattr(method, "__name__", "?"))
 
 
 server = Chain()

@@ -91,9 +91,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _loads(raw: str) -> Any:
     """json.loads that refuses NaN, Infinity and overflowing numbers, which encode() could not write back."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    return _DECODER.decode(raw)
 
 
 def decode(raw: str) -> Dict[str, Any]:

@@ -6,29 +6,18 @@ is not acknowledged, so the shutdown puts it back in its queue.
 """
 import logging
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import gevent
 from greenlet import GreenletExit
 
 from . import middleware, payload as payload_mod
-from .job import JobFunction, lookup
+from .job import lookup
 from .fetch import Acker, Outcome
 from .middleware import Chain, JobContext
 from .timeouts import JobTimeout, abandoned, cancel
 
 log = logging.getLogger("jiggler_gevent.processor")
-
-
-def _signature_error(func: JobFunction, args: Any, kwargs: Any) -> Optional[str]:
-    sig = func.signature
-    if sig is None:
-        return None
-    try:
-        sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        return f"arguments do not match {func.func.__name__}{sig}: {exc}"
-    return None
 
 
 class Processor:
@@ -53,7 +42,7 @@ class Processor:
             self._bury_unrunnable(raw, f"no job named {payload['name']!r} is registered in this worker "
                                        "(start it with -r MODULE for the module that defines it)")
             return
-        mismatch = _signature_error(func, payload["args"], payload["kwargs"])
+        mismatch = func.arguments_error(payload["args"], payload["kwargs"])
         if mismatch:
             self._bury_unrunnable(raw, mismatch)
             return

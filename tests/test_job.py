@@ -8,6 +8,7 @@ import pytest
 
 from jiggler_gevent import job, payload
 from jiggler_gevent.client import Client, EnqueueError
+from jiggler_gevent.job import SHAPES_REMEMBERED
 from tests import jobs
 
 
@@ -149,3 +150,20 @@ def test_url_lookup_order(monkeypatch):
     monkeypatch.setenv("JIGGLER_REDIS_URL", "redis://a/2")
     assert resolve_redis_url() == "redis://a/2"
     assert resolve_redis_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
+
+
+def test_argument_checks_are_remembered_per_shape_and_stay_right(ns):
+    @job(name="test.shape")
+    def shaped(a, b=1, *, c=2):
+        return a
+
+    assert shaped.arguments_error([1], {}) is None
+    assert shaped.arguments_error([1, 2], {"c": 3}) is None
+    error = shaped.arguments_error([1, 2, 3], {})
+    assert "too many positional arguments" in error and "shaped(a, b=1, *, c=2)" in error
+    assert shaped.arguments_error([], {"b": 1}) == "arguments do not match shaped(a, b=1, *, c=2): missing a required argument: 'a'"
+    assert shaped.arguments_error([9], {}) is None  # the same shape again, other values
+    assert "unexpected keyword argument 'd'" in shaped.arguments_error([1], {"d": 1})
+    for n in range(200):  # a producer sending ever new keyword names cannot grow the memory without bound
+        assert f"'k{n}'" in shaped.arguments_error([1], {f"k{n}": 0})
+    assert len(shaped._shape_errors) == SHAPES_REMEMBERED

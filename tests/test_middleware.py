@@ -1,4 +1,5 @@
 """Server and client middleware chains, error and death handlers (in-process Processor, real Redis)."""
+import dataclasses
 import json
 
 import pytest
@@ -89,6 +90,31 @@ def test_a_failing_middleware_is_logged_and_the_job_still_runs(ns, r, registered
     assert r.lrange(tkey("x"), 0, -1) == ["v"]
     assert log == ["after-broken.before", "after-broken.after:ok"]
     assert "broken before" in caplog.text and "broken after" in caplog.text
+
+
+@dataclasses.dataclass
+class Unhashable(middleware.ServerMiddleware):
+    """A dataclass with eq: unhashable, as users' middleware may well be."""
+
+    log: list
+
+    def after_process(self, ctx):
+        self.log.append("unhashable.after")
+
+
+def test_the_chain_follows_entries_changed_directly_and_unhashable_ones(ns, r, tkey):
+    log = []
+    chain = middleware.Chain()
+    chain.entries.append(Recorder("a", log))
+    chain.before("before_process", None)
+    chain.entries.append(Unhashable(log))
+    chain.entries.insert(0, Recorder("z", log))
+    chain.before("before_process", None)
+    chain.after("after_process", middleware.JobContext({}, "{}"))
+    del chain.entries[1]
+    chain.after("after_process", middleware.JobContext({}, "{}"))
+    assert log == ["a.before", "z.before", "a.before", "unhashable.after", "a.after:ok", "z.after:ok",
+                   "unhashable.after", "z.after:ok"]
 
 
 def test_error_and_death_handlers_are_called_once_each(ns, r, handlers, tkey):
