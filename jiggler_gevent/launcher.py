@@ -118,7 +118,7 @@ class Launcher:
         log.info("stopped; %d unfinished job(s) put back", requeued)
 
     def _wait_for_jobs(self, timeout: float) -> None:
-        joiner = gevent.spawn(self.manager.pool.join)
+        joiner = gevent.spawn(self.manager.join)
         gevent.wait([joiner, self.force], timeout=timeout, count=1)
         joiner.kill()
 

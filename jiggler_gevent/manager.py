@@ -1,9 +1,12 @@
-"""The Manager: keeps up to `concurrency` jobs running on a pool of greenlets.
+"""The Manager: keeps up to `concurrency` jobs running on a fixed set of worker greenlets.
 
-One fetcher greenlet takes exactly as many payloads as there are free slots (so nothing waits in
-memory unstarted), one Acker greenlet writes outcomes in batches. Lifecycle: start, quiet (stop
-fetching), stop(deadline) (quiet, wait for running jobs until the deadline, kill the rest, write every
-outcome, put every payload still held back in its queue). See fetch.py for the delivery guarantee.
+`concurrency` worker greenlets live as long as the process and run one job after another, as Sidekiq's
+threads do (a greenlet per job would cost a greenlet and a fresh frame stack each time). One fetcher
+greenlet takes exactly as many payloads as there are idle workers (so nothing waits in memory unstarted)
+and hands them over through an in-memory inbox; one Acker greenlet writes outcomes in batches. Lifecycle:
+start, quiet (stop fetching), stop(deadline) (quiet, let the workers finish what they hold until the
+deadline, kill the rest, write every outcome, put every payload still held back in its queue). See fetch.py
+for the delivery guarantee.
 """
 import logging
 import time
@@ -11,8 +14,10 @@ from collections import Counter
 from typing import List, Optional
 
 import gevent
-import gevent.pool
+import gevent.lock
+import gevent.queue
 import redis
+from greenlet import GreenletExit
 
 from .fetch import Acker, ReliableFetch
 from .processor import Processor
@@ -20,6 +25,7 @@ from .processor import Processor
 log = logging.getLogger("jiggler_gevent.manager")
 
 MAX_BACKOFF = 5.0
+_FINISH = None  # put in the inbox once per worker: finish what came before it, then end
 
 
 class Manager:
@@ -28,18 +34,23 @@ class Manager:
     def __init__(self, fetch: ReliableFetch, processor: Processor, acker: Acker, concurrency: int) -> None:
         self.fetch, self.processor, self.acker = fetch, processor, acker
         self.concurrency = concurrency
-        self.pool = gevent.pool.Pool(concurrency)
+        self.idle = gevent.lock.BoundedSemaphore(concurrency)  # idle workers; only the fetcher acquires
+        self.inbox: "gevent.queue.Queue[Optional[str]]" = gevent.queue.Queue()
+        self.workers: List[gevent.Greenlet] = []
         self.fetcher: Optional[gevent.Greenlet] = None
         self.acker_greenlet: Optional[gevent.Greenlet] = None
-        self.in_hand: Counter = Counter()  # raw payloads handed to a job greenlet and not yet processed
+        self.in_hand: Counter = Counter()  # raw payloads handed to the workers and not yet processed
+        self.running_jobs = 0
+        self.finishing = False
 
     @property
     def busy(self) -> int:
         """Jobs running now."""
-        return len(self.pool)
+        return self.running_jobs
 
     def start(self) -> None:
-        """Start fetching and acknowledging."""
+        """Start the workers, fetching and acknowledging."""
+        self.workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
         self.acker_greenlet = gevent.spawn(self.acker.run)
         self.fetcher = gevent.spawn(self._fetch_loop)
 
@@ -50,15 +61,27 @@ class Manager:
             self.fetcher.kill(block=True)
             self.fetcher = None
 
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """After quiet(): let the workers finish the jobs they hold, waiting up to `timeout` s (None: no limit).
+
+        True when every worker has finished.
+        """
+        if not self.finishing:
+            self.finishing = True
+            for _ in self.workers:
+                self.inbox.put(_FINISH)
+        return len(gevent.joinall(self.workers, timeout=timeout)) == len(self.workers)
+
     def stop(self, timeout: float) -> int:
         """Quiet, wait up to `timeout` s for running jobs, kill the rest and put back what was not done.
 
         Returns how many payloads went back to their queues.
         """
         self.quiet()
-        if not self.pool.join(timeout=timeout):
-            log.warning("%d job(s) still running after %.1fs; stopping them and putting them back", len(self.pool), timeout)
-            self.pool.kill(block=True, timeout=5)
+        if not self.join(timeout):
+            log.warning("%d job(s) still running after %.1fs; stopping them and putting them back", self.busy, timeout)
+            self.processor.stopping = True
+            gevent.killall(self.workers, block=True, timeout=5)
         self._stop_acker()
         return self._requeue_held()
 
@@ -95,13 +118,13 @@ class Manager:
         backoff = 0.1
         while True:
             self.acker.ride(True)
-            self.pool.wait_available()
+            self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             acks = self.acker.take_plain()
             try:
                 if backoff > 0.1:
                     self._put_back_orphans(acks)
-                raws = self.fetch.take(self.pool.free_count(), acks)
+                raws = self.fetch.take(self.idle.counter, acks)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait_for_one()
@@ -116,16 +139,37 @@ class Manager:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             for raw in raws:
+                self.idle.acquire(blocking=False)
                 self.in_hand[raw] += 1
-                self.pool.spawn(self._process, raw)
+                self.inbox.put(raw)
 
-    def _process(self, raw: str) -> None:
+    def _work(self) -> None:
+        """One worker greenlet: runs the payloads from the inbox, one at a time, until told to finish.
+
+        Nothing a job does ends it: Processor.process keeps every job's exception; anything else that
+        reaches here (a bug of ours) is logged, the payload stays held and goes back at shutdown.
+        """
+        while True:
+            try:
+                raw = self.inbox.get()
+                if raw is _FINISH:
+                    return
+                self._run_one(raw)
+            except GreenletExit:
+                raise
+            except BaseException:
+                log.exception("worker greenlet: unexpected error outside a job; going on")
+
+    def _run_one(self, raw: str) -> None:
+        self.running_jobs += 1
         try:
             self.processor.process(raw)
         finally:
+            self.running_jobs -= 1
             self.in_hand[raw] -= 1
             if not self.in_hand[raw]:
                 del self.in_hand[raw]
+            self.idle.release()
 
     def _put_back_orphans(self, acks: List[bytes]) -> None:
         """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.

@@ -1,8 +1,8 @@
 """Runs one fetched payload: decode, look up, call through the server chain, hand the outcome to the Acker.
 
-A job's behaviour never escapes this module: whatever it raises (SystemExit included) is recorded as a
-failure. Only GreenletExit passes, because that is the Manager stopping the job at shutdown; such a job
-is not acknowledged, so the shutdown puts it back in its queue.
+A job's behaviour never escapes this module: whatever it raises (SystemExit and GreenletExit included) is
+recorded as a failure. Only the GreenletExit of the Manager killing the job at shutdown (`stopping` set)
+passes; such a job is not acknowledged, so the shutdown puts it back in its queue.
 """
 import logging
 import time
@@ -29,6 +29,7 @@ class Processor:
         self.chain = chain if chain is not None else middleware.server
         self.running: Dict[int, JobContext] = {}
         self.on_failure = on_failure
+        self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
 
     def process(self, raw: str) -> None:
         """Run one payload to its outcome (in the calling greenlet)."""
@@ -48,10 +49,11 @@ class Processor:
             return
         ctx = JobContext(payload, raw)
         ctx.func = func.func
-        self._run(ctx)
-        self._finish(ctx)
+        if self._run(ctx):
+            self._finish(ctx)
 
-    def _run(self, ctx: JobContext) -> None:
+    def _run(self, ctx: JobContext) -> bool:
+        """Run the job inside the server chain; False when its outcome was already written (abandoned)."""
         key = id(gevent.getcurrent())
         self.running[key] = ctx
         ctx.started_at = time.time()
@@ -60,13 +62,16 @@ class Processor:
             try:
                 self.chain.before("before_process", ctx)
                 ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
-            except GreenletExit:
-                raise
+            except GreenletExit as exc:
+                if self.stopping:
+                    raise
+                ctx.exception = exc  # raised by the job itself
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
             if abandoned(ctx):
                 # Its timeout found no safe point in time: timeouts.abandon already failed it and wrote that.
-                raise GreenletExit
+                cancel(ctx)
+                return False
             self.chain.after("after_process", ctx)
         except JobTimeout:
             # The timer fired after the job had returned but before it was disarmed: the job is done.
@@ -74,6 +79,7 @@ class Processor:
             self.chain.after("after_process", ctx)
         finally:
             self.running.pop(key, None)
+        return True
 
     def _finish(self, ctx: JobContext) -> None:
         elapsed = time.time() - ctx.started_at

@@ -5,6 +5,8 @@ Each job records what it did in Redis under a key the test passes in, so the tes
 import os
 import time
 
+from greenlet import GreenletExit
+
 from jiggler_gevent import config, job
 
 
@@ -64,6 +66,12 @@ def exit_process(key: str) -> None:
 def raise_system_exit(key: str) -> None:
     _redis().rpush(key, "run")
     raise SystemExit(3)
+
+
+@job
+def raise_greenlet_exit(key: str) -> None:
+    _redis().rpush(key, "run")
+    raise GreenletExit
 
 
 @job(queue="other")

@@ -3,6 +3,8 @@ import json
 import signal
 import time
 
+import pytest
+
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -146,16 +148,19 @@ def test_bad_payloads_go_to_the_dead_set_and_the_worker_goes_on(ns, r, start_wor
     assert w.stop() == 0
 
 
-def test_a_job_raising_system_exit_does_not_stop_the_worker(ns, r, start_worker, tkey):
-    jobs.raise_system_exit.set(retries=0).enqueue(tkey("exit-runs"))
+@pytest.mark.parametrize("job, error_class", [(jobs.raise_system_exit, "SystemExit"),
+                                              (jobs.raise_greenlet_exit, "GreenletExit")])
+def test_a_job_raising_an_exit_fails_alone_and_its_worker_greenlet_goes_on(ns, r, start_worker, tkey, job,
+                                                                           error_class):
+    job.set(retries=0).enqueue_bulk([(tkey("exit-runs"),)] * 3)
     jobs.record.enqueue(tkey("exit-after"), "ok")
-    w = start_worker("-c", "1")
-    wait_for(lambda: r.llen(tkey("exit-after")) == 1, 10, "the job after SystemExit")
+    w = start_worker("-c", "1")  # one worker greenlet: it must survive all three to run the last job
+    wait_for(lambda: r.llen(tkey("exit-after")) == 1, 10, "the job after the exits")
     assert w.proc.poll() is None
-    wait_for(lambda: r.zcard(ns.keys.dead) == 1, 10, "the SystemExit job in the dead set")
-    [dead] = [json.loads(x) for x in r.zrange(ns.keys.dead, 0, -1)]
-    assert dead["error_class"] == "SystemExit"
-    w.stop()
+    wait_for(lambda: r.zcard(ns.keys.dead) == 3, 10, "the three exit jobs in the dead set")
+    assert {json.loads(x)["error_class"] for x in r.zrange(ns.keys.dead, 0, -1)} == {error_class}
+    assert w.stop() == 0
+    assert r.llen(ns.keys.queue("default")) == 0  # nothing was held back and put back at the stop
 
 
 def test_log_lines_carry_the_job_name_and_jid(ns, r, start_worker, tkey):

@@ -19,8 +19,8 @@ log = logging.getLogger("jiggler_gevent.django")
 class CloseConnections(ServerMiddleware):
     """Closes stale database connections before a job, and the job's own connections after it.
 
-    Every job runs in a greenlet of its own, so a connection kept past the job (CONN_MAX_AGE) could never
-    be reused by another job: it would only hold a PostgreSQL slot until garbage collection.
+    Django keeps a connection per greenlet; closing it after each job keeps a job from inheriting the
+    previous job's session state (an open transaction, SET values) on the same worker greenlet.
     """
 
     def before_process(self, ctx: JobContext) -> None:
