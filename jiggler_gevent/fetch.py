@@ -123,9 +123,10 @@ class Acker:
         self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
 
     def add(self, outcome: Outcome) -> None:
-        """Queue one outcome for the next flush."""
+        """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
         self.pending.append(outcome)
-        self.wake.set()
+        if outcome.target or not self.riding:
+            self.wake.set()
 
     def run(self) -> None:
         """Flush whenever something is pending, until closed (runs in its own greenlet)."""

@@ -11,7 +11,7 @@ for the delivery guarantee.
 import logging
 import time
 from collections import Counter
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import gevent
 import gevent.lock
@@ -39,7 +39,7 @@ class Manager:
         self.workers: List[gevent.Greenlet] = []
         self.fetcher: Optional[gevent.Greenlet] = None
         self.acker_greenlet: Optional[gevent.Greenlet] = None
-        self.in_hand: Counter = Counter()  # raw payloads handed to the workers and not yet processed
+        self.in_hand: Dict[str, int] = {}  # raw payloads handed to the workers and not yet processed
         self.running_jobs = 0
         self.finishing = False
 
@@ -140,7 +140,7 @@ class Manager:
                 continue
             for raw in raws:
                 self.idle.acquire(blocking=False)
-                self.in_hand[raw] += 1
+                self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
                 self.inbox.put(raw)
 
     def _work(self) -> None:
@@ -166,9 +166,9 @@ class Manager:
             self.processor.process(raw)
         finally:
             self.running_jobs -= 1
-            self.in_hand[raw] -= 1
-            if not self.in_hand[raw]:
-                del self.in_hand[raw]
+            left = self.in_hand.pop(raw) - 1
+            if left:
+                self.in_hand[raw] = left
             self.idle.release()
 
     def _put_back_orphans(self, acks: List[bytes]) -> None:
@@ -179,7 +179,7 @@ class Manager:
         so no fetch runs meanwhile; one acknowledged in between is skipped by the requeue script.
         """
         done = Counter(a.decode("utf-8", "surrogateescape") for a in acks) + Counter(self.acker.holding())
-        orphans = Counter(self.fetch.held()) - self.in_hand - done
+        orphans = Counter(self.fetch.held()) - Counter(self.in_hand) - done
         if orphans:
             n = self.fetch.requeue(list(orphans.elements()))
             log.warning("put back %d job(s) taken by a fetch whose reply was lost", n)

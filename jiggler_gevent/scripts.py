@@ -17,7 +17,7 @@ FETCH = """
 -- ARGV[2..]   payloads that finished: removed from the working list first
 -- returns     the payloads taken
 for i = 2, #ARGV do
-  redis.call('LREM', KEYS[1], 1, ARGV[i])
+  redis.call('LREM', KEYS[1], -1, ARGV[i])
 end
 local want = tonumber(ARGV[1])
 local taken = {}
@@ -47,7 +47,7 @@ ACK = """
 -- returns  how many payloads were acknowledged
 local buried = false
 for i = 3, #ARGV, 4 do
-  redis.call('LREM', KEYS[1], 1, ARGV[i])
+  redis.call('LREM', KEYS[1], -1, ARGV[i])
   local target = ARGV[i + 1]
   if target == 'retry' then
     redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i + 2])
@@ -72,7 +72,7 @@ REQUEUE = """
 local prefix = ARGV[#ARGV]
 local n = 0
 for i = 1, #ARGV - 1, 2 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i + 1]) > 0 then
+  if redis.call('LREM', KEYS[1], -1, ARGV[i + 1]) > 0 then
     redis.call('RPUSH', prefix .. ARGV[i], ARGV[i + 1])
     redis.call('SADD', KEYS[2], ARGV[i])
     n = n + 1
