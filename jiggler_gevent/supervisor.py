@@ -1,7 +1,7 @@
 """The supervisor of `gjiggler worker -p N`: N worker processes, their signals, their restarts.
 
-Guarantee: while the supervisor runs, N children (`python -m jiggler_gevent worker ... -p 1`, each an
-ordinary one-process worker) are running or about to be restarted; a child that dies without a clean
+Guarantee: while the supervisor runs, N children (each an ordinary one-process worker, as
+`python -m jiggler_gevent worker ... -p 1` would run) are running or about to be restarted; a child that dies without a clean
 stop has its held jobs put back in their queues at once (Recovery.adopt with force, no 60 s heartbeat
 wait), then a replacement starts after a back-off that grows while children keep dying young.
 SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
@@ -9,6 +9,11 @@ forwarded too, so the children stop at once); SIGTSTP is forwarded. A child that
 usage error, such as a module that -r cannot import) is not restarted: everything stops, exit code 2.
 Children run in their own process group, so a Ctrl-C in a terminal reaches them once, through the
 supervisor, and they receive SIGTERM if the supervisor itself is killed (Linux).
+
+The first N children are forked before the supervisor has started a greenlet, a thread or a signal
+handler, so they start with everything already imported (as gunicorn's preload does) and a clean state;
+a replacement is a fresh `python -m jiggler_gevent` process, since a fork then would copy the
+supervisor's greenlets.
 """
 import logging
 import os
@@ -17,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import gevent
 import gevent.event
@@ -34,6 +39,7 @@ USAGE_ERROR = 2
 MIN_UPTIME = 10.0  # a child that dies younger than this counts towards the crash back-off
 MAX_BACKOFF = 30.0
 RECOVERY_GUARD_TTL = 60
+Child = Union[subprocess.Popen, "ForkedChild"]
 
 
 def child_command(argv: Sequence[str]) -> List[str]:
@@ -56,13 +62,60 @@ def _child_setup() -> None:
         pass
 
 
+class ForkedChild:
+    """A child forked by the supervisor, with the part of Popen's interface the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def wait(self) -> int:
+        """Wait (cooperatively: gevent watches the children it forks) for the exit code."""
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        """The exit code once wait() has seen it, else None."""
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        """Send `signum` unless the child has been reaped."""
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+
+def fork_child(argv: Sequence[str]) -> ForkedChild:
+    """Fork a child that runs the CLI with `argv` and exits with its code, never returning here."""
+    pid = os.fork()
+    if pid:
+        return ForkedChild(pid)
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        _child_setup()
+        from .cli import main
+
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        log.exception("worker process %d failed to start", os.getpid())
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
 class Supervisor:
     """Runs, restarts and signals the children of one `-p N` worker."""
 
     def __init__(self, opts: WorkerOptions, argv: Sequence[str], cfg: Optional[config.Config] = None) -> None:
         self.opts, self.command = opts, child_command(argv)
+        self.child_argv = [*argv, "-p", "1"]
         self.cfg = cfg or config.current()
-        self.children: List[Optional[subprocess.Popen]] = [None] * opts.processes
+        self.children: List[Optional[Child]] = [None] * opts.processes
         self.stopping = gevent.event.Event()
         self.exit_code = 0
         self.redis = config.redis_client(self.cfg.url)
@@ -71,21 +124,25 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""
+        first = [fork_child(self.child_argv) for _ in self.children]
+        self.children[:] = first  # from here on, signals are forwarded to them
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
         log.info("supervisor pid %d: starting %d worker processes", os.getpid(), len(self.children))
-        gevent.joinall([gevent.spawn(self._keep, slot) for slot in range(len(self.children))])
+        gevent.joinall([gevent.spawn(self._keep, slot, child) for slot, child in enumerate(first)])
         log.info("supervisor: every worker process has stopped")
         return self.exit_code
 
-    def _keep(self, slot: int) -> None:
-        """Run the child of one slot again and again until stopping."""
+    def _keep(self, slot: int, first: Child) -> None:
+        """Run the child of one slot again and again until stopping (`first` is already running)."""
         quick_deaths = 0
+        proc: Optional[Child] = first
         while not self.stopping.is_set():
             started = time.monotonic()
-            proc = self.children[slot] = subprocess.Popen(
-                self.command, process_group=0, preexec_fn=_child_setup)
+            if proc is None:
+                proc = subprocess.Popen(self.command, process_group=0, preexec_fn=_child_setup)
+            self.children[slot] = proc
             code = proc.wait()
             self.children[slot] = None
             self._recover(proc.pid)
@@ -99,6 +156,7 @@ class Supervisor:
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < MIN_UPTIME else 1
             delay = backoff(quick_deaths)
             log.warning("worker process %d exited with code %s; restarting it in %.1fs", proc.pid, code, delay)
+            proc = None
             self.stopping.wait(delay)
 
     def _recover(self, pid: int) -> None:

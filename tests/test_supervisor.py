@@ -30,6 +30,11 @@ def alive(pid: int) -> bool:
         return False
 
 
+def cmdline(pid: int) -> list:
+    with open(f"/proc/{pid}/cmdline") as f:
+        return f.read().split("\0")[:-1]
+
+
 def held_jobs(r, ns) -> int:
     return sum(r.llen(k) for k in r.scan_iter(ns.keys.working("*")))
 
@@ -71,6 +76,9 @@ def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, sta
     wait_for(lambda: len(child_pids(r, ns)) == 2 and victim not in child_pids(r, ns), 20, "a replacement process")
     replacement = (child_pids(r, ns) - {survivor}).pop()
     assert replacement != victim and parent_of(replacement) == w.pid
+    # The first children were forked from the supervisor (its command line); the replacement is a fresh one.
+    assert cmdline(survivor) == cmdline(w.pid)
+    assert cmdline(replacement)[-2:] == ["-p", "1"] and cmdline(replacement)[1:3] == ["-m", "jiggler_gevent"]
     # Five jobs finish in the survivor, the victim's five are run again: well before the 60 s heartbeat TTL.
     wait_for(lambda: r.llen(key + ":finished") == 10, 40, "every job finished, the killed ones re-run")
     assert time.monotonic() - killed_at < 40
