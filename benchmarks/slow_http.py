@@ -3,10 +3,20 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import socket  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
+
+
+class NoDelayServer(WSGIServer):
+    """TCP_NODELAY on every connection: the headers and the body go out in two writes, and with Nagle's
+    algorithm the body would wait for the client's delayed ACK (40 ms), which no job processor can help."""
+
+    def do_handle(self, sock, address):  # type: ignore[no-untyped-def]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().do_handle(sock, address)
 
 
 def main() -> None:
@@ -17,7 +27,7 @@ def main() -> None:
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
         return [b"ok\n"]
 
-    WSGIServer(("127.0.0.1", port), app, log=None, backlog=2048).serve_forever()
+    NoDelayServer(("127.0.0.1", port), app, log=None, backlog=2048).serve_forever()
 
 
 if __name__ == "__main__":
