@@ -69,6 +69,7 @@ ROWS = [
     Row("pg-c50", "pg", 1_000, 200, 50),
     Row("file-c5", "file", 20_000, 1_000, 5),
     Row("fib-c5", "fib", 100, 20, 5),
+    Row("fib-c5-p2", "fib", 100, 20, 5, processes=2),
 ]
 
 
