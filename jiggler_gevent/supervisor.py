@@ -1,9 +1,9 @@
 """The supervisor of `gjiggler worker -p N`: N worker processes, their signals, their restarts.
 
 Guarantee: while the supervisor runs, N children (each an ordinary one-process worker, as
-`python -m jiggler_gevent worker ... -p 1` would run) are running or about to be restarted; a child that dies without a clean
-stop has its held jobs put back in their queues at once (Recovery.adopt with force, no 60 s heartbeat
-wait), then a replacement starts after a back-off that grows while children keep dying young.
+`python -m jiggler_gevent worker ... -p 1` would run) are running or about to be restarted; a child that
+dies without a clean stop has its held jobs put back in their queues at once (Recovery.adopt with force, no
+60 s heartbeat wait), then a replacement starts after a back-off that grows while children keep dying young.
 SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
 forwarded too, so the children stop at once); SIGTSTP is forwarded. A child that exits with code 2 (a
 usage error, such as a module that -r cannot import) is not restarted: everything stops, exit code 2.
@@ -42,9 +42,14 @@ RECOVERY_GUARD_TTL = 60
 Child = Union[subprocess.Popen, "ForkedChild"]
 
 
+def child_args(argv: Sequence[str]) -> List[str]:
+    """The CLI arguments of one child: the supervisor's own with `-p 1` last (click keeps the last)."""
+    return [*argv, "-p", "1"]
+
+
 def child_command(argv: Sequence[str]) -> List[str]:
-    """The command of one child: the supervisor's own arguments with `-p 1` last (click keeps the last)."""
-    return [sys.executable, "-m", "jiggler_gevent", *argv, "-p", "1"]
+    """The command that starts one child as a fresh process (a replacement)."""
+    return [sys.executable, "-m", "jiggler_gevent", *child_args(argv)]
 
 
 def backoff(quick_deaths: int) -> float:
@@ -112,8 +117,7 @@ class Supervisor:
     """Runs, restarts and signals the children of one `-p N` worker."""
 
     def __init__(self, opts: WorkerOptions, argv: Sequence[str], cfg: Optional[config.Config] = None) -> None:
-        self.opts, self.command = opts, child_command(argv)
-        self.child_argv = [*argv, "-p", "1"]
+        self.opts, self.argv = opts, list(argv)
         self.cfg = cfg or config.current()
         self.children: List[Optional[Child]] = [None] * opts.processes
         self.stopping = gevent.event.Event()
@@ -124,7 +128,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""
-        first = [fork_child(self.child_argv) for _ in self.children]
+        first = [fork_child(child_args(self.argv)) for _ in self.children]
         self.children[:] = first  # from here on, signals are forwarded to them
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
@@ -141,7 +145,7 @@ class Supervisor:
         while not self.stopping.is_set():
             started = time.monotonic()
             if proc is None:
-                proc = subprocess.Popen(self.command, process_group=0, preexec_fn=_child_setup)
+                proc = subprocess.Popen(child_command(self.argv), process_group=0, preexec_fn=_child_setup)
             self.children[slot] = proc
             code = proc.wait()
             self.children[slot] = None
