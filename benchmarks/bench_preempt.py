@@ -62,7 +62,7 @@ def hub_latency(hogs: int, switcher_on: bool, seconds: float) -> Tuple[float, fl
     """(worst, p99) lateness in seconds of a TICK sleeper beside `hogs` CPU-bound greenlets."""
     import gevent
 
-    from jiggler_gevent.switcher import Switcher
+    from jiggler_gevent.server.preempt import Switcher
 
     switcher = Switcher(THRESHOLD) if switcher_on else None
     if switcher is not None:

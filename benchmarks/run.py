@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 import redis
 
 from benchmarks import common
-from jiggler_gevent import devserver
+from jiggler_gevent.demo import local_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -189,7 +189,7 @@ def wait_for_port(port: int, deadline: float = 10.0) -> None:
 
 
 def start_http() -> "tuple[str, subprocess.Popen]":
-    port = devserver.free_port()
+    port = local_redis.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.slow_http", str(port), str(common.SLEEP)],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     wait_for_port(port)
@@ -362,7 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     rows = select_rows(args.only)
     compile_sources()
-    url, stop_redis = devserver.start_private()
+    url, stop_redis = local_redis.start_private()
     env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url,
                BENCH_FILE=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"jiggler-bench-{os.getpid()}.txt"))
     for name in ("JIGGLER_REDIS_URL", "REDIS_URL"):

@@ -197,7 +197,7 @@ class Soak:
 def _start_redis(url: Optional[str]) -> "tuple[str, Any]":
     if url:
         return url, lambda: None
-    from jiggler_gevent.devserver import start_private
+    from jiggler_gevent.demo.local_redis import start_private
 
     return start_private()
 

@@ -1,11 +1,13 @@
 """jiggler_gevent: background jobs for ordinary blocking Python code, on gevent and Redis.
 
-Importing this package touches no socket, ssl or thread: the `gjiggler` entry point (patch.py) imports
-it before it patches gevent.
+The app side: what user code imports. Importing this package touches no socket, ssl or thread, and loads
+nothing of the worker (server/) or the admin side (admin/): the `gjiggler` entry point (patch.py) imports it
+before it patches gevent.
 """
 __version__ = "0.1.0"
 
 from .config import configure  # noqa: E402
+from .errors import EnqueueError, JobTimeout  # noqa: E402
 from .job import job  # noqa: E402
 
-__all__ = ["job", "configure", "__version__"]
+__all__ = ["job", "configure", "JobTimeout", "EnqueueError", "__version__"]

@@ -1,15 +1,21 @@
-"""`gjiggler`: the command line. Reached only through patch.main, so gevent is patched first."""
+"""`gjiggler`: the command line. It parses and dispatches; the work is done by the module each command names.
+
+Reached only through patch.main, so gevent is patched first. Nothing here imports the worker (server/) or the
+admin side (admin/) at import time: each command imports what it runs, so a worker never loads the admin API.
+"""
 import json
-import logging
 import math
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, config
+from . import __version__, config, options
+from .errors import ConfigError, EnqueueError
+from .logs import setup_logging
+from .options import Kind, Option, WorkerOptions
 
-LOG_FORMAT = "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 class Seconds(click.FloatRange):
@@ -25,37 +31,38 @@ class Seconds(click.FloatRange):
         return result
 
 
-def parse_queue(value: str) -> Tuple[str, int]:
-    """`NAME` or `NAME,WEIGHT` -> (name, weight)."""
-    name, _, weight = value.partition(",")
-    name = name.strip()
-    if not name or ":" in name:
-        raise click.BadParameter(f"{value!r}: a queue name must be non-empty and contain no ':'")
-    if not weight:
-        return name, 1
+def _queues(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> options.Queues:
     try:
-        w = int(weight)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: the weight after the comma must be a whole number") from None
-    if w < 1:
-        raise click.BadParameter(f"{value!r}: the weight must be at least 1")
-    return name, w
+        return options.parse_queues(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
-def _queues(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> Tuple[Tuple[str, int], ...]:
-    parsed = tuple(parse_queue(v) for v in values) or ((config.DEFAULT_QUEUE, 1),)
-    names = [n for n, _ in parsed]
-    if len(set(names)) != len(names):
-        raise click.BadParameter("a queue is named twice")
-    return parsed
+def _click_option(option: Option) -> Decorator:
+    """The click option for one entry of the options table."""
+    kwargs: dict[str, Any] = {"help": option.help, "metavar": option.metavar, "multiple": option.multiple}
+    if option.kind is Kind.FLAG:
+        kwargs["is_flag"] = True
+    elif option.kind is Kind.COUNT:
+        kwargs.update(type=click.IntRange(min=int(option.minimum)), default=option.default, show_default=True)
+    elif option.kind is Kind.SECONDS:
+        kwargs.update(type=Seconds(min=option.minimum), default=option.default,
+                      show_default=option.default is not None)
+    elif option.kind is Kind.QUEUE:
+        kwargs["callback"] = _queues
+    return click.option(*option.flags, option.field, **kwargs)
 
 
-def redis_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--redis-url and --namespace, shared by every command; they call configure()."""
-    f = click.option("--namespace", default=None, help="Key namespace (default: jiggler).")(f)
-    f = click.option("--redis-url", default=None,
-                     help="Redis URL (default: $JIGGLER_REDIS_URL, $REDIS_URL, redis://localhost:6379/0).")(f)
-    return f
+def _options(*fields: str) -> Decorator:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(fields):
+            f = _click_option(options.BY_FIELD[name])(f)
+        return f
+
+    return decorate
+
+
+redis_options = _options("redis_url", "namespace")  # every command takes them
 
 
 def apply_redis_options(redis_url: Optional[str], namespace: Optional[str]) -> config.Config:
@@ -76,11 +83,6 @@ def _check_redis_url(url: str) -> None:
         raise click.BadParameter(f"not a usable Redis URL: {exc}", param_hint="--redis-url") from None
 
 
-def setup_logging(verbose: bool) -> None:
-    """Log to stderr; debug with -v."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gjiggler")
 def cli() -> None:
@@ -88,55 +90,20 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("-r", "--require", "requires", multiple=True, metavar="MODULE",
-              help="Module to import after patching (repeatable); it defines the jobs.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=config.DEFAULT_CONCURRENCY,
-              show_default=True, help="Greenlets running jobs.")
-@click.option("-q", "--queue", "queues", multiple=True, callback=_queues, metavar="NAME[,WEIGHT]",
-              help="Queue to work (repeatable); weighted random order unless --strict.")
-@click.option("--strict", is_flag=True, help="Strict priority: queues in the order given.")
-@click.option("-t", "--timeout", type=Seconds(min=0), default=config.DEFAULT_SHUTDOWN_TIMEOUT,
-              show_default=True, help="Seconds a shutdown waits for running jobs.")
-@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes under one supervisor.")
-@click.option("--preempt", type=Seconds(min=0), default=None,
-              help="Seconds a greenlet may hold the hub before it is made to yield; 0 turns it off "
-                   "[default: configure(preempt=...), else 0.1].")
-@click.option("--poll-interval", type=Seconds(min=0.01), default=config.DEFAULT_POLL_INTERVAL,
-              show_default=True, help="Average seconds between polls of the scheduled and retry sets.")
-@click.option("--heartbeat-interval", type=Seconds(min=0.05), default=config.DEFAULT_HEARTBEAT_INTERVAL,
-              show_default=True, help="Seconds between heartbeats; a process silent for 12 of them is presumed dead.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("--django", "django_setup", is_flag=True,
-              help="Set Django up (DJANGO_SETTINGS_MODULE) and import each app's jobs module; "
-                   "`manage.py gjiggler` adds it.")
-@redis_options
-def worker(requires: Tuple[str, ...], concurrency: int, queues: Tuple[Tuple[str, int], ...], strict: bool,
-           timeout: float, processes: int, preempt: Optional[float], poll_interval: float, heartbeat_interval: float,
-           verbose: bool, django_setup: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
+@_options(*(o.field for o in options.OPTIONS))
+def worker(**values: Any) -> None:
     """Run jobs from the queues until SIGTERM or SIGINT."""
-    cfg = apply_redis_options(redis_url, namespace)
-    setup_logging(verbose)
-    opts = config.WorkerOptions(requires=requires, concurrency=concurrency, queues=queues, strict=strict,
-                                timeout=timeout, processes=processes, preempt=preempt,
-                                poll_interval=poll_interval, heartbeat_interval=heartbeat_interval,
-                                verbose=verbose)
-    if processes > 1:
-        from .supervisor import supervise
+    from .server.worker import run_worker
 
-        sys.exit(supervise(opts, sys.argv[1:]))
-    from .launcher import Launcher, import_user_modules
+    opts = WorkerOptions(**values)
+    apply_redis_options(opts.redis_url, opts.namespace)
+    sys.exit(run_worker(opts, prepare=_set_django_up if opts.django else None))
 
-    config.set_pool_size(opts.pool_size)  # before user code, so its enqueues share the worker's pool
-    if django_setup:
-        from .contrib.django.bootstrap import setup_worker
 
-        setup_worker()
-    try:
-        import_user_modules(requires)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {exc.name or exc}: {exc}", param_hint="-r/--require") from None
-    sys.exit(Launcher(opts, cfg).run())
+def _set_django_up() -> None:
+    from .contrib.django.bootstrap import setup_worker
+
+    setup_worker()
 
 
 @cli.command()
@@ -146,25 +113,24 @@ def worker(requires: Tuple[str, ...], concurrency: int, queues: Tuple[Tuple[str,
 @redis_options
 def enqueue(name: str, args: Tuple[str, ...], queue: str, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Push job NAME with ARGs (each parsed as JSON, else taken as a string)."""
+    from . import payload
     from .client import Client
-    from . import payload as payload_mod
 
     cfg = apply_redis_options(redis_url, namespace)
-    parse_queue(queue)
-    p = payload_mod.build(name, [_json_or_text(a) for a in args], {}, queue, config.DEFAULT_RETRIES, True, None)
-    click.echo(Client(cfg).push(p))
+    try:
+        options.parse_queue(queue)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-q/--queue") from None
+    click.echo(Client(cfg).push(payload.build(name, [_json_or_text(a) for a in args], queue=queue)))
 
 
 def _json_or_text(arg: str) -> Any:
-    try:
-        value = json.loads(arg)
-    except ValueError:
-        return arg
     from .payload import check_arguments
 
     try:
+        value = json.loads(arg)
         check_arguments([value], {})
-    except TypeError:
+    except (ValueError, TypeError):
         return arg
     return value
 
@@ -174,7 +140,7 @@ def _json_or_text(arg: str) -> Any:
 @redis_options
 def stats(as_json: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Counts, queues, sets and live processes."""
-    from .api import Stats, stats_dict
+    from .admin.api import Stats, stats_dict
 
     apply_redis_options(redis_url, namespace)
     data = stats_dict(Stats())
@@ -198,7 +164,7 @@ def stats(as_json: bool, redis_url: Optional[str], namespace: Optional[str]) -> 
 @redis_options
 def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Serve the web dashboard until SIGTERM or Ctrl-C."""
-    from .web.server import serve
+    from .admin.web.server import serve
 
     apply_redis_options(redis_url, namespace)
     setup_logging(False)
@@ -208,25 +174,48 @@ def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _set_command(action: str, set_name: str) -> Callable[..., None]:
-    from . import api
+def _act_on_set(set_name: str, retry: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
+    from .admin import api
 
-    def command(redis_url: Optional[str], namespace: Optional[str]) -> None:
-        apply_redis_options(redis_url, namespace)
-        target = {"dead": api.DeadSet, "retry": api.RetrySet, "scheduled": api.ScheduledSet}[set_name]()
-        n = target.retry_all() if action == "retry" else target.clear()
-        click.echo(f"{'retried' if action == 'retry' else 'cleared'} {n} job(s) from the {set_name} set")
-
-    command.__doc__ = (f"Move every job in the {set_name} set back to its queue now." if action == "retry"
-                       else f"Delete every job in the {set_name} set.")
-    return command
+    apply_redis_options(redis_url, namespace)
+    target = {"dead": api.DeadSet, "retry": api.RetrySet, "scheduled": api.ScheduledSet}[set_name]()
+    n = target.retry_all() if retry else target.clear()
+    click.echo(f"{'retried' if retry else 'cleared'} {n} job(s) from the {set_name} set")
 
 
-for _action in ("retry", "clear"):
-    for _set in ("dead", "retry", "scheduled"):
-        if _action == "retry" and _set == "scheduled":
-            continue
-        cli.command(name=f"{_action}-{_set}")(redis_options(_set_command(_action, _set)))
+@cli.command("retry-dead")
+@redis_options
+def retry_dead(redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Move every job in the dead set back to its queue now."""
+    _act_on_set("dead", True, redis_url, namespace)
+
+
+@cli.command("retry-retries")
+@redis_options
+def retry_retries(redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Move every job waiting in the retry set back to its queue now."""
+    _act_on_set("retry", True, redis_url, namespace)
+
+
+@cli.command("clear-dead")
+@redis_options
+def clear_dead(redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Delete every job in the dead set."""
+    _act_on_set("dead", False, redis_url, namespace)
+
+
+@cli.command("clear-retries")
+@redis_options
+def clear_retries(redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Delete every job waiting in the retry set."""
+    _act_on_set("retry", False, redis_url, namespace)
+
+
+@cli.command("clear-scheduled")
+@redis_options
+def clear_scheduled(redis_url: Optional[str], namespace: Optional[str]) -> None:
+    """Delete every job in the scheduled set."""
+    _act_on_set("scheduled", False, redis_url, namespace)
 
 
 @cli.command()
@@ -234,7 +223,7 @@ for _action in ("retry", "clear"):
 @redis_options
 def demo(jobs: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
     """Run a worker on a batch of example jobs and report what happened (starts a Redis if none answers)."""
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     sys.exit(run_demo(jobs, redis_url, namespace))
 
@@ -243,21 +232,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Run the CLI; a bad option is one line on stderr and exit code 2; Redis unreachable, one line and 1."""
     import redis
 
-    from .client import EnqueueError
-
     try:
         cli.main(args=argv, prog_name="gjiggler", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(1)
     except EnqueueError as exc:
-        click.echo(f"gjiggler: error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), 1)
     except redis.RedisError as exc:
-        click.echo(f"gjiggler: error: Redis at {config.redacted(config.current().url)}: {exc}", err=True)
-        sys.exit(1)
+        fail(f"Redis at {config.redacted(config.current().url)}: {exc}", 1)
+    except ConfigError as exc:
+        fail(str(exc), 2)
     except click.UsageError as exc:
-        click.echo(f"gjiggler: error: {exc.format_message()}", err=True)
-        sys.exit(2)
+        fail(exc.format_message(), 2)
     except click.ClickException as exc:
-        click.echo(f"gjiggler: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        fail(exc.format_message(), exc.exit_code)
+
+
+def fail(message: str, code: int) -> None:
+    """Print `gjiggler: error: message` on stderr and exit with `code`."""
+    click.echo(f"gjiggler: error: {message}", err=True)
+    sys.exit(code)

@@ -1,20 +1,17 @@
 """Pushing payloads to Redis: the client side of every enqueue verb.
 
-Each push runs the client middleware chain, then writes in one MULTI transaction, so a push either
-lands whole or not at all. A Redis that cannot be reached raises EnqueueError naming the job.
+Each push runs the client middleware chain, then writes in one MULTI transaction, so a push, a bulk push
+included, lands whole or not at all. A Redis that cannot be reached raises EnqueueError naming the job.
 """
 from typing import Any, Callable, Dict, List, Optional
 
 import redis
 
 from . import config, middleware, payload as payload_mod
+from .errors import EnqueueError
 
 # Set by jiggler_gevent.testing to divert pushes (inline or fake mode); None means push to Redis.
 push_hook: Optional[Callable[[List[Dict[str, Any]], Optional[float]], None]] = None
-
-
-class EnqueueError(RuntimeError):
-    """A job could not be pushed to Redis; nothing was pushed."""
 
 
 class Client:
@@ -37,7 +34,7 @@ class Client:
         return self._write([payload], at)[0]
 
     def push_bulk(self, payloads: List[Dict[str, Any]]) -> List[str]:
-        """Push many payloads to their queues in one transaction per 1000."""
+        """Push many payloads to their queues in one MULTI transaction (one LPUSH per queue per 1000 payloads)."""
         return self._write(payloads, None)
 
     def _write(self, payloads: List[Dict[str, Any]], at: Optional[float]) -> List[str]:

@@ -6,7 +6,7 @@ environment variables JIGGLER_REDIS_URL and REDIS_URL, then redis://localhost:63
 """
 import os
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 if TYPE_CHECKING:
     import redis
@@ -132,25 +132,3 @@ def redacted(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-@dataclass
-class WorkerOptions:
-    """Everything `gjiggler worker` takes, with its defaults."""
-
-    requires: Tuple[str, ...] = ()
-    concurrency: int = DEFAULT_CONCURRENCY
-    queues: Tuple[Tuple[str, int], ...] = ((DEFAULT_QUEUE, 1),)
-    strict: bool = False
-    timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
-    processes: int = 1
-    preempt: Optional[float] = None  # None: configure(preempt=...), else DEFAULT_PREEMPT
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
-    verbose: bool = False
-
-    @property
-    def pool_size(self) -> int:
-        """Redis connections a worker process needs: one per job greenlet that enqueues, plus its own few
-        (the blocking fetch, the Acker, the Monitor, the Poller)."""
-        return self.concurrency + 10

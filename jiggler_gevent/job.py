@@ -64,7 +64,8 @@ class JobCall:
         return JobCall(self.job, **merged)
 
     def _payload(self, args: Sequence[Any], kwargs: Dict[str, Any], at: Optional[float] = None) -> Dict[str, Any]:
-        return payload_mod.build(self.job.name, args, kwargs, self.queue, self.retries, self.dead, self.timeout, at)
+        return payload_mod.build(self.job.name, args, kwargs, queue=self.queue, retries=self.retries, dead=self.dead,
+                                 timeout=self.timeout, at=at)
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str:
         """Push one job to run now; returns its jid."""
@@ -86,7 +87,7 @@ class JobCall:
         return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
 
     def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> List[str]:
-        """Push one job per argument tuple, all or nothing; one round trip per 1000 jobs."""
+        """Push one job per argument tuple, all or nothing (one MULTI transaction)."""
         from .client import Client
 
         payloads = []

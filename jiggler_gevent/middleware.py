@@ -4,18 +4,29 @@ A middleware is an object with any of the no-op hooks below. "before" hooks run 
 middleware was added, "after" hooks in reverse. A hook that raises is logged and the chain goes on:
 a hook can never kill a worker or lose a job. Retries, timeouts and stats are themselves middleware.
 """
+import enum
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger("jiggler_gevent.middleware")
 
 
+class Disposition(enum.StrEnum):
+    """What becomes of a fetched payload: one vocabulary for the middleware, the worker and the settle script."""
+
+    ACK = "ack"  # the job is done: the payload is removed
+    RETRY = "retry"  # it failed: to the retry set, due at `retry_at`
+    DEAD = "dead"  # it failed for good: to the dead set
+    DROP = "drop"  # it failed for good with `dead=False`: removed
+    REQUEUE = "requeue"  # not run (shutdown, recovery): back to the front of its queue
+
+
 class JobContext:
     """What the server chain sees of one job run.
 
-    `payload` is the decoded payload; `exception` is set when the job raised; `disposition` is what
-    happens to the job afterwards: "ack" (done), "retry" (with `retry_at`), "dead" or "drop";
-    hooks may change `payload` before it is stored again.
+    `payload` is the decoded payload; `exception` is set when the job raised; `disposition` (a Disposition,
+    equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead" or
+    "drop"; hooks may change `payload` before it is stored again.
     """
 
     __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at",
@@ -27,7 +38,7 @@ class JobContext:
         self.func: Optional[Callable[..., Any]] = None
         self.result: Any = None
         self.exception: Optional[BaseException] = None
-        self.disposition = "ack"
+        self.disposition = Disposition.ACK
         self.retry_at: Optional[float] = None
         self.started_at = 0.0
         self.timer: Any = None

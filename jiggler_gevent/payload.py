@@ -10,6 +10,8 @@ import time
 import uuid
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from .config import DEFAULT_QUEUE, DEFAULT_RETRIES
+
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -53,17 +55,18 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
 
 def build(
     name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    queue: str,
-    retries: int,
-    dead: bool,
-    timeout: Optional[float],
+    args: Sequence[Any] = (),
+    kwargs: Optional[Mapping[str, Any]] = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    retries: int = DEFAULT_RETRIES,
+    dead: bool = True,
+    timeout: Optional[float] = None,
     at: Optional[float] = None,
 ) -> Dict[str, Any]:
     """A new payload for one call; checks the arguments first."""
     args = list(args)
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs or {})
     check_arguments(args, kwargs)
     now = time.time()
     payload: Dict[str, Any] = {

@@ -15,7 +15,8 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 import redis
 
-from jiggler_gevent import config, devserver
+from jiggler_gevent import config
+from jiggler_gevent.demo import local_redis
 
 pytest_plugins = ["tests.pg", "tests.redis_servers"]
 
@@ -39,8 +40,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: st
 def redis_url() -> Iterator[str]:
     url = os.environ.get("JIGGLER_TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     try:
-        url, stop = devserver.ensure_redis(url)
-    except devserver.NoRedis as exc:
+        url, stop = local_redis.ensure_redis(url)
+    except local_redis.NoRedis as exc:
         pytest.fail(f"the tests need a real Redis: {exc}", pytrace=False)
     yield url
     stop()

@@ -264,3 +264,11 @@ def burn_cpu_then_nap(key: str, seconds: float) -> None:
         pass
     time.sleep(0.2)
     _redis().rpush(key, "end")
+
+
+@job
+def record_loaded_modules(key: str) -> None:
+    """RPUSH the names of the jiggler_gevent modules loaded in this worker process (tests/test_boundaries.py)."""
+    import sys
+
+    _redis().rpush(key, *sorted(m for m in sys.modules if m == "jiggler_gevent" or m.startswith("jiggler_gevent.")))

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import pytest
 import redis
 
-from jiggler_gevent.devserver import free_port
+from jiggler_gevent.demo.local_redis import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 

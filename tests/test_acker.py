@@ -6,7 +6,8 @@ import gevent
 import pytest
 
 from jiggler_gevent import config
-from jiggler_gevent.fetch import Acker, Outcome, ReliableFetch
+from jiggler_gevent.server.acker import Acker, Outcome
+from jiggler_gevent.server.fetch import ReliableFetch
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_a_failed_jobs_outcome_is_written_at_once_even_while_riding(parts, ns):
     hold(client, fetch, "ok", "bad")
     acker.ride(True)
     acker.add(Outcome("ok"))
-    acker.add(Outcome("bad", "dead", '{"jid": "bad"}', time.time()))
+    acker.add(Outcome.dead("bad", '{"jid": "bad"}', time.time()))
     wait_for(lambda: client.llen(fetch.working) == 0, 5, "both outcomes written")
     assert client.zrange(ns.keys.dead, 0, -1) == ['{"jid": "bad"}']
 

@@ -71,15 +71,3 @@ def test_entries_that_are_not_json_can_still_be_listed_and_deleted(ns, r):
     [e] = list(api.DeadSet())
     assert e.jid is None and e.error_class == "PayloadError"
     assert e.delete() and len(api.DeadSet()) == 0
-
-
-def test_the_worker_never_imports_the_api():
-    import ast
-    import pathlib
-
-    pkg = pathlib.Path(__file__).resolve().parent.parent / "jiggler_gevent"
-    for name in ("launcher", "manager", "processor", "fetch", "monitor", "scheduled", "recovery"):
-        tree = ast.parse((pkg / f"{name}.py").read_text())
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-        assert "api" not in imported, name

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jiggler_gevent import cli, config
-from jiggler_gevent.fetch import Acker
-from jiggler_gevent.launcher import server_chain
-from jiggler_gevent.monitor import Counters
-from jiggler_gevent.processor import Processor
+from jiggler_gevent.server.acker import Acker
+from jiggler_gevent.server.launcher import server_chain
+from jiggler_gevent.server.monitor import Counters
+from jiggler_gevent.server.processor import Processor
 from tests import fault_jobs, jobs  # noqa: F401 (registers the jobs the Processor looks up)
 from tests.conftest import ROOT, wait_for
 

@@ -18,7 +18,8 @@ def gj(*args, ns=None):
 def test_version_and_help():
     out = gj("--version")
     assert out.returncode == 0 and __version__ in out.stdout
-    for command in ("worker", "stats", "enqueue", "retry-dead", "clear-dead", "demo"):
+    for command in ("worker", "stats", "enqueue", "retry-dead", "retry-retries", "clear-dead", "clear-retries",
+                    "clear-scheduled", "web", "demo"):
         out = gj(command, "--help")
         assert out.returncode == 0 and "--redis-url" in out.stdout and "--namespace" in out.stdout, command
 
@@ -86,4 +87,12 @@ def test_retry_and_clear_the_dead_set(ns, r):
     assert out.returncode == 0 and "retried 2" in out.stdout
     assert api.Queue().size == 2 and api.DeadSet().size == 0
     r.zadd(ns.keys.retry, {"{}": 1})
-    assert "cleared 1" in gj("clear-retry", ns=ns).stdout and api.RetrySet().size == 0
+    assert "cleared 1" in gj("clear-retries", ns=ns).stdout and api.RetrySet().size == 0
+
+
+def test_retry_the_retry_set_and_clear_the_scheduled_set(ns, r):
+    r.zadd(ns.keys.retry, {json.dumps({"jid": "a", "name": "x.y", "args": [], "queue": "low"}): 1})
+    r.zadd(ns.keys.schedule, {json.dumps({"jid": "b", "name": "x.y", "args": [], "queue": "low"}): 2})
+    assert "retried 1" in gj("retry-retries", ns=ns).stdout
+    assert api.Queue("low").size == 1 and api.RetrySet().size == 0
+    assert "cleared 1" in gj("clear-scheduled", ns=ns).stdout and api.ScheduledSet().size == 0

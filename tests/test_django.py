@@ -16,6 +16,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from jiggler_gevent import api, payload as payload_mod
+from jiggler_gevent import options
 from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.client import Client
 from jiggler_gevent.contrib.django import conf
@@ -97,9 +98,9 @@ def wait_until_started(proc: subprocess.Popen) -> None:
 
 
 def test_jiggler_settings_mirror_the_worker_options() -> None:
-    keys = set(conf.worker_options())
-    assert {"REDIS_URL", "NAMESPACE", "CONCURRENCY", "QUEUES", "STRICT", "TIMEOUT", "PROCESSES", "PREEMPT",
-            "POLL_INTERVAL", "VERBOSE", "REQUIRES"} <= keys
+    keys = set(options.SETTINGS)
+    assert keys == {"REDIS_URL", "NAMESPACE", "CONCURRENCY", "QUEUES", "STRICT", "TIMEOUT", "PROCESSES", "PREEMPT",
+                    "POLL_INTERVAL", "HEARTBEAT_INTERVAL", "VERBOSE", "REQUIRES"}
     settings = {"CONCURRENCY": 7, "QUEUES": ["mail,3", ("default", 1)], "STRICT": True, "VERBOSE": False,
                 "REDIS_URL": "redis://cache:6380/2", "REQUIRES": ["app.jobs"], "TIMEOUT": 4.5}
 
@@ -200,7 +201,7 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     wait_until_started(proc)
 
     client = Client()
-    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"r{n}", 0.3], {}, "reports", 0, True, None)
+    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"r{n}", 0.3], queue="reports", retries=0)
                       for n in range(15)])
     seen: List[int] = []
 
@@ -214,7 +215,7 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     wait_for(lambda: shop.db.connections() == 0, 10, "the connections to be closed after the jobs")
 
     # SIGTERM while jobs hold connections: the worker waits for them (TIMEOUT=10 in settings), exits 0
-    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"late{n}", 2.0], {}, "reports", 0, True, None)
+    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"late{n}", 2.0], queue="reports", retries=0)
                       for n in range(3)])
     wait_for(lambda: shop.db.connections() == 3, 15, "three jobs in their queries")
     started = time.monotonic()

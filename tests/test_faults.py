@@ -169,7 +169,7 @@ def test_aof_keeps_every_queued_scheduled_and_held_job_across_a_crash(redis_serv
     assert r.llen(done) == len(queued) + len(scheduled)
 
 
-FETCH_SHA = hashlib.sha1(scripts.FETCH.encode()).hexdigest().encode()
+FETCH_SHA = hashlib.sha1(scripts.SOURCES["fetch"].encode()).hexdigest().encode()
 
 
 @pytest.mark.parametrize("word", [b"BLMOVE", FETCH_SHA], ids=["blmove", "fetch-script"])

@@ -119,11 +119,12 @@ def test_bad_options_are_refused(ns):
 
 
 def test_unreachable_redis_raises_a_clear_error_naming_the_job(ns):
-    from jiggler_gevent import config, devserver
+    from jiggler_gevent import config
+    from jiggler_gevent.demo import local_redis
 
-    cfg = config.Config(redis_url=f"redis://127.0.0.1:{devserver.free_port()}/0", namespace=ns.namespace)
+    cfg = config.Config(redis_url=f"redis://127.0.0.1:{local_redis.free_port()}/0", namespace=ns.namespace)
     with pytest.raises(EnqueueError, match=r"tests\.jobs\.record.*127\.0\.0\.1"):
-        Client(cfg).push(payload.build("tests.jobs.record", ["k", "v"], {}, "default", 25, True, None))
+        Client(cfg).push(payload.build("tests.jobs.record", ["k", "v"]))
 
 
 def test_configure_again_applies_to_what_comes_after(ns, r):

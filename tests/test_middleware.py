@@ -5,10 +5,10 @@ import json
 import pytest
 
 from jiggler_gevent import config, middleware, payload
-from jiggler_gevent.fetch import Acker
-from jiggler_gevent.launcher import server_chain
-from jiggler_gevent.monitor import Counters
-from jiggler_gevent.processor import Processor
+from jiggler_gevent.server.acker import Acker
+from jiggler_gevent.server.launcher import server_chain
+from jiggler_gevent.server.monitor import Counters
+from jiggler_gevent.server.processor import Processor
 from tests import jobs
 
 
@@ -70,7 +70,7 @@ def run_one(ns, raw):
 
 
 def make(job, *args):
-    return payload.encode(payload.build(job.name, args, {}, job.queue, job.retries, job.dead, job.timeout))
+    return payload.encode(payload.build(job.name, args, queue=job.queue, retries=job.retries, dead=job.dead, timeout=job.timeout))
 
 
 def test_before_in_order_after_in_reverse(ns, r, registered, tkey):

@@ -3,7 +3,7 @@ import json
 import time
 
 from jiggler_gevent import config, scripts
-from jiggler_gevent.recovery import Recovery
+from jiggler_gevent.server.recovery import Recovery
 from tests import jobs
 from tests.conftest import wait_for
 

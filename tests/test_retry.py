@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from jiggler_gevent import config, payload
-from jiggler_gevent.fetch import add_dead
+from jiggler_gevent import config, payload, scripts
+from jiggler_gevent.server.acker import Outcome, settle
 from jiggler_gevent.middleware import JobContext
-from jiggler_gevent.retry import RetryMiddleware, backoff
+from jiggler_gevent.server.retry import RetryMiddleware, backoff
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -23,7 +23,7 @@ def test_backoff_stays_within_the_formula(count):
 
 
 def ctx_for(retries=2, dead=True, retry_count=None):
-    p = payload.build("tests.jobs.record", ["k", "v"], {}, "default", retries, dead, None)
+    p = payload.build("tests.jobs.record", ["k", "v"], retries=retries, dead=dead)
     if retry_count is not None:
         p["retry_count"] = retry_count
     ctx = JobContext(p, payload.encode(p))
@@ -70,14 +70,12 @@ def test_success_is_left_alone():
 
 def test_dead_set_is_trimmed_by_age_and_size(ns, r, monkeypatch):
     monkeypatch.setattr(config, "DEAD_MAX_JOBS", 5)
-    now = 2_000_000_000.0
-    with r.pipeline(transaction=True) as pipe:
-        add_dead(pipe, ns.keys, "very-old", now - config.DEAD_MAX_AGE - 10)
-        pipe.execute()
+    now = time.time()
+    script, working = scripts.register(r).settle, ns.keys.working("me")
+    r.lpush(working, "held-old", *(f"held-{i}" for i in range(8)))
+    settle(script, ns.keys, working, [Outcome.dead("held-old", "very-old", now - config.DEAD_MAX_AGE - 10)])
     for i in range(8):
-        with r.pipeline(transaction=True) as pipe:
-            add_dead(pipe, ns.keys, f"job-{i}", now + i)
-            pipe.execute()
+        settle(script, ns.keys, working, [Outcome.dead(f"held-{i}", f"job-{i}", now + i)])
     assert r.zrange(ns.keys.dead, 0, -1) == [f"job-{i}" for i in range(3, 8)]
 
 

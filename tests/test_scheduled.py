@@ -2,7 +2,7 @@
 import time
 
 from jiggler_gevent import config, scripts
-from jiggler_gevent.scheduled import Poller
+from jiggler_gevent.server.poller import Poller
 from tests import jobs
 from tests.conftest import wait_for
 

@@ -62,7 +62,7 @@ def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, obje
     survivor = worker_at(url, "-c", "2", *FAST, *extra)
     wait_for(lambda: c.llen(tkey("held") + ":started") == 2, 20, "the killed worker's job run again")
     wait_for(lambda: c.zcard(k.dead) == 2 and c.zcard(k.retry) == 1, 20, "the dead and retry sets")
-    for command in (["stats"], ["stats", "--json"], ["retry-dead"], ["clear-retry"]):
+    for command in (["stats"], ["stats", "--json"], ["retry-dead"], ["clear-retries"]):
         out = _gj(*command, "--redis-url", url, "--namespace", ns.namespace)
         assert out.returncode == 0, (command, out.stderr)
     assert survivor.stop() == 0

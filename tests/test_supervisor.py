@@ -1,10 +1,13 @@
 """`gjiggler worker -p N`: N real worker processes under one supervisor, restarts, recovery and signals."""
+import dataclasses
 import json
 import os
 import signal
 import time
 
-from jiggler_gevent import supervisor
+from jiggler_gevent.cli import worker as worker_command
+from jiggler_gevent.options import WorkerOptions
+from jiggler_gevent.server import supervisor
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -39,9 +42,13 @@ def held_jobs(r, ns) -> int:
     return sum(r.llen(k) for k in r.scan_iter(ns.keys.working("*")))
 
 
-def test_child_command_ends_with_one_process_and_backoff_grows():
-    assert supervisor.child_command(["worker", "-p", "4", "-c", "5"])[-7:] == ["worker", "-p", "4", "-c", "5",
-                                                                                "-p", "1"]
+def test_child_command_gives_the_supervisors_options_for_one_process_and_backoff_grows():
+    opts = WorkerOptions(requires=("tests.jobs",), concurrency=5, queues=(("mail", 3), ("low", 1)), strict=True,
+                         processes=4, preempt=0.05, django=True, namespace="ns", redis_url="redis://h:1/2")
+    command = supervisor.child_command(opts)
+    assert command[1:4] == ["-m", "jiggler_gevent", "worker"]
+    parsed = worker_command.make_context("worker", command[4:]).params
+    assert WorkerOptions(**parsed) == dataclasses.replace(opts, processes=1)
     delays = [supervisor.backoff(n) for n in range(1, 12)]
     assert delays[0] == 0.0 and delays[1] > 0
     assert delays == sorted(delays) and delays[-1] == supervisor.MAX_BACKOFF
@@ -78,7 +85,8 @@ def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, sta
     assert replacement != victim and parent_of(replacement) == w.pid
     # The first children were forked from the supervisor (its command line); the replacement is a fresh one.
     assert cmdline(survivor) == cmdline(w.pid)
-    assert cmdline(replacement)[-2:] == ["-p", "1"] and cmdline(replacement)[1:3] == ["-m", "jiggler_gevent"]
+    assert cmdline(replacement)[1:4] == ["-m", "jiggler_gevent", "worker"] and "--processes=1" in cmdline(replacement)
+    assert "--concurrency=5" in cmdline(replacement) and "--require=tests.jobs" in cmdline(replacement)
     # Five jobs finish in the survivor, the victim's five are run again: well before the 60 s heartbeat TTL.
     wait_for(lambda: r.llen(key + ":finished") == 10, 40, "every job finished, the killed ones re-run")
     assert time.monotonic() - killed_at < 40

@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from jiggler_gevent import config, timeouts
-from jiggler_gevent.switcher import PassCounter, resolve_threshold
+from jiggler_gevent import config
+from jiggler_gevent.server import safepoints
+from jiggler_gevent.server.preempt import PassCounter, resolve_threshold
 from tests import jobs
 from tests.conftest import ROOT, wait_for
 
@@ -128,7 +129,7 @@ from jiggler_gevent.patch import patch
 patch()
 import json, os, sys, time
 import gevent
-from jiggler_gevent.switcher import Switcher
+from jiggler_gevent.server.preempt import Switcher
 
 def worst_gap(hog_seconds):
     gaps = []
@@ -265,15 +266,15 @@ def test_code_map_tells_user_code_from_libraries_and_gevent():
     import logging
 
     examples = jiggler_gevent_examples_file()  # registers jobs inside the package's own folder
-    code_map = timeouts.CodeMap()
-    assert code_map.kind(__file__) == timeouts.USER
-    assert code_map.kind(jobs.__file__) == timeouts.USER
-    assert code_map.kind(examples) == timeouts.USER
-    assert code_map.kind(logging.__file__) == timeouts.LIBRARY
-    assert code_map.kind(timeouts.__file__) == timeouts.LIBRARY
-    assert code_map.kind(pytest.__file__) == timeouts.LIBRARY
-    assert code_map.kind(gevent.util.__file__) == timeouts.MACHINERY
-    assert code_map.kind("<frozen importlib._bootstrap>") == timeouts.LIBRARY
+    code_map = safepoints.CodeMap()
+    assert code_map.kind(__file__) == safepoints.USER
+    assert code_map.kind(jobs.__file__) == safepoints.USER
+    assert code_map.kind(examples) == safepoints.USER
+    assert code_map.kind(logging.__file__) == safepoints.LIBRARY
+    assert code_map.kind(safepoints.__file__) == safepoints.LIBRARY
+    assert code_map.kind(pytest.__file__) == safepoints.LIBRARY
+    assert code_map.kind(gevent.util.__file__) == safepoints.MACHINERY
+    assert code_map.kind("<frozen importlib._bootstrap>") == safepoints.LIBRARY
 
     boundary = _boundary.__code__
     user = _boundary(lambda: sys._getframe())
@@ -286,6 +287,6 @@ def test_code_map_tells_user_code_from_libraries_and_gevent():
 
 
 def jiggler_gevent_examples_file() -> str:
-    import jiggler_gevent.examples.jobs as example_jobs
+    import jiggler_gevent.demo.jobs as example_jobs
 
     return example_jobs.__file__

@@ -7,10 +7,10 @@ gevent's patch makes greenlet-local: each job greenlet opens at most one connect
 import logging
 import os
 
-import click
 from django.db import close_old_connections, connections
 
 from ... import config, middleware
+from ...errors import ConfigError
 from ...middleware import JobContext, ServerMiddleware
 
 log = logging.getLogger("jiggler_gevent.django")
@@ -33,11 +33,12 @@ class CloseConnections(ServerMiddleware):
 def setup_worker() -> None:
     """Set Django up from DJANGO_SETTINGS_MODULE for this worker process and load the apps' jobs."""
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        raise click.UsageError("--django needs DJANGO_SETTINGS_MODULE in the environment "
+        raise ConfigError("--django needs DJANGO_SETTINGS_MODULE in the environment "
                                "(`python manage.py gjiggler` sets it)")
-    from ...launcher import import_user_modules
     import django
     from django.utils.module_loading import autodiscover_modules
+
+    from ...server.worker import import_user_modules
 
     import_user_modules(())  # puts the current directory on sys.path, as for -r
     worker_cfg = config.current()
@@ -48,7 +49,7 @@ def setup_worker() -> None:
     try:
         autodiscover_modules("jobs")
     except ImportError as exc:
-        raise click.UsageError(f"an installed app's jobs module cannot be imported: {exc}") from exc
+        raise ConfigError(f"an installed app's jobs module cannot be imported: {exc}") from exc
     if not any(isinstance(m, CloseConnections) for m in middleware.server.entries):
         middleware.server.add(CloseConnections())
 

@@ -25,7 +25,7 @@ def dashboard_app() -> Any:
     """The WSGI app, created once, its CSRF secret derived from SECRET_KEY (so it survives restarts)."""
     global _app
     if _app is None:
-        from ...web import create_app
+        from ...admin.web import create_app
 
         secret = hmac.new(settings.SECRET_KEY.encode(), b"jiggler_gevent.web.csrf", hashlib.sha256).digest()
         _app = create_app(secret)

@@ -1,6 +1,6 @@
 """Example jobs: ordinary blocking code, run cooperatively by the worker.
 
-    gjiggler worker -r jiggler_gevent.examples.jobs
+    gjiggler worker -r jiggler_gevent.demo.jobs
 """
 import time
 import urllib.request

@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, Optional
 import gevent
 import redis
 
-from . import config, __version__
-from .keys import Keys
-from .middleware import JobContext, ServerMiddleware
+from .. import __version__, config
+from ..keys import Keys
+from ..middleware import JobContext, ServerMiddleware
 from .recovery import Recovery
 
 log = logging.getLogger("jiggler_gevent.monitor")

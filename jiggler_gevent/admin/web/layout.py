@@ -4,7 +4,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .. import __version__, api, config
+from ... import __version__, config
+from .. import api
 from .html import Safe, esc, join, number, render
 from .http import CSRF_FIELD, Request
 

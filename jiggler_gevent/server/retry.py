@@ -1,14 +1,15 @@
 """What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped.
 
 RetryMiddleware only decides (sets `ctx.disposition` and updates the payload); the Processor writes
-the decision through the Acker, in the same transaction that acknowledges the failed run.
+the decision through the Acker, in the same script call that settles the failed run.
 """
 import random
 import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional
 
-from .middleware import JobContext, ServerMiddleware
+from ..config import DEFAULT_RETRIES
+from ..middleware import Disposition, JobContext, ServerMiddleware
 
 BACKTRACE_LINES = 20
 
@@ -33,7 +34,7 @@ def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:
 class RetryMiddleware(ServerMiddleware):
     """Decides retry, dead or drop for every failed job, from the payload's `retries` and `dead`."""
 
-    def __init__(self, clock=time.time, rand: Optional[random.Random] = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, rand: Optional[random.Random] = None) -> None:
         self.clock, self.rand = clock, rand
 
     def after_process(self, ctx: JobContext) -> None:
@@ -43,13 +44,13 @@ class RetryMiddleware(ServerMiddleware):
         record_error(ctx, ctx.exception, now)
         p = ctx.payload
         count = p["retry_count"] + 1 if isinstance(p.get("retry_count"), int) else 0
-        retries = p.get("retries", 25)
-        retries = retries if isinstance(retries, int) and not isinstance(retries, bool) else 25
+        retries = p.get("retries", DEFAULT_RETRIES)
+        retries = retries if isinstance(retries, int) and not isinstance(retries, bool) else DEFAULT_RETRIES
         if count < retries:
             p["retry_count"] = count
-            ctx.disposition = "retry"
+            ctx.disposition = Disposition.RETRY
             ctx.retry_at = now + backoff(count, self.rand)
         else:
             if count:
                 p["retry_count"] = count
-            ctx.disposition = "dead" if p.get("dead", True) is not False else "drop"
+            ctx.disposition = Disposition.DEAD if p.get("dead", True) is not False else Disposition.DROP

@@ -6,7 +6,7 @@ import sys
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from .. import config
+from ... import config
 from .app import create_app
 
 log = logging.getLogger("jiggler_gevent.web")

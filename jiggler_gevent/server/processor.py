@@ -3,19 +3,26 @@
 A job's behaviour never escapes this module: whatever it raises (SystemExit and GreenletExit included) is
 recorded as a failure. Only the GreenletExit of the Manager killing the job at shutdown (`stopping` set)
 passes; such a job is not acknowledged, so the shutdown puts it back in its queue.
+
+The seam for stopping a running job from outside (timeouts today, cancellation next) is three public
+methods: `interrupt` raises an exception in a job at its next switch, `abandon` gives up on a job that
+could not be stopped safely, and `call_site` is where a job's own stack begins, so that pre-emption
+(preempt.py) can tell the job's frames from the worker's.
 """
 import logging
 import time
-from typing import Callable, Dict, Optional
+from types import CodeType
+from typing import Callable, Dict, Optional, Set
 
 import gevent
-from greenlet import GreenletExit
+from greenlet import GreenletExit, greenlet
 
-from . import middleware, payload as payload_mod
-from .job import lookup
-from .fetch import Acker, Outcome
-from .middleware import Chain, JobContext
-from .timeouts import JobTimeout, abandoned, cancel
+from .. import middleware, payload as payload_mod
+from ..errors import JobTimeout
+from ..job import lookup
+from ..middleware import Chain, Disposition, JobContext
+from .acker import Acker, Outcome
+from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
 
@@ -27,9 +34,19 @@ class Processor:
                  on_failure: Optional[Callable[[], None]] = None) -> None:
         self.acker = acker
         self.chain = chain if chain is not None else middleware.server
-        self.running: Dict[int, JobContext] = {}
+        self.running: Dict[int, JobContext] = {}  # by id() of the greenlet running the job
         self.on_failure = on_failure
         self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
+        self._abandoned: Set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
+
+    @property
+    def call_site(self) -> CodeType:
+        """The code of the frame that calls a job function: a job's own frames are those inside it."""
+        return Processor._run.__code__
+
+    def running_job(self, glet: greenlet) -> Optional[JobContext]:
+        """The job `glet` is running now, if any."""
+        return self.running.get(id(glet))
 
     def process(self, raw: str) -> None:
         """Run one payload to its outcome (in the calling greenlet)."""
@@ -61,6 +78,7 @@ class Processor:
         try:
             try:
                 self.chain.before("before_process", ctx)
+                assert ctx.func is not None
                 ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
             except GreenletExit as exc:
                 if self.stopping:
@@ -68,18 +86,44 @@ class Processor:
                 ctx.exception = exc  # raised by the job itself
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
-            if abandoned(ctx):
-                # Its timeout found no safe point in time: timeouts.abandon already failed it and wrote that.
-                cancel(ctx)
+            if id(ctx) in self._abandoned:
+                self._abandoned.discard(id(ctx))
+                disarm(ctx)
                 return False
             self.chain.after("after_process", ctx)
         except JobTimeout:
             # The timer fired after the job had returned but before it was disarmed: the job is done.
-            cancel(ctx)
+            disarm(ctx)
             self.chain.after("after_process", ctx)
         finally:
             self.running.pop(key, None)
         return True
+
+    def interrupt(self, glet: greenlet, exc: BaseException) -> bool:
+        """Raise `exc` in the job `glet` runs, at its next switch (at a forced yield only where that is safe:
+        preempt.py). The job ends as if it had raised `exc`. False when `glet` runs no job now."""
+        ctx = self.running_job(glet)
+        if ctx is None:
+            return False
+        gevent.get_hub().loop.run_callback(self._throw, glet, ctx, exc)
+        return True
+
+    def _throw(self, glet: greenlet, ctx: JobContext, exc: BaseException) -> None:
+        if self.running_job(glet) is ctx:  # never into the next job the same greenlet has started since
+            glet.throw(exc)
+
+    def abandon(self, glet: greenlet, exc: BaseException) -> Optional[JobContext]:
+        """Give up on the job `glet` runs: fail it as if it had raised `exc` and write its outcome now, while
+        it goes on running (it found no point where it could be stopped safely). When it ends, nothing more
+        is written for it. Called from another greenlet than the job's; None when `glet` runs no job."""
+        ctx = self.running_job(glet)
+        if ctx is None or id(ctx) in self._abandoned:
+            return None
+        self._abandoned.add(id(ctx))
+        ctx.exception = exc
+        self.chain.after("after_process", ctx)
+        self._finish(ctx)
+        return ctx
 
     def _finish(self, ctx: JobContext) -> None:
         elapsed = time.time() - ctx.started_at
@@ -94,20 +138,20 @@ class Processor:
 
     def _commit(self, ctx: JobContext) -> None:
         d = ctx.disposition
-        if d == "retry" and ctx.retry_at is not None:
-            self.acker.add(Outcome(ctx.raw, "retry", payload_mod.encode(ctx.payload), ctx.retry_at))
-        elif d == "dead" or d == "retry":
-            # "retry" without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
+        if d == Disposition.RETRY and ctx.retry_at is not None:
+            self.acker.add(Outcome.retry(ctx.raw, payload_mod.encode(ctx.payload), ctx.retry_at))
+        elif d in (Disposition.DEAD, Disposition.RETRY):
+            # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
-            self.acker.add(Outcome(ctx.raw, "dead", payload_mod.encode(ctx.payload), time.time()))
+            self.acker.add(Outcome.dead(ctx.raw, payload_mod.encode(ctx.payload), time.time()))
             middleware.notify_death(ctx.payload, ctx.exception)
         else:
-            self.acker.add(Outcome(ctx.raw))
+            self.acker.add(Outcome(ctx.raw, Disposition.DROP if d == Disposition.DROP else Disposition.ACK))
 
     def _bury_unrunnable(self, raw: str, error: str) -> None:
         entry = payload_mod.salvage(raw, error)
         log.error("dead %s jid=%s: %s", entry.get("name", "?"), entry["jid"], error)
-        self.acker.add(Outcome(raw, "dead", payload_mod.encode(entry), time.time()))
+        self.acker.add(Outcome.dead(raw, payload_mod.encode(entry), time.time()))
         if self.on_failure is not None:
             self.on_failure()
         middleware.notify_death(entry, None)

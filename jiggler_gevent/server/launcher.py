@@ -1,40 +1,32 @@
 """The Launcher: builds one worker process's parts, runs them, and stops them on a signal.
 
-Start order: import the user's modules, then Monitor (first heartbeat and a recovery sweep), Poller,
+Start order (run_worker has imported the user's modules): Monitor (first heartbeat and a recovery sweep), Poller,
 switcher, Manager. SIGTERM/SIGINT: stop fetching, wait up to the shutdown timeout for running jobs,
 put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
 cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching, stay alive).
 """
-import importlib
 import logging
-import os
 import signal
-import sys
 from typing import Optional
 
 import gevent
 import gevent.event
 
-from . import config, middleware
-from .config import Config, WorkerOptions
-from .fetch import Acker, ReliableFetch
+from .. import config, middleware
+from ..config import Config
+from ..options import WorkerOptions
+from .acker import Acker
+from .fetch import ReliableFetch
 from .manager import Manager
 from .monitor import Counters, Monitor, new_identity
+from .poller import Poller
+from .preempt import Switcher, resolve_threshold
 from .processor import Processor
 from .recovery import Recovery
 from .retry import RetryMiddleware
-from .scheduled import Poller
 from .timeouts import TimeoutMiddleware
 
 log = logging.getLogger("jiggler_gevent.launcher")
-
-
-def import_user_modules(requires: "tuple[str, ...]") -> None:
-    """Import each -r module; the current directory is searched first, as `python -m` would."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for name in requires:
-        importlib.import_module(name)
 
 
 def server_chain(counters: Counters) -> middleware.Chain:
@@ -70,7 +62,7 @@ class Launcher:
                                interval=opts.heartbeat_interval)
         self.stop_requested = gevent.event.Event()
         self.force = gevent.event.Event()
-        self.switcher = None
+        self.switcher: Optional[Switcher] = None
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""
@@ -83,20 +75,11 @@ class Launcher:
                  " (strict)" if self.opts.strict else "", config.redacted(self.cfg.url), self.cfg.namespace)
 
     def _start_switcher(self) -> None:
-        from . import timeouts
-        from .switcher import Switcher, resolve_threshold
-
         threshold = resolve_threshold(self.opts.preempt)
         if threshold > 0:
-            running = self.processor.running
-
-            def on_stuck(glet: gevent.Greenlet, exc: BaseException) -> None:
-                # A job whose timeout cannot be delivered safely: fail it, then stop gracefully (a
-                # supervisor or service manager starts a fresh process; nothing is lost).
-                timeouts.abandon(self.processor, glet, exc)
-                self.stop_requested.set()
-
-            self.switcher = Switcher(threshold, job_of=lambda glet: running.get(id(glet)), on_stuck=on_stuck)
+            # A job whose timeout found no safe point is failed (abandoned) while it still runs; the worker
+            # then stops gracefully, and a supervisor or service manager starts a fresh one: nothing is lost.
+            self.switcher = Switcher(threshold, runner=self.processor, on_abandon=self.stop_requested.set)
             self.switcher.start()
 
     def quiet(self) -> None:

@@ -19,12 +19,13 @@ import gevent.queue
 import redis
 from greenlet import GreenletExit
 
-from .fetch import Acker, ReliableFetch
+from .acker import Acker
+from .backoff import Backoff
+from .fetch import ReliableFetch
 from .processor import Processor
 
 log = logging.getLogger("jiggler_gevent.manager")
 
-MAX_BACKOFF = 5.0
 _FINISH = None  # put in the inbox once per worker: finish what came before it, then end
 
 
@@ -115,28 +116,28 @@ class Manager:
             self.acker.ride(False)
 
     def _fetch_until_killed(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             self.acker.ride(True)
             self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             acks = self.acker.take_plain()
             try:
-                if backoff > 0.1:
+                if backoff.failing:
                     self._put_back_orphans(acks)
                 raws = self.fetch.take(self.idle.counter, acks)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait_for_one()
-                backoff = 0.1
+                backoff.succeeded()
             except BaseException as exc:
                 self.acker.give_back(acks)
                 if not isinstance(exc, redis.RedisError):
                     raise
                 self.acker.ride(False)
-                log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
-                gevent.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                delay = backoff.failed()
+                log.warning("fetch failed, retrying in %.1fs: %s", delay, exc)
+                gevent.sleep(delay)
                 continue
             for raw in raws:
                 self.idle.acquire(blocking=False)

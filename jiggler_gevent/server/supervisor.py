@@ -1,7 +1,7 @@
 """The supervisor of `gjiggler worker -p N`: N worker processes, their signals, their restarts.
 
-Guarantee: while the supervisor runs, N children (each an ordinary one-process worker, as
-`python -m jiggler_gevent worker ... -p 1` would run) are running or about to be restarted; a child that
+Guarantee: while the supervisor runs, N children (each an ordinary one-process worker, run by
+`run_process`) are running or about to be restarted; a child that
 dies without a clean stop has its held jobs put back in their queues at once (Recovery.adopt with force, no
 60 s heartbeat wait), then a replacement starts after a back-off that grows while children keep dying young.
 SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
@@ -15,6 +15,7 @@ handler, so they start with everything already imported (as gunicorn's preload d
 a replacement is a fresh `python -m jiggler_gevent` process, since a fork then would copy the
 supervisor's greenlets.
 """
+import dataclasses
 import logging
 import os
 import signal
@@ -22,16 +23,19 @@ import socket
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
 import gevent
 import gevent.event
 import redis
 
-from . import config, scripts
-from .config import WorkerOptions
+from .. import config, options, scripts
+from ..errors import ConfigError
+from ..options import WorkerOptions
+from .backoff import exponential
 from .monitor import new_identity
 from .recovery import Recovery
+from .worker import Prepare, run_process
 
 log = logging.getLogger("jiggler_gevent.supervisor")
 
@@ -39,22 +43,23 @@ USAGE_ERROR = 2
 MIN_UPTIME = 10.0  # a child that dies younger than this counts towards the crash back-off
 MAX_BACKOFF = 30.0
 RECOVERY_GUARD_TTL = 60
-Child = Union[subprocess.Popen, "ForkedChild"]
+Child = Union["subprocess.Popen[bytes]", "ForkedChild"]
 
 
-def child_args(argv: Sequence[str]) -> List[str]:
-    """The CLI arguments of one child: the supervisor's own with `-p 1` last (click keeps the last)."""
-    return [*argv, "-p", "1"]
+def child_options(opts: WorkerOptions) -> WorkerOptions:
+    """The options of one child: the supervisor's own, for one process."""
+    return dataclasses.replace(opts, processes=1)
 
 
-def child_command(argv: Sequence[str]) -> List[str]:
+def child_command(opts: WorkerOptions) -> List[str]:
     """The command that starts one child as a fresh process (a replacement)."""
-    return [sys.executable, "-m", "jiggler_gevent", *child_args(argv)]
+    argv = options.to_argv(dataclasses.asdict(child_options(opts)))
+    return [sys.executable, "-m", "jiggler_gevent", "worker", *argv]
 
 
 def backoff(quick_deaths: int) -> float:
     """Seconds to wait before a restart after `quick_deaths` young deaths in a row (the first is free)."""
-    return 0.0 if quick_deaths <= 1 else min(0.5 * 2 ** (quick_deaths - 2), MAX_BACKOFF)
+    return exponential(quick_deaths - 1, 0.5, MAX_BACKOFF)
 
 
 def _child_setup() -> None:
@@ -91,8 +96,8 @@ class ForkedChild:
             os.kill(self.pid, signum)
 
 
-def fork_child(argv: Sequence[str]) -> ForkedChild:
-    """Fork a child that runs the CLI with `argv` and exits with its code, never returning here."""
+def fork_child(opts: WorkerOptions, prepare: Prepare) -> ForkedChild:
+    """Fork a child that runs one worker process with `opts` and exits with its code, never returning here."""
     pid = os.fork()
     if pid:
         return ForkedChild(pid)
@@ -100,10 +105,10 @@ def fork_child(argv: Sequence[str]) -> ForkedChild:
     try:
         os.setpgid(0, 0)
         _child_setup()
-        from .cli import main
-
-        main(list(argv))
-        code = 0
+        code = run_process(child_options(opts), prepare)
+    except ConfigError as exc:
+        sys.stderr.write(f"gjiggler: error: {exc}\n")
+        code = USAGE_ERROR
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -116,8 +121,8 @@ def fork_child(argv: Sequence[str]) -> ForkedChild:
 class Supervisor:
     """Runs, restarts and signals the children of one `-p N` worker."""
 
-    def __init__(self, opts: WorkerOptions, argv: Sequence[str], cfg: Optional[config.Config] = None) -> None:
-        self.opts, self.argv = opts, list(argv)
+    def __init__(self, opts: WorkerOptions, prepare: Prepare = None, cfg: Optional[config.Config] = None) -> None:
+        self.opts, self.prepare = opts, prepare
         self.cfg = cfg or config.current()
         self.children: List[Optional[Child]] = [None] * opts.processes
         self.stopping = gevent.event.Event()
@@ -128,7 +133,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""
-        first = [fork_child(child_args(self.argv)) for _ in self.children]
+        first = [fork_child(self.opts, self.prepare) for _ in self.children]
         self.children[:] = first  # from here on, signals are forwarded to them
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
@@ -145,7 +150,7 @@ class Supervisor:
         while not self.stopping.is_set():
             started = time.monotonic()
             if proc is None:
-                proc = subprocess.Popen(child_command(self.argv), process_group=0, preexec_fn=_child_setup)
+                proc = subprocess.Popen(child_command(self.opts), process_group=0, preexec_fn=_child_setup)
             self.children[slot] = proc
             code = proc.wait()
             self.children[slot] = None
@@ -205,7 +210,3 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
-
-def supervise(opts: WorkerOptions, argv: Sequence[str]) -> int:
-    """Run `opts.processes` worker processes with the command-line arguments `argv`; returns the exit code."""
-    return Supervisor(opts, argv).run()

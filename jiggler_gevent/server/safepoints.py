@@ -1,66 +1,32 @@
-"""Job timeouts, and where an exception thrown into a running greenlet may safely land.
+"""Where an exception thrown into a running greenlet may safely land, and the exceptions waiting for one.
 
-A job past its `timeout` gets JobTimeout from a gevent.Timeout armed by TimeoutMiddleware, the last entry
-of the server chain, so it covers the job function only. The timer fires when the job next yields: at any
-I/O or sleep (an ordinary switch, where gevent code expects exceptions), or, in CPU-bound code, at one of
-the switcher's forced yields (switcher.py), which happen between two arbitrary bytecodes.
-
-An exception raised at an arbitrary bytecode can leave a lock held or a Redis connection checked out, so
-at a forced yield it is raised only when every frame between the interrupted one and the job function is
-the user's own code ("safe"). Otherwise it is deferred: kept in `Deferrals`, tried again at the greenlet's
-next forced yield, and thrown at its next ordinary switch by a short timer. A JobTimeout that finds no
-safe point within STUCK_FACTOR x its timeout is handed to the switcher's `on_stuck` (the Launcher fails
-the job with `abandon` and stops the worker gracefully) instead of being forced in.
+An exception raised at an arbitrary bytecode can leave a lock held or a Redis connection checked out, so at a
+forced yield (preempt.py) an exception thrown into a job (its timeout, an interrupt) is raised only when every
+frame between the interrupted one and the job's call site is the user's own code ("safe"). Otherwise it is
+deferred: kept in `deferrals`, tried again at the greenlet's next forced yield, and thrown at its next ordinary
+switch by a short timer. A JobTimeout that finds no safe point within STUCK_FACTOR x its timeout is "stuck":
+the switcher then asks the processor to abandon the job.
 """
 import os
 import site
 import sys
 import sysconfig
 import time
+from types import CodeType, FrameType
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.timeout
 import greenlet
 
-from .middleware import JobContext, ServerMiddleware
+from ..errors import JobTimeout
 
 STUCK_FACTOR = 10  # a deferred JobTimeout is "stuck" after max(STUCK_FACTOR x timeout, STUCK_MIN) seconds
 STUCK_MIN = 1.0
 REDELIVER_PRIORITY = -2  # behind every ordinary event of a loop pass, like the forced yields
+PACKAGE = __package__.partition(".")[0]  # jiggler_gevent itself
 
 USER, LIBRARY, MACHINERY = 0, 1, 2
-
-
-class JobTimeout(BaseException):
-    """Raised in a job that ran past its timeout. A BaseException, so `except Exception` cannot swallow it."""
-
-    def __init__(self, message: str, seconds: float = 0.0) -> None:
-        super().__init__(message)
-        self.seconds = seconds
-
-
-class TimeoutMiddleware(ServerMiddleware):
-    """Arms the job's timer before it runs and disarms it after."""
-
-    def before_process(self, ctx: JobContext) -> None:
-        seconds = ctx.payload.get("timeout")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
-            exc = JobTimeout(f"job {ctx.name} ({ctx.jid}) ran past its timeout of {seconds}s", seconds)
-            ctx.timer = gevent.Timeout(seconds, exc)
-            ctx.timer.start()
-
-    def after_process(self, ctx: JobContext) -> None:
-        cancel(ctx)
-
-
-def cancel(ctx: Any) -> None:
-    """Disarm the job's timer, and drop any exception still waiting for a safe point in this greenlet."""
-    timer = getattr(ctx, "timer", None)
-    if timer is not None:
-        timer.close()
-        ctx.timer = None
-    deferrals.forget(gevent.getcurrent())
 
 
 # -- where code lives ----------------------------------------------------------------------------------
@@ -88,18 +54,18 @@ class CodeMap:
     def _roots(self) -> None:
         import redis
 
-        from .job import lookup, registered
+        from ..job import lookup, registered
 
         paths = sysconfig.get_paths()
         dirs = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
         dirs += list(getattr(site, "getsitepackages", lambda: [])()) + [site.getusersitepackages()]
-        dirs += [_package_dir(redis), _package_dir(sys.modules[__package__])]
+        dirs += [_package_dir(redis), _package_dir(sys.modules[PACKAGE])]
         self._library = tuple(os.path.abspath(d) + os.sep for d in dirs if d)
         user = set()
         for name in registered():
             module = sys.modules.get(lookup(name).func.__module__)  # type: ignore[union-attr]
             top = sys.modules.get(module.__name__.partition(".")[0]) if module else None
-            if top is sys.modules[__package__]:
+            if top is sys.modules[PACKAGE]:
                 top = module
             d = _package_dir(top)
             if d:
@@ -242,33 +208,6 @@ def _is_closed_timeout(exc: BaseException) -> bool:
 
 
 deferrals = Deferrals()
-
-
-# -- a job whose timeout found no safe point ------------------------------------------------------------
-
-_abandoned: Dict[int, JobContext] = {}
-
-
-def abandon(processor: Any, glet: Any, exc: BaseException) -> Optional[JobContext]:
-    """Fail the job `glet` runs as if it had raised `exc`, while it goes on running (it is stuck).
-
-    The server chain's after-hooks decide retry or dead and count the failure, and the outcome is written
-    as for any failed job; when the greenlet ends, Processor._run sees `abandoned` and writes nothing more.
-    Called in another greenlet than the job's.
-    """
-    ctx = processor.running.get(id(glet))
-    if ctx is None or id(ctx) in _abandoned:
-        return None
-    _abandoned[id(ctx)] = ctx
-    ctx.exception = exc
-    processor.chain.after("after_process", ctx)
-    processor._finish(ctx)
-    return ctx
-
-
-def abandoned(ctx: JobContext) -> bool:
-    """True (once) if `ctx`'s outcome was already written by `abandon`."""
-    return _abandoned.pop(id(ctx), None) is ctx
 
 
 def describe_stack(frame: Any, limit: int = 6) -> List[str]:

@@ -14,8 +14,8 @@ from typing import Optional
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from . import api, config, devserver
-from .examples import jobs as examples
+from .. import api, config
+from . import jobs as examples, local_redis
 
 
 def _slow_app(environ, start_response):  # type: ignore[no-untyped-def]
@@ -50,8 +50,8 @@ def _wait_until_done(deadline: float) -> bool:
 def run_demo(n: int, redis_url: Optional[str], namespace: Optional[str]) -> int:
     """Run the demo; returns the exit code."""
     try:
-        url, stop_redis = devserver.ensure_redis(redis_url)
-    except devserver.NoRedis as exc:
+        url, stop_redis = local_redis.ensure_redis(redis_url)
+    except local_redis.NoRedis as exc:
         print(f"gjiggler demo: {exc}", file=sys.stderr)
         return 1
     ns = namespace or f"demo-{uuid.uuid4().hex[:8]}"
@@ -66,7 +66,7 @@ def run_demo(n: int, redis_url: Optional[str], namespace: Optional[str]) -> int:
         _enqueue(n, f"http://127.0.0.1:{http.server_port}/", path)
         print(f"enqueued {n} example jobs (sleeps, HTTP GETs, file writes, one that raises); starting a worker, -c 20")
         started = time.monotonic()
-        worker = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "worker", "-r", "jiggler_gevent.examples.jobs",
+        worker = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "worker", "-r", "jiggler_gevent.demo.jobs",
                                    "-c", "20", "--redis-url", url, "--namespace", ns])
         finished = _wait_until_done(time.monotonic() + 120)
         wall = time.monotonic() - started

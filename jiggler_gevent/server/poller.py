@@ -1,21 +1,22 @@
 """The Poller: moves due jobs from the scheduled and retry sets to their queues.
 
-Each move is one Lua script (scripts.MOVE_DUE), so two processes polling at once never move the same
+Each move is one Lua script (move_due.lua), so two processes polling at once never move the same
 job twice. The wait between polls is drawn at random from 0.5x to 1.5x the interval, so that many
 processes started together do not poll in step.
 """
 import logging
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import gevent
 import redis
 
-from . import config
-from .keys import Keys
+from .. import config
+from ..keys import Keys
+from ..scripts import Scripts
 
-log = logging.getLogger("jiggler_gevent.scheduled")
+log = logging.getLogger("jiggler_gevent.poller")
 
 BATCH = 100
 
@@ -23,7 +24,7 @@ BATCH = 100
 class Poller:
     """Polls the scheduled and retry sets until stopped."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Dict[str, Any],
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
                  interval: float = config.DEFAULT_POLL_INTERVAL) -> None:
         self.redis, self.keys, self.scripts = client, keys, scripts
         self.interval = interval
@@ -52,9 +53,10 @@ class Poller:
         moved = 0
         for zset in (self.keys.schedule, self.keys.retry):
             while True:
-                n = int(self.scripts["move_due"](
+                n = int(self.scripts.move_due(
                     keys=[zset, self.keys.queues],
-                    args=[now if now is not None else time.time(), BATCH, self.keys.queue_prefix]))
+                    args=[now if now is not None else time.time(), BATCH, self.keys.queue_prefix,
+                          config.DEFAULT_QUEUE]))
                 moved += n
                 if n < BATCH:
                     break

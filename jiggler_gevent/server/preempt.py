@@ -11,7 +11,9 @@ threshold when several greenlets burn CPU at once: while a pass is overdue, each
 wake of the thread.
 
 Never yielded: the hub, and a greenlet whose stack is inside gevent or greenlet. Exceptions thrown into a
-greenlet while it is yielded here are raised only at a safe point (timeouts.py). The thread holds the hub
+greenlet while it is yielded here are raised only at a safe point (safepoints.py). The switcher knows the jobs
+only through the JobRunner interface (the Processor): which job a greenlet runs, where a job's stack begins,
+and how to give up on a job whose timeout found no safe point. The thread holds the hub
 only by weak reference and touches nothing but plain attributes; it is restarted in a forked child.
 
 What it cannot cut short: C code that holds the GIL (the thread itself cannot run), and blocking calls
@@ -26,14 +28,15 @@ import os
 import signal
 import time
 import weakref
-from types import CodeType
-from typing import Any, Callable, Dict, Optional, Tuple
+from types import CodeType, FrameType
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
 import gevent
 from gevent import monkey
 
-from . import config, timeouts
-from .middleware import JobContext
+from .. import config
+from ..middleware import JobContext
+from . import safepoints
 
 log = logging.getLogger("jiggler_gevent.switcher")
 
@@ -49,8 +52,6 @@ _real_start_thread = monkey.get_original("_thread", "start_new_thread")
 _real_get_ident = monkey.get_original("_thread", "get_ident")
 _real_lock = monkey.get_original("_thread", "allocate_lock")
 
-JobOf = Callable[[Any], Optional[JobContext]]
-OnStuck = Callable[[Any, BaseException], None]
 Request = Tuple[float, float, int]  # (asked at, last pass seen at, passes then)
 
 
@@ -81,23 +82,38 @@ def _main_cpu_clock() -> Optional[int]:
         return None
 
 
+class JobRunner(Protocol):
+    """What the switcher knows of whatever runs the jobs (the Processor)."""
+
+    @property
+    def call_site(self) -> CodeType:
+        """The code of the frame that calls a job function: a job's own frames are those inside it."""
+
+    def running_job(self, glet: Any) -> Optional[JobContext]:
+        """The job `glet` runs now, if any (named in reports)."""
+
+    def abandon(self, glet: Any, exc: BaseException) -> Optional[JobContext]:
+        """Fail the job `glet` runs as if it had raised `exc`, while it goes on running."""
+
+
 class Switcher:
     """Watches the hub and forces a greenlet that holds it past `threshold` seconds to yield.
 
-    `job_of(greenlet)` names the job a greenlet runs (for reports); `on_stuck(greenlet, exc)` is called,
-    in a new greenlet, when a JobTimeout found no safe point in time (timeouts.py).
+    With a `runner`, a JobTimeout that found no safe point in time makes it abandon the job, and then
+    `on_abandon()` is called (the Launcher stops the worker gracefully), in a new greenlet.
     """
 
-    def __init__(self, threshold: float, job_of: Optional[JobOf] = None, on_stuck: Optional[OnStuck] = None,
-                 boundary: Optional[CodeType] = None) -> None:
+    def __init__(self, threshold: float, runner: Optional[JobRunner] = None,
+                 on_abandon: Optional[Callable[[], None]] = None) -> None:
         if threshold <= 0:
             raise ValueError("the switcher needs a threshold > 0")
         self.threshold = threshold
         self.interval = max(threshold / 4, 0.001)
-        self.job_of = job_of or (lambda glet: None)
-        self.on_stuck = on_stuck
-        self.boundary = boundary
-        self.code_map = timeouts.CodeMap([__file__, timeouts.__file__])
+        self.runner = runner
+        self.on_abandon = on_abandon
+        # Stack scans stop at the job's call site; without a runner they cover the whole stack.
+        self.boundary: Optional[CodeType] = runner.call_site if runner is not None else None
+        self.code_map = safepoints.CodeMap([__file__, safepoints.__file__])
         self.forced = self.deferred = self.reports = 0
         self.running = False
         self._passes = PassCounter()
@@ -115,10 +131,6 @@ class Switcher:
     def start(self) -> None:
         """Install the signal handler and the loop watcher, then start the thread. Main thread only."""
         global _active
-        if self.boundary is None:
-            from .processor import Processor
-
-            self.boundary = Processor._run.__code__
         self.code_map.kind(__file__)  # read the library and job folders now, not inside a signal handler
         hub = gevent.get_hub()
         self._hub_ref = weakref.ref(hub)
@@ -175,7 +187,7 @@ class Switcher:
             while self.running and self._pid == pid:
                 # While an exception waits for a safe point, probe often: each probe is a cheap look at
                 # the stack, and the sooner one lands in the user's code, the sooner the job stops.
-                nap = PROBE_INTERVAL if len(timeouts.deferrals) else self.interval
+                nap = PROBE_INTERVAL if len(safepoints.deferrals) else self.interval
                 _real_sleep(nap)
                 now, passes, cpu_now = time.monotonic(), self._passes.value, self._cpu()
                 overslept = now - last - nap
@@ -224,7 +236,7 @@ class Switcher:
 
     def _deliver_if_safe(self, current: Any, frame: Any, scan: Optional[Tuple[bool, bool]] = None) -> None:
         """Raise the exception waiting in `current` if `frame` is a safe point; escalate if it waited too long."""
-        pending = timeouts.deferrals.get(current)
+        pending = safepoints.deferrals.get(current)
         if pending is None:
             return
         in_machinery, safe = scan or self.code_map.scan(frame, self.boundary)
@@ -232,7 +244,7 @@ class Switcher:
         if pending.stuck(now):
             self._escalate(pending, frame, now)
         if safe and not in_machinery:
-            timeouts.deferrals.forget(current)
+            safepoints.deferrals.forget(current)
             raise pending.exc
 
     def _preempt(self, current: Any, hub: Any, frame: Any) -> None:
@@ -245,9 +257,9 @@ class Switcher:
             self._yield(hub)
         except BaseException as exc:  # thrown in while it was switched out: a timeout, a kill
             if safe:
-                timeouts.deferrals.forget(current)
+                safepoints.deferrals.forget(current)
                 raise
-            timeouts.deferrals.defer(current, exc)
+            safepoints.deferrals.defer(current, exc)
             self.deferred += 1
 
     @staticmethod
@@ -259,7 +271,7 @@ class Switcher:
             timer.close()
 
     def _who(self, glet: Any) -> Tuple[str, str]:
-        ctx = self.job_of(glet)
+        ctx = self.runner.running_job(glet) if self.runner is not None else None
         if ctx is None:
             return repr(glet), f"greenlet {glet!r}"
         return ctx.name, f"job {ctx.name} (jid {ctx.jid})"
@@ -275,13 +287,16 @@ class Switcher:
                      "holds the GIL, or a blocking call gevent does not patch, such as psycopg2 without "
                      "psycogreen); nothing else ran meanwhile", who, held)
 
-    def _escalate(self, pending: timeouts.Deferred, frame: Any, now: float) -> None:
-        where = " <- ".join(timeouts.describe_stack(frame, 4))
+    def _escalate(self, pending: safepoints.Deferred, frame: Any, now: float) -> None:
+        where = " <- ".join(safepoints.describe_stack(frame, 4))
         gevent.spawn(log.error, "%s, but for %.1fs it found no point where it could be stopped safely (it "
                      "runs in library code: %s); it is failed now and this worker stops gracefully",
                      pending.exc, now - pending.since, where)
-        if self.on_stuck is not None:
-            gevent.spawn(self.on_stuck, gevent.getcurrent(), pending.exc)
+        gevent.spawn(self._give_up, gevent.getcurrent(), pending.exc)
+
+    def _give_up(self, glet: Any, exc: BaseException) -> None:
+        if self.runner is not None and self.runner.abandon(glet, exc) is not None and self.on_abandon is not None:
+            self.on_abandon()
 
 
 _active: Optional["weakref.ref[Switcher]"] = None

@@ -69,7 +69,7 @@ def start_private(deadline: float = 10.0) -> Tuple[str, Callable[[], None]]:
 
 def ensure_redis(url: Optional[str] = None) -> Tuple[str, Callable[[], None]]:
     """A URL where Redis answers, and a function that stops it if we started it."""
-    from .config import resolve_redis_url
+    from ..config import resolve_redis_url
 
     url = resolve_redis_url(url)
     if answers(url):

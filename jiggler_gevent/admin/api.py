@@ -1,0 +1,364 @@
+"""Reading and changing jiggler_gevent's state from Python: the admin API. A worker never imports it.
+
+    Stats()          processed, failed, enqueued, scheduled_size, retry_size, dead_size, processes, busy
+    Queue(name)      a queue: len, latency, iterate, clear; Queue.all() every known queue
+    ScheduledSet()   RetrySet()   DeadSet()   sorted sets: len, iterate, page, find, clear, retry_all
+    ProcessSet()     live worker processes
+
+Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
+retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
+"""
+import json
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+import redis
+
+from .. import config, payload as payload_mod, scripts
+from ..keys import Keys
+
+__all__ = ["Stats", "Queue", "ScheduledSet", "RetrySet", "DeadSet", "SortedSet", "ProcessSet", "Process", "Entry",
+           "stats_dict", "in_flight", "redis_info", "entry_at", "queue_entry_near"]
+
+WINDOW = 100
+
+
+def _client_and_keys() -> "tuple[redis.Redis, Keys]":
+    cfg = config.current()
+    return config.redis_client(cfg.url), cfg.keys
+
+
+class Entry:
+    """One job as stored: in a queue (`score` None) or in a sorted set (`score` is its time)."""
+
+    def __init__(self, raw: str, container: "Any", score: Optional[float] = None) -> None:
+        self.raw, self.container, self.score = raw, container, score
+        try:
+            self.item: Dict[str, Any] = json.loads(raw)
+            if not isinstance(self.item, dict):
+                self.item = {"raw": raw}
+        except (ValueError, RecursionError):
+            self.item = {"raw": raw, "error_class": "PayloadError", "error_message": "payload is not valid JSON"}
+
+    def _get(self, field: str, default: Any = None) -> Any:
+        return self.item.get(field, default)
+
+    jid = property(lambda self: self._get("jid"))
+    name = property(lambda self: self._get("name"))
+    args = property(lambda self: self._get("args", []))
+    kwargs = property(lambda self: self._get("kwargs", {}))
+    queue = property(lambda self: self._get("queue") or config.DEFAULT_QUEUE)
+    error_class = property(lambda self: self._get("error_class"))
+    error_message = property(lambda self: self._get("error_message"))
+    error_backtrace = property(lambda self: self._get("error_backtrace"))
+    retry_count = property(lambda self: self._get("retry_count", 0))
+    enqueued_at = property(lambda self: self._get("enqueued_at"))
+    failed_at = property(lambda self: self._get("failed_at"))
+
+    @property
+    def at(self) -> Optional[float]:
+        """When it is due (scheduled, retry) or died (dead)."""
+        return self.score
+
+    def delete(self) -> bool:
+        """Remove this job; True if it was still there."""
+        return self.container.remove(self.raw)
+
+    def retry(self) -> bool:
+        """Push this job to the back of its queue now; True if it was still there."""
+        return self.container.requeue(self)
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.name} jid={self.jid} queue={self.queue}>"
+
+
+class _Paged:
+    """Iteration and lookup for a container that reads itself in windows with `page(offset, limit)`."""
+
+    def page(self, offset: int = 0, limit: int = 25) -> List[Entry]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Entry]:
+        offset = 0
+        while True:
+            batch = self.page(offset, WINDOW)
+            yield from batch
+            if len(batch) < WINDOW:
+                return
+            offset += WINDOW
+
+    def find(self, jid: str) -> Optional[Entry]:
+        """The entry with this jid, or None (a scan of the whole container: for tools, not hot paths)."""
+        return next((e for e in self if e.jid == jid), None)
+
+
+class Queue(_Paged):
+    """One queue."""
+
+    def __init__(self, name: str = config.DEFAULT_QUEUE) -> None:
+        self.name = name
+        self.redis, self.keys = _client_and_keys()
+        self.key = self.keys.queue(name)
+
+    @classmethod
+    def all(cls) -> List["Queue"]:
+        """Every queue ever pushed to, by name."""
+        client, keys = _client_and_keys()
+        return [cls(n) for n in sorted(client.smembers(keys.queues))]
+
+    def __len__(self) -> int:
+        return int(self.redis.llen(self.key))
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    @property
+    def latency(self) -> float:
+        """Seconds the oldest job has waited (0 when empty)."""
+        raw = self.redis.lindex(self.key, -1)
+        if raw is None:
+            return 0.0
+        entry = Entry(raw, self)
+        ready = max(x for x in (entry._get("enqueued_at"), entry._get("at"), 0.0) if isinstance(x, (int, float)))
+        return max(0.0, time.time() - ready) if ready else 0.0
+
+    def page(self, offset: int = 0, limit: int = 25) -> List[Entry]:
+        """Jobs from the oldest (next to run) on."""
+        if limit <= 0:
+            return []
+        raws = self.redis.lrange(self.key, -(offset + limit), -(offset + 1))
+        return [Entry(r, self) for r in reversed(raws)]
+
+    def remove(self, raw: str) -> bool:
+        return bool(self.redis.lrem(self.key, 1, raw))
+
+    def requeue(self, entry: Entry) -> bool:
+        """A queued job is already waiting to run."""
+        return False
+
+    def clear(self) -> int:
+        """Delete every job in the queue; returns how many."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.llen(self.key)
+            pipe.delete(self.key)
+            pipe.srem(self.keys.queues, self.name)
+            n, _, _ = pipe.execute()
+        return int(n)
+
+
+class SortedSet(_Paged):
+    """Shared behaviour of the scheduled, retry and dead sets."""
+
+    key_name = ""
+
+    def __init__(self) -> None:
+        self.redis, self.keys = _client_and_keys()
+        self.key = getattr(self.keys, self.key_name)
+        self.scripts = scripts.register(self.redis)
+
+    def __len__(self) -> int:
+        return int(self.redis.zcard(self.key))
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def page(self, offset: int = 0, limit: int = 25, newest_first: bool = False) -> List[Entry]:
+        """A window of entries, by time (oldest first unless newest_first)."""
+        if limit <= 0:
+            return []
+        read = self.redis.zrevrange if newest_first else self.redis.zrange
+        return [Entry(raw, self, score) for raw, score in read(self.key, offset, offset + limit - 1, withscores=True)]
+
+    def remove(self, raw: str) -> bool:
+        return bool(self.redis.zrem(self.key, raw))
+
+    def requeue(self, entry: Entry) -> bool:
+        item = dict(entry.item)
+        to_push = item.get("raw") if isinstance(item.get("raw"), str) else None
+        if to_push is None:
+            item["enqueued_at"] = time.time()
+            to_push = payload_mod.encode(item)
+        queue = entry.queue
+        moved = self.scripts.move_one(keys=[self.key, self.keys.queues, self.keys.queue(queue)],
+                                         args=[entry.raw, to_push, queue])
+        return bool(moved)
+
+    def retry_all(self) -> int:
+        """Push every entry to its queue now; returns how many."""
+        n = 0
+        while True:
+            batch = self.page(0, WINDOW)
+            if not batch:
+                return n
+            n += sum(1 for e in batch if e.retry())
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(self.key)
+            pipe.delete(self.key)
+            n, _ = pipe.execute()
+        return int(n)
+
+
+class ScheduledSet(SortedSet):
+    """Jobs waiting for their enqueue_in / enqueue_at time."""
+
+    key_name = "schedule"
+
+
+class RetrySet(SortedSet):
+    """Failed jobs waiting for their next attempt."""
+
+    key_name = "retry"
+
+
+class DeadSet(SortedSet):
+    """Jobs out of retries, and payloads that could not be run."""
+
+    key_name = "dead"
+
+
+class Process:
+    """One live worker process, from its heartbeat."""
+
+    def __init__(self, identity: str, info: Dict[str, Any], work: Dict[str, Any]) -> None:
+        self.identity, self.info, self.work = identity, info, work
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.info[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def jobs(self) -> List[Dict[str, Any]]:
+        """The jobs running in it at its last heartbeat."""
+        return list(self.work.values())
+
+
+class ProcessSet:
+    """Worker processes whose heartbeat has not expired."""
+
+    def __init__(self) -> None:
+        self.redis, self.keys = _client_and_keys()
+
+    def _load(self) -> List[Process]:
+        identities = sorted(self.redis.smembers(self.keys.processes))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                pipe.hget(self.keys.process(identity), "info")
+                pipe.hgetall(self.keys.work(identity))
+            replies = pipe.execute()
+        processes = []
+        for i, identity in enumerate(identities):
+            info, work = replies[2 * i], replies[2 * i + 1]
+            if info:
+                processes.append(Process(identity, json.loads(info), {k: json.loads(v) for k, v in work.items()}))
+        return processes
+
+    def __iter__(self) -> Iterator[Process]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+class Stats:
+    """A snapshot of the counters and sizes, read when created."""
+
+    def __init__(self) -> None:
+        self.redis, self.keys = _client_and_keys()
+        k = self.keys
+        queue_names = sorted(self.redis.smembers(k.queues))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.stat("processed"))
+            pipe.get(k.stat("failed"))
+            pipe.zcard(k.schedule)
+            pipe.zcard(k.retry)
+            pipe.zcard(k.dead)
+            for name in queue_names:
+                pipe.llen(k.queue(name))
+            replies = pipe.execute()
+        self.processed = int(replies[0] or 0)
+        self.failed = int(replies[1] or 0)
+        self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
+        self.queues = dict(zip(queue_names, (int(x) for x in replies[5:])))
+        self.enqueued = sum(self.queues.values())
+        self.process_list = ProcessSet()._load()
+        self.processes = len(self.process_list)
+        self.busy = sum(int(p.info.get("busy", 0)) for p in self.process_list)
+
+    def history(self, days: int = 30) -> Dict[str, List[int]]:
+        """Processed and failed per day, oldest first, for the last `days` days (UTC)."""
+        import datetime as dt
+
+        today = dt.datetime.now(dt.timezone.utc).date()
+        dates = [(today - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
+        out: Dict[str, List[int]] = {"dates": dates}  # type: ignore[dict-item]
+        for name in ("processed", "failed"):
+            values = self.redis.mget([self.keys.stat(name, d) for d in dates])
+            out[name] = [int(v or 0) for v in values]
+        return out
+
+
+def stats_dict(s: Stats) -> Dict[str, Any]:
+    """Stats as plain data, as `gjiggler stats --json` prints it (no URLs, so no secrets)."""
+    return {
+        "processed": s.processed, "failed": s.failed, "enqueued": s.enqueued, "busy": s.busy,
+        "scheduled_size": s.scheduled_size, "retry_size": s.retry_size, "dead_size": s.dead_size,
+        "queues": [{"name": name, "size": size, "latency": Queue(name).latency} for name, size in s.queues.items()],
+        "processes": [
+            {"identity": p.identity, "hostname": p.info.get("hostname"), "pid": p.info.get("pid"),
+             "busy": p.info.get("busy", 0), "concurrency": p.info.get("concurrency"),
+             "queues": p.info.get("queues", []), "rss": p.info.get("rss"), "quiet": p.info.get("quiet", False),
+             "beat": p.info.get("beat")}
+            for p in s.process_list
+        ],
+    }
+
+
+def in_flight() -> int:
+    """Jobs fetched by live or dead processes and not yet acknowledged."""
+    client, keys = _client_and_keys()
+    identities = list(client.smembers(keys.processes))
+    with client.pipeline(transaction=False) as pipe:
+        for identity in identities:
+            pipe.llen(keys.working(identity))
+        return sum(int(n) for n in pipe.execute())
+
+
+# --- Read helpers for the web dashboard: each costs a bounded number of Redis calls, whatever the set size.
+
+def redis_info() -> Dict[str, Any]:
+    """Version, memory, clients and uptime of the Redis server in use."""
+    client, _ = _client_and_keys()
+    info = client.info()
+    return {
+        "version": info.get("redis_version"), "used_memory": info.get("used_memory_human"),
+        "peak_memory": info.get("used_memory_peak_human"), "clients": info.get("connected_clients"),
+        "uptime_days": info.get("uptime_in_days"), "url": config.redacted(config.current().url),
+    }
+
+
+def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Optional[Entry]:
+    """The entry of `sorted_set` with this score and jid, read by score (ZRANGEBYSCORE), not by a scan."""
+    start = 0
+    while True:
+        rows = sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW,
+                                              withscores=True)
+        for raw, s in rows:
+            entry = Entry(raw, sorted_set, s)
+            if entry.jid == jid:
+                return entry
+        if len(rows) < WINDOW:
+            return None
+        start += WINDOW
+
+
+def queue_entry_near(queue: Queue, position: int, jid: str, slack: int = WINDOW) -> Optional[Entry]:
+    """The job with this jid seen at `position` (0 = next to run), looked for within `slack` either side."""
+    start = max(0, position - slack)
+    return next((e for e in queue.page(start, 2 * slack + 1) if e.jid == jid), None)

@@ -1,1 +1,0 @@
-"""Example jobs shipped with the package; `gjiggler demo` runs them."""

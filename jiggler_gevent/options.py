@@ -1,0 +1,187 @@
+"""Every option of `gjiggler worker`, defined once.
+
+`WorkerOptions` holds one worker's options. `OPTIONS` describes each: its flags, its help, what kind of value
+it takes. The CLI builds its click options from this table; the Django integration reads settings.JIGGLER
+keys (a field's name in upper case) against it; `to_argv` writes options back as a command line (the Django
+command's worker, the supervisor's replacement children).
+"""
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from . import config
+
+Queues = Tuple[Tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Everything `gjiggler worker` takes, with its defaults."""
+
+    requires: Tuple[str, ...] = ()
+    concurrency: int = config.DEFAULT_CONCURRENCY
+    queues: Queues = ((config.DEFAULT_QUEUE, 1),)
+    strict: bool = False
+    timeout: float = config.DEFAULT_SHUTDOWN_TIMEOUT
+    processes: int = 1
+    preempt: Optional[float] = None  # None: configure(preempt=...), else config.DEFAULT_PREEMPT
+    poll_interval: float = config.DEFAULT_POLL_INTERVAL
+    heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL
+    verbose: bool = False
+    django: bool = False
+    redis_url: Optional[str] = None
+    namespace: Optional[str] = None
+
+    @property
+    def pool_size(self) -> int:
+        """Redis connections a worker process needs: one per job greenlet that enqueues, plus its own few
+        (the blocking fetch, the Acker, the Monitor, the Poller)."""
+        return self.concurrency + 10
+
+
+class Kind(enum.Enum):
+    """The kind of value an option takes."""
+
+    COUNT = "count"  # a whole number >= minimum
+    SECONDS = "seconds"  # a number of seconds >= minimum, never NaN
+    FLAG = "flag"  # present or not
+    TEXT = "text"  # a string
+    QUEUE = "queue"  # NAME or NAME,WEIGHT
+
+
+@dataclass(frozen=True)
+class Option:
+    """One worker option: `field` of WorkerOptions, and its settings.JIGGLER key in upper case."""
+
+    field: str
+    flags: Tuple[str, ...]
+    kind: Kind
+    help: str
+    minimum: float = 0
+    multiple: bool = False
+    metavar: Optional[str] = None
+    in_settings: bool = True  # False: not a settings.JIGGLER key
+
+    @property
+    def flag(self) -> str:
+        """The long flag, as written on generated command lines."""
+        return max(self.flags, key=len)
+
+    @property
+    def default(self) -> Any:
+        """The default, from WorkerOptions."""
+        return next(f.default for f in fields(WorkerOptions) if f.name == self.field)
+
+    @property
+    def takes_value(self) -> bool:
+        return self.kind is not Kind.FLAG
+
+    def render(self, value: Any) -> List[str]:
+        """`value` as command-line arguments, in the `--long=value` form (safe for any value)."""
+        if value is None:
+            return []
+        if self.kind is Kind.FLAG:
+            return [self.flag] if value else []
+        if self.multiple:
+            items = [value] if isinstance(value, str) or _is_queue_pair(value) else list(value)
+            return [f"{self.flag}={_text(item)}" for item in items]
+        return [f"{self.flag}={_text(value)}"]
+
+
+def _is_queue_pair(value: Any) -> bool:
+    """A single ("name", weight) queue given where a list of them was expected."""
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int)
+
+
+def _text(item: Any) -> str:
+    if isinstance(item, (list, tuple)):
+        return ",".join(str(part) for part in item)
+    return str(item)
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option("requires", ("-r", "--require"), Kind.TEXT, "Module to import after patching (repeatable); it defines "
+           "the jobs.", multiple=True, metavar="MODULE"),
+    Option("concurrency", ("-c", "--concurrency"), Kind.COUNT, "Greenlets running jobs.", minimum=1),
+    Option("queues", ("-q", "--queue"), Kind.QUEUE, "Queue to work (repeatable); weighted random order unless "
+           "--strict.", multiple=True, metavar="NAME[,WEIGHT]"),
+    Option("strict", ("--strict",), Kind.FLAG, "Strict priority: queues in the order given."),
+    Option("timeout", ("-t", "--timeout"), Kind.SECONDS, "Seconds a shutdown waits for running jobs."),
+    Option("processes", ("-p", "--processes"), Kind.COUNT, "Worker processes under one supervisor.", minimum=1),
+    Option("preempt", ("--preempt",), Kind.SECONDS, "Seconds a greenlet may hold the hub before it is made to "
+           "yield; 0 turns it off [default: configure(preempt=...), else 0.1]."),
+    Option("poll_interval", ("--poll-interval",), Kind.SECONDS, "Average seconds between polls of the scheduled "
+           "and retry sets.", minimum=0.01),
+    Option("heartbeat_interval", ("--heartbeat-interval",), Kind.SECONDS, "Seconds between heartbeats; a process "
+           "silent for 12 of them is presumed dead.", minimum=0.05),
+    Option("verbose", ("-v", "--verbose"), Kind.FLAG, "Debug logging."),
+    Option("django", ("--django",), Kind.FLAG, "Set Django up (DJANGO_SETTINGS_MODULE) and import each app's jobs "
+           "module; `manage.py gjiggler` adds it.", in_settings=False),
+    Option("redis_url", ("--redis-url",), Kind.TEXT, "Redis URL (default: $JIGGLER_REDIS_URL, $REDIS_URL, "
+           "redis://localhost:6379/0)."),
+    Option("namespace", ("--namespace",), Kind.TEXT, "Key namespace (default: jiggler)."),
+)
+BY_FIELD: Dict[str, Option] = {o.field: o for o in OPTIONS}
+SETTINGS: Dict[str, Option] = {o.field.upper(): o for o in OPTIONS if o.in_settings}
+
+
+def parse_queue(value: str) -> Tuple[str, int]:
+    """`NAME` or `NAME,WEIGHT` -> (name, weight); ValueError says what is wrong."""
+    name, _, weight = value.partition(",")
+    name = name.strip()
+    if not name or ":" in name:
+        raise ValueError(f"{value!r}: a queue name must be non-empty and contain no ':'")
+    if not weight:
+        return name, 1
+    try:
+        w = int(weight)
+    except ValueError:
+        raise ValueError(f"{value!r}: the weight after the comma must be a whole number") from None
+    if w < 1:
+        raise ValueError(f"{value!r}: the weight must be at least 1")
+    return name, w
+
+
+def parse_queues(values: Sequence[str]) -> Queues:
+    """Every -q value parsed; the default queue when there is none; ValueError for a queue named twice."""
+    parsed = tuple(parse_queue(v) for v in values) or ((config.DEFAULT_QUEUE, 1),)
+    names = [n for n, _ in parsed]
+    if len(set(names)) != len(names):
+        raise ValueError("a queue is named twice")
+    return parsed
+
+
+def to_argv(values: Mapping[str, Any]) -> List[str]:
+    """Command-line arguments for the options in `values` (by field name), in the table's order."""
+    args: List[str] = []
+    for option in OPTIONS:
+        if option.field in values:
+            args += option.render(values[option.field])
+    return args
+
+
+def given(argv: Sequence[str]) -> Set[str]:
+    """The fields of the options that `argv` names (`-q x`, `-qx`, `--queue=x`, `-vc 5`, ...)."""
+    by_flag = {flag: option for option in OPTIONS for flag in option.flags}
+    found: Set[str] = set()
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            option = by_flag.get(arg.partition("=")[0])
+            if option is not None:
+                found.add(option.field)
+                if option.takes_value and "=" not in arg:
+                    next(args, None)
+        elif arg.startswith("-") and len(arg) > 1:
+            for i, letter in enumerate(arg[1:], start=1):  # a cluster of short flags, maybe ending in a value
+                short = by_flag.get(f"-{letter}")
+                if short is None:
+                    break
+                found.add(short.field)
+                if short.takes_value:
+                    if i == len(arg) - 1:
+                        next(args, None)
+                    break
+    return found

@@ -1,0 +1,34 @@
+"""The Lua scripts jiggler_gevent runs in Redis: one file each beside this module, read once.
+
+Each script is atomic: no other client sees it half done. Every check-and-take across processes is one of
+them. Every key a script touches is passed in KEYS or, where the number of queues varies, built from the
+queue key prefix in ARGV; the header of each file names its KEYS and ARGV. Key names come from keys.py.
+"""
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+
+def _source(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+SOURCES = {name: _source(name) for name in ("fetch", "settle", "adopt", "move_due", "move_one")}
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The scripts bound to one client; each call uses EVALSHA and reloads the script after a Redis restart."""
+
+    fetch: Script
+    settle: Script
+    adopt: Script
+    move_due: Script
+    move_one: Script
+
+
+def register(client: "redis.Redis") -> Scripts:
+    """The scripts bound to `client`."""
+    return Scripts(**{name: client.register_script(source) for name, source in SOURCES.items()})

@@ -1,0 +1,18 @@
+-- move_due: move payloads whose time has come from a sorted set to the back of their queues.
+-- KEYS[1]  NS:schedule or NS:retry
+-- KEYS[2]  NS:queues
+-- ARGV[1]  now (unix seconds)
+-- ARGV[2]  the most payloads to move in one call
+-- ARGV[3]  the queue key prefix NS:queue:
+-- ARGV[4]  the queue of a payload that names none (or cannot be read)
+-- returns  how many were moved
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, p in ipairs(due) do
+  redis.call('ZREM', KEYS[1], p)
+  local ok, job = pcall(cjson.decode, p)
+  local queue = ARGV[4]
+  if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then queue = job.queue end
+  redis.call('LPUSH', ARGV[3] .. queue, p)
+  redis.call('SADD', KEYS[2], queue)
+end
+return #due

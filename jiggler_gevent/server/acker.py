@@ -1,0 +1,169 @@
+"""Settling held payloads: what becomes of each one, written to Redis in batches by the Acker.
+
+Guarantee (with fetch.py): a payload leaves this process's working list only through the settle script
+(settle.lua) or the fetch script, each atomic, and only once its job has ended (done, retry, dead) or when it
+is put back unrun (shutdown, recovery). Two writers settle: the Acker, for every outcome, and the fetcher,
+which carries plain acknowledgements (job done, nothing to store) in its next fetch while it rides. Until an
+outcome is written the payload stays held, so a crash then means the job runs again, never that it is lost.
+"""
+import logging
+import time
+from typing import Any, List, Optional, Sequence, Union
+
+import gevent
+import gevent.event
+import redis
+from redis.commands.core import Script
+
+from .. import config, payload as payload_mod, scripts
+from ..keys import Keys
+from ..middleware import Disposition
+from .backoff import Backoff
+
+log = logging.getLogger("jiggler_gevent.acker")
+
+PLAIN = (Disposition.ACK, Disposition.DROP)
+
+
+class Outcome:
+    """What to write for one held payload (`raw`): its disposition and what, if anything, to store where."""
+
+    __slots__ = ("raw", "disposition", "new_raw", "where")
+
+    def __init__(self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "",
+                 where: Union[float, str] = 0.0) -> None:
+        self.raw, self.disposition, self.new_raw, self.where = raw, disposition, new_raw, where
+
+    @classmethod
+    def retry(cls, raw: str, new_raw: str, at: float) -> "Outcome":
+        """Failed: `new_raw` to the retry set, due at unix time `at`."""
+        return cls(raw, Disposition.RETRY, new_raw, at)
+
+    @classmethod
+    def dead(cls, raw: str, new_raw: str, at: float) -> "Outcome":
+        """Failed for good: `new_raw` to the dead set, died at unix time `at`."""
+        return cls(raw, Disposition.DEAD, new_raw, at)
+
+    @classmethod
+    def requeue(cls, raw: str, new_raw: str, queue: str) -> "Outcome":
+        """Not run: `new_raw` back to the front of `queue`."""
+        return cls(raw, Disposition.REQUEUE, new_raw, queue)
+
+    @property
+    def plain(self) -> bool:
+        """True when nothing is stored: the payload is only removed (a job done, or dropped)."""
+        return self.disposition in PLAIN
+
+
+def settle(script: Script, keys: Keys, working: str, outcomes: Sequence[Outcome],
+           client: Optional[redis.Redis] = None) -> int:
+    """Write `outcomes` for payloads held in `working`, in one atomic script call; returns how many were held."""
+    if not outcomes:
+        return 0
+    args: List[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
+    for o in outcomes:
+        args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where]
+    return int(script(keys=[working, keys.retry, keys.dead, keys.queues], args=args, client=client))
+
+
+def dedicated(client: redis.Redis) -> redis.Redis:
+    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command."""
+    return redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
+
+
+class Acker:
+    """Writes outcomes in batches: one script call for all that ended meanwhile.
+
+    While the fetcher is about to fetch again (`riding`), plain acknowledgements wait for it: it carries them
+    in its next fetch (`take_plain`), so under load a batch of jobs costs one round trip for fetch and
+    acknowledgement. The Acker writes them itself when the fetcher blocks on an empty queue, backs off or
+    stops, and always writes failed jobs' outcomes at once. If Redis cannot be reached the batch is kept and
+    retried with back-off.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, working: str) -> None:
+        self.redis, self.keys, self.working = client, keys, working
+        self.conn = dedicated(client)
+        self.script = scripts.register(client).settle
+        self.pending: List[Outcome] = []
+        self.writing: List[Outcome] = []  # the batch on its way to Redis now
+        self.wake = gevent.event.Event()
+        self.closing = False
+        self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
+
+    def add(self, outcome: Outcome) -> None:
+        """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
+        self.pending.append(outcome)
+        if not outcome.plain or not self.riding:
+            self.wake.set()
+
+    def run(self) -> None:
+        """Flush whenever something is pending, until closed (runs in its own greenlet)."""
+        backoff = Backoff()
+        while not (self.closing and not self.pending):
+            self.wake.wait()
+            if self.riding and not self.closing and all(o.plain for o in self.pending):
+                self.wake.clear()
+                continue
+            try:
+                self.flush()
+                backoff.succeeded()
+            except redis.RedisError as exc:
+                delay = backoff.failed()
+                log.warning("could not acknowledge %d job(s), retrying in %.1fs: %s", len(self.pending), delay, exc)
+                gevent.sleep(delay)
+
+    def ride(self, riding: bool) -> None:
+        """Say whether the fetcher will carry plain acknowledgements; when it stops doing so, write them now."""
+        self.riding = riding
+        if not riding and self.pending:
+            self.wake.set()
+
+    def take_plain(self) -> List[bytes]:
+        """Hand over the pending plain acknowledgements, as the bytes held in Redis."""
+        if not self.pending:
+            return []
+        plain = [payload_mod.wire(o.raw) for o in self.pending if o.plain]
+        if plain:
+            self.pending = [o for o in self.pending if not o.plain]
+        return plain
+
+    def give_back(self, raws: Sequence[bytes]) -> None:
+        """Take back acknowledgements that could not be sent (writing one twice is harmless)."""
+        for raw in raws:
+            self.add(Outcome(raw.decode("utf-8", "surrogateescape")))
+
+    def close(self) -> None:
+        """Let run() return once everything pending is written."""
+        self.closing = True
+        self.wake.set()
+
+    def flush(self) -> None:
+        """Write every pending outcome in one script call."""
+        batch, self.pending = self.pending, []
+        self.wake.clear()
+        if not batch:
+            return
+        self.writing = batch
+        try:
+            settle(self.script, self.keys, self.working, batch, client=self.conn)
+        except BaseException:
+            self.pending[:0] = batch
+            self.wake.set()
+            raise
+        finally:
+            self.writing = []
+
+    def holding(self) -> List[str]:
+        """The raw payloads whose outcome is waiting to be written (still in the working list meanwhile)."""
+        return [o.raw for o in self.pending] + [o.raw for o in self.writing]
+
+    def drain(self, deadline: float) -> bool:
+        """Flush until nothing is pending or `deadline` (monotonic) passes; True when all was written."""
+        while self.pending and time.monotonic() < deadline:
+            try:
+                self.flush()
+            except redis.RedisError as exc:
+                log.warning("could not acknowledge at shutdown, retrying: %s", exc)
+                gevent.sleep(0.2)
+        return not self.pending

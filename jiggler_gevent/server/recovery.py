@@ -1,0 +1,74 @@
+"""Recovery of the jobs held by a process that died without a clean stop (SIGKILL, OOM, power loss).
+
+Guarantee: exactly one live process recovers each orphaned job. A live process finds identities in
+NS:processes whose heartbeat key has expired and adopts each one's working list with one Lua script
+(adopt.lua), so the jobs move into its own working list. It then settles each adopted payload with one
+settle.lua call: back to the front of its queue with its `recoveries` count raised by one, or, past
+MAX_RECOVERIES, to the dead set (a job that keeps killing its workers must not loop forever). If it dies in
+between, its own working list holds the jobs and they are adopted again: run twice at worst, never lost.
+"""
+import json
+import logging
+import time
+from typing import List
+
+import redis
+
+from .. import config, middleware, payload as payload_mod
+from ..keys import Keys
+from ..scripts import Scripts
+from .acker import Outcome, settle
+
+log = logging.getLogger("jiggler_gevent.recovery")
+
+
+class Recovery:
+    """Adopts and re-queues the jobs of dead processes."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, identity: str, scripts: Scripts) -> None:
+        self.redis, self.keys, self.identity, self.scripts = client, keys, identity, scripts
+        self.working = keys.working(identity)
+
+    def sweep(self) -> int:
+        """Recover the jobs of every process whose heartbeat has expired; returns how many jobs."""
+        total = 0
+        for other in self.redis.smembers(self.keys.processes):
+            if other != self.identity:
+                total += self.adopt(other, force=False)
+        return total
+
+    def adopt(self, dead_identity: str, force: bool) -> int:
+        """Take over `dead_identity`'s held jobs (if its heartbeat is gone, or `force`) and requeue them."""
+        k = self.keys
+        raws = self.scripts.adopt(
+            keys=[k.process(dead_identity), k.working(dead_identity), self.working, k.processes, k.work(dead_identity)],
+            args=[dead_identity, "force" if force else ""],
+        )
+        if not raws:
+            return 0
+        log.warning("process %s died holding %d job(s); putting them back", dead_identity, len(raws))
+        self._release(raws, dead_identity)
+        return len(raws)
+
+    def _release(self, raws: List[str], dead_identity: str) -> None:
+        outcomes = [self._recovered(raw, dead_identity) for raw in raws]
+        settle(self.scripts.settle, self.keys, self.working, outcomes)
+        for outcome in outcomes:
+            if outcome.disposition == middleware.Disposition.DEAD:
+                middleware.notify_death(json.loads(outcome.new_raw), None)
+
+    def _recovered(self, raw: str, dead_identity: str) -> Outcome:
+        """What becomes of one adopted payload: back to its queue, or to the dead set."""
+        now = time.time()
+        try:
+            p = payload_mod.decode(raw)
+        except payload_mod.PayloadError as exc:
+            return Outcome.dead(raw, payload_mod.encode(payload_mod.salvage(raw, str(exc))), now)
+        count = p.get("recoveries", 0)
+        p["recoveries"] = (count if isinstance(count, int) else 0) + 1
+        if p["recoveries"] <= config.MAX_RECOVERIES:
+            return Outcome.requeue(raw, payload_mod.encode(p), p.get("queue") or config.DEFAULT_QUEUE)
+        p.update(error_class="ProcessDied", failed_at=now, error_message=(
+            f"the worker running this job died {p['recoveries']} times (last: {dead_identity}); "
+            "it is presumed to kill its worker (memory, a crash in C code, os._exit) and was not run again"))
+        return Outcome.dead(raw, payload_mod.encode(p), now)

@@ -1,0 +1,53 @@
+"""`run_worker`: the one function that runs a worker, for the CLI, the supervisor's children and Django.
+
+A worker is either one process (the Launcher and its parts) or, with `processes > 1`, a supervisor of that
+many such processes (supervisor.py). gevent must already be patched (patch.py) when this is called.
+"""
+import importlib
+import os
+import sys
+from typing import Callable, Optional, Tuple
+
+from .. import config
+from ..errors import ConfigError
+from ..logs import setup_logging
+from ..options import WorkerOptions
+
+Prepare = Optional[Callable[[], None]]
+
+
+def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
+    """Run a worker with `opts` until it is stopped; returns the process's exit code.
+
+    `prepare()` runs in each worker process before the -r modules are imported (the Django integration sets
+    Django up there). Raises ConfigError when a -r module cannot be imported.
+    """
+    cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace)
+    setup_logging(opts.verbose)
+    if opts.processes > 1:
+        from .supervisor import Supervisor
+
+        return Supervisor(opts, prepare, cfg).run()
+    return run_process(opts, prepare, cfg)
+
+
+def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: Optional[config.Config] = None) -> int:
+    """Run one worker process (whatever `opts.processes` says); returns its exit code."""
+    from .launcher import Launcher
+
+    config.set_pool_size(opts.pool_size)  # before user code, so its enqueues share the worker's pool
+    if prepare is not None:
+        prepare()
+    import_user_modules(opts.requires)
+    return Launcher(opts, cfg).run()
+
+
+def import_user_modules(requires: Tuple[str, ...]) -> None:
+    """Import each -r module; the current directory is searched first, as `python -m` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in requires:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"Invalid value for -r/--require: cannot import {exc.name or exc}: {exc}") from None

@@ -1,0 +1,56 @@
+"""The architecture's boundaries, checked at run time (import-linter checks the imports themselves in CI).
+
+- A worker process, alone or as a `-p 2` child, loads the worker (server/) and never the admin side:
+  neither `jiggler_gevent.api` nor `jiggler_gevent.web` nor anything under `jiggler_gevent.admin`.
+- User code that imports jiggler_gevent, defines a job and enqueues it loads nothing of the worker, of the
+  admin side, of the CLI, nor gevent.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests import jobs
+from tests.conftest import ROOT, wait_for
+
+ADMIN = ("jiggler_gevent.api", "jiggler_gevent.web", "jiggler_gevent.admin")
+
+
+def _is_under(module: str, packages: tuple) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_worker_process_never_loads_the_admin_side(ns, r, tkey, start_worker, processes):
+    key = tkey("modules")
+    w = start_worker("-c", "2", "-p", processes)
+    jobs.record_loaded_modules.enqueue(key)
+    loaded = wait_for(lambda: r.lrange(key, 0, -1), 30, "the job that lists the loaded modules")
+    assert "jiggler_gevent.server.manager" in loaded and "jiggler_gevent.server.processor" in loaded
+    assert [m for m in loaded if _is_under(m, ADMIN)] == []
+    assert "jiggler_gevent.cli" in loaded  # the entry point parsed the options: the list is a worker's own
+    assert w.stop() == 0
+
+
+def test_defining_and_enqueueing_a_job_loads_nothing_of_the_worker(ns):
+    code = f"""
+import json, sys
+import jiggler_gevent
+from jiggler_gevent import configure, job
+configure(redis_url={ns.url!r}, namespace={ns.namespace!r})
+
+@job
+def add(a, b):
+    return a + b
+
+jid = add.enqueue(1, 2)
+print(json.dumps({{"jid": jid, "modules": sorted(sys.modules)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["jid"]) == 24
+    forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", *ADMIN)
+    assert [m for m in result["modules"] if _is_under(m, forbidden)] == []
+    assert "jiggler_gevent.client" in result["modules"] and "redis" in result["modules"]
