@@ -10,21 +10,21 @@
    deleted afterwards.
 Prints a Markdown table and writes it to benchmarks/results/preempt.md.
 """
+
 if __name__ == "__main__":  # run as the benchmark: patch before anything else (a worker's -r import does not)
     from jiggler_gevent.patch import patch
 
     patch()
 
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Dict, List, Tuple  # noqa: E402
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
-from jiggler_gevent import config, job  # noqa: E402
+from jiggler_gevent import config, job
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -33,6 +33,7 @@ TICK = 0.01
 
 
 # -- jobs the benchmark's workers run (`-r benchmarks.bench_preempt`) -------------------------------------
+
 
 @job(retries=0, name="benchmarks.bench_preempt.noop")  # named: this file also runs as __main__
 def noop(key: str) -> None:
@@ -58,7 +59,8 @@ def iterations_for(seconds: float) -> int:
 
 # -- 1. hub latency -----------------------------------------------------------------------------------
 
-def hub_latency(hogs: int, switcher_on: bool, seconds: float) -> Tuple[float, float]:
+
+def hub_latency(hogs: int, switcher_on: bool, seconds: float) -> tuple[float, float]:
     """(worst, p99) lateness in seconds of a TICK sleeper beside `hogs` CPU-bound greenlets."""
     import gevent
 
@@ -67,7 +69,7 @@ def hub_latency(hogs: int, switcher_on: bool, seconds: float) -> Tuple[float, fl
     switcher = Switcher(THRESHOLD) if switcher_on else None
     if switcher is not None:
         switcher.start()
-    late: List[float] = []
+    late: list[float] = []
     stop = time.monotonic() + seconds
 
     def ticker() -> None:
@@ -90,12 +92,31 @@ def hub_latency(hogs: int, switcher_on: bool, seconds: float) -> Tuple[float, fl
 
 # -- 2. throughput ------------------------------------------------------------------------------------
 
+
 def _worker(namespace: str, preempt: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
-        [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.bench_preempt", "-c", "10",
-         "--redis-url", REDIS_URL, "--namespace", namespace, "--preempt", preempt],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "jiggler_gevent",
+            "worker",
+            "-r",
+            "benchmarks.bench_preempt",
+            "-c",
+            "10",
+            "--redis-url",
+            REDIS_URL,
+            "--namespace",
+            namespace,
+            "--preempt",
+            preempt,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def throughput(preempt: str, n: int, cpu_seconds: float) -> float:
@@ -129,8 +150,8 @@ def throughput(preempt: str, n: int, cpu_seconds: float) -> float:
             r.delete(*keys)
 
 
-def _median_pair(repeats: int, n: int, cpu_seconds: float) -> Dict[str, float]:
-    runs: Dict[str, List[float]] = {"0.1": [], "0": []}
+def _median_pair(repeats: int, n: int, cpu_seconds: float) -> dict[str, float]:
+    runs: dict[str, list[float]] = {"0.1": [], "0": []}
     for _ in range(repeats):
         for preempt in ("0.1", "0"):
             runs[preempt].append(throughput(preempt, n, cpu_seconds))
@@ -157,8 +178,10 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     out = ROOT / "benchmarks" / "results" / "preempt.md"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(f"Measured {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, Python "
-                   f"{sys.version.split()[0]}{' (quick)' if quick else ''}\n\n{text}")
+    out.write_text(
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}{' (quick)' if quick else ''}\n\n{text}"
+    )
     print(f"\nwritten to {out}")
 
 

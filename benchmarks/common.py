@@ -4,10 +4,12 @@ The harness (run.py) sets the environment; each system's worker imports its task
 calls `run(workload)`: the workload, then an INCR of DONE_KEY that the harness polls. Nothing here opens
 a socket at import time, so a worker can still patch gevent after importing it.
 """
+
 import os
 import queue
 import time
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 HTTP_URL = os.environ.get("BENCH_HTTP_URL", "http://127.0.0.1:8099/")
@@ -99,10 +101,15 @@ def fib(n: int = FIB_N) -> int:
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
-WORKLOADS: Dict[str, Callable[[], Any]] = {
-    "noop": noop, "sleep": sleep, "http": http, "pg": pg, "file": append_line, "fib": fib,
+WORKLOADS: dict[str, Callable[[], Any]] = {
+    "noop": noop,
+    "sleep": sleep,
+    "http": http,
+    "pg": pg,
+    "file": append_line,
+    "fib": fib,
 }
-LATENCY: Dict[str, Optional[float]] = {"sleep": SLEEP, "http": SLEEP, "pg": PG_SLEEP}
+LATENCY: dict[str, float | None] = {"sleep": SLEEP, "http": SLEEP, "pg": PG_SLEEP}
 
 
 def run(workload: str) -> None:

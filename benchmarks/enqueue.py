@@ -1,4 +1,5 @@
 """`python -m benchmarks.enqueue SYSTEM WORKLOAD N`: push N jobs in SYSTEM's own format (run by the harness)."""
+
 import importlib
 import sys
 

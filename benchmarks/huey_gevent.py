@@ -1,4 +1,5 @@
 """Launch huey_consumer with gevent patched first (huey's greenlet mode expects the caller to patch)."""
+
 from gevent import monkey
 
 monkey.patch_all()

@@ -7,6 +7,7 @@ counter is seen (not until the queue is empty). Peak RSS and CPU are summed over
 process tree; Redis commands per job come from INFO commandstats (the harness's own polls subtracted).
 The table goes to stdout and to benchmarks/results/ (git-ignored), with each worker's log.
 """
+
 import argparse
 import compileall
 import datetime as dt
@@ -20,10 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import redis
 
@@ -51,7 +52,7 @@ class Row:
     processes: int = 1
 
     @property
-    def ceiling(self) -> Optional[float]:
+    def ceiling(self) -> float | None:
         """Jobs/s if every slot were always busy waiting on the I/O: concurrency / latency (I/O rows only)."""
         latency = common.LATENCY.get(self.workload)
         return self.concurrency / latency if latency else None
@@ -86,7 +87,7 @@ class Result:
     peak_rss: int = 0
     cpu_s: float = 0.0
     redis_cmds: int = 0
-    extra: Dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -102,7 +103,8 @@ class Result:
 
 # --- the worker's process tree ------------------------------------------------------------------------
 
-def _stat(pid: int) -> Optional[List[str]]:
+
+def _stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (index 0 is the state, 1 the parent pid)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -111,9 +113,9 @@ def _stat(pid: int) -> Optional[List[str]]:
         return None
 
 
-def process_tree(root: int) -> List[int]:
+def process_tree(root: int) -> list[int]:
     """`root` and every descendant (also those that left its process group, as RQ's do)."""
-    children: Dict[int, List[int]] = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             fields = _stat(int(name))
@@ -134,8 +136,8 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak_rss = 0
-        self.cpu: Dict[int, float] = {}
-        self.pids: List[int] = [root]
+        self.cpu: dict[int, float] = {}
+        self.pids: list[int] = [root]
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -176,6 +178,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 # --- services -----------------------------------------------------------------------------------------
 
+
 def wait_for_port(port: int, deadline: float = 10.0) -> None:
     end = time.monotonic() + deadline
     while True:
@@ -184,19 +187,22 @@ def wait_for_port(port: int, deadline: float = 10.0) -> None:
             return
         except OSError:
             if time.monotonic() > end:
-                raise RuntimeError(f"nothing listens on port {port}")
+                raise RuntimeError(f"nothing listens on port {port}") from None
             time.sleep(0.05)
 
 
 def start_http() -> "tuple[str, subprocess.Popen]":
     port = local_redis.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.slow_http", str(port), str(common.SLEEP)],
-                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.slow_http", str(port), str(common.SLEEP)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     wait_for_port(port)
     return f"http://127.0.0.1:{port}/", proc
 
 
-def prepare_postgres(dsn: str) -> Optional[str]:
+def prepare_postgres(dsn: str) -> str | None:
     """Create the benchmark's own database if needed; returns why PostgreSQL cannot be used, or None."""
     import psycopg2
 
@@ -217,7 +223,8 @@ def prepare_postgres(dsn: str) -> Optional[str]:
 
 # --- one run ------------------------------------------------------------------------------------------
 
-def max_concurrency(system: str) -> Optional[int]:
+
+def max_concurrency(system: str) -> int | None:
     return getattr(_module(system), "MAX_CONCURRENCY", None)
 
 
@@ -227,7 +234,7 @@ def _module(system: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f"benchmarks.sys_{system}")
 
 
-def skip_reason(system: str, row: Row, pg_problem: Optional[str]) -> Optional[str]:
+def skip_reason(system: str, row: Row, pg_problem: str | None) -> str | None:
     try:
         mod = _module(system)
     except ImportError as exc:
@@ -242,14 +249,19 @@ def skip_reason(system: str, row: Row, pg_problem: Optional[str]) -> Optional[st
     return None
 
 
-def run_one(system: str, row: Row, jobs: int, env: Dict[str, str], client: redis.Redis) -> Result:
+def run_one(system: str, row: Row, jobs: int, env: dict[str, str], client: redis.Redis) -> Result:
     result = Result(row.id, system, jobs)
     mod = _module(system)
     client.flushall()
     if os.path.exists(common.FILE):
         os.unlink(common.FILE)
-    pushed = subprocess.run([sys.executable, "-m", "benchmarks.enqueue", system, row.workload, str(jobs)],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+    pushed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.enqueue", system, row.workload, str(jobs)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if pushed.returncode != 0:
         result.status = f"enqueue failed: {(pushed.stderr.strip().splitlines() or ['?'])[-1]}"
         return result
@@ -260,8 +272,14 @@ def run_one(system: str, row: Row, jobs: int, env: Dict[str, str], client: redis
     polls = 0
     with open(log_path, "wb") as log:
         started = time.monotonic()
-        proc = subprocess.Popen(mod.command(row.concurrency, row.processes), cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            mod.command(row.concurrency, row.processes),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         sampler = TreeSampler(proc.pid)
         sampler.start()
         try:
@@ -292,10 +310,13 @@ def run_one(system: str, row: Row, jobs: int, env: Dict[str, str], client: redis
 
 # --- the table ----------------------------------------------------------------------------------------
 
-def table(rows: Sequence[Row], results: List[Result]) -> str:
-    lines = ["| row | system | jobs | conc. | total s | first done s | jobs/s | after 1st | vs best peer | ceiling/s "
-             "| of ceiling | peak RSS MiB | CPU ms/job | Redis cmds/job |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+def table(rows: Sequence[Row], results: list[Result]) -> str:
+    lines = [
+        "| row | system | jobs | conc. | total s | first done s | jobs/s | after 1st | vs best peer | ceiling/s "
+        "| of ceiling | peak RSS MiB | CPU ms/job | Redis cmds/job |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         mine = [r for r in results if r.row == row.id]
         best = max((r.rate for r in mine if r.system in PEERS), default=0.0)
@@ -309,8 +330,10 @@ def table(rows: Sequence[Row], results: List[Result]) -> str:
             frac = f"{100 * r.rate / row.ceiling:.0f}%" if row.ceiling else "-"
             lines.append(
                 f"| {row.id} | {r.system} | {r.jobs} | {conc} | {r.total_s:.2f} | {r.first_s:.2f} | {r.rate:,.0f} "
-                f"| {r.steady:,.0f} | {ratio} | {ceiling} | {frac} | {r.peak_rss / 2**20:.0f} | {1000 * r.cpu_s / r.jobs:.2f} "
-                f"| {r.redis_cmds / r.jobs:.1f} |")
+                f"| {r.steady:,.0f} | {ratio} | {ceiling} | {frac} | {r.peak_rss / 2**20:.0f} "
+                f"| {1000 * r.cpu_s / r.jobs:.2f} "
+                f"| {r.redis_cmds / r.jobs:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -324,24 +347,33 @@ def header(quick: bool) -> str:
     for package in ("gevent", "redis"):
         versions.append(f"{package} {metadata.version(package)}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"jiggler_gevent benchmark, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
-            f"{' (--quick: small job counts)' if quick else ''}\n\n"
-            f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average at start {load}; "
-            f"{'; '.join(versions)}.\n")
+    return (
+        f"jiggler_gevent benchmark, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+        f"{' (--quick: small job counts)' if quick else ''}\n\n"
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load average at start {load}; "
+        f"{'; '.join(versions)}.\n"
+    )
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="Small job counts (the whole table in a few minutes).")
-    p.add_argument("--only", nargs="+", metavar="ROW",
-                   help=f"Rows to run, by id or workload: {', '.join(r.id for r in ROWS)}.")
-    p.add_argument("--systems", nargs="+", metavar="SYSTEM", default=SYSTEMS, choices=SYSTEMS,
-                   help=f"Systems to run (default: all): {', '.join(SYSTEMS)}.")
+    p.add_argument(
+        "--only", nargs="+", metavar="ROW", help=f"Rows to run, by id or workload: {', '.join(r.id for r in ROWS)}."
+    )
+    p.add_argument(
+        "--systems",
+        nargs="+",
+        metavar="SYSTEM",
+        default=SYSTEMS,
+        choices=SYSTEMS,
+        help=f"Systems to run (default: all): {', '.join(SYSTEMS)}.",
+    )
     p.add_argument("--jobs", type=int, help="Override every selected row's job count.")
     return p.parse_args(argv)
 
 
-def select_rows(only: Optional[Sequence[str]]) -> List[Row]:
+def select_rows(only: Sequence[str] | None) -> list[Row]:
     if not only:
         return list(ROWS)
     rows = [r for r in ROWS if r.id in only or r.workload in only]
@@ -358,13 +390,17 @@ def compile_sources() -> None:
         compileall.compile_dir(str(ROOT / folder), quiet=1)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     rows = select_rows(args.only)
     compile_sources()
     url, stop_redis = local_redis.start_private()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url,
-               BENCH_FILE=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"jiggler-bench-{os.getpid()}.txt"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        BENCH_REDIS_URL=url,
+        BENCH_FILE=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"jiggler-bench-{os.getpid()}.txt"),
+    )
     for name in ("JIGGLER_REDIS_URL", "REDIS_URL"):
         env.pop(name, None)
     os.environ.update(BENCH_REDIS_URL=url, BENCH_FILE=env["BENCH_FILE"])
@@ -374,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         env["BENCH_HTTP_URL"], http_proc = start_http()
     pg_problem = prepare_postgres(common.PG_DSN) if any(r.workload == "pg" for r in rows) else None
     client = redis.Redis.from_url(url)
-    results: List[Result] = []
+    results: list[Result] = []
     try:
         for row in rows:
             jobs = args.jobs or (row.quick_jobs if args.quick else row.jobs)
@@ -385,9 +421,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     continue
                 r = run_one(system, row, jobs, env, client)
                 results.append(r)
-                print(f"{row.id:12} {system:9} {r.status if r.status != 'ok' else f'{r.rate:10,.0f} jobs/s'}"
-                      f"  ({r.total_s:.2f}s, first {r.first_s:.2f}s, peak {r.peak_rss / 2**20:.0f} MiB)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{row.id:12} {system:9} {r.status if r.status != 'ok' else f'{r.rate:10,.0f} jobs/s'}"
+                    f"  ({r.total_s:.2f}s, first {r.first_s:.2f}s, peak {r.peak_rss / 2**20:.0f} MiB)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         if http_proc is not None:
             http_proc.kill()

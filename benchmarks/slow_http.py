@@ -1,4 +1,5 @@
 """`python -m benchmarks.slow_http PORT DELAY`: a local HTTP server that answers every GET after DELAY seconds."""
+
 from gevent import monkey
 
 monkey.patch_all()

@@ -11,6 +11,7 @@ queue drain and asks the worker for a census (live greenlets, open sockets, RSS)
 censuses must match (no leaked greenlets or connections) and RSS growth between them must stay under 5%.
 Results go to stdout and to benchmarks/results/soak-<time>.json.
 """
+
 import argparse
 import gc
 import json
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from jiggler_gevent import config, job
 
@@ -96,13 +97,26 @@ def census() -> None:
         except OSError:
             pass
     pool = _client().connection_pool
-    report = {"greenlets": greenlets, "sockets": sockets, "fds": len(fds), "rss": _rss(os.getpid()),
-              "pool_connections": len(getattr(pool, "_connections", [])), "pool_max": pool.max_connections}
+    report = {
+        "greenlets": greenlets,
+        "sockets": sockets,
+        "fds": len(fds),
+        "rss": _rss(os.getpid()),
+        "pool_connections": len(getattr(pool, "_connections", [])),
+        "pool_max": pool.max_connections,
+    }
     _client().rpush(f"{config.current().namespace}:{CENSUS_KEY}", json.dumps(report))
 
 
-MIX = [(noop, lambda: ()), (nap, lambda: (random.uniform(0, 0.05),)), (redis_io, lambda: (3,)),
-       (cpu, lambda: (2000,)), (fail, lambda: ()), (overrun, lambda: ()), (chain, lambda: (2,))]
+MIX = [
+    (noop, lambda: ()),
+    (nap, lambda: (random.uniform(0, 0.05),)),
+    (redis_io, lambda: (3,)),
+    (cpu, lambda: (2000,)),
+    (fail, lambda: ()),
+    (overrun, lambda: ()),
+    (chain, lambda: (2,)),
+]
 WEIGHTS = [30, 30, 15, 10, 5, 5, 5]
 
 
@@ -129,13 +143,33 @@ class Soak:
         config.configure(redis_url=url, namespace=self.namespace)
         self.redis = _client()
         self.keys = config.current().keys
-        self.samples: List[Dict[str, float]] = []
+        self.samples: list[dict[str, float]] = []
         self.enqueued = 0
         self.log = open(ROOT / "benchmarks" / "results" / f"soak-worker-{self.namespace}.log", "wb")
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.soak", "-c", str(args.concurrency),
-             "--redis-url", url, "--namespace", self.namespace, "--heartbeat-interval", "1", "--poll-interval", "1"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            [
+                sys.executable,
+                "-m",
+                "jiggler_gevent",
+                "worker",
+                "-r",
+                "benchmarks.soak",
+                "-c",
+                str(args.concurrency),
+                "--redis-url",
+                url,
+                "--namespace",
+                self.namespace,
+                "--heartbeat-interval",
+                "1",
+                "--poll-interval",
+                "1",
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
 
     def produce_for(self, seconds: float) -> None:
         """Enqueue the mix at the target rate for `seconds`, sampling RSS as it goes."""
@@ -146,7 +180,7 @@ class Soak:
             t0 = time.monotonic()
             batch = int(self.args.rate * tick)
             picks = random.choices(MIX, weights=WEIGHTS, k=batch)
-            by_job: Dict[Any, List[tuple]] = {}
+            by_job: dict[Any, list[tuple]] = {}
             for func, make_args in picks:
                 by_job.setdefault(func, []).append(make_args())
             for func, arg_list in by_job.items():
@@ -159,13 +193,23 @@ class Soak:
 
     def _sample(self) -> None:
         pid = self.worker.pid
-        self.samples.append({"t": time.time(), "rss": _rss(pid), "cpu": _cpu_seconds(pid),
-                             "queued": self.redis.llen(self.keys.queue("default")), "enqueued": self.enqueued})
+        self.samples.append(
+            {
+                "t": time.time(),
+                "rss": _rss(pid),
+                "cpu": _cpu_seconds(pid),
+                "queued": self.redis.llen(self.keys.queue("default")),
+                "enqueued": self.enqueued,
+            }
+        )
         s = self.samples[-1]
-        print(f"  t+{s['t'] - self.samples[0]['t']:7.0f}s  rss {s['rss'] / 2**20:6.1f} MiB  queued {s['queued']:5d}  "
-              f"enqueued {self.enqueued}", flush=True)
+        print(
+            f"  t+{s['t'] - self.samples[0]['t']:7.0f}s  rss {s['rss'] / 2**20:6.1f} MiB  queued {s['queued']:5d}  "
+            f"enqueued {self.enqueued}",
+            flush=True,
+        )
 
-    def idle_census(self) -> Dict[str, int]:
+    def idle_census(self) -> dict[str, int]:
         """Wait for the queue to drain and the worker to go idle, then take a census from inside it."""
         key = f"{self.namespace}:{CENSUS_KEY}"
         deadline = time.monotonic() + 120
@@ -194,7 +238,7 @@ class Soak:
         return code
 
 
-def _start_redis(url: Optional[str]) -> "tuple[str, Any]":
+def _start_redis(url: str | None) -> "tuple[str, Any]":
     if url:
         return url, lambda: None
     from jiggler_gevent.demo.local_redis import start_private
@@ -202,7 +246,7 @@ def _start_redis(url: Optional[str]) -> "tuple[str, Any]":
     return start_private()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=30.0, help="Length of the measured run (default 30).")
     p.add_argument("--warmup", type=float, default=None, help="Warm-up seconds (default 10%% of the run, >= 30).")
@@ -231,21 +275,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         stop_redis()
     growth = (last["rss"] - first["rss"]) / first["rss"]
     result = {
-        "minutes": round(measured / 60, 2), "rate": args.rate, "concurrency": args.concurrency,
-        "jobs_enqueued": soak.enqueued, "worker_cpu_seconds": round(cpu, 1),
-        "idle_after_warmup": first, "idle_at_end": last, "rss_growth": round(growth, 4),
-        "rss_samples_mib": [round(s["rss"] / 2**20, 1) for s in soak.samples], "worker_exit_code": code,
+        "minutes": round(measured / 60, 2),
+        "rate": args.rate,
+        "concurrency": args.concurrency,
+        "jobs_enqueued": soak.enqueued,
+        "worker_cpu_seconds": round(cpu, 1),
+        "idle_after_warmup": first,
+        "idle_at_end": last,
+        "rss_growth": round(growth, 4),
+        "rss_samples_mib": [round(s["rss"] / 2**20, 1) for s in soak.samples],
+        "worker_exit_code": code,
     }
     out = ROOT / "benchmarks" / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     outside_pool = (first["sockets"] - first["pool_connections"], last["sockets"] - last["pool_connections"])
-    ok = (growth < RSS_GROWTH_LIMIT and last["greenlets"] <= first["greenlets"] + 2
-          and outside_pool[1] <= outside_pool[0] and last["pool_connections"] <= last["pool_max"] and code == 0)
-    print(f"\n{soak.enqueued} jobs (+ chained) in {measured / 60:.1f} min; RSS idle {first['rss'] / 2**20:.1f} -> "
-          f"{last['rss'] / 2**20:.1f} MiB ({growth:+.1%}); greenlets {first['greenlets']} -> {last['greenlets']}; "
-          f"sockets {first['sockets']} -> {last['sockets']} (Redis pool {first['pool_connections']} -> "
-          f"{last['pool_connections']} of {last['pool_max']}, others {outside_pool[0]} -> {outside_pool[1]}); "
-          f"worker CPU {cpu:.0f}s; exit {code}\n{'PASS' if ok else 'FAIL'} (written to {out.relative_to(ROOT)})")
+    ok = (
+        growth < RSS_GROWTH_LIMIT
+        and last["greenlets"] <= first["greenlets"] + 2
+        and outside_pool[1] <= outside_pool[0]
+        and last["pool_connections"] <= last["pool_max"]
+        and code == 0
+    )
+    print(
+        f"\n{soak.enqueued} jobs (+ chained) in {measured / 60:.1f} min; RSS idle {first['rss'] / 2**20:.1f} -> "
+        f"{last['rss'] / 2**20:.1f} MiB ({growth:+.1%}); greenlets {first['greenlets']} -> {last['greenlets']}; "
+        f"sockets {first['sockets']} -> {last['sockets']} (Redis pool {first['pool_connections']} -> "
+        f"{last['pool_connections']} of {last['pool_max']}, others {outside_pool[0]} -> {outside_pool[1]}); "
+        f"worker CPU {cpu:.0f}s; exit {code}\n{'PASS' if ok else 'FAIL'} (written to {out.relative_to(ROOT)})"
+    )
     return 0 if ok else 1
 
 

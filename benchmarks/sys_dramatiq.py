@@ -1,5 +1,4 @@
 """Dramatiq in the benchmark: `dramatiq-gevent benchmarks.sys_dramatiq -p N -t C`, max_retries=0."""
-from typing import List
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -22,6 +21,14 @@ def enqueue(workload: str, n: int) -> None:
         work.send(workload)
 
 
-def command(concurrency: int, processes: int) -> List[str]:
-    return [common.bin_path("dramatiq-gevent"), "benchmarks.sys_dramatiq", "-p", str(processes),
-            "-t", str(concurrency), "-Q", common.QUEUE]
+def command(concurrency: int, processes: int) -> list[str]:
+    return [
+        common.bin_path("dramatiq-gevent"),
+        "benchmarks.sys_dramatiq",
+        "-p",
+        str(processes),
+        "-t",
+        str(concurrency),
+        "-Q",
+        common.QUEUE,
+    ]

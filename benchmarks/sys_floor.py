@@ -3,6 +3,7 @@
 C greenlets each loop on BRPOP, json.loads and the call (whose last act is the INCR): two round trips per
 job, no acknowledgement, no recovery. It shows how far a framework's own cost is from the Redis round trip.
 """
+
 if __name__ == "__main__":
     from gevent import monkey
 
@@ -10,7 +11,6 @@ if __name__ == "__main__":
 
 import json
 import sys
-from typing import List
 
 from benchmarks import common
 
@@ -24,7 +24,7 @@ def enqueue(workload: str, n: int) -> None:
         client.lpush(common.QUEUE, *([body] * min(1000, n - start)))
 
 
-def command(concurrency: int, processes: int) -> List[str]:
+def command(concurrency: int, processes: int) -> list[str]:
     return [sys.executable, "-m", "benchmarks.sys_floor", str(concurrency)]
 
 

@@ -2,8 +2,8 @@
 
 huey_consumer does not patch gevent itself, so the worker is started through huey_gevent.py, which does.
 """
+
 import sys
-from typing import List
 
 import redis
 from huey import RedisHuey
@@ -13,8 +13,9 @@ from benchmarks import common
 MULTI_PROCESS = False
 
 # redis-py caps a pool at 100 connections unless told otherwise; -w 1000 needs more.
-huey = RedisHuey(common.QUEUE, results=False,
-                 connection_pool=redis.ConnectionPool.from_url(common.REDIS_URL, max_connections=4096))
+huey = RedisHuey(
+    common.QUEUE, results=False, connection_pool=redis.ConnectionPool.from_url(common.REDIS_URL, max_connections=4096)
+)
 
 
 @huey.task()
@@ -27,6 +28,16 @@ def enqueue(workload: str, n: int) -> None:
         work(workload)
 
 
-def command(concurrency: int, processes: int) -> List[str]:
-    return [sys.executable, "-m", "benchmarks.huey_gevent", "benchmarks.sys_huey.huey", "-k", "greenlet",
-            "-w", str(concurrency), "-q", "-n"]
+def command(concurrency: int, processes: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.huey_gevent",
+        "benchmarks.sys_huey.huey",
+        "-k",
+        "greenlet",
+        "-w",
+        str(concurrency),
+        "-q",
+        "-n",
+    ]

@@ -1,10 +1,9 @@
 """jiggler_gevent in the benchmark: `gjiggler worker -r benchmarks.sys_jiggler -c C [-p N]`."""
-import sys
-from typing import List
 
-from jiggler_gevent import config, job
+import sys
 
 from benchmarks import common
+from jiggler_gevent import config, job
 
 NAMESPACE = "bench"
 MULTI_PROCESS = True
@@ -20,7 +19,22 @@ def enqueue(workload: str, n: int) -> None:
     work.enqueue_bulk([(workload,)] * n)
 
 
-def command(concurrency: int, processes: int) -> List[str]:
-    return [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.sys_jiggler", "-q", common.QUEUE,
-            "-c", str(concurrency), "-p", str(processes), "--redis-url", common.REDIS_URL,
-            "--namespace", NAMESPACE]
+def command(concurrency: int, processes: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "jiggler_gevent",
+        "worker",
+        "-r",
+        "benchmarks.sys_jiggler",
+        "-q",
+        common.QUEUE,
+        "-c",
+        str(concurrency),
+        "-p",
+        str(processes),
+        "--redis-url",
+        common.REDIS_URL,
+        "--namespace",
+        NAMESPACE,
+    ]

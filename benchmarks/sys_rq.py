@@ -1,5 +1,4 @@
 """RQ in the benchmark: `rq worker-pool -n C -w rq.worker.SimpleWorker` (RQ has no gevent mode: C processes)."""
-from typing import List
 
 from benchmarks import common
 
@@ -17,10 +16,22 @@ def enqueue(workload: str, n: int) -> None:
 
     q = Queue(common.QUEUE, connection=Redis.from_url(common.REDIS_URL))
     for start in range(0, n, 1000):
-        q.enqueue_many([Queue.prepare_data(work, (workload,), result_ttl=0, failure_ttl=0)
-                        for _ in range(min(1000, n - start))])
+        q.enqueue_many(
+            [Queue.prepare_data(work, (workload,), result_ttl=0, failure_ttl=0) for _ in range(min(1000, n - start))]
+        )
 
 
-def command(concurrency: int, processes: int) -> List[str]:
-    return [common.bin_path("rq"), "worker-pool", common.QUEUE, "-n", str(concurrency),
-            "-w", "rq.worker.SimpleWorker", "-u", common.REDIS_URL, "-l", "WARNING"]
+def command(concurrency: int, processes: int) -> list[str]:
+    return [
+        common.bin_path("rq"),
+        "worker-pool",
+        common.QUEUE,
+        "-n",
+        str(concurrency),
+        "-w",
+        "rq.worker.SimpleWorker",
+        "-u",
+        common.REDIS_URL,
+        "-l",
+        "WARNING",
+    ]

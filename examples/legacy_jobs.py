@@ -11,14 +11,16 @@ and, from anywhere that can reach the same Redis:
     from examples.legacy_jobs import fetch_url
     fetch_url.enqueue("http://127.0.0.1:8000/slow")
 """
+
 import hashlib
 import smtplib
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Sequence
 from contextlib import closing
 from email.message import EmailMessage
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 import psycopg2
 import requests
@@ -27,7 +29,7 @@ from jiggler_gevent import job
 
 
 @job
-def run_sql(dsn: str, sql: str, params: Optional[List[Any]] = None) -> None:
+def run_sql(dsn: str, sql: str, params: list[Any] | None = None) -> None:
     """Run one statement on PostgreSQL with psycopg2 and commit it. One connection per job, closed after."""
     with closing(psycopg2.connect(dsn)) as conn:
         with conn, conn.cursor() as cursor:  # `with conn` commits, or rolls back on an exception

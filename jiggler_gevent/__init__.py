@@ -4,10 +4,11 @@ The app side: what user code imports. Importing this package touches no socket, 
 nothing of the worker (server/) or the admin side (admin/): the `gjiggler` entry point (patch.py) imports it
 before it patches gevent.
 """
+
 __version__ = "0.1.0"
 
-from .config import configure  # noqa: E402
-from .errors import EnqueueError, JobTimeout  # noqa: E402
-from .job import job  # noqa: E402
+from .config import configure
+from .errors import EnqueueError, JobTimeout
+from .job import job
 
 __all__ = ["job", "configure", "JobTimeout", "EnqueueError", "__version__"]

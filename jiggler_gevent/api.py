@@ -1,3 +1,4 @@
 """`jiggler_gevent.api`: the public path of the admin API, which lives in admin/api.py. A worker never imports it."""
-from .admin.api import *  # noqa: F401,F403
+
+from .admin.api import *  # noqa: F403
 from .admin.api import __all__  # noqa: F401

@@ -3,10 +3,12 @@
 Reached only through patch.main, so gevent is patched first. Nothing here imports the worker (server/) or the
 admin side (admin/) at import time: each command imports what it runs, so a worker never loads the admin API.
 """
+
 import json
 import math
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
@@ -24,7 +26,7 @@ class Seconds(click.FloatRange):
 
     name = "seconds"
 
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         result = super().convert(value, param, ctx)
         if math.isnan(result):
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
@@ -46,8 +48,7 @@ def _click_option(option: Option) -> Decorator:
     elif option.kind is Kind.COUNT:
         kwargs.update(type=click.IntRange(min=int(option.minimum)), default=option.default, show_default=True)
     elif option.kind is Kind.SECONDS:
-        kwargs.update(type=Seconds(min=option.minimum), default=option.default,
-                      show_default=option.default is not None)
+        kwargs.update(type=Seconds(min=option.minimum), default=option.default, show_default=option.default is not None)
     elif option.kind is Kind.QUEUE:
         kwargs["callback"] = _queues
     return click.option(*option.flags, option.field, **kwargs)
@@ -65,7 +66,7 @@ def _options(*fields: str) -> Decorator:
 redis_options = _options("redis_url", "namespace")  # every command takes them
 
 
-def apply_redis_options(redis_url: Optional[str], namespace: Optional[str]) -> config.Config:
+def apply_redis_options(redis_url: str | None, namespace: str | None) -> config.Config:
     """Make the command's --redis-url and --namespace the settings in force."""
     if namespace is not None and (not namespace or ":" in namespace):
         raise click.BadParameter("the namespace must be non-empty and contain no ':'", param_hint="--namespace")
@@ -111,7 +112,7 @@ def _set_django_up() -> None:
 @click.argument("args", nargs=-1)
 @click.option("-q", "--queue", default=config.DEFAULT_QUEUE, show_default=True, help="Queue to push to.")
 @redis_options
-def enqueue(name: str, args: Tuple[str, ...], queue: str, redis_url: Optional[str], namespace: Optional[str]) -> None:
+def enqueue(name: str, args: tuple[str, ...], queue: str, redis_url: str | None, namespace: str | None) -> None:
     """Push job NAME with ARGs (each parsed as JSON, else taken as a string)."""
     from . import payload
     from .client import Client
@@ -138,7 +139,7 @@ def _json_or_text(arg: str) -> Any:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @redis_options
-def stats(as_json: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
+def stats(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
     """Counts, queues, sets and live processes."""
     from .admin.api import Stats, stats_dict
 
@@ -147,22 +148,30 @@ def stats(as_json: bool, redis_url: Optional[str], namespace: Optional[str]) -> 
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    click.echo(f"processed {data['processed']}  failed {data['failed']}  enqueued {data['enqueued']}  "
-               f"busy {data['busy']}")
+    click.echo(
+        f"processed {data['processed']}  failed {data['failed']}  enqueued {data['enqueued']}  busy {data['busy']}"
+    )
     click.echo(f"scheduled {data['scheduled_size']}  retries {data['retry_size']}  dead {data['dead_size']}")
     for q in data["queues"]:
         click.echo(f"queue {q['name']}: {q['size']} job(s), latency {q['latency']:.1f}s")
     for p in data["processes"]:
-        click.echo(f"process {p['identity']}: busy {p['busy']}/{p['concurrency']}, queues {','.join(p['queues'])}"
-                   f"{' (quiet)' if p['quiet'] else ''}")
+        click.echo(
+            f"process {p['identity']}: busy {p['busy']}/{p['concurrency']}, queues {','.join(p['queues'])}"
+            f"{' (quiet)' if p['quiet'] else ''}"
+        )
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=9292, show_default=True,
-              help="Port to listen on (0 picks a free one).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9292,
+    show_default=True,
+    help="Port to listen on (0 picks a free one).",
+)
 @redis_options
-def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
+def web(host: str, port: int, redis_url: str | None, namespace: str | None) -> None:
     """Serve the web dashboard until SIGTERM or Ctrl-C."""
     from .admin.web.server import serve
 
@@ -174,7 +183,7 @@ def web(host: str, port: int, redis_url: Optional[str], namespace: Optional[str]
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _act_on_set(set_name: str, retry: bool, redis_url: Optional[str], namespace: Optional[str]) -> None:
+def _act_on_set(set_name: str, retry: bool, redis_url: str | None, namespace: str | None) -> None:
     from .admin import api
 
     apply_redis_options(redis_url, namespace)
@@ -185,35 +194,35 @@ def _act_on_set(set_name: str, retry: bool, redis_url: Optional[str], namespace:
 
 @cli.command("retry-dead")
 @redis_options
-def retry_dead(redis_url: Optional[str], namespace: Optional[str]) -> None:
+def retry_dead(redis_url: str | None, namespace: str | None) -> None:
     """Move every job in the dead set back to its queue now."""
     _act_on_set("dead", True, redis_url, namespace)
 
 
 @cli.command("retry-retries")
 @redis_options
-def retry_retries(redis_url: Optional[str], namespace: Optional[str]) -> None:
+def retry_retries(redis_url: str | None, namespace: str | None) -> None:
     """Move every job waiting in the retry set back to its queue now."""
     _act_on_set("retry", True, redis_url, namespace)
 
 
 @cli.command("clear-dead")
 @redis_options
-def clear_dead(redis_url: Optional[str], namespace: Optional[str]) -> None:
+def clear_dead(redis_url: str | None, namespace: str | None) -> None:
     """Delete every job in the dead set."""
     _act_on_set("dead", False, redis_url, namespace)
 
 
 @cli.command("clear-retries")
 @redis_options
-def clear_retries(redis_url: Optional[str], namespace: Optional[str]) -> None:
+def clear_retries(redis_url: str | None, namespace: str | None) -> None:
     """Delete every job waiting in the retry set."""
     _act_on_set("retry", False, redis_url, namespace)
 
 
 @cli.command("clear-scheduled")
 @redis_options
-def clear_scheduled(redis_url: Optional[str], namespace: Optional[str]) -> None:
+def clear_scheduled(redis_url: str | None, namespace: str | None) -> None:
     """Delete every job in the scheduled set."""
     _act_on_set("scheduled", False, redis_url, namespace)
 
@@ -221,14 +230,14 @@ def clear_scheduled(redis_url: Optional[str], namespace: Optional[str]) -> None:
 @cli.command()
 @click.option("--jobs", type=click.IntRange(min=1), default=40, show_default=True, help="Example jobs to run.")
 @redis_options
-def demo(jobs: int, redis_url: Optional[str], namespace: Optional[str]) -> None:
+def demo(jobs: int, redis_url: str | None, namespace: str | None) -> None:
     """Run a worker on a batch of example jobs and report what happened (starts a Redis if none answers)."""
     from .demo.run import run_demo
 
     sys.exit(run_demo(jobs, redis_url, namespace))
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a bad option is one line on stderr and exit code 2; Redis unreachable, one line and 1."""
     import redis
 

@@ -4,9 +4,10 @@ The Redis URL is looked up in this order, first match wins: an explicit `redis_u
 environment variables JIGGLER_REDIS_URL and REDIS_URL, then redis://localhost:6379/0.
 `configure()` may be called again; clients and workers created after a call use the new settings.
 """
+
 import os
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
@@ -29,23 +30,18 @@ MAX_RECOVERIES = 3
 BULK_CHUNK = 1000
 
 
-def resolve_redis_url(explicit: Optional[str] = None) -> str:
+def resolve_redis_url(explicit: str | None = None) -> str:
     """Apply the lookup order: explicit, JIGGLER_REDIS_URL, REDIS_URL, the local default."""
-    return (
-        explicit
-        or os.environ.get("JIGGLER_REDIS_URL")
-        or os.environ.get("REDIS_URL")
-        or DEFAULT_REDIS_URL
-    )
+    return explicit or os.environ.get("JIGGLER_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 @dataclass(frozen=True)
 class Config:
     """Where Redis is and which namespace to use; `extra` carries worker options set by `configure`."""
 
-    redis_url: Optional[str] = None
+    redis_url: str | None = None
     namespace: str = DEFAULT_NAMESPACE
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -57,14 +53,14 @@ class Config:
 
 
 _current = Config()
-_clients: Dict[str, Any] = {}
+_clients: dict[str, Any] = {}
 _pool_size = 50
 
 
-def configure(redis_url: Optional[str] = None, namespace: Optional[str] = None, **extra: Any) -> Config:
+def configure(redis_url: str | None = None, namespace: str | None = None, **extra: Any) -> Config:
     """Set the Redis URL, the namespace and worker options (`concurrency`, `preempt`, ...) for this process."""
     global _current
-    changes: Dict[str, Any] = {}
+    changes: dict[str, Any] = {}
     if redis_url is not None:
         changes["redis_url"] = redis_url
     if namespace is not None:
@@ -97,7 +93,7 @@ def set_pool_size(connections: int) -> None:
         _clients.clear()
 
 
-def redis_client(url: Optional[str] = None) -> "redis.Redis":
+def redis_client(url: str | None = None) -> "redis.Redis":
     """The shared client for `url` (default: the configured one); one pool per URL in a process.
 
     The pool blocks for a free connection instead of failing, so it can be sized for the concurrency.
@@ -110,11 +106,15 @@ def redis_client(url: Optional[str] = None) -> "redis.Redis":
     client = _clients.get(url)
     if client is None:
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=_pool_size, timeout=20, decode_responses=True,
+            url,
+            max_connections=_pool_size,
+            timeout=20,
+            decode_responses=True,
             # Bytes that are not UTF-8 (a foreign producer's payload) must not kill the fetcher: they decode
             # to lone surrogates, and payload.wire() turns them back into the same bytes.
             encoding_errors="surrogateescape",
-            health_check_interval=30, socket_keepalive=True,
+            health_check_interval=30,
+            socket_keepalive=True,
         )
         client = _clients[url] = redis.Redis(connection_pool=pool)
     return client

@@ -1,17 +1,20 @@
 """`@job`: turn a function into a job that can be enqueued, and the registry the worker runs from."""
+
 import datetime as dt
 import functools
 import inspect
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional, overload
 
-from . import config, payload as payload_mod
+from . import config
+from . import payload as payload_mod
 
-_registry: Dict[str, "JobFunction"] = {}
+_registry: dict[str, "JobFunction"] = {}
 SHAPES_REMEMBERED = 64  # argument shapes whose fit is remembered per job (a bound, whatever producers send)
 
-When = Union[dt.datetime, float, int]
-Delay = Union[dt.timedelta, float, int]
+When = dt.datetime | float | int
+Delay = dt.timedelta | float | int
 
 
 def lookup(name: str) -> Optional["JobFunction"]:
@@ -19,7 +22,7 @@ def lookup(name: str) -> Optional["JobFunction"]:
     return _registry.get(name)
 
 
-def registered() -> List[str]:
+def registered() -> list[str]:
     """Names of every registered job."""
     return sorted(_registry)
 
@@ -27,7 +30,7 @@ def registered() -> List[str]:
 def _timestamp(when: When) -> float:
     if isinstance(when, dt.datetime):
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return when.timestamp()
     if isinstance(when, (int, float)) and not isinstance(when, bool):
         return float(when)
@@ -45,7 +48,7 @@ def _seconds(delay: Delay) -> float:
 class JobCall:
     """A job with options fixed for the next pushes: what `.set(...)` returns."""
 
-    def __init__(self, job: "JobFunction", queue: str, retries: int, timeout: Optional[float], dead: bool) -> None:
+    def __init__(self, job: "JobFunction", queue: str, retries: int, timeout: float | None, dead: bool) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
         if not isinstance(retries, int) or retries < 0:
@@ -63,9 +66,17 @@ class JobCall:
         merged.update(options)
         return JobCall(self.job, **merged)
 
-    def _payload(self, args: Sequence[Any], kwargs: Dict[str, Any], at: Optional[float] = None) -> Dict[str, Any]:
-        return payload_mod.build(self.job.name, args, kwargs, queue=self.queue, retries=self.retries, dead=self.dead,
-                                 timeout=self.timeout, at=at)
+    def _payload(self, args: Sequence[Any], kwargs: dict[str, Any], at: float | None = None) -> dict[str, Any]:
+        return payload_mod.build(
+            self.job.name,
+            args,
+            kwargs,
+            queue=self.queue,
+            retries=self.retries,
+            dead=self.dead,
+            timeout=self.timeout,
+            at=at,
+        )
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str:
         """Push one job to run now; returns its jid."""
@@ -86,7 +97,7 @@ class JobCall:
         """Push one job to run after `delay` seconds (or a timedelta)."""
         return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
 
-    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> List[str]:
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str]:
         """Push one job per argument tuple, all or nothing (one MULTI transaction)."""
         from .client import Client
 
@@ -104,10 +115,11 @@ class JobCall:
 class JobFunction:
     """A function registered as a job. Calling it runs it inline; the enqueue verbs push it to Redis."""
 
-    def __init__(self, func: Callable[..., Any], name: Optional[str], queue: str, retries: int,
-                 timeout: Optional[float], dead: bool) -> None:
+    def __init__(
+        self, func: Callable[..., Any], name: str | None, queue: str, retries: int, timeout: float | None, dead: bool
+    ) -> None:
         self.func = func
-        self._shape_errors: Dict[Tuple[int, Tuple[str, ...]], Optional[str]] = {}
+        self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(self, queue, retries, timeout, dead)
         functools.update_wrapper(self, func)
@@ -117,14 +129,14 @@ class JobFunction:
         return self.func(*args, **kwargs)
 
     @functools.cached_property
-    def signature(self) -> Optional[inspect.Signature]:
+    def signature(self) -> inspect.Signature | None:
         """The function's signature, to check a payload's arguments before the call (None if unknown)."""
         try:
             return inspect.signature(self.func)
         except (TypeError, ValueError):
             return None
 
-    def arguments_error(self, args: Sequence[Any], kwargs: Dict[str, Any]) -> Optional[str]:
+    def arguments_error(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
         """Why `args` and `kwargs` cannot be passed to the function, or None when they fit.
 
         Binding depends only on how many positional arguments there are and which keywords are named, so
@@ -164,7 +176,7 @@ class JobFunction:
         """Push one job to run after `delay`."""
         return self.defaults.enqueue_in(delay, *args, **kwargs)
 
-    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> List[str]:
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str]:
         """Push many jobs, all or nothing."""
         return self.defaults.enqueue_bulk(arg_tuples)
 
@@ -177,7 +189,7 @@ class JobFunction:
         return self.defaults.retries
 
     @property
-    def timeout(self) -> Optional[float]:
+    def timeout(self) -> float | None:
         return self.defaults.timeout
 
     @property
@@ -188,14 +200,22 @@ class JobFunction:
 @overload
 def job(func: Callable[..., Any]) -> JobFunction: ...
 @overload
-def job(*, queue: str = ..., retries: int = ..., timeout: Optional[float] = ..., dead: bool = ...,
-        name: Optional[str] = ...) -> Callable[[Callable[..., Any]], JobFunction]: ...
+def job(
+    *, queue: str = ..., retries: int = ..., timeout: float | None = ..., dead: bool = ..., name: str | None = ...
+) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
-def job(func: Optional[Callable[..., Any]] = None, *, queue: str = config.DEFAULT_QUEUE,
-        retries: int = config.DEFAULT_RETRIES, timeout: Optional[float] = None, dead: bool = True,
-        name: Optional[str] = None) -> Any:
+def job(
+    func: Callable[..., Any] | None = None,
+    *,
+    queue: str = config.DEFAULT_QUEUE,
+    retries: int = config.DEFAULT_RETRIES,
+    timeout: float | None = None,
+    dead: bool = True,
+    name: str | None = None,
+) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...)`."""
+
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(f, name, queue, retries, timeout, dead)
 

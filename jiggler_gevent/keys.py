@@ -12,6 +12,7 @@ Under the namespace NS (default `jiggler`):
   NS:working:<identity>     list, raw payloads fetched by that process and not yet acknowledged
   NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
 """
+
 from dataclasses import dataclass
 
 

@@ -1,4 +1,5 @@
 """Logging set-up for the `gjiggler` commands: one format, to stderr."""
+
 import logging
 import sys
 

@@ -4,9 +4,11 @@ A middleware is an object with any of the no-op hooks below. "before" hooks run 
 middleware was added, "after" hooks in reverse. A hook that raises is logged and the chain goes on:
 a hook can never kill a worker or lose a job. Retries, timeouts and stats are themselves middleware.
 """
+
 import enum
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("jiggler_gevent.middleware")
 
@@ -29,17 +31,16 @@ class JobContext:
     "drop"; hooks may change `payload` before it is stored again.
     """
 
-    __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at",
-                 "timer")
+    __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at", "timer")
 
-    def __init__(self, payload: Dict[str, Any], raw: str) -> None:
+    def __init__(self, payload: dict[str, Any], raw: str) -> None:
         self.payload = payload
         self.raw = raw
-        self.func: Optional[Callable[..., Any]] = None
+        self.func: Callable[..., Any] | None = None
         self.result: Any = None
-        self.exception: Optional[BaseException] = None
+        self.exception: BaseException | None = None
         self.disposition = Disposition.ACK
-        self.retry_at: Optional[float] = None
+        self.retry_at: float | None = None
         self.started_at = 0.0
         self.timer: Any = None
 
@@ -65,23 +66,23 @@ class ServerMiddleware:
 class ClientMiddleware:
     """Base with no-op hooks around one push to Redis."""
 
-    def before_push(self, payload: Dict[str, Any]) -> None:
+    def before_push(self, payload: dict[str, Any]) -> None:
         """Called before the payload is encoded and pushed; may change it."""
 
-    def after_push(self, payload: Dict[str, Any]) -> None:
+    def after_push(self, payload: dict[str, Any]) -> None:
         """Called after the push succeeded."""
 
 
 ErrorHandler = Callable[[BaseException, JobContext], None]
-DeathHandler = Callable[[Dict[str, Any], Optional[BaseException]], None]
+DeathHandler = Callable[[dict[str, Any], BaseException | None], None]
 
 
 class Chain:
     """An ordered list of middleware whose hooks are called safely."""
 
     def __init__(self) -> None:
-        self.entries: List[Any] = []
-        self._hooks: Dict[Tuple[str, Tuple[int, ...]], List[Callable[[Any], None]]] = {}
+        self.entries: list[Any] = []
+        self._hooks: dict[tuple[str, tuple[int, ...]], list[Callable[[Any], None]]] = {}
 
     def add(self, middleware: Any) -> None:
         """Append `middleware` to the chain."""
@@ -102,7 +103,7 @@ class Chain:
         for method in self._methods(hook, reverse=True):
             _call_safely(method, arg)
 
-    def _methods(self, hook: str, reverse: bool) -> List[Callable[[Any], None]]:
+    def _methods(self, hook: str, reverse: bool) -> list[Callable[[Any], None]]:
         """The entries' `hook` methods in calling order, leaving out the base classes' no-ops; built once
         per hook and list of entries (`entries` may be changed directly). Keyed by identity: an entry need
         not be hashable, and the cached bound methods keep every keyed entry alive, so no id is reused."""
@@ -119,8 +120,12 @@ class Chain:
         return methods
 
 
-_NOOPS = {ServerMiddleware.before_process, ServerMiddleware.after_process,
-          ClientMiddleware.before_push, ClientMiddleware.after_push}
+_NOOPS = {
+    ServerMiddleware.before_process,
+    ServerMiddleware.after_process,
+    ClientMiddleware.before_push,
+    ClientMiddleware.after_push,
+}
 
 
 def _is_noop(method: Any) -> bool:
@@ -137,8 +142,8 @@ def _call_safely(method: Callable[[Any], None], arg: Any) -> None:
 
 server = Chain()
 client = Chain()
-error_handlers: List[ErrorHandler] = []
-death_handlers: List[DeathHandler] = []
+error_handlers: list[ErrorHandler] = []
+death_handlers: list[DeathHandler] = []
 
 
 def notify_error(exc: BaseException, ctx: JobContext) -> None:
@@ -150,7 +155,7 @@ def notify_error(exc: BaseException, ctx: JobContext) -> None:
             log.exception("error handler %r failed", handler)
 
 
-def notify_death(payload: Dict[str, Any], exc: Optional[BaseException]) -> None:
+def notify_death(payload: dict[str, Any], exc: BaseException | None) -> None:
     """Call every death handler with the payload that went to the dead set and its exception."""
     for handler in list(death_handlers):
         try:

@@ -5,32 +5,34 @@ it takes. The CLI builds its click options from this table; the Django integrati
 keys (a field's name in upper case) against it; `to_argv` writes options back as a command line (the Django
 command's worker, the supervisor's replacement children).
 """
+
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any
 
 from . import config
 
-Queues = Tuple[Tuple[str, int], ...]
+Queues = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
     """Everything `gjiggler worker` takes, with its defaults."""
 
-    requires: Tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
     concurrency: int = config.DEFAULT_CONCURRENCY
     queues: Queues = ((config.DEFAULT_QUEUE, 1),)
     strict: bool = False
     timeout: float = config.DEFAULT_SHUTDOWN_TIMEOUT
     processes: int = 1
-    preempt: Optional[float] = None  # None: configure(preempt=...), else config.DEFAULT_PREEMPT
+    preempt: float | None = None  # None: configure(preempt=...), else config.DEFAULT_PREEMPT
     poll_interval: float = config.DEFAULT_POLL_INTERVAL
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL
     verbose: bool = False
     django: bool = False
-    redis_url: Optional[str] = None
-    namespace: Optional[str] = None
+    redis_url: str | None = None
+    namespace: str | None = None
 
     @property
     def pool_size(self) -> int:
@@ -54,12 +56,12 @@ class Option:
     """One worker option: `field` of WorkerOptions, and its settings.JIGGLER key in upper case."""
 
     field: str
-    flags: Tuple[str, ...]
+    flags: tuple[str, ...]
     kind: Kind
     help: str
     minimum: float = 0
     multiple: bool = False
-    metavar: Optional[str] = None
+    metavar: str | None = None
     in_settings: bool = True  # False: not a settings.JIGGLER key
 
     @property
@@ -76,7 +78,7 @@ class Option:
     def takes_value(self) -> bool:
         return self.kind is not Kind.FLAG
 
-    def render(self, value: Any) -> List[str]:
+    def render(self, value: Any) -> list[str]:
         """`value` as command-line arguments, in the `--long=value` form (safe for any value)."""
         if value is None:
             return []
@@ -99,33 +101,69 @@ def _text(item: Any) -> str:
     return str(item)
 
 
-OPTIONS: Tuple[Option, ...] = (
-    Option("requires", ("-r", "--require"), Kind.TEXT, "Module to import after patching (repeatable); it defines "
-           "the jobs.", multiple=True, metavar="MODULE"),
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "requires",
+        ("-r", "--require"),
+        Kind.TEXT,
+        "Module to import after patching (repeatable); it defines the jobs.",
+        multiple=True,
+        metavar="MODULE",
+    ),
     Option("concurrency", ("-c", "--concurrency"), Kind.COUNT, "Greenlets running jobs.", minimum=1),
-    Option("queues", ("-q", "--queue"), Kind.QUEUE, "Queue to work (repeatable); weighted random order unless "
-           "--strict.", multiple=True, metavar="NAME[,WEIGHT]"),
+    Option(
+        "queues",
+        ("-q", "--queue"),
+        Kind.QUEUE,
+        "Queue to work (repeatable); weighted random order unless --strict.",
+        multiple=True,
+        metavar="NAME[,WEIGHT]",
+    ),
     Option("strict", ("--strict",), Kind.FLAG, "Strict priority: queues in the order given."),
     Option("timeout", ("-t", "--timeout"), Kind.SECONDS, "Seconds a shutdown waits for running jobs."),
     Option("processes", ("-p", "--processes"), Kind.COUNT, "Worker processes under one supervisor.", minimum=1),
-    Option("preempt", ("--preempt",), Kind.SECONDS, "Seconds a greenlet may hold the hub before it is made to "
-           "yield; 0 turns it off [default: configure(preempt=...), else 0.1]."),
-    Option("poll_interval", ("--poll-interval",), Kind.SECONDS, "Average seconds between polls of the scheduled "
-           "and retry sets.", minimum=0.01),
-    Option("heartbeat_interval", ("--heartbeat-interval",), Kind.SECONDS, "Seconds between heartbeats; a process "
-           "silent for 12 of them is presumed dead.", minimum=0.05),
+    Option(
+        "preempt",
+        ("--preempt",),
+        Kind.SECONDS,
+        "Seconds a greenlet may hold the hub before it is made to "
+        "yield; 0 turns it off [default: configure(preempt=...), else 0.1].",
+    ),
+    Option(
+        "poll_interval",
+        ("--poll-interval",),
+        Kind.SECONDS,
+        "Average seconds between polls of the scheduled and retry sets.",
+        minimum=0.01,
+    ),
+    Option(
+        "heartbeat_interval",
+        ("--heartbeat-interval",),
+        Kind.SECONDS,
+        "Seconds between heartbeats; a process silent for 12 of them is presumed dead.",
+        minimum=0.05,
+    ),
     Option("verbose", ("-v", "--verbose"), Kind.FLAG, "Debug logging."),
-    Option("django", ("--django",), Kind.FLAG, "Set Django up (DJANGO_SETTINGS_MODULE) and import each app's jobs "
-           "module; `manage.py gjiggler` adds it.", in_settings=False),
-    Option("redis_url", ("--redis-url",), Kind.TEXT, "Redis URL (default: $JIGGLER_REDIS_URL, $REDIS_URL, "
-           "redis://localhost:6379/0)."),
+    Option(
+        "django",
+        ("--django",),
+        Kind.FLAG,
+        "Set Django up (DJANGO_SETTINGS_MODULE) and import each app's jobs module; `manage.py gjiggler` adds it.",
+        in_settings=False,
+    ),
+    Option(
+        "redis_url",
+        ("--redis-url",),
+        Kind.TEXT,
+        "Redis URL (default: $JIGGLER_REDIS_URL, $REDIS_URL, redis://localhost:6379/0).",
+    ),
     Option("namespace", ("--namespace",), Kind.TEXT, "Key namespace (default: jiggler)."),
 )
-BY_FIELD: Dict[str, Option] = {o.field: o for o in OPTIONS}
-SETTINGS: Dict[str, Option] = {o.field.upper(): o for o in OPTIONS if o.in_settings}
+BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
+SETTINGS: dict[str, Option] = {o.field.upper(): o for o in OPTIONS if o.in_settings}
 
 
-def parse_queue(value: str) -> Tuple[str, int]:
+def parse_queue(value: str) -> tuple[str, int]:
     """`NAME` or `NAME,WEIGHT` -> (name, weight); ValueError says what is wrong."""
     name, _, weight = value.partition(",")
     name = name.strip()
@@ -151,19 +189,19 @@ def parse_queues(values: Sequence[str]) -> Queues:
     return parsed
 
 
-def to_argv(values: Mapping[str, Any]) -> List[str]:
+def to_argv(values: Mapping[str, Any]) -> list[str]:
     """Command-line arguments for the options in `values` (by field name), in the table's order."""
-    args: List[str] = []
+    args: list[str] = []
     for option in OPTIONS:
         if option.field in values:
             args += option.render(values[option.field])
     return args
 
 
-def given(argv: Sequence[str]) -> Set[str]:
+def given(argv: Sequence[str]) -> set[str]:
     """The fields of the options that `argv` names (`-q x`, `-qx`, `--queue=x`, `-vc 5`, ...)."""
     by_flag = {flag: option for option in OPTIONS for flag in option.flags}
-    found: Set[str] = set()
+    found: set[str] = set()
     args = iter(argv)
     for arg in args:
         if arg == "--":

@@ -5,12 +5,14 @@ on the main thread, while the process is still single-threaded, and only then im
 it, anything of the user's. psycopg2 is made cooperative (psycogreen) the moment anything imports it, so a
 worker whose jobs never touch PostgreSQL does not load libpq (about 10 MiB of resident memory).
 """
+
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import gevent.monkey
 
@@ -36,7 +38,7 @@ def _patch_psycopg() -> None:
     except ImportError:
         import warnings
 
-        warnings.warn("psycopg2 is installed but psycogreen is not: queries will block the hub")
+        warnings.warn("psycopg2 is installed but psycogreen is not: queries will block the hub", stacklevel=2)
         return
     patch_psycopg()
 
@@ -45,8 +47,9 @@ class _PsycopgWatcher(importlib.abc.MetaPathFinder):
     """Finds nothing itself: when psycopg2 is being imported, it wraps the real loader so that psycogreen
     patches the module as soon as it has loaded, before the importer gets it back."""
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None
-                  ) -> Optional[importlib.machinery.ModuleSpec]:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "psycopg2":
             return None
         sys.meta_path.remove(self)  # once is enough, and the search below must not find this finder
@@ -60,7 +63,7 @@ class _PatchAfterLoad(importlib.abc.Loader):
     def __init__(self, loader: Any) -> None:
         self.loader = loader
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[ModuleType]:
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:

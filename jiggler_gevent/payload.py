@@ -4,11 +4,13 @@ A payload is a JSON object. Fields: jid, name, args, kwargs, queue, retries, dea
 created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count, error_class,
 error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process.
 """
+
 import json
 import math
 import time
 import uuid
-from typing import Any, Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .config import DEFAULT_QUEUE, DEFAULT_RETRIES
 
@@ -56,22 +58,30 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
 def build(
     name: str,
     args: Sequence[Any] = (),
-    kwargs: Optional[Mapping[str, Any]] = None,
+    kwargs: Mapping[str, Any] | None = None,
     *,
     queue: str = DEFAULT_QUEUE,
     retries: int = DEFAULT_RETRIES,
     dead: bool = True,
-    timeout: Optional[float] = None,
-    at: Optional[float] = None,
-) -> Dict[str, Any]:
+    timeout: float | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
     """A new payload for one call; checks the arguments first."""
     args = list(args)
     kwargs = dict(kwargs or {})
     check_arguments(args, kwargs)
     now = time.time()
-    payload: Dict[str, Any] = {
-        "jid": new_jid(), "name": name, "args": args, "kwargs": kwargs, "queue": queue,
-        "retries": retries, "dead": dead, "timeout": timeout, "created_at": now, "enqueued_at": now,
+    payload: dict[str, Any] = {
+        "jid": new_jid(),
+        "name": name,
+        "args": args,
+        "kwargs": kwargs,
+        "queue": queue,
+        "retries": retries,
+        "dead": dead,
+        "timeout": timeout,
+        "created_at": now,
+        "enqueued_at": now,
     }
     if at is not None:
         payload["at"] = at
@@ -102,7 +112,7 @@ def _loads(raw: str) -> Any:
     return _DECODER.decode(raw)
 
 
-def decode(raw: str) -> Dict[str, Any]:
+def decode(raw: str) -> dict[str, Any]:
     """Parse and check a payload off the wire; PayloadError says what is wrong with it."""
     try:
         raw.encode("utf-8")
@@ -144,7 +154,7 @@ def queue_of(raw: str, default: str) -> str:
     return queue if isinstance(queue, str) and queue else default
 
 
-def salvage(raw: str, error: str) -> Dict[str, Any]:
+def salvage(raw: str, error: str) -> dict[str, Any]:
     """A dead-set entry for a payload that cannot be run, keeping the original bytes."""
     try:
         parsed = _loads(raw)
@@ -152,8 +162,13 @@ def salvage(raw: str, error: str) -> Dict[str, Any]:
         parsed = None
     base = parsed if isinstance(parsed, dict) else {}
     entry = {k: v for k, v in base.items() if k in ("jid", "name", "queue", "args", "kwargs")}
-    entry.update({
-        "jid": entry.get("jid") if isinstance(entry.get("jid"), str) else new_jid(),
-        "error_class": "PayloadError", "error_message": error, "failed_at": time.time(), "raw": raw,
-    })
+    entry.update(
+        {
+            "jid": entry.get("jid") if isinstance(entry.get("jid"), str) else new_jid(),
+            "error_class": "PayloadError",
+            "error_message": error,
+            "failed_at": time.time(),
+            "raw": raw,
+        }
+    )
     return entry

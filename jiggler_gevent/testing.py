@@ -13,15 +13,17 @@
 Payloads go through the client middleware and the JSON round trip as they would in production, so a job that
 only works with unserialisable arguments fails here too. Modes nest; leaving a block restores the previous one.
 """
+
 import contextlib
 import json
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import client
 from .job import JobFunction, lookup
 
 
-def _run(payload: Dict[str, Any]) -> Any:
+def _run(payload: dict[str, Any]) -> Any:
     func = lookup(payload["name"])
     if func is None:
         raise LookupError(f"no job named {payload['name']!r} is registered")
@@ -30,7 +32,7 @@ def _run(payload: Dict[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def _hook(hook: Callable[[List[Dict[str, Any]], Optional[float]], None]) -> Iterator[None]:
+def _hook(hook: Callable[[list[dict[str, Any]], float | None], None]) -> Iterator[None]:
     previous = client.push_hook
     client.push_hook = hook
     try:
@@ -42,7 +44,8 @@ def _hook(hook: Callable[[List[Dict[str, Any]], Optional[float]], None]) -> Iter
 @contextlib.contextmanager
 def inline() -> Iterator[None]:
     """Run each job when it is enqueued (scheduled ones too, at once)."""
-    def run_all(payloads: List[Dict[str, Any]], at: Optional[float]) -> None:
+
+    def run_all(payloads: list[dict[str, Any]], at: float | None) -> None:
         for p in payloads:
             _run(p)
 
@@ -54,17 +57,17 @@ class FakeQueue:
     """The jobs recorded by `fake()`, oldest first."""
 
     def __init__(self) -> None:
-        self.jobs: List[Dict[str, Any]] = []
+        self.jobs: list[dict[str, Any]] = []
 
-    def record(self, payloads: List[Dict[str, Any]], at: Optional[float]) -> None:
+    def record(self, payloads: list[dict[str, Any]], at: float | None) -> None:
         for p in payloads:
             self.jobs.append(json.loads(json.dumps(dict(p, at=at) if at is not None else p)))
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         """Wire names of the recorded jobs."""
         return [p["name"] for p in self.jobs]
 
-    def for_job(self, job: JobFunction) -> List[Dict[str, Any]]:
+    def for_job(self, job: JobFunction) -> list[dict[str, Any]]:
         """The recorded payloads of one job."""
         return [p for p in self.jobs if p["name"] == job.name]
 

@@ -3,14 +3,15 @@
 Redis: $JIGGLER_TEST_REDIS_URL, else $REDIS_URL, else redis://127.0.0.1:6379/0; when nothing answers
 there a private redis-server is started for the session. No Redis at all fails the run (never a skip).
 """
+
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
 
 import pytest
 import redis
@@ -23,8 +24,9 @@ pytest_plugins = ["tests.pg", "tests.redis_servers"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",
-             interval: float = 0.02) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition", interval: float = 0.02
+) -> object:
     """Poll `predicate` until it returns something true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -56,7 +58,7 @@ def ns(redis_url: str) -> Iterator[config.Config]:
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{namespace}:*", count=1000))
     for start in range(0, len(keys), 1000):
-        client.delete(*keys[start:start + 1000])
+        client.delete(*keys[start : start + 1000])
     client.close()
     config.reset()
 
@@ -76,15 +78,29 @@ def r(ns: config.Config) -> redis.Redis:
 class Worker:
     """A `gjiggler worker` subprocess."""
 
-    def __init__(self, args: List[str], cfg: config.Config, env: Optional[dict] = None) -> None:
+    def __init__(self, args: list[str], cfg: config.Config, env: dict | None = None) -> None:
         self.log_path = ROOT / "test-artifacts" / f"worker-{cfg.namespace}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self.log = open(self.log_path, "wb")
         full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "tests.jobs", "--redis-url", cfg.url,
-             "--namespace", cfg.namespace, *args],
-            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "jiggler_gevent",
+                "worker",
+                "-r",
+                "tests.jobs",
+                "--redis-url",
+                cfg.url,
+                "--namespace",
+                cfg.namespace,
+                *args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -117,9 +133,9 @@ class Worker:
 @pytest.fixture
 def start_worker(ns: config.Config) -> Iterator[Callable[..., Worker]]:
     """Start worker subprocesses on the test namespace; each is killed at the end of the test."""
-    workers: List[Worker] = []
+    workers: list[Worker] = []
 
-    def start(*args: str, env: Optional[dict] = None) -> Worker:
+    def start(*args: str, env: dict | None = None) -> Worker:
         w = Worker(list(args), ns, env)
         workers.append(w)
         return w

@@ -4,13 +4,15 @@ Each job records the jid it runs under, taken from a server middleware registere
 Launcher builds its chain), so a test can tell which enqueued jobs ran and how often. Jobs that record
 into Redis take the URL to record into, because the Redis they are fetched from may be down or private.
 """
+
 import contextlib
 import gc
 import os
 import random
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import psycopg2
@@ -19,9 +21,9 @@ from greenlet import greenlet
 
 from jiggler_gevent import job, middleware
 
-_jids: Dict[int, str] = {}
-_recorders: Dict[str, redis.Redis] = {}
-_pg_pools: Dict[str, "_PgPool"] = {}
+_jids: dict[int, str] = {}
+_recorders: dict[str, redis.Redis] = {}
+_pg_pools: dict[str, "_PgPool"] = {}
 PG_POOL_SIZE = 6
 RUNS_TABLE = "runs"
 
@@ -57,7 +59,7 @@ class _PgPool:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.slots = threading.BoundedSemaphore(PG_POOL_SIZE)  # patched: a gevent semaphore in the worker
-        self.idle: List[Any] = []
+        self.idle: list[Any] = []
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
@@ -95,8 +97,10 @@ def pg_record(dsn: str, max_sleep: float) -> None:
     """Sleep up to `max_sleep` s (so jobs are in flight when a worker is killed), then count this jid in PG."""
     time.sleep(random.uniform(0, max_sleep))
     with _pg(dsn).connection() as conn, conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {RUNS_TABLE} (jid, n) VALUES (%s, 1) "
-                    f"ON CONFLICT (jid) DO UPDATE SET n = {RUNS_TABLE}.n + 1", (current_jid(),))
+        cur.execute(
+            f"INSERT INTO {RUNS_TABLE} (jid, n) VALUES (%s, 1) ON CONFLICT (jid) DO UPDATE SET n = {RUNS_TABLE}.n + 1",
+            (current_jid(),),
+        )
 
 
 @job
@@ -128,11 +132,11 @@ def takes_two(a: int, b: int) -> int:
     return a + b
 
 
-def census() -> Dict[str, Optional[int]]:
+def census() -> dict[str, int | None]:
     """What a leak would grow: live greenlets, open file descriptors, RSS and Redis connections in the pools."""
     greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
     try:
-        fds: Optional[int] = len(os.listdir("/proc/self/fd"))
+        fds: int | None = len(os.listdir("/proc/self/fd"))
     except OSError:
         fds = None
     with open("/proc/self/statm") as f:
@@ -145,4 +149,3 @@ def report_census(url: str, key: str) -> None:
     """RPUSH this process's census (pid, greenlets, fds, rss) to `key` as `pid greenlets fds rss`."""
     c = census()
     _recorder(url).rpush(key, f"{os.getpid()} {c['greenlets']} {c['fds']} {c['rss']}")
-

@@ -2,6 +2,7 @@
 
 Each job records what it did in Redis under a key the test passes in, so the test can count runs.
 """
+
 import os
 import time
 

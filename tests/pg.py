@@ -3,10 +3,11 @@
 Server: $JIGGLER_TEST_PG_URL, else postgresql://postgres@127.0.0.1:5432/postgres (an admin connection that
 may create databases). No PostgreSQL fails the tests that need it (never a skip).
 """
+
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -24,26 +25,33 @@ class PgDatabase:
     admin_dsn: str
 
     @property
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict[str, str]:
         """The libpq PG* variables that point at this database (the Django example reads them)."""
         parts = urlsplit(self.dsn)
-        env = {"PGDATABASE": self.name, "PGHOST": parts.hostname or "127.0.0.1",
-               "PGPORT": str(parts.port or 5432), "PGUSER": parts.username or "postgres"}
+        env = {
+            "PGDATABASE": self.name,
+            "PGHOST": parts.hostname or "127.0.0.1",
+            "PGPORT": str(parts.port or 5432),
+            "PGUSER": parts.username or "postgres",
+        }
         if parts.password:
             env["PGPASSWORD"] = parts.password
         return env
 
-    def query(self, sql: str, params: tuple = ()) -> List[tuple]:
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run one statement in this database in autocommit mode; its rows (empty for no result)."""
         return _run(self.dsn, sql, params)
 
     def connections(self) -> int:
         """Sessions open on this database now, other than the admin's."""
-        return _run(self.admin_dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                    "AND pid <> pg_backend_pid()", (self.name,))[0][0]
+        return _run(
+            self.admin_dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.name,),
+        )[0][0]
 
 
-def _run(dsn: str, sql: str, params: tuple = ()) -> List[tuple]:
+def _run(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
     conn = psycopg2.connect(dsn)
     try:
         conn.autocommit = True
@@ -71,7 +79,7 @@ def pg_admin_dsn() -> str:
 @pytest.fixture(scope="session")
 def pg_create_database(pg_admin_dsn: str) -> Iterator[Callable[[str], PgDatabase]]:
     """A factory: `pg_create_database("label")` creates a uniquely named database; all are dropped at the end."""
-    created: List[PgDatabase] = []
+    created: list[PgDatabase] = []
 
     def create(label: str) -> PgDatabase:
         name = f"jiggler_test_{label}_{uuid.uuid4().hex[:8]}"

@@ -4,15 +4,16 @@ Never the shared Redis: each server gets a free port on 127.0.0.1 and a temporar
 stopped by the `redis_server` fixture. TLS material (a CA and a server certificate signed by it for
 127.0.0.1 and localhost) is made with the `openssl` command line.
 """
+
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 import redis
@@ -40,33 +41,78 @@ def make_tls(directory: Path) -> Tls:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=jiggler test CA",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-        "-out", "server.csr")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jiggler test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
     return Tls(str(d / "ca.crt"), str(d / "server.crt"), str(d / "server.key"))
 
 
 class RedisServer:
     """One redis-server on its own port, configured by a file of directives; can be stopped and started again."""
 
-    def __init__(self, directory: Path, directives: Sequence[str] = (), password: Optional[str] = None,
-                 username: Optional[str] = None, tls: Optional[Tls] = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        directives: Sequence[str] = (),
+        password: str | None = None,
+        username: str | None = None,
+        tls: Tls | None = None,
+    ) -> None:
         self.dir = directory
         self.port = free_port()
         self.password, self.username, self.tls = password, username, tls
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.log_path = directory / "redis.log"
-        lines = ["bind 127.0.0.1", f"dir {directory}", f"logfile {self.log_path}", "save \"\"",
-                 "appendonly no", *directives]
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {directory}",
+            f"logfile {self.log_path}",
+            'save ""',
+            "appendonly no",
+            *directives,
+        ]
         if password is not None and username is None:
             lines.append(f"requirepass {password}")
         if tls is not None:
-            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {tls.cert}", f"tls-key-file {tls.key}",
-                      f"tls-ca-cert-file {tls.ca_cert}", "tls-auth-clients no"]
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {tls.cert}",
+                f"tls-key-file {tls.key}",
+                f"tls-ca-cert-file {tls.ca_cert}",
+                "tls-auth-clients no",
+            ]
         else:
             lines.append(f"port {self.port}")
         self.conf = directory / "redis.conf"
@@ -82,16 +128,16 @@ class RedisServer:
             return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca_cert}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def client(self, url: Optional[str] = None) -> redis.Redis:
+    def client(self, url: str | None = None) -> redis.Redis:
         """A fresh client (decoded strings) with short timeouts; `url` to use other credentials."""
-        return redis.Redis.from_url(url or self.url, decode_responses=True, socket_timeout=5,
-                                    socket_connect_timeout=2)
+        return redis.Redis.from_url(url or self.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
 
     def start(self, timeout: float = 15) -> "RedisServer":
         """Start the server and wait until it answers (AOF loaded)."""
         assert REDIS_SERVER, "redis-server is not installed"
-        self.proc = subprocess.Popen([REDIS_SERVER, str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -138,8 +184,8 @@ class RedisServer:
 @pytest.fixture
 def redis_server() -> Iterator[Callable[..., RedisServer]]:
     """A factory of private servers: `redis_server(directives=[...], password=..., username=..., tls=...)`."""
-    servers: List[RedisServer] = []
-    dirs: List[str] = []
+    servers: list[RedisServer] = []
+    dirs: list[str] = []
 
     def make(*, tls: bool = False, **kwargs: object) -> RedisServer:
         d = Path(tempfile.mkdtemp(prefix="jiggler-fault-redis-"))
@@ -169,9 +215,9 @@ def worker_at(ns) -> Iterator[Callable[..., "object"]]:
     from jiggler_gevent import config
     from tests.conftest import Worker
 
-    workers: List[Worker] = []
+    workers: list[Worker] = []
 
-    def start(url: str, *args: str, env: Optional[dict] = None) -> Worker:
+    def start(url: str, *args: str, env: dict | None = None) -> Worker:
         w = Worker(["-r", "tests.fault_jobs", *args], config.Config(redis_url=url, namespace=ns.namespace), env)
         workers.append(w)
         return w
@@ -196,7 +242,7 @@ class DroppingProxy:
         self.upstream_port = upstream_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.armed: Optional[bytes] = None
+        self.armed: bytes | None = None
         self.dropped = 0
         self.lock = threading.Lock()
         self.closed = False
@@ -239,8 +285,11 @@ class DroppingProxy:
                 if not data:
                     break
                 with self.lock:
-                    drop = (self.armed is not None and self.armed in last["request"].upper()
-                            and not data.startswith((b"$-1", b"*-1", b"_", b"*0\r\n")))
+                    drop = (
+                        self.armed is not None
+                        and self.armed in last["request"].upper()
+                        and not data.startswith((b"$-1", b"*-1", b"_", b"*0\r\n"))
+                    )
                     if drop:
                         self.armed = None
                         self.dropped += 1

@@ -1,5 +1,6 @@
 """The Acker in-process on a real Redis: acknowledgements ride on the next fetch while one is coming, and are
 written at once when none is (the fetcher waits on an empty queue, backs off or stopped) or when a job failed."""
+
 import time
 
 import gevent

@@ -1,4 +1,5 @@
 """jiggler_gevent.api against real state: sizes, latency, iterate, retry, delete, clear."""
+
 import json
 import time
 

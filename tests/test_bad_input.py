@@ -2,15 +2,17 @@
 and deeply nested payloads, unknown names and mismatched arguments all end in the dead set with an error a
 person can act on, and good jobs around them still run. Bad CLI values: one line, exit code 2.
 """
+
 import json
 import string
 import subprocess
 import sys
 import time
-from typing import Any, List
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jiggler_gevent import cli, config
 from jiggler_gevent.server.acker import Acker
@@ -25,8 +27,12 @@ GOOD = "tests.fault_jobs.takes_two"
 
 def fuzz(examples: int) -> settings:
     """Hypothesis settings for tests that use the Redis fixtures (one namespace for all examples)."""
-    return settings(max_examples=examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
 
 
 json_values = st.recursive(
@@ -46,8 +52,7 @@ def _wrong_field(draw: Any) -> dict:
     if field == "drop-name":
         del base["name"]
     else:
-        base[field] = draw({"name": not_a_str, "args": not_a_list, "kwargs": not_a_dict,
-                            "queue": not_a_str}[field])
+        base[field] = draw({"name": not_a_str, "args": not_a_list, "kwargs": not_a_dict, "queue": not_a_str}[field])
     return base
 
 
@@ -57,9 +62,9 @@ def mistyped(draw: Any) -> str:
     return json.dumps(_wrong_field(draw))
 
 
-def _binds(args: List[Any], kwargs: dict) -> bool:
+def _binds(args: list[Any], kwargs: dict) -> bool:
     names = ["a", "b"]
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     if len(args) > 2 or set(kwargs) - set(names) or set(kwargs) & set(bound):
         return False
     return len(bound) + len(kwargs) == 2
@@ -76,8 +81,8 @@ def bad_arguments(draw: Any) -> str:
 
 
 bad_text = st.one_of(
-    st.text(max_size=200),                                                   # arbitrary text, mostly not JSON
-    not_a_dict.map(json.dumps),                                              # JSON of the wrong shape
+    st.text(max_size=200),  # arbitrary text, mostly not JSON
+    not_a_dict.map(json.dumps),  # JSON of the wrong shape
     st.dictionaries(st.text(max_size=8).filter(lambda k: k != "name"), json_values, max_size=5).map(json.dumps),
     mistyped(),
     unknown_names.map(lambda n: json.dumps({"name": n, "args": [], "kwargs": {}})),
@@ -87,6 +92,7 @@ bad_bytes = st.one_of(st.binary(max_size=200), bad_text.map(lambda s: s.encode("
 
 
 # -- in process: the Processor on a real Redis, thousands of inputs -------------------------------------------
+
 
 @pytest.fixture
 def processor(ns):
@@ -113,19 +119,22 @@ def test_processor_buries_every_bad_payload_with_a_reason(processor, raw):
     client.delete(proc.acker.keys.dead)
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("", "not valid JSON"),
-    ("[1]", "not an object"),
-    ('{"args": []}', "no job name"),
-    (json.dumps({"name": GOOD, "args": {"a": 1}}), "'args' must be a list"),
-    (json.dumps({"name": GOOD, "args": [1, 2], "kwargs": [1]}), "'kwargs' must be an object"),
-    (json.dumps({"name": GOOD, "args": [1, 2], "queue": 7}), "'queue' must be a string"),
-    (json.dumps({"name": "os.system", "args": ["true"]}), "no job named 'os.system'"),
-    (json.dumps({"name": GOOD, "args": [1]}), "takes_two(a: int, b: int)"),
-    (json.dumps({"name": GOOD, "args": [1, 2], "kwargs": {"c": 3}}), "unexpected keyword argument 'c'"),
-    ('{"name": "%s", "args": [1, NaN]}' % GOOD, "NaN"),
-    ('{"name": "%s", "args": [1, 2], "created_at": Infinity}' % GOOD, "Infinity"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("", "not valid JSON"),
+        ("[1]", "not an object"),
+        ('{"args": []}', "no job name"),
+        (json.dumps({"name": GOOD, "args": {"a": 1}}), "'args' must be a list"),
+        (json.dumps({"name": GOOD, "args": [1, 2], "kwargs": [1]}), "'kwargs' must be an object"),
+        (json.dumps({"name": GOOD, "args": [1, 2], "queue": 7}), "'queue' must be a string"),
+        (json.dumps({"name": "os.system", "args": ["true"]}), "no job named 'os.system'"),
+        (json.dumps({"name": GOOD, "args": [1]}), "takes_two(a: int, b: int)"),
+        (json.dumps({"name": GOOD, "args": [1, 2], "kwargs": {"c": 3}}), "unexpected keyword argument 'c'"),
+        (f'{{"name": "{GOOD}", "args": [1, NaN]}}', "NaN"),
+        (f'{{"name": "{GOOD}", "args": [1, 2], "created_at": Infinity}}', "Infinity"),
+    ],
+)
 def test_each_kind_of_bad_payload_says_what_is_wrong(processor, raw, words):
     proc, client, working = processor
     client.lpush(working, raw)
@@ -139,9 +148,11 @@ def test_each_kind_of_bad_payload_says_what_is_wrong(processor, raw, words):
 @pytest.mark.parametrize("depth", [50, 900, 960, 980, 990, 995, 1000, 1100, 100_000])
 def test_deeply_nested_json_is_buried_or_run_never_stuck(processor, depth):
     proc, client, working = processor
-    for raw in ("[" * depth + "]" * depth,
-                '{"name": "%s", "args": [1, %s]}' % (GOOD, "[" * depth + "]" * depth),
-                '{"name": "nope", "args": [%s]}' % ("{\"a\":" * depth + "1" + "}" * depth)):
+    for raw in (
+        "[" * depth + "]" * depth,
+        '{{"name": "{}", "args": [1, {}]}}'.format(GOOD, "[" * depth + "]" * depth),
+        '{"name": "nope", "args": [%s]}' % ('{"a":' * depth + "1" + "}" * depth),
+    ):
         client.lpush(working, raw)
         proc.process(raw)
         proc.acker.flush()
@@ -149,16 +160,38 @@ def test_deeply_nested_json_is_buried_or_run_never_stuck(processor, depth):
     assert client.zcard(proc.acker.keys.dead) + client.zcard(proc.acker.keys.retry) == 3
 
 
-@pytest.mark.parametrize("field, value", [
-    ("retry_count", -5), ("retry_count", 10 ** 300), ("retry_count", "2"), ("retry_count", 1.5),
-    ("retries", "lots"), ("retries", -1), ("retries", 10 ** 300), ("dead", "no"), ("timeout", "soon"),
-    ("timeout", -3), ("timeout", 1e308), ("jid", 12), ("failed_at", "yesterday"), ("recoveries", "x"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("retry_count", -5),
+        ("retry_count", 10**300),
+        ("retry_count", "2"),
+        ("retry_count", 1.5),
+        ("retries", "lots"),
+        ("retries", -1),
+        ("retries", 10**300),
+        ("dead", "no"),
+        ("timeout", "soon"),
+        ("timeout", -3),
+        ("timeout", 1e308),
+        ("jid", 12),
+        ("failed_at", "yesterday"),
+        ("recoveries", "x"),
+    ],
+)
 def test_a_failing_job_with_a_mistyped_field_is_never_dropped(processor, field, value, tkey, redis_url):
     """Whatever the retry fields say, a failure ends in the retry or dead set (or the payload is refused)."""
     proc, client, working = processor
-    p = {"jid": "j1", "name": "tests.fault_jobs.mark_then_fail", "args": [redis_url, tkey("f")], "kwargs": {},
-         "queue": "default", "retries": 3, "dead": True, field: value}
+    p = {
+        "jid": "j1",
+        "name": "tests.fault_jobs.mark_then_fail",
+        "args": [redis_url, tkey("f")],
+        "kwargs": {},
+        "queue": "default",
+        "retries": 3,
+        "dead": True,
+        field: value,
+    }
     raw = json.dumps(p)
     client.lpush(working, raw)
     proc.process(raw)
@@ -171,6 +204,7 @@ def test_a_failing_job_with_a_mistyped_field_is_never_dropped(processor, field, 
 
 
 # -- a real worker process: bad payloads pushed as bytes among good jobs --------------------------------------
+
 
 @fuzz(8)
 @given(batch=st.lists(bad_bytes, min_size=1, max_size=12))
@@ -206,8 +240,13 @@ def test_non_utf8_bytes_huge_and_nested_payloads_in_a_worker(ns, r, start_worker
     q = ns.keys.queue("default")
     huge_garbage = b"\x00\xff" + b"x" * (10 * 1024 * 1024)
     nested = ('{"name": "tests.jobs.record", "args": ["k", %s]}' % ("[" * 100_000 + "]" * 100_000)).encode()
-    bad = [b"\xff\xfe\xfd", b'{"name": "tests.jobs.record", "args": ["\xc3\x28", "v"]}', huge_garbage, nested,
-           b'{"name": "%s", "args": [1, NaN]}' % GOOD.encode()]
+    bad = [
+        b"\xff\xfe\xfd",
+        b'{"name": "tests.jobs.record", "args": ["\xc3\x28", "v"]}',
+        huge_garbage,
+        nested,
+        b'{"name": "%s", "args": [1, NaN]}' % GOOD.encode(),
+    ]
     for raw in bad:
         r.lpush(q, raw)
         jobs.record.enqueue(tkey("between"), "ok")
@@ -229,8 +268,15 @@ def test_non_utf8_bytes_huge_and_nested_payloads_in_a_worker(ns, r, start_worker
 def test_a_payload_cannot_make_the_worker_import_or_call_anything(ns, r, start_worker, tkey):
     """Names are looked up in the registry only: a module a payload names is never imported."""
     marker = f"/tmp/jiggler-fault-{ns.namespace}"
-    names = ["this.s", "os.system", "subprocess.call", "builtins.eval", "tests.fault_jobs._recorder",
-             "tests.jobs._redis", "pickle.loads"]
+    names = [
+        "this.s",
+        "os.system",
+        "subprocess.call",
+        "builtins.eval",
+        "tests.fault_jobs._recorder",
+        "tests.jobs._redis",
+        "pickle.loads",
+    ]
     for name in names:
         r.lpush(ns.keys.queue("default"), json.dumps({"name": name, "args": [f"touch {marker}"]}))
     jobs.record.enqueue(tkey("after"), "ok")
@@ -239,6 +285,7 @@ def test_a_payload_cannot_make_the_worker_import_or_call_anything(ns, r, start_w
     wait_for(lambda: r.zcard(ns.keys.dead) == len(names), 15, "every named-but-unregistered job dead")
     w.stop()
     import os
+
     assert not os.path.exists(marker)
     assert "Beautiful is better than ugly" not in w.output(), "the worker imported a module a payload named"
     for raw in r.zrange(ns.keys.dead, 0, -1):
@@ -247,12 +294,14 @@ def test_a_payload_cannot_make_the_worker_import_or_call_anything(ns, r, start_w
 
 # -- CLI: bad values, one line, exit code 2 --------------------------------------------------------------------
 
+
 def _not_int_at_least(low: int):
     def bad(s: str) -> bool:
         try:
             return int(s.strip()) < low
         except ValueError:
             return True
+
     return bad
 
 
@@ -263,6 +312,7 @@ def _not_float_at_least(low: float):
         except ValueError:
             return True
         return not (v >= low)
+
     return bad
 
 
@@ -274,11 +324,12 @@ BAD_VALUES = {
     "--preempt": printable.filter(_not_float_at_least(0)),
     "--poll-interval": printable.filter(_not_float_at_least(0.01)),
     "--heartbeat-interval": printable.filter(_not_float_at_least(0.05)),
-    "--queue": st.sampled_from(["", ",", "a,b", "a,0", "a,-2", "a:b", ":", "a,1.5"]) | printable.map(
-        lambda s: "q," + s).filter(lambda v: _not_int_at_least(1)(v[2:]) and v != "q,"),
+    "--queue": st.sampled_from(["", ",", "a,b", "a,0", "a,-2", "a:b", ":", "a,1.5"])
+    | printable.map(lambda s: "q," + s).filter(lambda v: _not_int_at_least(1)(v[2:]) and v != "q,"),
     "--namespace": st.sampled_from(["", "a:b", ":"]) | printable.map(lambda s: s + ":x"),
-    "--redis-url": st.sampled_from(["nope", "http://x", "redis://h:notaport/0", "://", "redis://h:99999/0",
-                                    "redis://[::1/0"]),
+    "--redis-url": st.sampled_from(
+        ["nope", "http://x", "redis://h:notaport/0", "://", "redis://h:99999/0", "redis://[::1/0"]
+    ),
 }
 
 
@@ -301,17 +352,21 @@ def test_bad_worker_option_values_give_one_line_and_exit_2(capsys, ns, option, d
     config.configure(redis_url=ns.url, namespace=ns.namespace)
 
 
-@pytest.mark.parametrize("args", [
-    ["worker", "--redis-url", "http://localhost:6379", "-r", "tests.jobs"],
-    ["stats", "--redis-url", "nope"],
-    ["enqueue", "x", "--redis-url", "redis://h:port/0"],
-    ["worker", "--heartbeat-interval", "0"],
-    ["worker", "-c", "1e3"],
-    ["enqueue", "x", "-q", "a:b"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["worker", "--redis-url", "http://localhost:6379", "-r", "tests.jobs"],
+        ["stats", "--redis-url", "nope"],
+        ["enqueue", "x", "--redis-url", "redis://h:port/0"],
+        ["worker", "--heartbeat-interval", "0"],
+        ["worker", "-c", "1e3"],
+        ["enqueue", "x", "-q", "a:b"],
+    ],
+)
 def test_bad_values_in_a_real_process_never_print_a_traceback(args):
-    out = subprocess.run([sys.executable, "-m", "jiggler_gevent", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2, out
     assert len(lines) == 1 and lines[0].startswith("gjiggler: error:"), out.stderr

@@ -5,6 +5,7 @@
 - User code that imports jiggler_gevent, defines a job and enqueues it loads nothing of the worker, of the
   admin side, of the CLI, nor gevent.
 """
+
 import json
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """`gjiggler` as a user runs it: --version, bad options, enqueue, stats, set actions."""
+
 import json
 import subprocess
 import sys
@@ -11,34 +12,48 @@ from tests.conftest import ROOT
 
 def gj(*args, ns=None):
     extra = ["--redis-url", ns.url, "--namespace", ns.namespace] if ns is not None else []
-    return subprocess.run([sys.executable, "-m", "jiggler_gevent", *args, *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_version_and_help():
     out = gj("--version")
     assert out.returncode == 0 and __version__ in out.stdout
-    for command in ("worker", "stats", "enqueue", "retry-dead", "retry-retries", "clear-dead", "clear-retries",
-                    "clear-scheduled", "web", "demo"):
+    for command in (
+        "worker",
+        "stats",
+        "enqueue",
+        "retry-dead",
+        "retry-retries",
+        "clear-dead",
+        "clear-retries",
+        "clear-scheduled",
+        "web",
+        "demo",
+    ):
         out = gj(command, "--help")
         assert out.returncode == 0 and "--redis-url" in out.stdout and "--namespace" in out.stdout, command
 
 
-@pytest.mark.parametrize("args, word", [
-    (["worker", "-c", "0"], "concurrency"),
-    (["worker", "-c", "many"], "concurrency"),
-    (["worker", "-q", "a,x"], "weight"),
-    (["worker", "-q", "a,0"], "weight"),
-    (["worker", "-t", "-1"], "timeout"),
-    (["worker", "-t", "nan"], "timeout"),
-    (["worker", "--poll-interval", "NaN"], "poll-interval"),
-    (["worker", "--preempt", "-0.5"], "preempt"),
-    (["worker", "-p", "0"], "processes"),
-    (["worker", "-r", "no_such_module_here"], "no_such_module_here"),
-    (["worker", "--bogus"], "bogus"),
-    (["nonsense"], "nonsense"),
-    (["stats", "--namespace", "a:b"], "namespace"),
-])
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["worker", "-c", "0"], "concurrency"),
+        (["worker", "-c", "many"], "concurrency"),
+        (["worker", "-q", "a,x"], "weight"),
+        (["worker", "-q", "a,0"], "weight"),
+        (["worker", "-t", "-1"], "timeout"),
+        (["worker", "-t", "nan"], "timeout"),
+        (["worker", "--poll-interval", "NaN"], "poll-interval"),
+        (["worker", "--preempt", "-0.5"], "preempt"),
+        (["worker", "-p", "0"], "processes"),
+        (["worker", "-r", "no_such_module_here"], "no_such_module_here"),
+        (["worker", "--bogus"], "bogus"),
+        (["nonsense"], "nonsense"),
+        (["stats", "--namespace", "a:b"], "namespace"),
+    ],
+)
 def test_bad_options_give_one_line_and_exit_2(args, word):
     out = gj(*args)
     assert out.returncode == 2, out
@@ -75,14 +90,24 @@ def test_stats_json_and_text(ns, r):
 
 def test_stats_never_shows_the_password(ns):
     url = ns.url.replace("redis://", "redis://user:s3cr3t-pw@")
-    out = subprocess.run([sys.executable, "-m", "jiggler_gevent", "stats", "--redis-url", url], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", "stats", "--redis-url", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "s3cr3t-pw" not in out.stdout + out.stderr
 
 
 def test_retry_and_clear_the_dead_set(ns, r):
-    r.zadd(ns.keys.dead, {json.dumps({"jid": "a", "name": "x.y", "args": [], "queue": "default"}): 1,
-                          json.dumps({"jid": "b", "name": "x.y", "args": [], "queue": "default"}): 2})
+    r.zadd(
+        ns.keys.dead,
+        {
+            json.dumps({"jid": "a", "name": "x.y", "args": [], "queue": "default"}): 1,
+            json.dumps({"jid": "b", "name": "x.y", "args": [], "queue": "default"}): 2,
+        },
+    )
     out = gj("retry-dead", ns=ns)
     assert out.returncode == 0 and "retried 2" in out.stdout
     assert api.Queue().size == 2 and api.DeadSet().size == 0

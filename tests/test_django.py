@@ -3,20 +3,21 @@
 Django runs only in subprocesses (`manage.py ...`), as in production: the worker is `manage.py gjiggler`,
 orders are placed by the project's own management command and view.
 """
+
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import click
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from jiggler_gevent import api, payload as payload_mod
-from jiggler_gevent import options
+from jiggler_gevent import api, options
+from jiggler_gevent import payload as payload_mod
 from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.client import Client
 from jiggler_gevent.contrib.django import conf
@@ -31,13 +32,19 @@ class Shop:
 
     def __init__(self, db, env: dict) -> None:
         self.db, self.env = db, env
-        self.procs: List[subprocess.Popen] = []
-        self.logs: List[object] = []
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[object] = []
 
     def manage(self, *args: str, timeout: float = 60) -> str:
         """Run `manage.py ARGS` to completion; its stdout (fails the test on a non-zero exit)."""
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=PROJECT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert done.returncode == 0, f"manage.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
         return done.stdout
 
@@ -46,8 +53,14 @@ class Shop:
         log_path = ROOT / "test-artifacts" / f"django-{uuid.uuid4().hex[:8]}.log"
         log_path.parent.mkdir(exist_ok=True)
         log = open(log_path, "w+")
-        proc = subprocess.Popen([sys.executable, "manage.py", "gjiggler", *args], cwd=PROJECT, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "gjiggler", *args],
+            cwd=PROJECT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         proc.log_path = log_path  # type: ignore[attr-defined]
         self.procs.append(proc)
         self.logs.append(log)
@@ -99,10 +112,29 @@ def wait_until_started(proc: subprocess.Popen) -> None:
 
 def test_jiggler_settings_mirror_the_worker_options() -> None:
     keys = set(options.SETTINGS)
-    assert keys == {"REDIS_URL", "NAMESPACE", "CONCURRENCY", "QUEUES", "STRICT", "TIMEOUT", "PROCESSES", "PREEMPT",
-                    "POLL_INTERVAL", "HEARTBEAT_INTERVAL", "VERBOSE", "REQUIRES"}
-    settings = {"CONCURRENCY": 7, "QUEUES": ["mail,3", ("default", 1)], "STRICT": True, "VERBOSE": False,
-                "REDIS_URL": "redis://cache:6380/2", "REQUIRES": ["app.jobs"], "TIMEOUT": 4.5}
+    assert keys == {
+        "REDIS_URL",
+        "NAMESPACE",
+        "CONCURRENCY",
+        "QUEUES",
+        "STRICT",
+        "TIMEOUT",
+        "PROCESSES",
+        "PREEMPT",
+        "POLL_INTERVAL",
+        "HEARTBEAT_INTERVAL",
+        "VERBOSE",
+        "REQUIRES",
+    }
+    settings = {
+        "CONCURRENCY": 7,
+        "QUEUES": ["mail,3", ("default", 1)],
+        "STRICT": True,
+        "VERBOSE": False,
+        "REDIS_URL": "redis://cache:6380/2",
+        "REQUIRES": ["app.jobs"],
+        "TIMEOUT": 4.5,
+    }
 
     params = worker_command.make_context("worker", conf.worker_args(settings, [])).params
     assert params["concurrency"] == 7 and params["strict"] is True and params["verbose"] is False
@@ -112,7 +144,8 @@ def test_jiggler_settings_mirror_the_worker_options() -> None:
 
     # an option on the command line replaces its setting, repeatable ones included
     params = worker_command.make_context(
-        "worker", conf.worker_args(settings, ["-c", "3", "-q", "low", "--require=other.jobs"])).params
+        "worker", conf.worker_args(settings, ["-c", "3", "-q", "low", "--require=other.jobs"])
+    ).params
     assert params["concurrency"] == 3 and params["queues"] == (("low", 1),) and params["requires"] == ("other.jobs",)
     assert params["strict"] is True and params["timeout"] == 4.5
 
@@ -123,10 +156,17 @@ def test_jiggler_settings_mirror_the_worker_options() -> None:
 
 
 def test_importing_the_app_loads_neither_gevent_nor_redis() -> None:
-    code = ("import sys, jiggler_gevent.contrib.django.apps, jiggler_gevent.contrib.django.conf; "
-            "print(sorted(m for m in ('gevent', 'redis', 'psycogreen') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, jiggler_gevent.contrib.django.apps, jiggler_gevent.contrib.django.conf; "
+        "print(sorted(m for m in ('gevent', 'redis', 'psycogreen') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -134,8 +174,13 @@ def test_importing_the_app_loads_neither_gevent_nor_redis() -> None:
 def test_worker_django_flag_needs_a_settings_module(redis_url: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-m", "jiggler_gevent", "worker", "--django", "--redis-url", redis_url],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", "worker", "--django", "--redis-url", redis_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "DJANGO_SETTINGS_MODULE" in done.stderr
 
@@ -149,8 +194,10 @@ def test_gjiggler_runs_orm_jobs_once_and_leaves_no_connection(shop: Shop) -> Non
     wait_until_started(proc)
     wait_for(lambda: shop.count("orders_shipment") >= 30, 30, "30 shipments")
 
-    rows = shop.db.query("SELECT o.id, count(s.id), min(s.worker_pid), max(s.worker_pid) FROM orders_order o "
-                         "LEFT JOIN orders_shipment s ON s.order_id = o.id GROUP BY o.id ORDER BY o.id")
+    rows = shop.db.query(
+        "SELECT o.id, count(s.id), min(s.worker_pid), max(s.worker_pid) FROM orders_order o "
+        "LEFT JOIN orders_shipment s ON s.order_id = o.id GROUP BY o.id ORDER BY o.id"
+    )
     assert [(order, n) for order, n, _, _ in rows] == [(n, 1) for n in range(1, 31)], "one shipment per order"
     # manage.py exec'd the worker in place: the pid that ran the jobs is the one we started
     assert {pid for *_, low, high in rows for pid in (low, high)} == {proc.pid}
@@ -186,8 +233,10 @@ def test_on_commit_pushes_a_job_only_when_the_transaction_commits(shop: Shop) ->
 
 
 def test_a_view_enqueues_with_the_same_job_api(shop: Shop) -> None:
-    script = ("from django.test import Client; c = Client(); "
-              "print(*[c.post('/orders/', {'item': f'from view {n}'}).json()['id'] for n in range(3)])")
+    script = (
+        "from django.test import Client; c = Client(); "
+        "print(*[c.post('/orders/', {'item': f'from view {n}'}).json()['id'] for n in range(3)])"
+    )
     ids = [int(i) for i in shop.manage("shell", "--verbosity", "0", "-c", script).split()]
     assert [(i,) for i in ids] == shop.db.query("SELECT id FROM orders_order ORDER BY id") and len(ids) == 3
     pushed = sorted((e.name, e.args) for e in api.Queue("default"))
@@ -201,9 +250,10 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     wait_until_started(proc)
 
     client = Client()
-    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"r{n}", 0.3], queue="reports", retries=0)
-                      for n in range(15)])
-    seen: List[int] = []
+    client.push_bulk(
+        [payload_mod.build("orders.jobs.count_orders", [f"r{n}", 0.3], queue="reports", retries=0) for n in range(15)]
+    )
+    seen: list[int] = []
 
     def reports_done() -> bool:
         seen.append(shop.db.connections())
@@ -215,8 +265,9 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     wait_for(lambda: shop.db.connections() == 0, 10, "the connections to be closed after the jobs")
 
     # SIGTERM while jobs hold connections: the worker waits for them (TIMEOUT=10 in settings), exits 0
-    client.push_bulk([payload_mod.build("orders.jobs.count_orders", [f"late{n}", 2.0], queue="reports", retries=0)
-                      for n in range(3)])
+    client.push_bulk(
+        [payload_mod.build("orders.jobs.count_orders", [f"late{n}", 2.0], queue="reports", retries=0) for n in range(3)]
+    )
     wait_for(lambda: shop.db.connections() == 3, 15, "three jobs in their queries")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)

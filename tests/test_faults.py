@@ -3,16 +3,17 @@
 At least once: every job is recorded (in PostgreSQL or a Redis list) at least once; a job runs twice only if it
 was held by a process at the moment that process was killed.
 """
+
 import hashlib
 import os
 import random
 import signal
 import time
-from typing import Dict, List
 
 import pytest
 
-from jiggler_gevent import client as client_mod, config, scripts
+from jiggler_gevent import client as client_mod
+from jiggler_gevent import config, scripts
 from tests import fault_jobs
 from tests.conftest import wait_for
 from tests.redis_servers import DroppingProxy, cpu_seconds
@@ -41,8 +42,8 @@ def test_kill_storm_loses_no_job(ns, r, start_worker, pg_create_database, capsys
     fault_jobs.create_runs_table(db.dsn)
     args = ("-r", "tests.fault_jobs", "-c", str(STORM_CONCURRENCY), "-t", "1", *FAST)
     workers = [start_worker(*args) for _ in range(STORM_WORKERS)]
-    jids: List[str] = []
-    held_at_kill: List[int] = []
+    jids: list[str] = []
+    held_at_kill: list[int] = []
     batches = 40
     per_batch = STORM_JOBS // batches
     start = time.monotonic()
@@ -73,13 +74,15 @@ def test_kill_storm_loses_no_job(ns, r, start_worker, pg_create_database, capsys
     # A worker started by the last kill may still be importing; SIGTERM it only once it has its handlers.
     wait_for(lambda: all(_identity_of(r, ns, w.pid) for w in workers), 30, "every worker's heartbeat")
     assert [w.stop() for w in workers] == [0] * STORM_WORKERS
-    rows: Dict[str, int] = dict(db.query("SELECT jid, n FROM runs"))
+    rows: dict[str, int] = dict(db.query("SELECT jid, n FROM runs"))
     assert set(rows) == set(jids), "a job was lost"
     duplicates = sum(n - 1 for n in rows.values())
     twice = sum(1 for n in rows.values() if n > 1)
     with capsys.disabled():
-        print(f"\nkill storm: {STORM_JOBS} jobs, {len(held_at_kill)} SIGKILLs in {STORM_SECONDS:.0f}s, "
-              f"{sum(held_at_kill)} jobs held at the kills, {twice} jobs ran more than once ({duplicates} extra runs)")
+        print(
+            f"\nkill storm: {STORM_JOBS} jobs, {len(held_at_kill)} SIGKILLs in {STORM_SECONDS:.0f}s, "
+            f"{sum(held_at_kill)} jobs held at the kills, {twice} jobs ran more than once ({duplicates} extra runs)"
+        )
     assert len(held_at_kill) >= STORM_SECONDS / 2 * 0.8
     assert duplicates <= sum(held_at_kill), "more re-runs than jobs held by the killed processes"
     assert r.zcard(ns.keys.dead) == 0
@@ -98,7 +101,8 @@ def _where_are(c, ns, missing: set) -> str:
         found = sum(1 for raw in raws if any(j in raw for j in missing))
         if found:
             places[key] = found
-    return f"{len(missing)} accepted jobs never ran; found in: {places or 'nowhere'}; keys: {sorted(c.scan_iter('*'))[:20]}"
+    keys = sorted(c.scan_iter("*"))[:20]
+    return f"{len(missing)} accepted jobs never ran; found in: {places or 'nowhere'}; keys: {keys}"
 
 
 @pytest.mark.slow
@@ -124,7 +128,7 @@ def test_workers_ride_out_a_redis_restart_and_a_10s_outage(redis_server, worker_
     assert f"127.0.0.1:{server.port}" in str(exc.value) and "Connection refused" in str(exc.value)
     time.sleep(max(0.0, 10 - (time.monotonic() - t0)))  # the outage itself, not a synchronisation
     outage = time.monotonic() - t0
-    cpu = [cpu_seconds(w.pid) - b for w, b in zip(workers, cpu_before)]
+    cpu = [cpu_seconds(w.pid) - b for w, b in zip(workers, cpu_before, strict=False)]
     assert all(w.proc.poll() is None for w in workers), "a worker died while Redis was away"
     server.start()
 
@@ -135,9 +139,11 @@ def test_workers_ride_out_a_redis_restart_and_a_10s_outage(redis_server, worker_
         raise AssertionError(_where_are(server.client(), ns, set(jids) - _recorded(r, done))) from None
     wait_for(lambda: server.client().llen(ns.keys.queue("default")) == 0, 30, "the queue drained")
     assert [w.stop() for w in workers] == [0, 0]
-    print(f"\nredis outage: {in_flight_at_outage} jobs not yet done when Redis stopped; enqueue raised after "
-          f"{raise_took:.2f}s; worker CPU over {outage:.1f}s down: {', '.join(f'{c:.2f}s' for c in cpu)}; "
-          f"{r.llen(done) - len(set(jids))} extra runs")
+    print(
+        f"\nredis outage: {in_flight_at_outage} jobs not yet done when Redis stopped; enqueue raised after "
+        f"{raise_took:.2f}s; worker CPU over {outage:.1f}s down: {', '.join(f'{c:.2f}s' for c in cpu)}; "
+        f"{r.llen(done) - len(set(jids))} extra runs"
+    )
     assert in_flight_at_outage > 100
     # Re-runs can come only from jobs held during the outage (2 x -c 20), and the Monitor's grace after a
     # reconnect keeps the workers from adopting each other's jobs, so usually there are none.
@@ -153,8 +159,7 @@ def test_workers_ride_out_a_redis_restart_and_a_10s_outage(redis_server, worker_
         assert "heartbeat restored after" in out
 
 
-def test_aof_keeps_every_queued_scheduled_and_held_job_across_a_crash(redis_server, worker_at, ns, r, tkey,
-                                                                    redis_url):
+def test_aof_keeps_every_queued_scheduled_and_held_job_across_a_crash(redis_server, worker_at, ns, r, tkey, redis_url):
     server = redis_server(directives=["appendonly yes", "appendfsync always"])
     config.configure(redis_url=server.url, namespace=ns.namespace)
     done = tkey("done")

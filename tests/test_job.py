@@ -1,4 +1,5 @@
 """@job and the enqueue verbs, against a real Redis (no worker)."""
+
 import datetime as dt
 import json
 import math
@@ -44,10 +45,19 @@ def test_kwargs_and_nested_values_round_trip(ns, r):
     assert p["kwargs"] == {"key": "k", "value": value}
 
 
-@pytest.mark.parametrize("bad, word", [
-    ({1, 2}, "set"), (dt.datetime.now(), "datetime"), (object(), "object"), (float("nan"), "float"),
-    ((1, 2), "tuple"), ({1: "int key"}, "dict"), (math.inf, "float"), (b"bytes", "bytes"),
-])
+@pytest.mark.parametrize(
+    "bad, word",
+    [
+        ({1, 2}, "set"),
+        (dt.datetime.now(), "datetime"),
+        (object(), "object"),
+        (float("nan"), "float"),
+        ((1, 2), "tuple"),
+        ({1: "int key"}, "dict"),
+        (math.inf, "float"),
+        (b"bytes", "bytes"),
+    ],
+)
 def test_non_json_argument_raises_type_error_and_pushes_nothing(ns, r, bad, word):
     with pytest.raises(TypeError, match=r"argument 1 \(" + word):
         jobs.record.enqueue("k", bad)
@@ -60,7 +70,7 @@ def test_enqueue_in_and_at_go_to_the_schedule(ns, r):
     before = time.time()
     jid1 = jobs.record.enqueue_in(60, "k", "1")
     jid2 = jobs.record.enqueue_in(dt.timedelta(minutes=2), "k", "2")
-    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     jid3 = jobs.record.enqueue_at(when, "k", "3")
     jid4 = jobs.record.enqueue_at(time.time() + 30, "k", "4")
     scheduled = {json.loads(raw)["jid"]: score for raw, score in r.zrange(ns.keys.schedule, 0, -1, withscores=True)}
@@ -75,7 +85,7 @@ def test_naive_datetime_means_utc(ns, r):
     naive = dt.datetime.utcnow() + dt.timedelta(hours=2)
     jobs.record.enqueue_at(naive, "k", "v")
     [(raw, score)] = r.zrange(ns.keys.schedule, 0, -1, withscores=True)
-    assert score == pytest.approx(naive.replace(tzinfo=dt.timezone.utc).timestamp(), abs=0.01)
+    assert score == pytest.approx(naive.replace(tzinfo=dt.UTC).timestamp(), abs=0.01)
 
 
 def test_a_past_time_enqueues_at_once(ns, r):
@@ -106,6 +116,7 @@ def test_name_override_and_registry(ns):
 
     assert f.name == "custom.name" and f.queue == "q1" and f(4) == 8
     from jiggler_gevent.job import lookup
+
     assert lookup("custom.name") is f
 
 
@@ -162,7 +173,10 @@ def test_argument_checks_are_remembered_per_shape_and_stay_right(ns):
     assert shaped.arguments_error([1, 2], {"c": 3}) is None
     error = shaped.arguments_error([1, 2, 3], {})
     assert "too many positional arguments" in error and "shaped(a, b=1, *, c=2)" in error
-    assert shaped.arguments_error([], {"b": 1}) == "arguments do not match shaped(a, b=1, *, c=2): missing a required argument: 'a'"
+    assert (
+        shaped.arguments_error([], {"b": 1})
+        == "arguments do not match shaped(a, b=1, *, c=2): missing a required argument: 'a'"
+    )
     assert shaped.arguments_error([9], {}) is None  # the same shape again, other values
     assert "unexpected keyword argument 'd'" in shaped.arguments_error([1], {"d": 1})
     for n in range(200):  # a producer sending ever new keyword names cannot grow the memory without bound

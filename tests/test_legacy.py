@@ -4,6 +4,7 @@ Each peer answers slowly on purpose (PostgreSQL's pg_sleep, an HTTP, SMTP or lin
 before it replies, a program that sleeps), so a batch that finishes well under its serial time proves
 that the worker ran the jobs at the same time in one process, with unchanged blocking code.
 """
+
 import contextlib
 import hashlib
 import os
@@ -12,8 +13,8 @@ import socketserver
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -30,14 +31,14 @@ class Recorder:
     """What a peer received, safe to read from the test thread."""
 
     def __init__(self) -> None:
-        self._items: List[object] = []
+        self._items: list[object] = []
         self._lock = threading.Lock()
 
     def add(self, item: object) -> None:
         with self._lock:
             self._items.append(item)
 
-    def items(self) -> List[object]:
+    def items(self) -> list[object]:
         with self._lock:
             return list(self._items)
 
@@ -57,7 +58,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(server: socketserver.BaseServer) -> Iterator[Tuple[str, int]]:
+def serving(server: socketserver.BaseServer) -> Iterator[tuple[str, int]]:
     """Run `server` in a thread; (host, port) while inside the block."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -200,7 +201,9 @@ def test_http_jobs_requests_and_urllib_run_concurrently(ns, legacy_worker, r) ->
 
         # an HTTP error status is a failed job, retried later like any other failure
         jid = legacy_jobs.fetch_url.enqueue(f"{base}/status/503")
-        entry = wait_for(lambda: next((e for e in api.RetrySet() if e.jid == jid), None), 15, "the failed GET in retries")
+        entry = wait_for(
+            lambda: next((e for e in api.RetrySet() if e.jid == jid), None), 15, "the failed GET in retries"
+        )
         assert entry.error_class == "HTTPError" and "503" in entry.error_message
         assert worker.stop() == 0
 
@@ -211,7 +214,8 @@ def test_smtplib_jobs_run_concurrently(ns, legacy_worker) -> None:
         worker = legacy_worker(20)
         start = time.monotonic()
         legacy_jobs.send_email.enqueue_bulk(
-            [(host, port, "shop@example.com", f"user{n}@example.com", f"order {n}", f"body {n}") for n in range(20)])
+            [(host, port, "shop@example.com", f"user{n}@example.com", f"order {n}", f"body {n}") for n in range(20)]
+        )
         elapsed = timed(lambda: len(messages) >= 20, 30, "20 mails", start)
         assert elapsed < 5.0, f"20 mails accepted after 0.5 s each took {elapsed:.2f}s with -c 20 (10 s serially)"
         by_user = {int(re.search(r"<user(\d+)@example\.com>", m["rcpt"][0]).group(1)): m for m in messages.items()}
@@ -237,7 +241,8 @@ def test_subprocess_jobs_run_concurrently(ns, legacy_worker, tmp_path) -> None:
     outputs = [tmp_path / f"out-{n}.txt" for n in range(20)]
     start = time.monotonic()
     legacy_jobs.run_command.enqueue_bulk(
-        [(["sh", "-c", 'sleep 0.5; echo "done $1"', "sh", str(n)], str(path)) for n, path in enumerate(outputs)])
+        [(["sh", "-c", 'sleep 0.5; echo "done $1"', "sh", str(n)], str(path)) for n, path in enumerate(outputs)]
+    )
 
     def all_written() -> bool:
         return all(p.exists() and p.read_text() == f"done {n}\n" for n, p in enumerate(outputs))

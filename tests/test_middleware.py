@@ -1,4 +1,5 @@
 """Server and client middleware chains, error and death handlers (in-process Processor, real Redis)."""
+
 import dataclasses
 import json
 
@@ -70,7 +71,9 @@ def run_one(ns, raw):
 
 
 def make(job, *args):
-    return payload.encode(payload.build(job.name, args, queue=job.queue, retries=job.retries, dead=job.dead, timeout=job.timeout))
+    return payload.encode(
+        payload.build(job.name, args, queue=job.queue, retries=job.retries, dead=job.dead, timeout=job.timeout)
+    )
 
 
 def test_before_in_order_after_in_reverse(ns, r, registered, tkey):
@@ -113,8 +116,16 @@ def test_the_chain_follows_entries_changed_directly_and_unhashable_ones(ns, r, t
     chain.after("after_process", middleware.JobContext({}, "{}"))
     del chain.entries[1]
     chain.after("after_process", middleware.JobContext({}, "{}"))
-    assert log == ["a.before", "z.before", "a.before", "unhashable.after", "a.after:ok", "z.after:ok",
-                   "unhashable.after", "z.after:ok"]
+    assert log == [
+        "a.before",
+        "z.before",
+        "a.before",
+        "unhashable.after",
+        "a.after:ok",
+        "z.after:ok",
+        "unhashable.after",
+        "z.after:ok",
+    ]
 
 
 def test_error_and_death_handlers_are_called_once_each(ns, r, handlers, tkey):

@@ -1,4 +1,5 @@
 """Heartbeats in ProcessSet while a worker runs, gone after it stops; counters match the jobs run."""
+
 from jiggler_gevent import api
 from tests import jobs
 from tests.conftest import wait_for

@@ -1,4 +1,5 @@
 """Jobs of a process that died without a clean stop are run again by the others, once; a poison job dies."""
+
 import json
 import time
 
@@ -31,8 +32,10 @@ def test_adoption_is_exactly_once_and_only_after_the_heartbeat_expired(ns, r):
     client = config.redis_client(ns.url)
     s = scripts.register(client)
     k = ns.keys
-    raws = [json.dumps({"jid": f"j{i}", "name": "tests.jobs.record", "args": ["x", "y"], "queue": "default"})
-            for i in range(10)]
+    raws = [
+        json.dumps({"jid": f"j{i}", "name": "tests.jobs.record", "args": ["x", "y"], "queue": "default"})
+        for i in range(10)
+    ]
     r.sadd(k.processes, "dead-one")
     r.rpush(k.working("dead-one"), *raws)
     r.set(k.process("dead-one"), "alive", px=60_000)
@@ -49,7 +52,7 @@ def test_adoption_is_exactly_once_and_only_after_the_heartbeat_expired(ns, r):
 
 def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_set(ns, r, start_worker, tkey):
     jid = jobs.exit_process.enqueue(tkey("deaths"))
-    for attempt in range(config.MAX_RECOVERIES + 3):
+    for _attempt in range(config.MAX_RECOVERIES + 3):
         w = start_worker("-c", "1", *FAST)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and w.proc.poll() is None and r.zcard(ns.keys.dead) == 0:

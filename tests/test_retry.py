@@ -1,4 +1,5 @@
 """Back-off, retry/dead/drop decisions, the dead-set trim, and a job that fails then succeeds."""
+
 import json
 import random
 import time
@@ -6,8 +7,8 @@ import time
 import pytest
 
 from jiggler_gevent import config, payload, scripts
-from jiggler_gevent.server.acker import Outcome, settle
 from jiggler_gevent.middleware import JobContext
+from jiggler_gevent.server.acker import Outcome, settle
 from jiggler_gevent.server.retry import RetryMiddleware, backoff
 from tests import jobs
 from tests.conftest import wait_for
@@ -17,7 +18,7 @@ from tests.conftest import wait_for
 def test_backoff_stays_within_the_formula(count):
     rand = random.Random(count)
     values = {backoff(count, rand) for _ in range(300)}
-    low, high = count ** 4 + 15, count ** 4 + 15 + 10 * (count + 1)
+    low, high = count**4 + 15, count**4 + 15 + 10 * (count + 1)
     assert min(values) >= low and max(values) <= high
     assert len(values) > 5  # the jitter is really random
 

@@ -1,4 +1,5 @@
 """The Poller: scheduled and retry jobs move to their queues on time, once, whoever polls."""
+
 import time
 
 from jiggler_gevent import config, scripts

@@ -2,6 +2,7 @@
 and TLS with a CA the test makes. No pickle anywhere; a payload can only name registered jobs (see also
 test_bad_input); secrets in URLs never reach logs or `gjiggler stats`.
 """
+
 import ast
 import json
 import subprocess
@@ -11,7 +12,8 @@ import uuid
 import pytest
 import redis
 
-from jiggler_gevent import client as client_mod, config
+from jiggler_gevent import client as client_mod
+from jiggler_gevent import config
 from tests import jobs
 from tests.conftest import ROOT, wait_for
 
@@ -28,7 +30,7 @@ WORKER_COMMANDS = (
 
 def worker_acl(namespace: str) -> str:
     """The ACL rule for a user that may run workers and admin commands on one namespace, and nothing else."""
-    return (f"resetkeys ~{namespace}:* resetchannels -@all " + " ".join(f"+{c}" for c in WORKER_COMMANDS))
+    return f"resetkeys ~{namespace}:* resetchannels -@all " + " ".join(f"+{c}" for c in WORKER_COMMANDS)
 
 
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2", "-t", "1")
@@ -39,8 +41,9 @@ def _use(url: str, ns) -> None:
 
 
 def _gj(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jiggler_gevent", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, object, redis.Redis]":
@@ -79,14 +82,17 @@ def test_requirepass_works_and_the_password_never_shows(redis_server, worker_at,
     doomed, survivor, c = _exercise(url, ns, worker_at, tkey, "-v")
     logs = doomed.output() + survivor.output()
     assert "redis://:***@127.0.0.1" in logs
-    outputs = [_gj("stats", "--redis-url", url, "--namespace", ns.namespace),
-               _gj("stats", "--json", "--redis-url", url, "--namespace", ns.namespace),
-               _gj("enqueue", "x", "--redis-url", url.replace(secret, secret + "-wrong")),
-               _gj("stats", "--redis-url", url.replace(str(server.port), "1"))]
+    outputs = [
+        _gj("stats", "--redis-url", url, "--namespace", ns.namespace),
+        _gj("stats", "--json", "--redis-url", url, "--namespace", ns.namespace),
+        _gj("enqueue", "x", "--redis-url", url.replace(secret, secret + "-wrong")),
+        _gj("stats", "--redis-url", url.replace(str(server.port), "1")),
+    ]
     assert [o.returncode for o in outputs] == [0, 0, 1, 1]
     assert "invalid username-password" in outputs[2].stderr and "Traceback" not in outputs[2].stderr
-    stored = "".join(str(v) for key in c.scan_iter(f"{ns.namespace}:*") if c.type(key) == "hash"
-                     for v in c.hgetall(key).values())
+    stored = "".join(
+        str(v) for key in c.scan_iter(f"{ns.namespace}:*") if c.type(key) == "hash" for v in c.hgetall(key).values()
+    )
     for text in [logs, stored, *(o.stdout + o.stderr for o in outputs)]:
         assert secret not in text
     server.stop()
@@ -97,11 +103,15 @@ def test_requirepass_works_and_the_password_never_shows(redis_server, worker_at,
 
 def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at, ns, tkey):
     admin_pw, user_pw = uuid.uuid4().hex, uuid.uuid4().hex
-    server = redis_server(username="jiggler", password=user_pw, directives=[
-        "user default off",
-        f"user admin on >{admin_pw} ~* &* +@all",
-        f"user jiggler on >{user_pw} {worker_acl(ns.namespace)}",
-    ])
+    server = redis_server(
+        username="jiggler",
+        password=user_pw,
+        directives=[
+            "user default off",
+            f"user admin on >{admin_pw} ~* &* +@all",
+            f"user jiggler on >{user_pw} {worker_acl(ns.namespace)}",
+        ],
+    )
     admin = server.client(f"redis://admin:{admin_pw}@127.0.0.1:{server.port}/0")
     _exercise(server.url, ns, worker_at, tkey)
     denied = admin.execute_command("ACL", "LOG")
@@ -109,7 +119,14 @@ def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at,
     user = server.client()
     with pytest.raises(redis.exceptions.NoPermissionError):
         user.get("other-app:secret")
-    for command in (("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "dir"), ("SHUTDOWN",), ("ACL", "LIST"), ("SCRIPT", "FLUSH")):
+    for command in (
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+        ("CONFIG", "GET", "dir"),
+        ("SHUTDOWN",),
+        ("ACL", "LIST"),
+        ("SCRIPT", "FLUSH"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             user.execute_command(*command)
     assert admin.dbsize() > 0  # the user wrote its keys, all under the namespace
@@ -129,8 +146,12 @@ def test_tls_with_a_generated_ca(redis_server, worker_at, ns, tkey):
 
 def test_tls_with_password_and_acl_together(redis_server, worker_at, ns, tkey):
     pw = uuid.uuid4().hex
-    server = redis_server(tls=True, username="jiggler", password=pw,
-                          directives=["user default off", f"user jiggler on >{pw} {worker_acl(ns.namespace)}"])
+    server = redis_server(
+        tls=True,
+        username="jiggler",
+        password=pw,
+        directives=["user default off", f"user jiggler on >{pw} {worker_acl(ns.namespace)}"],
+    )
     assert server.url.startswith(f"rediss://jiggler:{pw}@")
     _use(server.url, ns)
     jobs.record.enqueue(tkey("r"), "x")
@@ -162,8 +183,11 @@ def test_no_pickle_marshal_eval_or_dynamic_import_in_the_package():
                 names = [node.func.id]
             else:
                 continue
-            problems += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                         if n in FORBIDDEN_MODULES or n in ("eval", "exec")]
+            problems += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n in FORBIDDEN_MODULES or n in ("eval", "exec")
+            ]
     assert not problems, problems
 
 
@@ -190,7 +214,11 @@ def test_what_a_worker_stores_is_plain_json(ns, r, start_worker, tkey):
 
 
 def test_redacted_hides_every_form_of_password():
-    for url in ("redis://:s3cr3t@h:1/0", "redis://user:s3cr3t@h/0", "rediss://u:s3cr3t@h:6380/0?ssl_ca_certs=/x",
-                "unix://:s3cr3t@/tmp/redis.sock?db=1"):
+    for url in (
+        "redis://:s3cr3t@h:1/0",
+        "redis://user:s3cr3t@h/0",
+        "rediss://u:s3cr3t@h:6380/0?ssl_ca_certs=/x",
+        "unix://:s3cr3t@/tmp/redis.sock?db=1",
+    ):
         out = config.redacted(url)
         assert "s3cr3t" not in out and "***" in out, out

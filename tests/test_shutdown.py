@@ -1,6 +1,7 @@
 """SIGTERM with 1,000 jobs in flight: exit 0 within `-t` + 2 s, every unfinished job back in Redis exactly once.
 A second SIGTERM or a SIGINT during the wait stops at once, still losing nothing.
 """
+
 import collections
 import json
 import signal

@@ -1,4 +1,5 @@
 """`gjiggler worker -p N`: N real worker processes under one supervisor, restarts, recovery and signals."""
+
 import dataclasses
 import json
 import os
@@ -43,8 +44,17 @@ def held_jobs(r, ns) -> int:
 
 
 def test_child_command_gives_the_supervisors_options_for_one_process_and_backoff_grows():
-    opts = WorkerOptions(requires=("tests.jobs",), concurrency=5, queues=(("mail", 3), ("low", 1)), strict=True,
-                         processes=4, preempt=0.05, django=True, namespace="ns", redis_url="redis://h:1/2")
+    opts = WorkerOptions(
+        requires=("tests.jobs",),
+        concurrency=5,
+        queues=(("mail", 3), ("low", 1)),
+        strict=True,
+        processes=4,
+        preempt=0.05,
+        django=True,
+        namespace="ns",
+        redis_url="redis://h:1/2",
+    )
     command = supervisor.child_command(opts)
     assert command[1:4] == ["-m", "jiggler_gevent", "worker"]
     parsed = worker_command.make_context("worker", command[4:]).params
@@ -141,8 +151,11 @@ def test_sigtstp_is_forwarded_and_quiets_every_child(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "2")
     wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
     w.signal(signal.SIGTSTP)
-    wait_for(lambda: len(beats(r, ns)) == 2 and all(b["quiet"] for b in beats(r, ns).values()), 20,
-             "both children heartbeating quiet")
+    wait_for(
+        lambda: len(beats(r, ns)) == 2 and all(b["quiet"] for b in beats(r, ns).values()),
+        20,
+        "both children heartbeating quiet",
+    )
     key = f"{ns.namespace}:t:after-quiet"
     jobs.record.enqueue(key, "x")
     pushed = time.time()

@@ -4,6 +4,7 @@ The pytest process is not gevent-patched, so everything that runs a switcher run
 `gjiggler worker` (start_worker) or a small patched script. Timing bounds are generous hang detectors:
 the machine is shared, and the benchmark (benchmarks/bench_preempt.py) is where figures come from.
 """
+
 import json
 import os
 import subprocess
@@ -80,7 +81,7 @@ def test_heartbeat_keeps_its_interval_while_hogs_run(r, ns, start_worker, preemp
         jobs.cpu_hog.enqueue(f"{key}:{i}", 4.0)
     wait_for(lambda: r.llen(f"{key}:0:started") and r.llen(f"{key}:1:started"), 20, "the hogs to start")
     beats = _beats(r, ns, 3.5)
-    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     if bound is None:
         # Its sleep (interval +-10%), at most one threshold before it runs, and a margin: the Monitor
         # sleeps *after* its beat and its recovery sweep, whose round trips each wait for a loop pass
@@ -159,8 +160,14 @@ def _run_patched(body: str, timeout: float = 60) -> dict:
     script.parent.mkdir(exist_ok=True)
     script.write_text(HARNESS + textwrap.dedent(body))
     try:
-        out = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                             capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         script.unlink()
     assert out.returncode == 0, out.stderr[-3000:]
@@ -233,6 +240,7 @@ def test_a_user_gevent_timeout_in_cpu_code_lands_in_the_users_code():
 
 # -- plain units (no hub involved) ------------------------------------------------------------------------
 
+
 def test_threshold_comes_from_the_option_then_configure_then_the_default(ns):
     assert resolve_threshold(None) == config.DEFAULT_PREEMPT
     config.configure(preempt=0.05)
@@ -261,9 +269,10 @@ def _boundary(fn):
 
 
 def test_code_map_tells_user_code_from_libraries_and_gevent():
-    import gevent.util
     import json as json_mod
     import logging
+
+    import gevent.util
 
     examples = jiggler_gevent_examples_file()  # registers jobs inside the package's own folder
     code_map = safepoints.CodeMap()

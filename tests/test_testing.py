@@ -1,4 +1,5 @@
 """jiggler_gevent.testing: inline and fake modes."""
+
 import pytest
 
 from jiggler_gevent import testing

@@ -2,6 +2,7 @@
 frees its slot, and the exception never lands where it would leave a lock held or a connection broken.
 Workers run as subprocesses (`gjiggler worker -r tests.jobs`); timing bounds are hang detectors.
 """
+
 import json
 import re
 import time
@@ -91,8 +92,11 @@ def test_timeouts_firing_into_locks_logging_and_redis_leave_nothing_broken(r, ns
             jobs.stress_locks.set(timeout=0.05 + 0.05 * (pushed % 9)).enqueue(key, 10.0)
             pushed += 1
         time.sleep(0.05)
-    wait_for(lambda: int(r.get(ns.keys.stat("failed")) or 0) >= pushed, 60,
-             f"all {pushed} stress jobs to fail by their timeout")
+    wait_for(
+        lambda: int(r.get(ns.keys.stat("failed")) or 0) >= pushed,
+        60,
+        f"all {pushed} stress jobs to fail by their timeout",
+    )
     assert pushed >= 40, f"only {pushed} stress jobs ran in 20 s"
     assert int(r.get(key + ":calls") or 0) > 0, "the stress jobs never reached Redis"
     assert r.llen(key + ":survived") == 0, "a stress job ran 10 s: its timeout never landed"

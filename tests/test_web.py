@@ -2,6 +2,7 @@
 
 Failed jobs reach the retry and dead sets by running in a real worker; the rest is pushed with the API.
 """
+
 import io
 import json
 import os
@@ -12,7 +13,7 @@ import textwrap
 import time
 import urllib.request
 from http.cookies import SimpleCookie
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -28,12 +29,12 @@ XSS = "<script>alert('pwned')</script>"
 class Page:
     """One response: status code, headers and text."""
 
-    def __init__(self, status: str, headers: List[Tuple[str, str]], body: bytes) -> None:
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         self.code = int(status.split()[0])
         self.headers = headers
         self.text = body.decode("utf-8")
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
     def csrf(self) -> str:
@@ -47,20 +48,27 @@ class Browser:
 
     def __init__(self, app: Any, root: str = "") -> None:
         self.app, self.root = app, root
-        self.cookies: Dict[str, str] = {}
+        self.cookies: dict[str, str] = {}
 
-    def request(self, method: str, path: str, form: Optional[Any] = None) -> Page:
+    def request(self, method: str, path: str, form: Any | None = None) -> Page:
         path, _, query = path.partition("?")
         body = urlencode(form or {}, doseq=True).encode()
         environ = {
-            "REQUEST_METHOD": method, "SCRIPT_NAME": self.root, "PATH_INFO": path, "QUERY_STRING": query,
-            "SERVER_NAME": "test", "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-            "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": self.root,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "test",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
             "HTTP_COOKIE": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
         }
-        captured: Dict[str, Any] = {}
+        captured: dict[str, Any] = {}
 
-        def start_response(status: str, headers: List[Tuple[str, str]]) -> None:
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
             captured.update(status=status, headers=headers)
 
         out = b"".join(self.app(environ, start_response))
@@ -75,7 +83,7 @@ class Browser:
     def get(self, path: str) -> Page:
         return self.request("GET", path)
 
-    def post(self, path: str, form: Dict[str, Any]) -> Page:
+    def post(self, path: str, form: dict[str, Any]) -> Page:
         """POST with the CSRF token the forms carry (the cookie's value; a GET first if there is none)."""
         if "jiggler_csrf" not in self.cookies:
             self.get("/")
@@ -87,7 +95,7 @@ def web(ns) -> Browser:
     return Browser(create_app())
 
 
-def _sets_filled(start_worker, label: str) -> Dict[str, Any]:
+def _sets_filled(start_worker, label: str) -> dict[str, Any]:
     """A worker turns real failures into dead and retry entries; then jobs are queued and scheduled."""
     key = f"{config.current().namespace}:{label}"  # under the test namespace, so it is deleted after
     w = start_worker("-q", "work", "-c", "4")
@@ -280,9 +288,24 @@ def test_redis_down_is_a_503_page(ns):
 
 
 def test_gjiggler_web_serves_over_http(ns):
-    proc = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "web", "--port", "0", "--redis-url", ns.url,
-                             "--namespace", ns.namespace], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jiggler_gevent",
+            "web",
+            "--port",
+            "0",
+            "--redis-url",
+            ns.url,
+            "--namespace",
+            ns.namespace,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         line = proc.stdout.readline().decode()
         url = re.search(r"http://\S+/", line).group(0)
@@ -342,8 +365,14 @@ def test_django_view_mounts_the_app_for_staff_only(ns, tmp_path):
     script = tmp_path / "django_mount.py"
     script.write_text(DJANGO_SCRIPT)
     jobs.record.enqueue_in(60, "web:django", 1)
-    out = subprocess.run([sys.executable, str(script), ns.url, ns.namespace], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        [sys.executable, str(script), ns.url, ns.namespace],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("anon 302 /login/?next=/jiggler/")
@@ -360,9 +389,25 @@ def test_gjiggler_web_on_a_busy_port_is_one_line_and_exit_1(ns):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "jiggler_gevent", "web", "--port", str(port), "--redis-url",
-                              ns.url, "--namespace", ns.namespace], cwd=ROOT, capture_output=True, text=True,
-                             timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jiggler_gevent",
+                "web",
+                "--port",
+                str(port),
+                "--redis-url",
+                ns.url,
+                "--namespace",
+                ns.namespace,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
     assert out.returncode == 1
     assert out.stderr.startswith(f"gjiggler: error: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in out.stderr

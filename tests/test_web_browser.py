@@ -3,13 +3,14 @@
 `gjiggler web` and `gjiggler worker` run as subprocesses on the test namespace. Screenshots go to
 test-artifacts/. Without Chromium the tests are skipped locally, and fail when CI=true.
 """
+
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
 
 import pytest
 
@@ -19,15 +20,24 @@ from tests.conftest import ROOT, wait_for
 
 CHROMIUM = os.environ.get("JIGGLER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the browser tests need {reason} (apt-get install chromium; pip install playwright)",
-                    pytrace=False)
+        pytest.fail(
+            f"the browser tests need {reason} (apt-get install chromium; pip install playwright)", pytrace=False
+        )
     pytest.skip(reason)
 
 
@@ -50,9 +60,24 @@ def dashboard_url(ns) -> Iterator[str]:
     """`gjiggler web --port 0` on the test namespace; its base URL."""
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"web-{ns.namespace}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "web", "--port", "0", "--redis-url", ns.url,
-                             "--namespace", ns.namespace], cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jiggler_gevent",
+            "web",
+            "--port",
+            "0",
+            "--redis-url",
+            ns.url,
+            "--namespace",
+            ns.namespace,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         line = proc.stdout.readline().decode()
         m = re.search(r"(http://\S+)/ ", line)
@@ -72,7 +97,7 @@ def dashboard_url(ns) -> Iterator[str]:
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     pg = context.new_page()
-    errors: List[str] = []
+    errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.errors = errors
     yield pg
@@ -136,7 +161,7 @@ def test_clear_a_queue_by_clicking(page, dashboard_url):
     for i in range(5):
         jobs.record.set(queue="parked").enqueue(_key("browser:parked"), i)
     page.goto(dashboard_url + "/queues")
-    dialogs: List[str] = []
+    dialogs: list[str] = []
 
     def accept(dialog) -> None:
         dialogs.append(dialog.message)
@@ -157,7 +182,7 @@ def test_script_in_arguments_renders_as_text(page, dashboard_url, start_worker):
     start_worker("-q", "work")
     jobs.always_fail.set(queue="work").enqueue(_key("browser:") + payload)
     wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
-    dialogs: List[str] = []
+    dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     for path in ("/queues/parked", "/dead"):
         page.goto(dashboard_url + path)

@@ -1,4 +1,5 @@
 """The worker as a process: delivery, queue order, concurrency, signals, SIGKILL, bad payloads."""
+
 import json
 import signal
 import time
@@ -26,7 +27,7 @@ def test_each_job_runs_exactly_once(ns, r, start_worker, tkey):
 
 
 def test_strict_order_drains_the_first_queue_first(ns, r, start_worker, tkey):
-    for i in range(10):
+    for _i in range(10):
         jobs.record.set(queue="low").enqueue(tkey("order"), "low")
         jobs.record.set(queue="high").enqueue(tkey("order"), "high")
     w = start_worker("-c", "1", "-q", "high", "-q", "low", "--strict")
@@ -148,10 +149,10 @@ def test_bad_payloads_go_to_the_dead_set_and_the_worker_goes_on(ns, r, start_wor
     assert w.stop() == 0
 
 
-@pytest.mark.parametrize("job, error_class", [(jobs.raise_system_exit, "SystemExit"),
-                                              (jobs.raise_greenlet_exit, "GreenletExit")])
-def test_a_job_raising_an_exit_fails_alone_and_its_worker_greenlet_goes_on(ns, r, start_worker, tkey, job,
-                                                                           error_class):
+@pytest.mark.parametrize(
+    "job, error_class", [(jobs.raise_system_exit, "SystemExit"), (jobs.raise_greenlet_exit, "GreenletExit")]
+)
+def test_a_job_raising_an_exit_fails_alone_and_its_worker_greenlet_goes_on(ns, r, start_worker, tkey, job, error_class):
     job.set(retries=0).enqueue_bulk([(tkey("exit-runs"),)] * 3)
     jobs.record.enqueue(tkey("exit-after"), "ok")
     w = start_worker("-c", "1")  # one worker greenlet: it must survive all three to run the last job

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Django's command-line utility for the example shop (`python manage.py gjiggler` runs its worker)."""
+
 import os
 import sys
 

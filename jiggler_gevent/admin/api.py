@@ -8,17 +8,34 @@
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
 """
+
 import json
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
-from .. import config, payload as payload_mod, scripts
+from .. import config, scripts
+from .. import payload as payload_mod
 from ..keys import Keys
 
-__all__ = ["Stats", "Queue", "ScheduledSet", "RetrySet", "DeadSet", "SortedSet", "ProcessSet", "Process", "Entry",
-           "stats_dict", "in_flight", "redis_info", "entry_at", "queue_entry_near"]
+__all__ = [
+    "Stats",
+    "Queue",
+    "ScheduledSet",
+    "RetrySet",
+    "DeadSet",
+    "SortedSet",
+    "ProcessSet",
+    "Process",
+    "Entry",
+    "stats_dict",
+    "in_flight",
+    "redis_info",
+    "entry_at",
+    "queue_entry_near",
+]
 
 WINDOW = 100
 
@@ -31,10 +48,10 @@ def _client_and_keys() -> "tuple[redis.Redis, Keys]":
 class Entry:
     """One job as stored: in a queue (`score` None) or in a sorted set (`score` is its time)."""
 
-    def __init__(self, raw: str, container: "Any", score: Optional[float] = None) -> None:
+    def __init__(self, raw: str, container: "Any", score: float | None = None) -> None:
         self.raw, self.container, self.score = raw, container, score
         try:
-            self.item: Dict[str, Any] = json.loads(raw)
+            self.item: dict[str, Any] = json.loads(raw)
             if not isinstance(self.item, dict):
                 self.item = {"raw": raw}
         except (ValueError, RecursionError):
@@ -56,7 +73,7 @@ class Entry:
     failed_at = property(lambda self: self._get("failed_at"))
 
     @property
-    def at(self) -> Optional[float]:
+    def at(self) -> float | None:
         """When it is due (scheduled, retry) or died (dead)."""
         return self.score
 
@@ -75,7 +92,7 @@ class Entry:
 class _Paged:
     """Iteration and lookup for a container that reads itself in windows with `page(offset, limit)`."""
 
-    def page(self, offset: int = 0, limit: int = 25) -> List[Entry]:
+    def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Entry]:
@@ -87,7 +104,7 @@ class _Paged:
                 return
             offset += WINDOW
 
-    def find(self, jid: str) -> Optional[Entry]:
+    def find(self, jid: str) -> Entry | None:
         """The entry with this jid, or None (a scan of the whole container: for tools, not hot paths)."""
         return next((e for e in self if e.jid == jid), None)
 
@@ -101,7 +118,7 @@ class Queue(_Paged):
         self.key = self.keys.queue(name)
 
     @classmethod
-    def all(cls) -> List["Queue"]:
+    def all(cls) -> list["Queue"]:
         """Every queue ever pushed to, by name."""
         client, keys = _client_and_keys()
         return [cls(n) for n in sorted(client.smembers(keys.queues))]
@@ -123,7 +140,7 @@ class Queue(_Paged):
         ready = max(x for x in (entry._get("enqueued_at"), entry._get("at"), 0.0) if isinstance(x, (int, float)))
         return max(0.0, time.time() - ready) if ready else 0.0
 
-    def page(self, offset: int = 0, limit: int = 25) -> List[Entry]:
+    def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
         """Jobs from the oldest (next to run) on."""
         if limit <= 0:
             return []
@@ -164,7 +181,7 @@ class SortedSet(_Paged):
     def size(self) -> int:
         return len(self)
 
-    def page(self, offset: int = 0, limit: int = 25, newest_first: bool = False) -> List[Entry]:
+    def page(self, offset: int = 0, limit: int = 25, newest_first: bool = False) -> list[Entry]:
         """A window of entries, by time (oldest first unless newest_first)."""
         if limit <= 0:
             return []
@@ -181,8 +198,9 @@ class SortedSet(_Paged):
             item["enqueued_at"] = time.time()
             to_push = payload_mod.encode(item)
         queue = entry.queue
-        moved = self.scripts.move_one(keys=[self.key, self.keys.queues, self.keys.queue(queue)],
-                                         args=[entry.raw, to_push, queue])
+        moved = self.scripts.move_one(
+            keys=[self.key, self.keys.queues, self.keys.queue(queue)], args=[entry.raw, to_push, queue]
+        )
         return bool(moved)
 
     def retry_all(self) -> int:
@@ -224,7 +242,7 @@ class DeadSet(SortedSet):
 class Process:
     """One live worker process, from its heartbeat."""
 
-    def __init__(self, identity: str, info: Dict[str, Any], work: Dict[str, Any]) -> None:
+    def __init__(self, identity: str, info: dict[str, Any], work: dict[str, Any]) -> None:
         self.identity, self.info, self.work = identity, info, work
 
     def __getattr__(self, name: str) -> Any:
@@ -234,7 +252,7 @@ class Process:
             raise AttributeError(name) from None
 
     @property
-    def jobs(self) -> List[Dict[str, Any]]:
+    def jobs(self) -> list[dict[str, Any]]:
         """The jobs running in it at its last heartbeat."""
         return list(self.work.values())
 
@@ -245,7 +263,7 @@ class ProcessSet:
     def __init__(self) -> None:
         self.redis, self.keys = _client_and_keys()
 
-    def _load(self) -> List[Process]:
+    def _load(self) -> list[Process]:
         identities = sorted(self.redis.smembers(self.keys.processes))
         with self.redis.pipeline(transaction=False) as pipe:
             for identity in identities:
@@ -285,36 +303,48 @@ class Stats:
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
-        self.queues = dict(zip(queue_names, (int(x) for x in replies[5:])))
+        self.queues = dict(zip(queue_names, (int(x) for x in replies[5:]), strict=False))
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)
         self.busy = sum(int(p.info.get("busy", 0)) for p in self.process_list)
 
-    def history(self, days: int = 30) -> Dict[str, List[int]]:
+    def history(self, days: int = 30) -> dict[str, list[int]]:
         """Processed and failed per day, oldest first, for the last `days` days (UTC)."""
         import datetime as dt
 
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         dates = [(today - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
-        out: Dict[str, List[int]] = {"dates": dates}  # type: ignore[dict-item]
+        out: dict[str, list[int]] = {"dates": dates}  # type: ignore[dict-item]
         for name in ("processed", "failed"):
             values = self.redis.mget([self.keys.stat(name, d) for d in dates])
             out[name] = [int(v or 0) for v in values]
         return out
 
 
-def stats_dict(s: Stats) -> Dict[str, Any]:
+def stats_dict(s: Stats) -> dict[str, Any]:
     """Stats as plain data, as `gjiggler stats --json` prints it (no URLs, so no secrets)."""
     return {
-        "processed": s.processed, "failed": s.failed, "enqueued": s.enqueued, "busy": s.busy,
-        "scheduled_size": s.scheduled_size, "retry_size": s.retry_size, "dead_size": s.dead_size,
+        "processed": s.processed,
+        "failed": s.failed,
+        "enqueued": s.enqueued,
+        "busy": s.busy,
+        "scheduled_size": s.scheduled_size,
+        "retry_size": s.retry_size,
+        "dead_size": s.dead_size,
         "queues": [{"name": name, "size": size, "latency": Queue(name).latency} for name, size in s.queues.items()],
         "processes": [
-            {"identity": p.identity, "hostname": p.info.get("hostname"), "pid": p.info.get("pid"),
-             "busy": p.info.get("busy", 0), "concurrency": p.info.get("concurrency"),
-             "queues": p.info.get("queues", []), "rss": p.info.get("rss"), "quiet": p.info.get("quiet", False),
-             "beat": p.info.get("beat")}
+            {
+                "identity": p.identity,
+                "hostname": p.info.get("hostname"),
+                "pid": p.info.get("pid"),
+                "busy": p.info.get("busy", 0),
+                "concurrency": p.info.get("concurrency"),
+                "queues": p.info.get("queues", []),
+                "rss": p.info.get("rss"),
+                "quiet": p.info.get("quiet", False),
+                "beat": p.info.get("beat"),
+            }
             for p in s.process_list
         ],
     }
@@ -332,23 +362,26 @@ def in_flight() -> int:
 
 # --- Read helpers for the web dashboard: each costs a bounded number of Redis calls, whatever the set size.
 
-def redis_info() -> Dict[str, Any]:
+
+def redis_info() -> dict[str, Any]:
     """Version, memory, clients and uptime of the Redis server in use."""
     client, _ = _client_and_keys()
     info = client.info()
     return {
-        "version": info.get("redis_version"), "used_memory": info.get("used_memory_human"),
-        "peak_memory": info.get("used_memory_peak_human"), "clients": info.get("connected_clients"),
-        "uptime_days": info.get("uptime_in_days"), "url": config.redacted(config.current().url),
+        "version": info.get("redis_version"),
+        "used_memory": info.get("used_memory_human"),
+        "peak_memory": info.get("used_memory_peak_human"),
+        "clients": info.get("connected_clients"),
+        "uptime_days": info.get("uptime_in_days"),
+        "url": config.redacted(config.current().url),
     }
 
 
-def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Optional[Entry]:
+def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Entry | None:
     """The entry of `sorted_set` with this score and jid, read by score (ZRANGEBYSCORE), not by a scan."""
     start = 0
     while True:
-        rows = sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW,
-                                              withscores=True)
+        rows = sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW, withscores=True)
         for raw, s in rows:
             entry = Entry(raw, sorted_set, s)
             if entry.jid == jid:
@@ -358,7 +391,7 @@ def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Optional[Entry]:
         start += WINDOW
 
 
-def queue_entry_near(queue: Queue, position: int, jid: str, slack: int = WINDOW) -> Optional[Entry]:
+def queue_entry_near(queue: Queue, position: int, jid: str, slack: int = WINDOW) -> Entry | None:
     """The job with this jid seen at `position` (0 = next to run), looked for within `slack` either side."""
     start = max(0, position - slack)
     return next((e for e in queue.page(start, 2 * slack + 1) if e.jid == jid), None)

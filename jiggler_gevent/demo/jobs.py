@@ -1,7 +1,8 @@
 """Example jobs: ordinary blocking code, run cooperatively by the worker.
 
-    gjiggler worker -r jiggler_gevent.demo.jobs
+gjiggler worker -r jiggler_gevent.demo.jobs
 """
+
 import time
 import urllib.request
 

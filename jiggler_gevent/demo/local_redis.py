@@ -3,12 +3,13 @@
 `ensure_redis(url)` returns a URL that answers: `url` itself when Redis is there, else (if the
 `redis-server` binary is installed) a throwaway server on a free local port, stopped by `stop()`.
 """
+
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 import redis
 
@@ -36,17 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_private(deadline: float = 10.0) -> Tuple[str, Callable[[], None]]:
+def start_private(deadline: float = 10.0) -> tuple[str, Callable[[], None]]:
     """Start a throwaway redis-server on a free port; returns (url, stop)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise NoRedis("no Redis answers and redis-server is not installed: "
-                      "install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or set REDIS_URL")
+        raise NoRedis(
+            "no Redis answers and redis-server is not installed: "
+            "install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or set REDIS_URL"
+        )
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="jiggler-redis-")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     end = time.monotonic() + deadline
@@ -67,7 +71,7 @@ def start_private(deadline: float = 10.0) -> Tuple[str, Callable[[], None]]:
     return url, stop
 
 
-def ensure_redis(url: Optional[str] = None) -> Tuple[str, Callable[[], None]]:
+def ensure_redis(url: str | None = None) -> tuple[str, Callable[[], None]]:
     """A URL where Redis answers, and a function that stops it if we started it."""
     from ..config import resolve_redis_url
 

@@ -2,6 +2,7 @@
 
 It uses a namespace of its own and removes it afterwards; if no Redis answers it starts a private one.
 """
+
 import os
 import signal
 import subprocess
@@ -9,13 +10,13 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Optional
 
 import gevent
 from gevent.pywsgi import WSGIServer
 
 from .. import api, config
-from . import jobs as examples, local_redis
+from . import jobs as examples
+from . import local_redis
 
 
 def _slow_app(environ, start_response):  # type: ignore[no-untyped-def]
@@ -47,7 +48,7 @@ def _wait_until_done(deadline: float) -> bool:
     return False
 
 
-def run_demo(n: int, redis_url: Optional[str], namespace: Optional[str]) -> int:
+def run_demo(n: int, redis_url: str | None, namespace: str | None) -> int:
     """Run the demo; returns the exit code."""
     try:
         url, stop_redis = local_redis.ensure_redis(redis_url)
@@ -66,16 +67,32 @@ def run_demo(n: int, redis_url: Optional[str], namespace: Optional[str]) -> int:
         _enqueue(n, f"http://127.0.0.1:{http.server_port}/", path)
         print(f"enqueued {n} example jobs (sleeps, HTTP GETs, file writes, one that raises); starting a worker, -c 20")
         started = time.monotonic()
-        worker = subprocess.Popen([sys.executable, "-m", "jiggler_gevent", "worker", "-r", "jiggler_gevent.demo.jobs",
-                                   "-c", "20", "--redis-url", url, "--namespace", ns])
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jiggler_gevent",
+                "worker",
+                "-r",
+                "jiggler_gevent.demo.jobs",
+                "-c",
+                "20",
+                "--redis-url",
+                url,
+                "--namespace",
+                ns,
+            ]
+        )
         finished = _wait_until_done(time.monotonic() + 120)
         wall = time.monotonic() - started
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(30)
         stats = api.Stats()
-        print(f"\nprocessed {stats.processed}, failed {stats.failed}, dead {stats.dead_size}, "
-              f"retries {stats.retry_size}; wall time {wall:.2f}s (serially the sleeps alone take "
-              f"{sum(0.5 if i % 4 == 0 else 0.1 if i % 4 == 3 and i != 3 else 0 for i in range(n)):.1f}s)")
+        print(
+            f"\nprocessed {stats.processed}, failed {stats.failed}, dead {stats.dead_size}, "
+            f"retries {stats.retry_size}; wall time {wall:.2f}s (serially the sleeps alone take "
+            f"{sum(0.5 if i % 4 == 0 else 0.1 if i % 4 == 3 and i != 3 else 0 for i in range(n)):.1f}s)"
+        )
         print(f"lines written to {path}: {sum(1 for _ in open(path)) if os.path.exists(path) else 0}")
         for entry in api.DeadSet():
             print(f"dead: {entry.name} ({entry.jid}): {entry.error_class}: {entry.error_message}")

@@ -4,6 +4,7 @@ Each script is atomic: no other client sees it half done. Every check-and-take a
 them. Every key a script touches is passed in KEYS or, where the number of queues varies, built from the
 queue key prefix in ARGV; the header of each file names its KEYS and ARGV. Key names come from keys.py.
 """
+
 from dataclasses import dataclass
 from importlib import resources
 

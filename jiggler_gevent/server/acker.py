@@ -6,16 +6,19 @@ is put back unrun (shutdown, recovery). Two writers settle: the Acker, for every
 which carries plain acknowledgements (job done, nothing to store) in its next fetch while it rides. Until an
 outcome is written the payload stays held, so a crash then means the job runs again, never that it is lost.
 """
+
 import logging
 import time
-from typing import Any, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import gevent
 import gevent.event
 import redis
 from redis.commands.core import Script
 
-from .. import config, payload as payload_mod, scripts
+from .. import config, scripts
+from .. import payload as payload_mod
 from ..keys import Keys
 from ..middleware import Disposition
 from .backoff import Backoff
@@ -30,8 +33,9 @@ class Outcome:
 
     __slots__ = ("raw", "disposition", "new_raw", "where")
 
-    def __init__(self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "",
-                 where: Union[float, str] = 0.0) -> None:
+    def __init__(
+        self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "", where: float | str = 0.0
+    ) -> None:
         self.raw, self.disposition, self.new_raw, self.where = raw, disposition, new_raw, where
 
     @classmethod
@@ -55,12 +59,13 @@ class Outcome:
         return self.disposition in PLAIN
 
 
-def settle(script: Script, keys: Keys, working: str, outcomes: Sequence[Outcome],
-           client: Optional[redis.Redis] = None) -> int:
+def settle(
+    script: Script, keys: Keys, working: str, outcomes: Sequence[Outcome], client: redis.Redis | None = None
+) -> int:
     """Write `outcomes` for payloads held in `working`, in one atomic script call; returns how many were held."""
     if not outcomes:
         return 0
-    args: List[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
+    args: list[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
     for o in outcomes:
         args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where]
     return int(script(keys=[working, keys.retry, keys.dead, keys.queues], args=args, client=client))
@@ -85,8 +90,8 @@ class Acker:
         self.redis, self.keys, self.working = client, keys, working
         self.conn = dedicated(client)
         self.script = scripts.register(client).settle
-        self.pending: List[Outcome] = []
-        self.writing: List[Outcome] = []  # the batch on its way to Redis now
+        self.pending: list[Outcome] = []
+        self.writing: list[Outcome] = []  # the batch on its way to Redis now
         self.wake = gevent.event.Event()
         self.closing = False
         self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
@@ -119,7 +124,7 @@ class Acker:
         if not riding and self.pending:
             self.wake.set()
 
-    def take_plain(self) -> List[bytes]:
+    def take_plain(self) -> list[bytes]:
         """Hand over the pending plain acknowledgements, as the bytes held in Redis."""
         if not self.pending:
             return []
@@ -154,7 +159,7 @@ class Acker:
         finally:
             self.writing = []
 
-    def holding(self) -> List[str]:
+    def holding(self) -> list[str]:
         """The raw payloads whose outcome is waiting to be written (still in the working list meanwhile)."""
         return [o.raw for o in self.pending] + [o.raw for o in self.writing]
 

@@ -6,27 +6,29 @@ its outcome is written, or it is put back unrun. On SIGTERM the unfinished ones 
 On SIGKILL they stay in the working list until a live process sees the heartbeat expire and adopts them
 (recovery.py): a job may run twice, never zero times.
 """
+
 import random
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import redis
 
-from .. import config, payload as payload_mod, scripts
+from .. import config, scripts
+from .. import payload as payload_mod
 from ..keys import Keys
 from .acker import Outcome, dedicated, settle
 
-QueueWeights = Sequence[Tuple[str, int]]
+QueueWeights = Sequence[tuple[str, int]]
 SINGLE_QUEUE_BLOCK = 2.0
 MULTI_QUEUE_BLOCK = 0.1
 
 
-def queue_order(queues: QueueWeights, strict: bool) -> List[str]:
+def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
     """The order to try queues in: as given when strict, else a weighted random shuffle."""
     if strict or len(queues) == 1:
         return [name for name, _ in queues]
     names = [name for name, _ in queues]
     weights = [float(w) for _, w in queues]
-    order: List[str] = []
+    order: list[str] = []
     while names:
         pick = random.choices(range(len(names)), weights=weights)[0]
         order.append(names.pop(pick))
@@ -37,21 +39,22 @@ def queue_order(queues: QueueWeights, strict: bool) -> List[str]:
 class ReliableFetch:
     """Moves payloads from the queues into this process's working list, and back."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, identity: str, queues: QueueWeights,
-                 strict: bool = False) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, identity: str, queues: QueueWeights, strict: bool = False
+    ) -> None:
         self.redis, self.keys, self.identity = client, keys, identity
         self.queues, self.strict = list(queues), strict
         self.working = keys.working(identity)
         self.scripts = scripts.register(client)
         self.conn = dedicated(client)
 
-    def take(self, most: int, acks: Sequence[bytes] = ()) -> List[str]:
+    def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
         """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        taken: List[str] = self.scripts.fetch(keys=[self.working, *order], args=[most, *acks], client=self.conn)
+        taken: list[str] = self.scripts.fetch(keys=[self.working, *order], args=[most, *acks], client=self.conn)
         return taken
 
-    def wait_for_one(self) -> List[str]:
+    def wait_for_one(self) -> list[str]:
         """Block briefly for one payload when the queues were empty; [] when none came."""
         block = SINGLE_QUEUE_BLOCK if len(self.queues) == 1 else MULTI_QUEUE_BLOCK
         first = queue_order(self.queues, self.strict)[0]
@@ -67,7 +70,7 @@ class ReliableFetch:
         """Put everything this process still holds back in its queues (clean shutdown)."""
         return self.requeue(self.held())
 
-    def held(self) -> List[str]:
+    def held(self) -> list[str]:
         """The payloads this process holds now."""
-        held: List[str] = self.redis.lrange(self.working, 0, -1)
+        held: list[str] = self.redis.lrange(self.working, 0, -1)
         return held

@@ -5,9 +5,9 @@ switcher, Manager. SIGTERM/SIGINT: stop fetching, wait up to the shutdown timeou
 put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
 cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching, stay alive).
 """
+
 import logging
 import signal
-from typing import Optional
 
 import gevent
 import gevent.event
@@ -40,7 +40,7 @@ def server_chain(counters: Counters) -> middleware.Chain:
 class Launcher:
     """One worker process: Manager, Poller, Monitor and switcher, with their lifecycle."""
 
-    def __init__(self, opts: WorkerOptions, cfg: Optional[Config] = None) -> None:
+    def __init__(self, opts: WorkerOptions, cfg: Config | None = None) -> None:
         self.opts = opts
         self.cfg = cfg or config.current()
         keys = self.cfg.keys
@@ -50,19 +50,27 @@ class Launcher:
         self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
         self.acker = Acker(self.redis, keys, self.fetch.working)
         self.counters = Counters()
-        self.processor = Processor(self.acker, server_chain(self.counters),
-                                   on_failure=lambda: self.counters.count(failed=True))
+        self.processor = Processor(
+            self.acker, server_chain(self.counters), on_failure=lambda: self.counters.count(failed=True)
+        )
         self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
-        info = {"concurrency": opts.concurrency, "queues": [q for q, _ in opts.queues],
-                "namespace": self.cfg.namespace}
-        self.monitor = Monitor(self.redis, keys, self.identity, info, self.counters, self.recovery,
-                               busy=lambda: self.manager.busy, running=lambda: self.processor.running,
-                               interval=opts.heartbeat_interval)
+        info = {"concurrency": opts.concurrency, "queues": [q for q, _ in opts.queues], "namespace": self.cfg.namespace}
+        self.monitor = Monitor(
+            self.redis,
+            keys,
+            self.identity,
+            info,
+            self.counters,
+            self.recovery,
+            busy=lambda: self.manager.busy,
+            running=lambda: self.processor.running,
+            interval=opts.heartbeat_interval,
+        )
         self.stop_requested = gevent.event.Event()
         self.force = gevent.event.Event()
-        self.switcher: Optional[Switcher] = None
+        self.switcher: Switcher | None = None
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""
@@ -70,9 +78,15 @@ class Launcher:
         self.poller.start()
         self._start_switcher()
         self.manager.start()
-        log.info("worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
-                 self.identity, self.opts.concurrency, ",".join(f"{q}:{w}" for q, w in self.opts.queues),
-                 " (strict)" if self.opts.strict else "", config.redacted(self.cfg.url), self.cfg.namespace)
+        log.info(
+            "worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
+            self.identity,
+            self.opts.concurrency,
+            ",".join(f"{q}:{w}" for q, w in self.opts.queues),
+            " (strict)" if self.opts.strict else "",
+            config.redacted(self.cfg.url),
+            self.cfg.namespace,
+        )
 
     def _start_switcher(self) -> None:
         threshold = resolve_threshold(self.opts.preempt)

@@ -8,10 +8,10 @@ start, quiet (stop fetching), stop(deadline) (quiet, let the workers finish what
 deadline, kill the rest, write every outcome, put every payload still held back in its queue). See fetch.py
 for the delivery guarantee.
 """
+
 import logging
 import time
 from collections import Counter
-from typing import Dict, List, Optional
 
 import gevent
 import gevent.lock
@@ -36,11 +36,11 @@ class Manager:
         self.fetch, self.processor, self.acker = fetch, processor, acker
         self.concurrency = concurrency
         self.idle = gevent.lock.BoundedSemaphore(concurrency)  # idle workers; only the fetcher acquires
-        self.inbox: "gevent.queue.Queue[Optional[str]]" = gevent.queue.Queue()
-        self.workers: List[gevent.Greenlet] = []
-        self.fetcher: Optional[gevent.Greenlet] = None
-        self.acker_greenlet: Optional[gevent.Greenlet] = None
-        self.in_hand: Dict[str, int] = {}  # raw payloads handed to the workers and not yet processed
+        self.inbox: gevent.queue.Queue[str | None] = gevent.queue.Queue()
+        self.workers: list[gevent.Greenlet] = []
+        self.fetcher: gevent.Greenlet | None = None
+        self.acker_greenlet: gevent.Greenlet | None = None
+        self.in_hand: dict[str, int] = {}  # raw payloads handed to the workers and not yet processed
         self.running_jobs = 0
         self.finishing = False
 
@@ -62,7 +62,7 @@ class Manager:
             self.fetcher.kill(block=True)
             self.fetcher = None
 
-    def join(self, timeout: Optional[float] = None) -> bool:
+    def join(self, timeout: float | None = None) -> bool:
         """After quiet(): let the workers finish the jobs they hold, waiting up to `timeout` s (None: no limit).
 
         True when every worker has finished.
@@ -172,7 +172,7 @@ class Manager:
                 self.in_hand[raw] = left
             self.idle.release()
 
-    def _put_back_orphans(self, acks: List[bytes]) -> None:
+    def _put_back_orphans(self, acks: list[bytes]) -> None:
         """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.
 
         A payload held in Redis that no greenlet runs and no pending outcome covers was taken by a fetch whose

@@ -5,6 +5,7 @@ concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 int
 failed counts gathered in memory since the last beat. Then it asks Recovery to adopt the jobs of any
 process whose record has expired. On a clean stop it flushes the counts and deletes its record.
 """
+
 import datetime as dt
 import json
 import logging
@@ -12,7 +13,8 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import redis
@@ -75,21 +77,35 @@ def new_identity() -> str:
 class Monitor:
     """Writes this process's heartbeat and counts, and sweeps for dead processes."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, identity: str, info: Dict[str, Any],
-                 counters: Counters, recovery: Recovery, busy: Callable[[], int],
-                 running: Callable[[], Dict[int, JobContext]],
-                 interval: float = config.DEFAULT_HEARTBEAT_INTERVAL) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        identity: str,
+        info: dict[str, Any],
+        counters: Counters,
+        recovery: Recovery,
+        busy: Callable[[], int],
+        running: Callable[[], dict[int, JobContext]],
+        interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
+    ) -> None:
         self.redis, self.keys, self.identity = client, keys, identity
-        self.info = dict(info, identity=identity, hostname=socket.gethostname(), pid=os.getpid(),
-                         started_at=time.time(), version=__version__)
+        self.info = dict(
+            info,
+            identity=identity,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            version=__version__,
+        )
         self.counters, self.recovery = counters, recovery
         self.busy, self.running = busy, running
         self.interval = interval
         self.ttl_ms = int(interval * config.HEARTBEAT_TTL_BEATS * 1000)
         self.quiet = False
-        self.greenlet: Optional[gevent.Greenlet] = None
+        self.greenlet: gevent.Greenlet | None = None
         self.last_beat = 0.0
-        self.failing_since: Optional[float] = None  # monotonic time of the first failed beat of an outage
+        self.failing_since: float | None = None  # monotonic time of the first failed beat of an outage
         self.sweep_after = 0.0
 
     def start(self) -> None:
@@ -155,7 +171,7 @@ class Monitor:
             log.warning("recovery sweep failed: %s", exc)
 
     def _queue_counts(self, pipe: Any, processed: int, failed: int) -> None:
-        day = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         for name, n in (("processed", processed), ("failed", failed)):
             if n:
                 pipe.incrby(self.keys.stat(name), n)
@@ -175,15 +191,16 @@ class Monitor:
             pipe.hset(k.work(self.identity), mapping=work)
             pipe.pexpire(k.work(self.identity), self.ttl_ms)
 
-    def _work(self) -> Dict[str, str]:
-        work: Dict[str, str] = {}
+    def _work(self) -> dict[str, str]:
+        work: dict[str, str] = {}
         for key, ctx in list(self.running().items()):
-            work[str(key)] = json.dumps({"queue": ctx.payload.get("queue"), "payload": _summary(ctx.payload),
-                                         "run_at": ctx.started_at})
+            work[str(key)] = json.dumps(
+                {"queue": ctx.payload.get("queue"), "payload": _summary(ctx.payload), "run_at": ctx.started_at}
+            )
         return work
 
 
-def _summary(payload: Dict[str, Any]) -> Dict[str, Any]:
+def _summary(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload as shown among running jobs; huge arguments are cut so a heartbeat stays small."""
     if len(repr(payload.get("args"))) + len(repr(payload.get("kwargs"))) <= WORK_ARGS_LIMIT:
         return payload

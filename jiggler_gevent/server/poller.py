@@ -4,10 +4,10 @@ Each move is one Lua script (move_due.lua), so two processes polling at once nev
 job twice. The wait between polls is drawn at random from 0.5x to 1.5x the interval, so that many
 processes started together do not poll in step.
 """
+
 import logging
 import random
 import time
-from typing import Optional
 
 import gevent
 import redis
@@ -24,11 +24,12 @@ BATCH = 100
 class Poller:
     """Polls the scheduled and retry sets until stopped."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
-                 interval: float = config.DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, interval: float = config.DEFAULT_POLL_INTERVAL
+    ) -> None:
         self.redis, self.keys, self.scripts = client, keys, scripts
         self.interval = interval
-        self.greenlet: Optional[gevent.Greenlet] = None
+        self.greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
         """Poll once now, then every interval or so."""
@@ -48,15 +49,22 @@ class Poller:
                 log.warning("polling the scheduled and retry sets failed: %s", exc)
             gevent.sleep(self.interval * random.uniform(0.5, 1.5))
 
-    def enqueue_due(self, now: Optional[float] = None) -> int:
+    def enqueue_due(self, now: float | None = None) -> int:
         """Move every job due by `now` to its queue; returns how many moved."""
         moved = 0
         for zset in (self.keys.schedule, self.keys.retry):
             while True:
-                n = int(self.scripts.move_due(
-                    keys=[zset, self.keys.queues],
-                    args=[now if now is not None else time.time(), BATCH, self.keys.queue_prefix,
-                          config.DEFAULT_QUEUE]))
+                n = int(
+                    self.scripts.move_due(
+                        keys=[zset, self.keys.queues],
+                        args=[
+                            now if now is not None else time.time(),
+                            BATCH,
+                            self.keys.queue_prefix,
+                            config.DEFAULT_QUEUE,
+                        ],
+                    )
+                )
                 moved += n
                 if n < BATCH:
                     break

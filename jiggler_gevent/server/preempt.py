@@ -20,6 +20,7 @@ What it cannot cut short: C code that holds the GIL (the thread itself cannot ru
 that gevent does not patch. Both are detected afterwards (the handler runs late, or the thread woke late
 while the main thread was burning CPU) and logged with the job's name and how long the hub was held.
 """
+
 import _thread
 import itertools
 import logging
@@ -28,8 +29,9 @@ import os
 import signal
 import time
 import weakref
-from types import CodeType, FrameType
-from typing import Any, Callable, Dict, Optional, Protocol, Tuple
+from collections.abc import Callable
+from types import CodeType
+from typing import Any, Optional, Protocol
 
 import gevent
 from gevent import monkey
@@ -52,10 +54,10 @@ _real_start_thread = monkey.get_original("_thread", "start_new_thread")
 _real_get_ident = monkey.get_original("_thread", "get_ident")
 _real_lock = monkey.get_original("_thread", "allocate_lock")
 
-Request = Tuple[float, float, int]  # (asked at, last pass seen at, passes then)
+Request = tuple[float, float, int]  # (asked at, last pass seen at, passes then)
 
 
-def resolve_threshold(option: Optional[float]) -> float:
+def resolve_threshold(option: float | None) -> float:
     """The threshold in force: `--preempt` when given, else `configure(preempt=...)`, else the default."""
     value = option if option is not None else config.current().extra.get("preempt", config.DEFAULT_PREEMPT)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -75,7 +77,7 @@ class PassCounter:
         return int(repr(self._count)[6:-1])  # "count(N)": reading never advances it
 
 
-def _main_cpu_clock() -> Optional[int]:
+def _main_cpu_clock() -> int | None:
     try:
         return time.pthread_getcpuclockid(_real_get_ident())
     except (AttributeError, OSError):
@@ -89,10 +91,10 @@ class JobRunner(Protocol):
     def call_site(self) -> CodeType:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
 
-    def running_job(self, glet: Any) -> Optional[JobContext]:
+    def running_job(self, glet: Any) -> JobContext | None:
         """The job `glet` runs now, if any (named in reports)."""
 
-    def abandon(self, glet: Any, exc: BaseException) -> Optional[JobContext]:
+    def abandon(self, glet: Any, exc: BaseException) -> JobContext | None:
         """Fail the job `glet` runs as if it had raised `exc`, while it goes on running."""
 
 
@@ -103,8 +105,9 @@ class Switcher:
     `on_abandon()` is called (the Launcher stops the worker gracefully), in a new greenlet.
     """
 
-    def __init__(self, threshold: float, runner: Optional[JobRunner] = None,
-                 on_abandon: Optional[Callable[[], None]] = None) -> None:
+    def __init__(
+        self, threshold: float, runner: JobRunner | None = None, on_abandon: Callable[[], None] | None = None
+    ) -> None:
         if threshold <= 0:
             raise ValueError("the switcher needs a threshold > 0")
         self.threshold = threshold
@@ -112,21 +115,21 @@ class Switcher:
         self.runner = runner
         self.on_abandon = on_abandon
         # Stack scans stop at the job's call site; without a runner they cover the whole stack.
-        self.boundary: Optional[CodeType] = runner.call_site if runner is not None else None
+        self.boundary: CodeType | None = runner.call_site if runner is not None else None
         self.code_map = safepoints.CodeMap([__file__, safepoints.__file__])
         self.forced = self.deferred = self.reports = 0
         self.running = False
         self._passes = PassCounter()
-        self._hub_ref: Optional["weakref.ref[Any]"] = None
+        self._hub_ref: weakref.ref[Any] | None = None
         self._check: Any = None
         self._previous: Any = None
-        self._request: Optional[Request] = None
+        self._request: Request | None = None
         self._stall = 0.0
         self._probe = False
         self._pid = 0
-        self._clock: Optional[int] = None
+        self._clock: int | None = None
         self._alive: Any = None
-        self._last_report: Dict[str, float] = {}
+        self._last_report: dict[str, float] = {}
 
     def start(self) -> None:
         """Install the signal handler and the loop watcher, then start the thread. Main thread only."""
@@ -144,8 +147,13 @@ class Switcher:
     def stop(self) -> None:
         """Stop the thread (waiting up to a second for it), the watcher and the handler."""
         if self.running:
-            log.info("switcher stopped: %d forced yield(s), %d exception(s) deferred to a safe point, "
-                     "%d report(s) of a blocked hub", self.forced, self.deferred, self.reports)
+            log.info(
+                "switcher stopped: %d forced yield(s), %d exception(s) deferred to a safe point, "
+                "%d report(s) of a blocked hub",
+                self.forced,
+                self.deferred,
+                self.reports,
+            )
         self.running = False
         if self._check is not None:
             self._check.stop()
@@ -174,7 +182,7 @@ class Switcher:
 
     # -- the thread ----------------------------------------------------------------------------------
 
-    def _cpu(self) -> Optional[float]:
+    def _cpu(self) -> float | None:
         try:
             return time.clock_gettime(self._clock) if self._clock is not None else None
         except OSError:
@@ -234,7 +242,7 @@ class Switcher:
             self._deliver_if_safe(current, frame)
         # Otherwise a stray SIGURG, or the loop has passed since the request (it was idle, not held).
 
-    def _deliver_if_safe(self, current: Any, frame: Any, scan: Optional[Tuple[bool, bool]] = None) -> None:
+    def _deliver_if_safe(self, current: Any, frame: Any, scan: tuple[bool, bool] | None = None) -> None:
         """Raise the exception waiting in `current` if `frame` is a safe point; escalate if it waited too long."""
         pending = safepoints.deferrals.get(current)
         if pending is None:
@@ -270,7 +278,7 @@ class Switcher:
         finally:
             timer.close()
 
-    def _who(self, glet: Any) -> Tuple[str, str]:
+    def _who(self, glet: Any) -> tuple[str, str]:
         ctx = self.runner.running_job(glet) if self.runner is not None else None
         if ctx is None:
             return repr(glet), f"greenlet {glet!r}"
@@ -283,15 +291,25 @@ class Switcher:
         self._last_report[key] = now
         self.reports += 1
         # Logged from a new greenlet: the interrupted code may be inside logging, holding its lock.
-        gevent.spawn(log.warning, "%s held the hub for %.2fs in code that cannot be pre-empted (C code that "
-                     "holds the GIL, or a blocking call gevent does not patch, such as psycopg2 without "
-                     "psycogreen); nothing else ran meanwhile", who, held)
+        gevent.spawn(
+            log.warning,
+            "%s held the hub for %.2fs in code that cannot be pre-empted (C code that "
+            "holds the GIL, or a blocking call gevent does not patch, such as psycopg2 without "
+            "psycogreen); nothing else ran meanwhile",
+            who,
+            held,
+        )
 
     def _escalate(self, pending: safepoints.Deferred, frame: Any, now: float) -> None:
         where = " <- ".join(safepoints.describe_stack(frame, 4))
-        gevent.spawn(log.error, "%s, but for %.1fs it found no point where it could be stopped safely (it "
-                     "runs in library code: %s); it is failed now and this worker stops gracefully",
-                     pending.exc, now - pending.since, where)
+        gevent.spawn(
+            log.error,
+            "%s, but for %.1fs it found no point where it could be stopped safely (it "
+            "runs in library code: %s); it is failed now and this worker stops gracefully",
+            pending.exc,
+            now - pending.since,
+            where,
+        )
         gevent.spawn(self._give_up, gevent.getcurrent(), pending.exc)
 
     def _give_up(self, glet: Any, exc: BaseException) -> None:

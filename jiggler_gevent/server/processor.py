@@ -9,15 +9,17 @@ methods: `interrupt` raises an exception in a job at its next switch, `abandon` 
 could not be stopped safely, and `call_site` is where a job's own stack begins, so that pre-emption
 (preempt.py) can tell the job's frames from the worker's.
 """
+
 import logging
 import time
+from collections.abc import Callable
 from types import CodeType
-from typing import Callable, Dict, Optional, Set
 
 import gevent
 from greenlet import GreenletExit, greenlet
 
-from .. import middleware, payload as payload_mod
+from .. import middleware
+from .. import payload as payload_mod
 from ..errors import JobTimeout
 from ..job import lookup
 from ..middleware import Chain, Disposition, JobContext
@@ -30,21 +32,20 @@ log = logging.getLogger("jiggler_gevent.processor")
 class Processor:
     """Turns raw payloads into job runs and outcomes."""
 
-    def __init__(self, acker: Acker, chain: Optional[Chain] = None,
-                 on_failure: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, acker: Acker, chain: Chain | None = None, on_failure: Callable[[], None] | None = None) -> None:
         self.acker = acker
         self.chain = chain if chain is not None else middleware.server
-        self.running: Dict[int, JobContext] = {}  # by id() of the greenlet running the job
+        self.running: dict[int, JobContext] = {}  # by id() of the greenlet running the job
         self.on_failure = on_failure
         self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
-        self._abandoned: Set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
+        self._abandoned: set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
 
     @property
     def call_site(self) -> CodeType:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
         return Processor._run.__code__
 
-    def running_job(self, glet: greenlet) -> Optional[JobContext]:
+    def running_job(self, glet: greenlet) -> JobContext | None:
         """The job `glet` is running now, if any."""
         return self.running.get(id(glet))
 
@@ -57,8 +58,11 @@ class Processor:
             return
         func = lookup(payload["name"])
         if func is None:
-            self._bury_unrunnable(raw, f"no job named {payload['name']!r} is registered in this worker "
-                                       "(start it with -r MODULE for the module that defines it)")
+            self._bury_unrunnable(
+                raw,
+                f"no job named {payload['name']!r} is registered in this worker "
+                "(start it with -r MODULE for the module that defines it)",
+            )
             return
         mismatch = func.arguments_error(payload["args"], payload["kwargs"])
         if mismatch:
@@ -112,7 +116,7 @@ class Processor:
         if self.running_job(glet) is ctx:  # never into the next job the same greenlet has started since
             glet.throw(exc)
 
-    def abandon(self, glet: greenlet, exc: BaseException) -> Optional[JobContext]:
+    def abandon(self, glet: greenlet, exc: BaseException) -> JobContext | None:
         """Give up on the job `glet` runs: fail it as if it had raised `exc` and write its outcome now, while
         it goes on running (it found no point where it could be stopped safely). When it ends, nothing more
         is written for it. Called from another greenlet than the job's; None when `glet` runs no job."""
@@ -131,8 +135,16 @@ class Processor:
             log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed)
         else:
             exc = ctx.exception
-            log.warning("fail %s jid=%s after %.3fs: %s: %s -> %s", ctx.name, ctx.jid, elapsed,
-                        type(exc).__name__, exc, ctx.disposition, exc_info=(type(exc), exc, exc.__traceback__))
+            log.warning(
+                "fail %s jid=%s after %.3fs: %s: %s -> %s",
+                ctx.name,
+                ctx.jid,
+                elapsed,
+                type(exc).__name__,
+                exc,
+                ctx.disposition,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
             middleware.notify_error(exc, ctx)
         self._commit(ctx)
 

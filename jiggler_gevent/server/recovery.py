@@ -7,14 +7,15 @@ settle.lua call: back to the front of its queue with its `recoveries` count rais
 MAX_RECOVERIES, to the dead set (a job that keeps killing its workers must not loop forever). If it dies in
 between, its own working list holds the jobs and they are adopted again: run twice at worst, never lost.
 """
+
 import json
 import logging
 import time
-from typing import List
 
 import redis
 
-from .. import config, middleware, payload as payload_mod
+from .. import config, middleware
+from .. import payload as payload_mod
 from ..keys import Keys
 from ..scripts import Scripts
 from .acker import Outcome, settle
@@ -50,7 +51,7 @@ class Recovery:
         self._release(raws, dead_identity)
         return len(raws)
 
-    def _release(self, raws: List[str], dead_identity: str) -> None:
+    def _release(self, raws: list[str], dead_identity: str) -> None:
         outcomes = [self._recovered(raw, dead_identity) for raw in raws]
         settle(self.scripts.settle, self.keys, self.working, outcomes)
         for outcome in outcomes:
@@ -68,7 +69,12 @@ class Recovery:
         p["recoveries"] = (count if isinstance(count, int) else 0) + 1
         if p["recoveries"] <= config.MAX_RECOVERIES:
             return Outcome.requeue(raw, payload_mod.encode(p), p.get("queue") or config.DEFAULT_QUEUE)
-        p.update(error_class="ProcessDied", failed_at=now, error_message=(
-            f"the worker running this job died {p['recoveries']} times (last: {dead_identity}); "
-            "it is presumed to kill its worker (memory, a crash in C code, os._exit) and was not run again"))
+        p.update(
+            error_class="ProcessDied",
+            failed_at=now,
+            error_message=(
+                f"the worker running this job died {p['recoveries']} times (last: {dead_identity}); "
+                "it is presumed to kill its worker (memory, a crash in C code, os._exit) and was not run again"
+            ),
+        )
         return Outcome.dead(raw, payload_mod.encode(p), now)

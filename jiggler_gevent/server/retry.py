@@ -3,10 +3,11 @@
 RetryMiddleware only decides (sets `ctx.disposition` and updates the payload); the Processor writes
 the decision through the Acker, in the same script call that settles the failed run.
 """
+
 import random
 import time
 import traceback
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from ..config import DEFAULT_RETRIES
 from ..middleware import Disposition, JobContext, ServerMiddleware
@@ -14,10 +15,10 @@ from ..middleware import Disposition, JobContext, ServerMiddleware
 BACKTRACE_LINES = 20
 
 
-def backoff(retry_count: int, rand: Optional[random.Random] = None) -> float:
+def backoff(retry_count: int, rand: random.Random | None = None) -> float:
     """Seconds before retry number `retry_count` (0-based): count**4 + 15 + random(0..10*(count+1))."""
     r = rand or random
-    return retry_count ** 4 + 15 + r.randint(0, 10 * (retry_count + 1))
+    return retry_count**4 + 15 + r.randint(0, 10 * (retry_count + 1))
 
 
 def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:
@@ -26,7 +27,7 @@ def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:
     p["error_class"] = type(exc).__name__
     p["error_message"] = str(exc)[:2000]
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    p["error_backtrace"] = "".join(lines)[-BACKTRACE_LINES * 160:]
+    p["error_backtrace"] = "".join(lines)[-BACKTRACE_LINES * 160 :]
     p.setdefault("failed_at", now)
     p["retried_at"] = now
 
@@ -34,7 +35,7 @@ def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:
 class RetryMiddleware(ServerMiddleware):
     """Decides retry, dead or drop for every failed job, from the payload's `retries` and `dead`."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, rand: Optional[random.Random] = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, rand: random.Random | None = None) -> None:
         self.clock, self.rand = clock, rand
 
     def after_process(self, ctx: JobContext) -> None:

@@ -7,13 +7,14 @@ deferred: kept in `deferrals`, tried again at the greenlet's next forced yield, 
 switch by a short timer. A JobTimeout that finds no safe point within STUCK_FACTOR x its timeout is "stuck":
 the switcher then asks the processor to abandon the job.
 """
+
 import os
 import site
 import sys
 import sysconfig
 import time
-from types import CodeType, FrameType
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 import gevent
 import gevent.timeout
@@ -31,7 +32,8 @@ USER, LIBRARY, MACHINERY = 0, 1, 2
 
 # -- where code lives ----------------------------------------------------------------------------------
 
-def _package_dir(module: Any) -> Optional[str]:
+
+def _package_dir(module: Any) -> str | None:
     path = getattr(module, "__file__", None)
     return os.path.dirname(os.path.abspath(path)) if path else None
 
@@ -45,11 +47,11 @@ class CodeMap:
     """
 
     def __init__(self, machinery_files: Iterable[str] = ()) -> None:
-        self._kinds: Dict[str, int] = {}
+        self._kinds: dict[str, int] = {}
         self._machinery = tuple(os.path.abspath(p) for p in machinery_files)
         self._machinery_dirs = tuple(d + os.sep for d in filter(None, map(_package_dir, (gevent, greenlet))))
-        self._library: Optional[Tuple[str, ...]] = None
-        self._user: Tuple[str, ...] = ()
+        self._library: tuple[str, ...] | None = None
+        self._user: tuple[str, ...] = ()
 
     def _roots(self) -> None:
         import redis
@@ -91,7 +93,7 @@ class CodeMap:
             return USER
         return LIBRARY if path.startswith(self._library or ()) else USER
 
-    def scan(self, frame: Any, boundary: Any) -> Tuple[bool, bool]:
+    def scan(self, frame: Any, boundary: Any) -> tuple[bool, bool]:
         """(inside gevent's machinery, safe to raise here) for the stack from `frame` outwards.
 
         Safe: every frame up to the one running `boundary` (the code that calls the job function) is the
@@ -115,7 +117,8 @@ class CodeMap:
 
 # -- exceptions waiting for a safe point ------------------------------------------------------------------
 
-def _stuck_limit(exc: BaseException) -> Optional[float]:
+
+def _stuck_limit(exc: BaseException) -> float | None:
     """Seconds a deferred JobTimeout may wait for a safe point; None: other exceptions wait as long as it takes."""
     if isinstance(exc, JobTimeout) and exc.seconds > 0:
         return max(STUCK_FACTOR * exc.seconds, STUCK_MIN)
@@ -146,9 +149,9 @@ class Deferrals:
     """The deferred exception of each greenlet, and the timer that throws it at its next ordinary switch."""
 
     def __init__(self) -> None:
-        self._by_greenlet: Dict[Any, Deferred] = {}
+        self._by_greenlet: dict[Any, Deferred] = {}
 
-    def get(self, glet: Any) -> Optional[Deferred]:
+    def get(self, glet: Any) -> Deferred | None:
         """The exception waiting in `glet`, if any (and still wanted)."""
         record = self._by_greenlet.get(glet)
         if record is not None and _is_closed_timeout(record.exc):
@@ -171,7 +174,7 @@ class Deferrals:
             record.timer.start(self._redeliver, glet, record)
         return record
 
-    def forget(self, glet: Any) -> Optional[Deferred]:
+    def forget(self, glet: Any) -> Deferred | None:
         """Drop what waits in `glet` (delivered, or no longer wanted)."""
         record = self._by_greenlet.pop(glet, None)
         if record is not None:
@@ -210,7 +213,7 @@ def _is_closed_timeout(exc: BaseException) -> bool:
 deferrals = Deferrals()
 
 
-def describe_stack(frame: Any, limit: int = 6) -> List[str]:
+def describe_stack(frame: Any, limit: int = 6) -> list[str]:
     """`file:line function` for the innermost frames, for logs."""
     out = []
     while frame is not None and len(out) < limit:

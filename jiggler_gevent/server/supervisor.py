@@ -15,6 +15,7 @@ handler, so they start with everything already imported (as gunicorn's preload d
 a replacement is a fresh `python -m jiggler_gevent` process, since a fork then would copy the
 supervisor's greenlets.
 """
+
 import dataclasses
 import logging
 import os
@@ -23,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import List, Optional, Union
+from typing import Union
 
 import gevent
 import gevent.event
@@ -51,7 +52,7 @@ def child_options(opts: WorkerOptions) -> WorkerOptions:
     return dataclasses.replace(opts, processes=1)
 
 
-def child_command(opts: WorkerOptions) -> List[str]:
+def child_command(opts: WorkerOptions) -> list[str]:
     """The command that starts one child as a fresh process (a replacement)."""
     argv = options.to_argv(dataclasses.asdict(child_options(opts)))
     return [sys.executable, "-m", "jiggler_gevent", "worker", *argv]
@@ -77,7 +78,7 @@ class ForkedChild:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
 
     def wait(self) -> int:
         """Wait (cooperatively: gevent watches the children it forks) for the exit code."""
@@ -86,7 +87,7 @@ class ForkedChild:
             self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         """The exit code once wait() has seen it, else None."""
         return self.returncode
 
@@ -121,10 +122,10 @@ def fork_child(opts: WorkerOptions, prepare: Prepare) -> ForkedChild:
 class Supervisor:
     """Runs, restarts and signals the children of one `-p N` worker."""
 
-    def __init__(self, opts: WorkerOptions, prepare: Prepare = None, cfg: Optional[config.Config] = None) -> None:
+    def __init__(self, opts: WorkerOptions, prepare: Prepare = None, cfg: config.Config | None = None) -> None:
         self.opts, self.prepare = opts, prepare
         self.cfg = cfg or config.current()
-        self.children: List[Optional[Child]] = [None] * opts.processes
+        self.children: list[Child | None] = [None] * opts.processes
         self.stopping = gevent.event.Event()
         self.exit_code = 0
         self.redis = config.redis_client(self.cfg.url)
@@ -146,7 +147,7 @@ class Supervisor:
     def _keep(self, slot: int, first: Child) -> None:
         """Run the child of one slot again and again until stopping (`first` is already running)."""
         quick_deaths = 0
-        proc: Optional[Child] = first
+        proc: Child | None = first
         while not self.stopping.is_set():
             started = time.monotonic()
             if proc is None:
@@ -190,8 +191,12 @@ class Supervisor:
                 pipe.delete(keys.process(self.identity))
                 pipe.execute()
         except redis.RedisError as exc:
-            log.error("could not recover the jobs of worker process %d now (its heartbeat will expire "
-                      "and another worker will): %s", pid, exc)
+            log.error(
+                "could not recover the jobs of worker process %d now (its heartbeat will expire "
+                "and another worker will): %s",
+                pid,
+                exc,
+            )
 
     def _on_stop_signal(self, signum: int) -> None:
         if not self.stopping.is_set():
@@ -209,4 +214,3 @@ class Supervisor:
                     proc.send_signal(signum)
                 except ProcessLookupError:
                     pass
-

@@ -6,6 +6,7 @@ exceptions), or, in CPU-bound code, at one of the switcher's forced yields (pree
 only at a safe point (safepoints.py). A JobTimeout that finds no safe point in time makes the switcher
 abandon the job (Processor.abandon) and stop the worker gracefully.
 """
+
 from typing import Any
 
 import gevent

@@ -3,17 +3,18 @@
 A worker is either one process (the Launcher and its parts) or, with `processes > 1`, a supervisor of that
 many such processes (supervisor.py). gevent must already be patched (patch.py) when this is called.
 """
+
 import importlib
 import os
 import sys
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 from .. import config
 from ..errors import ConfigError
 from ..logs import setup_logging
 from ..options import WorkerOptions
 
-Prepare = Optional[Callable[[], None]]
+Prepare = Callable[[], None] | None
 
 
 def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
@@ -31,7 +32,7 @@ def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
     return run_process(opts, prepare, cfg)
 
 
-def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: Optional[config.Config] = None) -> int:
+def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: config.Config | None = None) -> int:
     """Run one worker process (whatever `opts.processes` says); returns its exit code."""
     from .launcher import Launcher
 
@@ -42,7 +43,7 @@ def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: Optional[conf
     return Launcher(opts, cfg).run()
 
 
-def import_user_modules(requires: Tuple[str, ...]) -> None:
+def import_user_modules(requires: tuple[str, ...]) -> None:
     """Import each -r module; the current directory is searched first, as `python -m` would."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

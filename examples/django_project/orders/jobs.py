@@ -1,4 +1,5 @@
 """The app's jobs: plain Django ORM code. `manage.py gjiggler` imports this module in every worker."""
+
 import os
 
 from django.db import connection

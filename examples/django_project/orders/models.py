@@ -1,4 +1,5 @@
 """An order, its shipment (written by a job) and reports (written by a slow job)."""
+
 from django.db import models
 
 

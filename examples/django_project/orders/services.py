@@ -1,4 +1,5 @@
 """Placing an order: the row and its shipping job commit together or not at all."""
+
 from django.db import transaction
 
 from .jobs import ship_order

@@ -1,4 +1,5 @@
 """POST /orders/ item=...: place an order from a view."""
+
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST

@@ -1,4 +1,5 @@
 """Settings of the example shop: PostgreSQL through the usual PG* variables, Redis through REDIS_URL."""
+
 import os
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
@@ -6,7 +7,7 @@ DEBUG = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 
 INSTALLED_APPS = [
-    "jiggler_gevent.contrib.django",   # 1. the app: settings below, `manage.py gjiggler`
+    "jiggler_gevent.contrib.django",  # 1. the app: settings below, `manage.py gjiggler`
     "orders",
 ]
 MIDDLEWARE: list = []

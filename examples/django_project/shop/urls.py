@@ -1,6 +1,6 @@
 """URLs of the example shop."""
-from django.urls import path
 
+from django.urls import path
 from orders import views
 
 urlpatterns = [

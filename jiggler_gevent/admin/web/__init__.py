@@ -5,6 +5,7 @@
 
 Django: `path("jiggler/", include("jiggler_gevent.contrib.django.urls"))` (staff users only).
 """
+
 from .app import Dashboard, create_app
 
 __all__ = ["Dashboard", "create_app"]

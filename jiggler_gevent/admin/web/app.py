@@ -4,11 +4,13 @@ Mount it anywhere: `gjiggler web` serves it on gevent's WSGI server, the Django 
 WSGI stack can call it (it honours SCRIPT_NAME, so links work under a prefix). Every read and write goes
 through jiggler_gevent.api.
 """
+
 import logging
 import mimetypes
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -22,9 +24,14 @@ log = logging.getLogger("jiggler_gevent.web")
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = [
-    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
 ]
 SET_ROUTE = re.compile(r"^/(scheduled|retries|dead)(?:/(.+))?$")
 QUEUE_ROUTE = re.compile(r"^/queues/(.+)$")
@@ -35,10 +42,10 @@ StartResponse = Callable[..., Any]
 class Dashboard:
     """The WSGI app. `secret` signs CSRF tokens (random per process unless given, e.g. from Django's)."""
 
-    def __init__(self, secret: Optional[bytes] = None) -> None:
+    def __init__(self, secret: bytes | None = None) -> None:
         self.csrf = Csrf(secret)
 
-    def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         req = Request(environ)
         try:
             resp = self.handle(req)
@@ -50,12 +57,13 @@ class Dashboard:
 
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/static/"):
-            return static(req.path[len("/static/"):])
+            return static(req.path[len("/static/") :])
         if req.path == "/stats.json":
             return pages.stats_json(req)
         if req.method not in ("GET", "HEAD", "POST"):
-            return Response("method not allowed", "405 Method Not Allowed", "text/plain",
-                            headers=[("Allow", "GET, HEAD, POST")])
+            return Response(
+                "method not allowed", "405 Method Not Allowed", "text/plain", headers=[("Allow", "GET, HEAD, POST")]
+            )
         token, fresh = self.csrf.token_for(req)
         if req.method == "POST":
             resp = self.post(req)
@@ -68,8 +76,11 @@ class Dashboard:
 
     def get(self, view: View) -> Response:
         path = view.req.path
-        simple = {"/": ("Dashboard", pages.dashboard), "/busy": ("Busy", pages.busy),
-                  "/queues": ("Queues", pages.queues)}
+        simple = {
+            "/": ("Dashboard", pages.dashboard),
+            "/busy": ("Busy", pages.busy),
+            "/queues": ("Queues", pages.queues),
+        }
         if path in simple:
             title, fn = simple[path]
             return Response(view.page(title, fn(view)))
@@ -84,17 +95,24 @@ class Dashboard:
             body = sets.detail(view, kind, m.group(2))
             if body is not None:
                 return Response(view.page(f"{kind.title} job", body))
-            missing = render('<p class="empty">This job is no longer in the {set} set: it may have run, been retried '
-                             'or deleted. <a href="{back}">Back to the list</a>.</p>', set=kind.title.lower(),
-                             back=view.url(kind.path))
+            missing = render(
+                '<p class="empty">This job is no longer in the {set} set: it may have run, been retried '
+                'or deleted. <a href="{back}">Back to the list</a>.</p>',
+                set=kind.title.lower(),
+                back=view.url(kind.path),
+            )
             return Response(view.page("Job not found", missing), "404 Not Found")
         return Response(view.page("Not found", Safe('<p class="empty">No such page.</p>')), "404 Not Found")
 
     def post(self, req: Request) -> Response:
         if not self.csrf.check(req):
-            return Response("This form has expired or did not come from this dashboard (CSRF check failed). "
-                            "Go back, reload the page and try again.", "403 Forbidden", "text/plain; charset=utf-8")
-        result: Optional[Tuple[Dict[str, Any], str]] = None
+            return Response(
+                "This form has expired or did not come from this dashboard (CSRF check failed). "
+                "Go back, reload the page and try again.",
+                "403 Forbidden",
+                "text/plain; charset=utf-8",
+            )
+        result: tuple[dict[str, Any], str] | None = None
         m = QUEUE_ROUTE.match(req.path)
         if m:
             result = pages.queue_action(req, m.group(1))
@@ -108,7 +126,7 @@ class Dashboard:
         return Response.redirect(req.url(back) + _query(req, outcome))
 
 
-def _query(req: Request, outcome: Dict[str, Any]) -> str:
+def _query(req: Request, outcome: dict[str, Any]) -> str:
     keep = {k: req.query[k] for k in ("page", "per") if req.query.get(k, "").isdigit()}
     keep.update({k: str(v) for k, v in outcome.items()})
     return "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in keep.items())
@@ -125,6 +143,6 @@ def static(name: str) -> Response:
     return Response(path.read_bytes(), content_type=ctype, headers=[("Cache-Control", "public, max-age=3600")])
 
 
-def create_app(secret: Optional[bytes] = None) -> Dashboard:
+def create_app(secret: bytes | None = None) -> Dashboard:
     """A new dashboard WSGI app reading the configured namespace (see jiggler_gevent.configure)."""
     return Dashboard(secret)

@@ -3,11 +3,13 @@
 Pages are built from literal format strings in this package (trusted) filled with values (untrusted,
 escaped). Payload fields never reach the output any other way.
 """
+
 import datetime as dt
 import html
 import json
 import time
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 
 class Safe(str):
@@ -33,7 +35,7 @@ def join(parts: Iterable[Any], sep: str = "") -> Safe:
     return Safe(sep.join(esc(p) for p in parts))
 
 
-def as_json(value: Any, indent: Optional[int] = None, limit: int = 0) -> str:
+def as_json(value: Any, indent: int | None = None, limit: int = 0) -> str:
     """A JSON rendering of a payload value (plain text; escape it when placing it)."""
     try:
         text = json.dumps(value, indent=indent, sort_keys=indent is not None, ensure_ascii=False)
@@ -72,7 +74,7 @@ def duration(seconds: float) -> str:
     return f"{s:.0f} s"
 
 
-def timestamp(ts: Any, now: Optional[float] = None) -> Safe:
+def timestamp(ts: Any, now: float | None = None) -> Safe:
     """A <time> element: relative text ('3 min ago', 'in 5 s'), the UTC date and time as its title."""
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         return Safe("–")
@@ -81,5 +83,5 @@ def timestamp(ts: Any, now: Optional[float] = None) -> Safe:
     text = duration(delta)
     if text != "now":
         text = f"in {text}" if delta > 0 else f"{text} ago"
-    iso = dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    iso = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return render('<time datetime="{iso}" title="{iso}">{text}</time>', iso=iso, text=text)

@@ -4,11 +4,12 @@ CSRF: every browser gets a token `nonce.HMAC(secret, nonce)` in a cookie (HttpOn
 and in a hidden field of every form. A POST is accepted only when the field equals the cookie and the
 signature verifies, so another site can neither read nor forge it.
 """
+
 import hashlib
 import hmac
 import secrets
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import parse_qs
 
 MAX_FORM_BYTES = 1 << 20
@@ -19,7 +20,7 @@ CSRF_FIELD = "csrf"
 class Request:
     """One WSGI request: method, path, query, cookies and (for POST) the form."""
 
-    def __init__(self, environ: Dict[str, Any]) -> None:
+    def __init__(self, environ: dict[str, Any]) -> None:
         self.environ = environ
         self.method = environ.get("REQUEST_METHOD", "GET").upper()
         self.root = environ.get("SCRIPT_NAME", "").rstrip("/")
@@ -29,7 +30,7 @@ class Request:
         self.form_lists = self._read_form() if self.method == "POST" else {}
         self.form = _flat(self.form_lists)
 
-    def _read_form(self) -> Dict[str, List[str]]:
+    def _read_form(self) -> dict[str, list[str]]:
         try:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -54,8 +55,13 @@ class Request:
 class Response:
     """Status, headers and a body."""
 
-    def __init__(self, body: Any = b"", status: str = "200 OK", content_type: str = "text/html; charset=utf-8",
-                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
+    def __init__(
+        self,
+        body: Any = b"",
+        status: str = "200 OK",
+        content_type: str = "text/html; charset=utf-8",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.body = body.encode("utf-8") if isinstance(body, str) else body
         self.status = status
         self.headers = [("Content-Type", content_type)] + list(headers or [])
@@ -66,11 +72,11 @@ class Response:
         return cls(b"", "303 See Other", headers=[("Location", location)])
 
 
-def _flat(lists: Dict[str, List[str]]) -> Dict[str, str]:
+def _flat(lists: dict[str, list[str]]) -> dict[str, str]:
     return {k: v[0] for k, v in lists.items() if v}
 
 
-def _cookies(header: str) -> Dict[str, str]:
+def _cookies(header: str) -> dict[str, str]:
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(header)
@@ -82,7 +88,7 @@ def _cookies(header: str) -> Dict[str, str]:
 class Csrf:
     """Issues and checks signed double-submit tokens."""
 
-    def __init__(self, secret: Optional[bytes] = None) -> None:
+    def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret or secrets.token_bytes(32)
 
     def _sign(self, nonce: str) -> str:
@@ -97,7 +103,7 @@ class Csrf:
         nonce, _, signature = token.partition(".")
         return bool(nonce) and hmac.compare_digest(signature, self._sign(nonce))
 
-    def token_for(self, req: Request) -> Tuple[str, bool]:
+    def token_for(self, req: Request) -> tuple[str, bool]:
         """The request's token, and whether it is new (so the response must set the cookie)."""
         current = req.cookies.get(CSRF_COOKIE, "")
         if current and self.valid(current):
@@ -110,6 +116,6 @@ class Csrf:
         return bool(cookie) and hmac.compare_digest(cookie, field) and self.valid(cookie)
 
     @staticmethod
-    def cookie_header(token: str, req: Request) -> Tuple[str, str]:
+    def cookie_header(token: str, req: Request) -> tuple[str, str]:
         secure = "; Secure" if req.environ.get("wsgi.url_scheme") == "https" else ""
         return ("Set-Cookie", f"{CSRF_COOKIE}={token}; Path={req.root or '/'}; HttpOnly; SameSite=Strict{secure}")

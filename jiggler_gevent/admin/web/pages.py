@@ -1,6 +1,7 @@
 """The dashboard, busy and queue pages, and the JSON the live chart polls."""
+
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 from urllib.parse import quote
 
 from .. import api
@@ -9,9 +10,12 @@ from .http import Request, Response
 from .layout import View
 
 CARDS = [  # (Stats attribute, label, css class, link)
-    ("processed", "Processed", "ok", None), ("failed", "Failed", "bad", None),
-    ("busy", "Busy", "busy", "/busy"), ("enqueued", "Enqueued", "", "/queues"),
-    ("scheduled_size", "Scheduled", "sched", "/scheduled"), ("retry_size", "Retries", "warn", "/retries"),
+    ("processed", "Processed", "ok", None),
+    ("failed", "Failed", "bad", None),
+    ("busy", "Busy", "busy", "/busy"),
+    ("enqueued", "Enqueued", "", "/queues"),
+    ("scheduled_size", "Scheduled", "sched", "/scheduled"),
+    ("retry_size", "Retries", "warn", "/retries"),
     ("dead_size", "Dead", "bad", "/dead"),
 ]
 POLL_CHOICES = (2, 5, 10, 30)
@@ -22,27 +26,33 @@ def queue_path(name: str) -> str:
     return "/queues/" + quote(name, safe="")
 
 
-def live_numbers() -> Dict[str, Any]:
+def live_numbers() -> dict[str, Any]:
     """What the dashboard polls: counters, sizes and Redis figures."""
     s = api.Stats()
-    data: Dict[str, Any] = {attr: getattr(s, attr) for attr, *_ in CARDS}
+    data: dict[str, Any] = {attr: getattr(s, attr) for attr, *_ in CARDS}
     data.update(processes=s.processes, time=time.time(), redis=api.redis_info())
     return data
 
 
 def stats_json(req: Request) -> Response:
-    return Response(as_json(live_numbers()), content_type="application/json",
-                    headers=[("Cache-Control", "no-store")])
+    return Response(as_json(live_numbers()), content_type="application/json", headers=[("Cache-Control", "no-store")])
 
 
 def dashboard(view: View) -> Safe:
     s, req = view.stats, view.req
     poll = req.int_arg("poll", 5, 1, 300)
     days = req.int_arg("days", 30, 7, 180)
-    cards = join(render('<a class="card {css}" href="{href}"><span>{label}</span><b data-stat="{attr}">{n}</b></a>',
-                        css=css, href=view.url(link) if link else "#live", label=label, attr=attr,
-                        n=number(getattr(s, attr)))
-                 for attr, label, css, link in CARDS)
+    cards = join(
+        render(
+            '<a class="card {css}" href="{href}"><span>{label}</span><b data-stat="{attr}">{n}</b></a>',
+            css=css,
+            href=view.url(link) if link else "#live",
+            label=label,
+            attr=attr,
+            n=number(getattr(s, attr)),
+        )
+        for attr, label, css, link in CARDS
+    )
     info = api.redis_info()
     redis_box = render(
         '<dl class="facts"><div><dt>Redis</dt><dd data-redis="version">{v}</dd></div>'
@@ -50,19 +60,30 @@ def dashboard(view: View) -> Safe:
         '<div><dt>Peak</dt><dd data-redis="peak_memory">{p}</dd></div>'
         '<div><dt>Clients</dt><dd data-redis="clients">{c}</dd></div>'
         '<div><dt>Uptime</dt><dd>{u} d</dd></div><div><dt>Processes</dt><dd data-stat="processes">{n}</dd></div>'
-        '</dl>', v=info["version"], m=info["used_memory"], p=info["peak_memory"], c=info["clients"],
-        u=info["uptime_days"], n=number(s.processes))
-    options = join(render('<option value="{v}"{sel}>every {v} s</option>', v=v,
-                          sel=Safe(" selected" if v == poll else "")) for v in sorted(set(POLL_CHOICES) | {poll}))
+        "</dl>",
+        v=info["version"],
+        m=info["used_memory"],
+        p=info["peak_memory"],
+        c=info["clients"],
+        u=info["uptime_days"],
+        n=number(s.processes),
+    )
+    options = join(
+        render('<option value="{v}"{sel}>every {v} s</option>', v=v, sel=Safe(" selected" if v == poll else ""))
+        for v in sorted(set(POLL_CHOICES) | {poll})
+    )
     live = render(
         '<section class="panel" id="live"><header><h2>Live</h2><span class="legend"><i class="ok"></i>processed '
         '<i class="bad"></i>failed <small>per poll</small></span>'
         '<label class="poll">refresh <select data-poll-select>{options}<option value="0">paused</option>'
-        '</select></label></header>'
+        "</select></label></header>"
         '<div class="chart" data-live-chart data-poll="{poll}" data-src="{src}">'
         '<svg viewBox="0 0 600 160" preserveAspectRatio="none" role="img" aria-label="jobs per poll"></svg>'
         '<p class="chart-note" data-chart-note>waiting for the first samples…</p></div></section>',
-        options=options, poll=poll, src=view.url("/stats.json"))
+        options=options,
+        poll=poll,
+        src=view.url("/stats.json"),
+    )
     return join([render('<div class="cards">{c}</div>', c=cards), live, history(view, days), redis_box])
 
 
@@ -72,25 +93,48 @@ def history(view: View, days: int) -> Safe:
     top = max(h["processed"] + [1])
     width = 600 / days
     bars = []
-    for i, (day, ok, bad) in enumerate(zip(h["dates"], h["processed"], h["failed"])):
+    for i, (day, ok, bad) in enumerate(zip(h["dates"], h["processed"], h["failed"], strict=False)):
         x = i * width
         for value, css in ((ok, "ok"), (bad, "bad")):
             height = 150 * value / top
-            bars.append(render('<rect class="{css}" x="{x}" y="{y}" width="{w}" height="{h}">'
-                               '<title>{day}: {ok} processed, {bad} failed</title></rect>',
-                               css=css, x=Safe(f"{x + 1:.1f}"), y=Safe(f"{155 - height:.1f}"),
-                               w=Safe(f"{max(width - 2, 1):.1f}"), h=Safe(f"{height:.1f}"),
-                               day=day, ok=number(ok), bad=number(bad)))
-    choices = join(render('<a href="{href}"{cur}>{d} d</a>', href=view.url(f"/?days={d}"), d=d,
-                          cur=Safe(' aria-current="true"' if d == days else "")) for d in (7, 30, 90))
-    return render('<section class="panel"><header><h2>History</h2><span class="legend">{total} processed, '
-                  '{failed} failed in {days} days</span><nav class="choices">{choices}</nav></header>'
-                  '<div class="chart"><svg viewBox="0 0 600 160" preserveAspectRatio="none" role="img" '
-                  'aria-label="jobs per day">{bars}</svg>{empty}</div>'
-                  '<div class="axis"><span>{first}</span><span>{last}</span></div></section>',
-                  total=number(sum(h["processed"])), failed=number(sum(h["failed"])), days=days, choices=choices,
-                  bars=join(bars), first=h["dates"][0], last=h["dates"][-1],
-                  empty=Safe("" if sum(h["processed"]) else '<p class="chart-note">no jobs in this period</p>'))
+            bars.append(
+                render(
+                    '<rect class="{css}" x="{x}" y="{y}" width="{w}" height="{h}">'
+                    "<title>{day}: {ok} processed, {bad} failed</title></rect>",
+                    css=css,
+                    x=Safe(f"{x + 1:.1f}"),
+                    y=Safe(f"{155 - height:.1f}"),
+                    w=Safe(f"{max(width - 2, 1):.1f}"),
+                    h=Safe(f"{height:.1f}"),
+                    day=day,
+                    ok=number(ok),
+                    bad=number(bad),
+                )
+            )
+    choices = join(
+        render(
+            '<a href="{href}"{cur}>{d} d</a>',
+            href=view.url(f"/?days={d}"),
+            d=d,
+            cur=Safe(' aria-current="true"' if d == days else ""),
+        )
+        for d in (7, 30, 90)
+    )
+    return render(
+        '<section class="panel"><header><h2>History</h2><span class="legend">{total} processed, '
+        '{failed} failed in {days} days</span><nav class="choices">{choices}</nav></header>'
+        '<div class="chart"><svg viewBox="0 0 600 160" preserveAspectRatio="none" role="img" '
+        'aria-label="jobs per day">{bars}</svg>{empty}</div>'
+        '<div class="axis"><span>{first}</span><span>{last}</span></div></section>',
+        total=number(sum(h["processed"])),
+        failed=number(sum(h["failed"])),
+        days=days,
+        choices=choices,
+        bars=join(bars),
+        first=h["dates"][0],
+        last=h["dates"][-1],
+        empty=Safe("" if sum(h["processed"]) else '<p class="chart-note">no jobs in this period</p>'),
+    )
 
 
 def busy(view: View) -> Safe:
@@ -101,38 +145,68 @@ def busy(view: View) -> Safe:
     for p in processes:
         info = p.info
         quiet = Safe('<span class="tag warn">quiet</span>') if info.get("quiet") else Safe("")
-        rows.append(render(
-            '<tr><td><b>{host}</b> {quiet}<br><small class="mono">{identity}</small></td>'
-            '<td class="num" data-label="pid">{pid}</td><td data-label="queues">{queues}</td>'
-            '<td class="num" data-label="busy">{busy} / {conc}</td><td class="num" data-label="rss">{rss}</td>'
-            '<td data-label="started">{started}</td><td data-label="heartbeat">{beat}</td></tr>',
-            host=info.get("hostname"), quiet=quiet, identity=p.identity, pid=info.get("pid"),
-            queues=", ".join(str(q) for q in info.get("queues", []) or []), busy=info.get("busy", 0),
-            conc=info.get("concurrency"), rss=human_bytes(info.get("rss")),
-            started=timestamp(info.get("started_at"), view.now), beat=timestamp(info.get("beat"), view.now)))
+        rows.append(
+            render(
+                '<tr><td><b>{host}</b> {quiet}<br><small class="mono">{identity}</small></td>'
+                '<td class="num" data-label="pid">{pid}</td><td data-label="queues">{queues}</td>'
+                '<td class="num" data-label="busy">{busy} / {conc}</td><td class="num" data-label="rss">{rss}</td>'
+                '<td data-label="started">{started}</td><td data-label="heartbeat">{beat}</td></tr>',
+                host=info.get("hostname"),
+                quiet=quiet,
+                identity=p.identity,
+                pid=info.get("pid"),
+                queues=", ".join(str(q) for q in info.get("queues", []) or []),
+                busy=info.get("busy", 0),
+                conc=info.get("concurrency"),
+                rss=human_bytes(info.get("rss")),
+                started=timestamp(info.get("started_at"), view.now),
+                beat=timestamp(info.get("beat"), view.now),
+            )
+        )
         for work in p.jobs:
             jobs.append(_running_row(view, p, work))
-    table = render('<div class="table-wrap"><table class="rows"><thead><tr><th>Process</th><th class="num">PID</th>'
-                   '<th>Queues</th><th class="num">Busy</th><th class="num">RSS</th><th>Started</th>'
-                   '<th>Heartbeat</th></tr></thead><tbody>{rows}</tbody></table></div>', rows=join(rows))
-    running = render('<div class="table-wrap"><table class="rows"><thead><tr><th>Process</th><th>Job</th>'
-                     '<th>Queue</th><th>Arguments</th><th class="num">Running for</th></tr></thead>'
-                     '<tbody>{rows}</tbody></table></div>',
-                     rows=join(jobs)) if jobs else Safe('<p class="empty">No job is running.</p>')
-    return join([table, Safe("<h2>Running jobs</h2>"), running,
-                 Safe('<p class="hint">As of each process’s last heartbeat (every few seconds).</p>')])
+    table = render(
+        '<div class="table-wrap"><table class="rows"><thead><tr><th>Process</th><th class="num">PID</th>'
+        '<th>Queues</th><th class="num">Busy</th><th class="num">RSS</th><th>Started</th>'
+        "<th>Heartbeat</th></tr></thead><tbody>{rows}</tbody></table></div>",
+        rows=join(rows),
+    )
+    running = (
+        render(
+            '<div class="table-wrap"><table class="rows"><thead><tr><th>Process</th><th>Job</th>'
+            '<th>Queue</th><th>Arguments</th><th class="num">Running for</th></tr></thead>'
+            "<tbody>{rows}</tbody></table></div>",
+            rows=join(jobs),
+        )
+        if jobs
+        else Safe('<p class="empty">No job is running.</p>')
+    )
+    return join(
+        [
+            table,
+            Safe("<h2>Running jobs</h2>"),
+            running,
+            Safe('<p class="hint">As of each process’s last heartbeat (every few seconds).</p>'),
+        ]
+    )
 
 
-def _running_row(view: View, p: api.Process, work: Dict[str, Any]) -> Safe:
+def _running_row(view: View, p: api.Process, work: dict[str, Any]) -> Safe:
     payload = work.get("payload") if isinstance(work.get("payload"), dict) else {}
     run_at = work.get("run_at")
     age = duration(view.now - run_at) if isinstance(run_at, (int, float)) else "–"
-    return render('<tr><td class="mono">{host}:{pid}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
-                  '<td data-label="queue">{queue}</td><td class="args mono">{args}</td>'
-                  '<td class="num" data-label="running for">{age}</td></tr>',
-                  host=p.info.get("hostname"), pid=p.info.get("pid"), name=payload.get("name"),
-                  jid=payload.get("jid"), queue=work.get("queue") or payload.get("queue"),
-                  args=as_json(payload.get("args", []), limit=300), age=age)
+    return render(
+        '<tr><td class="mono">{host}:{pid}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
+        '<td data-label="queue">{queue}</td><td class="args mono">{args}</td>'
+        '<td class="num" data-label="running for">{age}</td></tr>',
+        host=p.info.get("hostname"),
+        pid=p.info.get("pid"),
+        name=payload.get("name"),
+        jid=payload.get("jid"),
+        queue=work.get("queue") or payload.get("queue"),
+        args=as_json(payload.get("args", []), limit=300),
+        age=age,
+    )
 
 
 def queues(view: View) -> Safe:
@@ -142,16 +216,29 @@ def queues(view: View) -> Safe:
     rows = []
     for q in qs:
         size = len(q)
-        clear = view.form(queue_path(q.name), Safe('<button name="bulk" value="clear" class="danger small">'
-                                                    'Clear</button>'),
-                          confirm=f"Delete all {size} job(s) in queue {q.name}?", css="inline")
-        rows.append(render('<tr><td><a href="{href}"><b>{name}</b></a></td><td class="num">{size}</td>'
-                           '<td class="num">{latency}</td><td class="actions">{clear}</td></tr>',
-                           href=view.url(queue_path(q.name)), name=q.name, size=number(size),
-                           latency=_latency(q.latency) if size else "–", clear=clear))
-    return render('<div class="table-wrap"><table><thead><tr><th>Queue</th><th class="num">Size</th>'
-                  '<th class="num">Latency</th><th></th>'
-                  '</tr></thead><tbody>{rows}</tbody></table></div>', rows=join(rows))
+        clear = view.form(
+            queue_path(q.name),
+            Safe('<button name="bulk" value="clear" class="danger small">Clear</button>'),
+            confirm=f"Delete all {size} job(s) in queue {q.name}?",
+            css="inline",
+        )
+        rows.append(
+            render(
+                '<tr><td><a href="{href}"><b>{name}</b></a></td><td class="num">{size}</td>'
+                '<td class="num">{latency}</td><td class="actions">{clear}</td></tr>',
+                href=view.url(queue_path(q.name)),
+                name=q.name,
+                size=number(size),
+                latency=_latency(q.latency) if size else "–",
+                clear=clear,
+            )
+        )
+    return render(
+        '<div class="table-wrap"><table><thead><tr><th>Queue</th><th class="num">Size</th>'
+        '<th class="num">Latency</th><th></th>'
+        "</tr></thead><tbody>{rows}</tbody></table></div>",
+        rows=join(rows),
+    )
 
 
 def _latency(seconds: float) -> str:
@@ -165,27 +252,45 @@ def queue(view: View, name: str) -> Safe:
     total = len(q)
     page = req.int_arg("page", 1, 1, max(1, -(-total // per)))
     offset = (page - 1) * per
-    rows = [render('<tr><td class="num">{pos}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
-                   '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
-                   '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
-                   pos=number(offset + i + 1), name=e.name, jid=e.jid,
-                   args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
-                   enq=timestamp(e.enqueued_at, view.now), key=f"{e.jid}@{offset + i}")
-            for i, e in enumerate(q.page(offset, per))]
-    summary = render('<p class="summary"><b>{n}</b> job(s) waiting, the oldest for {lat}.</p>', n=number(total),
-                     lat=_latency(q.latency) if total else "–")
-    clear = view.form(queue_path(name), Safe('<button name="bulk" value="clear" class="danger">Clear queue'
-                                              '</button>'), confirm=f"Delete all {total} job(s) in queue {name}?",
-                      css="toolbar")
+    rows = [
+        render(
+            '<tr><td class="num">{pos}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
+            '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
+            '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
+            pos=number(offset + i + 1),
+            name=e.name,
+            jid=e.jid,
+            args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
+            enq=timestamp(e.enqueued_at, view.now),
+            key=f"{e.jid}@{offset + i}",
+        )
+        for i, e in enumerate(q.page(offset, per))
+    ]
+    summary = render(
+        '<p class="summary"><b>{n}</b> job(s) waiting, the oldest for {lat}.</p>',
+        n=number(total),
+        lat=_latency(q.latency) if total else "–",
+    )
+    clear = view.form(
+        queue_path(name),
+        Safe('<button name="bulk" value="clear" class="danger">Clear queue</button>'),
+        confirm=f"Delete all {total} job(s) in queue {name}?",
+        css="toolbar",
+    )
     if not rows:
         return join([summary, Safe('<p class="empty">This queue is empty.</p>')])
-    table = view.form(f"{queue_path(name)}?page={page}&per={per}", render(
-        '<div class="table-wrap"><table class="rows"><thead><tr><th>#</th><th>Job</th><th>Arguments</th>'
-        '<th>Enqueued</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>', rows=join(rows)))
+    table = view.form(
+        f"{queue_path(name)}?page={page}&per={per}",
+        render(
+            '<div class="table-wrap"><table class="rows"><thead><tr><th>#</th><th>Job</th><th>Arguments</th>'
+            "<th>Enqueued</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>",
+            rows=join(rows),
+        ),
+    )
     return join([summary, clear, table, view.pager(queue_path(name), page, per, total)])
 
 
-def queue_action(req: Request, name: str) -> Optional[Tuple[Dict[str, Any], str]]:
+def queue_action(req: Request, name: str) -> tuple[dict[str, Any], str] | None:
     """POST /queues/NAME: delete one job (by jid near its position) or clear the queue.
 
     Returns the flash to show and the page to go back to, or None for a form it does not understand.
@@ -200,4 +305,3 @@ def queue_action(req: Request, name: str) -> Optional[Tuple[Dict[str, Any], str]
     if entry is None or not entry.delete():
         return {"flash": "missing"}, queue_path(name)
     return {"flash": "deleted", "n": 1}, queue_path(name)
-

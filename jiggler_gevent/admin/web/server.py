@@ -1,4 +1,5 @@
 """`gjiggler web`: the dashboard on gevent's WSGI server, until SIGTERM or Ctrl-C."""
+
 import logging
 import signal
 import sys
@@ -19,8 +20,11 @@ def serve(host: str = "127.0.0.1", port: int = 9292) -> None:
     bound_host, bound_port = server.address[:2]
     cfg = config.current()
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"jiggler dashboard on http://{shown}:{bound_port}/ (namespace {cfg.namespace}, "
-          f"Redis {config.redacted(cfg.url)})", flush=True)
+    print(
+        f"jiggler dashboard on http://{shown}:{bound_port}/ (namespace {cfg.namespace}, "
+        f"Redis {config.redacted(cfg.url)})",
+        flush=True,
+    )
     gevent.signal_handler(signal.SIGTERM, server.stop)
     try:
         server.serve_forever()

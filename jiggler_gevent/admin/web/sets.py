@@ -3,7 +3,8 @@
 A row is named by `jid@score`; an action finds it again with ZRANGEBYSCORE on that score (api.entry_at),
 so neither a page nor an action scans the set.
 """
-from typing import Any, Dict, List, Optional, Tuple, Type
+
+from typing import Any
 from urllib.parse import quote
 
 from .. import api
@@ -15,8 +16,16 @@ from .layout import View
 class Kind:
     """One of the three sorted sets, as the dashboard shows it."""
 
-    def __init__(self, path: str, title: str, cls: Type[api.SortedSet], when: str, newest_first: bool,
-                 can_retry: str, failures: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        title: str,
+        cls: type[api.SortedSet],
+        when: str,
+        newest_first: bool,
+        can_retry: str,
+        failures: bool,
+    ) -> None:
         self.path, self.title, self.cls, self.when = path, title, cls, when
         self.newest_first, self.can_retry, self.failures = newest_first, can_retry, failures
 
@@ -33,7 +42,7 @@ def entry_key(e: api.Entry) -> str:
     return f"{e.jid}@{e.score!r}"
 
 
-def parse_key(key: str) -> Optional[Tuple[str, float]]:
+def parse_key(key: str) -> tuple[str, float] | None:
     jid, _, score = key.rpartition("@")
     try:
         return (jid, float(score)) if jid else None
@@ -41,7 +50,7 @@ def parse_key(key: str) -> Optional[Tuple[str, float]]:
         return None
 
 
-def find(kind: Kind, key: str) -> Optional[api.Entry]:
+def find(kind: Kind, key: str) -> api.Entry | None:
     parsed = parse_key(key)
     return api.entry_at(kind.cls(), parsed[1], parsed[0]) if parsed else None
 
@@ -67,30 +76,56 @@ def listing(view: View, kind: Kind) -> Safe:
         '<span class="spacer"></span>'
         '<button name="bulk" value="retry-all" data-confirm="{retry} all {n} job(s)?">{retry} (all {n})</button>'
         '<button name="bulk" value="delete-all" class="danger" data-confirm="Delete all {n} job(s)?">'
-        'Delete all</button></div>', retry=kind.can_retry, n=number(total))
-    table = render('<div class="table-wrap"><table class="rows"><thead><tr>'
-                   '<th class="pick"><input type="checkbox" data-check-all aria-label="select all"></th>'
-                   '<th>{when}</th><th>Job</th><th>Arguments</th>{error_head}<th></th></tr></thead>'
-                   '<tbody>{rows}</tbody></table></div>', when=kind.when, error_head=error_head, rows=rows)
+        "Delete all</button></div>",
+        retry=kind.can_retry,
+        n=number(total),
+    )
+    table = render(
+        '<div class="table-wrap"><table class="rows"><thead><tr>'
+        '<th class="pick"><input type="checkbox" data-check-all aria-label="select all"></th>'
+        "<th>{when}</th><th>Job</th><th>Arguments</th>{error_head}<th></th></tr></thead>"
+        "<tbody>{rows}</tbody></table></div>",
+        when=kind.when,
+        error_head=error_head,
+        rows=rows,
+    )
     body = view.form(f"{kind.path}?page={page}&per={per}", join([toolbar, table]))
-    summary = render('<p class="summary"><b>{n}</b> job(s){order}.</p>', n=number(total),
-                     order=", newest first" if kind.newest_first else ", soonest first")
+    summary = render(
+        '<p class="summary"><b>{n}</b> job(s){order}.</p>',
+        n=number(total),
+        order=", newest first" if kind.newest_first else ", soonest first",
+    )
     return join([summary, body, view.pager(kind.path, page, per, total, kind.newest_first)])
 
 
 def _row(view: View, kind: Kind, e: api.Entry) -> Safe:
     key = entry_key(e)
-    error = render('<td class="error"><b>{cls}</b> {msg}<br><small>retried {n}×</small></td>',
-                   cls=e.error_class, msg=_short(e.error_message), n=e.retry_count) if kind.failures else Safe("")
+    error = (
+        render(
+            '<td class="error"><b>{cls}</b> {msg}<br><small>retried {n}×</small></td>',
+            cls=e.error_class,
+            msg=_short(e.error_message),
+            n=e.retry_count,
+        )
+        if kind.failures
+        else Safe("")
+    )
     return render(
         '<tr><td class="pick"><input type="checkbox" name="key" value="{key}" aria-label="select"></td>'
         '<td>{when}</td><td><a href="{href}"><b>{name}</b></a><br><small class="mono">{jid}</small>'
         '<small class="tag">{queue}</small></td><td class="args mono">{args}</td>{error}'
         '<td class="actions"><button name="retry" value="{key}" class="small">{retry}</button>'
         '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
-        key=key, when=timestamp(e.score, view.now), href=view.url(job_path(kind, e)), name=e.name or "(no name)",
-        jid=e.jid, queue=e.queue, args=as_json(e.args, limit=300), error=error,
-        retry="Enqueue" if kind.path == "/scheduled" else "Retry")
+        key=key,
+        when=timestamp(e.score, view.now),
+        href=view.url(job_path(kind, e)),
+        name=e.name or "(no name)",
+        jid=e.jid,
+        queue=e.queue,
+        args=as_json(e.args, limit=300),
+        error=error,
+        retry="Enqueue" if kind.path == "/scheduled" else "Retry",
+    )
 
 
 def _short(text: Any, limit: int = 200) -> str:
@@ -98,38 +133,54 @@ def _short(text: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def detail(view: View, kind: Kind, key: str) -> Optional[Safe]:
+def detail(view: View, kind: Kind, key: str) -> Safe | None:
     """One job: its fields, arguments, error and backtrace, with retry and delete buttons; None if gone."""
     e = find(kind, key)
     if e is None:
         return None
-    facts: List[Tuple[str, Any]] = [
-        ("Job", e.name), ("JID", e.jid), ("Queue", e.queue), (kind.when, timestamp(e.score, view.now)),
+    facts: list[tuple[str, Any]] = [
+        ("Job", e.name),
+        ("JID", e.jid),
+        ("Queue", e.queue),
+        (kind.when, timestamp(e.score, view.now)),
         ("Created", timestamp(e.item.get("created_at"), view.now)),
         ("Enqueued", timestamp(e.enqueued_at, view.now)),
     ]
     if kind.failures:
-        facts += [("Failed", timestamp(e.failed_at, view.now)), ("Retried", e.retry_count),
-                  ("Retries allowed", e.item.get("retries"))]
+        facts += [
+            ("Failed", timestamp(e.failed_at, view.now)),
+            ("Retried", e.retry_count),
+            ("Retries allowed", e.item.get("retries")),
+        ]
     dl = join(render("<div><dt>{k}</dt><dd>{v}</dd></div>", k=k, v=v) for k, v in facts)
-    parts = [render('<dl class="facts wide">{dl}</dl>', dl=dl),
-             render('<h2>Arguments</h2><pre class="code">{args}</pre>', args=as_json(e.args, indent=2))]
+    parts = [
+        render('<dl class="facts wide">{dl}</dl>', dl=dl),
+        render('<h2>Arguments</h2><pre class="code">{args}</pre>', args=as_json(e.args, indent=2)),
+    ]
     if e.kwargs:
         parts.append(render('<h2>Keyword arguments</h2><pre class="code">{kw}</pre>', kw=as_json(e.kwargs, indent=2)))
     if e.error_class or e.error_message:
-        parts.append(render('<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>',
-                            cls=e.error_class, msg=e.error_message))
+        parts.append(
+            render('<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>', cls=e.error_class, msg=e.error_message)
+        )
     if e.error_backtrace:
         parts.append(render('<pre class="code trace">{bt}</pre>', bt=e.error_backtrace))
-    parts.append(render('<details><summary>Payload as stored</summary><pre class="code">{raw}</pre></details>',
-                        raw=as_json(e.item, indent=2)))
-    buttons = render('<div class="toolbar"><button name="retry" value="{key}">{retry}</button>'
-                     '<button name="delete" value="{key}" class="danger">Delete</button></div>',
-                     key=key, retry=kind.can_retry)
+    parts.append(
+        render(
+            '<details><summary>Payload as stored</summary><pre class="code">{raw}</pre></details>',
+            raw=as_json(e.item, indent=2),
+        )
+    )
+    buttons = render(
+        '<div class="toolbar"><button name="retry" value="{key}">{retry}</button>'
+        '<button name="delete" value="{key}" class="danger">Delete</button></div>',
+        key=key,
+        retry=kind.can_retry,
+    )
     return join([view.form(kind.path, buttons)] + parts)
 
 
-def action(req: Request, kind: Kind) -> Dict[str, Any]:
+def action(req: Request, kind: Kind) -> dict[str, Any]:
     """POST to a set page: retry or delete one row, the selected rows, or all; the flash to show."""
     form = req.form
     if form.get("retry"):
@@ -150,7 +201,7 @@ def action(req: Request, kind: Kind) -> Dict[str, Any]:
     return {"flash": "nothing"}
 
 
-def _one(kind: Kind, key: str, retry: bool) -> Dict[str, Any]:
+def _one(kind: Kind, key: str, retry: bool) -> dict[str, Any]:
     e = find(kind, key)
     if e is None or not (e.retry() if retry else e.delete()):
         return {"flash": "missing"}

@@ -1,4 +1,5 @@
 """The Django app: applies `settings.JIGGLER` to jiggler_gevent when Django starts."""
+
 from django.apps import AppConfig
 
 

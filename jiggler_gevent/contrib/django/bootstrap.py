@@ -4,6 +4,7 @@ It sets Django up, imports the `jobs` module of every installed app (before the 
 CloseConnections to the server chain. Django keeps its database connections in a thread local, which
 gevent's patch makes greenlet-local: each job greenlet opens at most one connection per database alias.
 """
+
 import logging
 import os
 
@@ -33,8 +34,9 @@ class CloseConnections(ServerMiddleware):
 def setup_worker() -> None:
     """Set Django up from DJANGO_SETTINGS_MODULE for this worker process and load the apps' jobs."""
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        raise ConfigError("--django needs DJANGO_SETTINGS_MODULE in the environment "
-                               "(`python manage.py gjiggler` sets it)")
+        raise ConfigError(
+            "--django needs DJANGO_SETTINGS_MODULE in the environment (`python manage.py gjiggler` sets it)"
+        )
     import django
     from django.utils.module_loading import autodiscover_modules
 
@@ -61,5 +63,7 @@ def _warn_if_psycopg3() -> None:
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
     if is_psycopg3:
-        log.warning("Django uses psycopg 3, which the worker cannot make cooperative: each query blocks every "
-                    "job in this process. Uninstall psycopg (3) so that Django uses psycopg2.")
+        log.warning(
+            "Django uses psycopg 3, which the worker cannot make cooperative: each query blocks every "
+            "job in this process. Uninstall psycopg (3) so that Django uses psycopg2."
+        )

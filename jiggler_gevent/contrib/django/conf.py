@@ -5,7 +5,9 @@ PROCESSES, PREEMPT, POLL_INTERVAL, HEARTBEAT_INTERVAL, VERBOSE, REQUIRES (and an
 later). The keys come from the worker's table of options (jiggler_gevent.options), the one place options are
 defined.
 """
-from typing import Any, Dict, List, Mapping, Sequence
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -22,10 +24,11 @@ def check(jiggler: Mapping[str, Any]) -> None:
     if unknown:
         raise ImproperlyConfigured(
             f"settings.{SETTING}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"the keys mirror the worker options: {', '.join(sorted(options.SETTINGS))}")
+            f"the keys mirror the worker options: {', '.join(sorted(options.SETTINGS))}"
+        )
 
 
-def from_settings() -> Dict[str, Any]:
+def from_settings() -> dict[str, Any]:
     """`settings.JIGGLER` (empty when not set), checked."""
     from django.conf import settings
 
@@ -40,11 +43,14 @@ def configure_from_settings() -> config.Config:
     return config.configure(redis_url=jiggler.get("REDIS_URL"), namespace=jiggler.get("NAMESPACE"))
 
 
-def worker_args(jiggler: Mapping[str, Any], cli_args: Sequence[str]) -> List[str]:
+def worker_args(jiggler: Mapping[str, Any], cli_args: Sequence[str]) -> list[str]:
     """`gjiggler worker` arguments: those from `jiggler`, then `cli_args`; an option on the command line
     replaces its setting (also for the repeatable -q and -r, which would otherwise add up)."""
     check(jiggler)
     given = options.given(cli_args)
-    from_jiggler = {option.field: jiggler[key] for key, option in options.SETTINGS.items()
-                    if key in jiggler and option.field not in given}
+    from_jiggler = {
+        option.field: jiggler[key]
+        for key, option in options.SETTINGS.items()
+        if key in jiggler and option.field not in given
+    }
     return options.to_argv(from_jiggler) + list(cli_args)

@@ -1,4 +1,5 @@
 """Mount the dashboard: `path("jiggler/", include("jiggler_gevent.contrib.django.urls"))`."""
+
 from django.urls import re_path
 
 from . import views

@@ -7,10 +7,11 @@ app's links stay under it. The app checks its own CSRF token (signed with a key 
 settings.SECRET_KEY) on every POST, hence csrf_exempt here; login goes through Django's admin login
 unless settings.JIGGLER_WEB_LOGIN_URL names another.
 """
+
 import hashlib
 import hmac
 import io
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -18,7 +19,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-_app: Optional[Any] = None
+_app: Any | None = None
 
 
 def dashboard_app() -> Any:
@@ -32,26 +33,33 @@ def dashboard_app() -> Any:
     return _app
 
 
-def wsgi_environ(request: HttpRequest, path: str) -> Dict[str, Any]:
+def wsgi_environ(request: HttpRequest, path: str) -> dict[str, Any]:
     """A WSGI environ for the app: Django's META, the form, and the mount point as SCRIPT_NAME."""
     # Django has parsed the form whatever its encoding; the app reads it url-encoded.
     body = urlencode(list(request.POST.lists()), doseq=True).encode() if request.method == "POST" else b""
     environ = {k: v for k, v in request.META.items() if isinstance(k, str)}
     full = request.path
     prefix = full[: len(full) - len(path)] if path and full.endswith(path) else full
-    environ.update({
-        "REQUEST_METHOD": request.method, "SCRIPT_NAME": prefix.rstrip("/"), "PATH_INFO": "/" + path,
-        "QUERY_STRING": request.META.get("QUERY_STRING", ""), "CONTENT_LENGTH": str(len(body)),
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": request.scheme, "wsgi.errors": io.StringIO(),
-    })
+    environ.update(
+        {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": prefix.rstrip("/"),
+            "PATH_INFO": "/" + path,
+            "QUERY_STRING": request.META.get("QUERY_STRING", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": request.scheme,
+            "wsgi.errors": io.StringIO(),
+        }
+    )
     return environ
 
 
-def _call(environ: Dict[str, Any]) -> Tuple[int, List[Tuple[str, str]], bytes]:
-    captured: Dict[str, Any] = {}
+def _call(environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    captured: dict[str, Any] = {}
 
-    def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         captured["status"], captured["headers"] = status, headers
 
     body = b"".join(dashboard_app()(environ, start_response))

@@ -1,4 +1,5 @@
 """`manage.py place_orders N [--rollback]`: place N orders in one transaction (rolled back on request)."""
+
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser

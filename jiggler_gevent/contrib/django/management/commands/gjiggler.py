@@ -5,10 +5,12 @@ the standard library before anything else is imported. It re-executes `python -m
 --django` with the options from settings.JIGGLER followed by the ones given here (which win), in place
 (os.execve), so the process id and signals stay the same.
 """
+
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from django.core.management.base import BaseCommand
 
@@ -19,10 +21,10 @@ _DJANGO_VALUE_OPTIONS = ("--settings", "--pythonpath")
 _DJANGO_FLAGS = ("--traceback", "--no-color", "--force-color", "--skip-checks")
 
 
-def split_django_options(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+def split_django_options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the worker's arguments, the --pythonpath values): manage.py's own options are not the worker's."""
-    worker: List[str] = []
-    pythonpath: List[str] = []
+    worker: list[str] = []
+    pythonpath: list[str] = []
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
@@ -35,7 +37,7 @@ def split_django_options(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
     return worker, pythonpath
 
 
-def _child_env(pythonpath: Sequence[str]) -> Dict[str, str]:
+def _child_env(pythonpath: Sequence[str]) -> dict[str, str]:
     """This environment, with the project's folder (manage.py's) and any --pythonpath on PYTHONPATH,
     so that `python -m jiggler_gevent` imports the settings and apps as manage.py did."""
     paths = [os.path.dirname(os.path.abspath(sys.argv[0])), *map(os.path.abspath, pythonpath)]
@@ -56,9 +58,9 @@ def exec_worker(cli_args: Sequence[str], pythonpath: Sequence[str] = ()) -> None
 
 class Command(BaseCommand):
     help = "Run a jiggler_gevent worker for this project (options as for `gjiggler worker`, over settings.JIGGLER)."
-    requires_system_checks: List[str] = []
+    requires_system_checks: list[str] = []
 
-    def run_from_argv(self, argv: List[str]) -> None:
+    def run_from_argv(self, argv: list[str]) -> None:
         # Django's parser would take the worker's -v and -q; hand everything to the worker's own parser.
         exec_worker(*split_django_options(argv[2:]))
 
