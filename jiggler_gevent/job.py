@@ -62,7 +62,12 @@ class JobCall:
         unknown = set(options) - {"queue", "retries", "timeout", "dead"}
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
-        merged = {"queue": self.queue, "retries": self.retries, "timeout": self.timeout, "dead": self.dead}
+        merged: dict[str, Any] = {
+            "queue": self.queue,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "dead": self.dead,
+        }
         merged.update(options)
         return JobCall(self.job, **merged)
 

@@ -8,7 +8,10 @@ a hook can never kill a worker or lose a job. Retries, timeouts and stats are th
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from .gevent_types import Timeout
 
 log = logging.getLogger("jiggler_gevent.middleware")
 
@@ -42,15 +45,15 @@ class JobContext:
         self.disposition = Disposition.ACK
         self.retry_at: float | None = None
         self.started_at = 0.0
-        self.timer: Any = None
+        self.timer: Timeout | None = None
 
     @property
     def name(self) -> str:
-        return self.payload.get("name", "?")
+        return cast(str, self.payload.get("name", "?"))
 
     @property
     def jid(self) -> str:
-        return self.payload.get("jid", "?")
+        return cast(str, self.payload.get("jid", "?"))
 
 
 class ServerMiddleware:

@@ -60,7 +60,7 @@ class _PsycopgWatcher(importlib.abc.MetaPathFinder):
 
 
 class _PatchAfterLoad(importlib.abc.Loader):
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:

@@ -7,12 +7,15 @@
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
+
+The clients come from config.redis_client, which decodes replies: the `bytes | str` that redis-py's types
+allow for a reply is always `str` here, hence the casts.
 """
 
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import redis
 
@@ -48,7 +51,7 @@ def _client_and_keys() -> "tuple[redis.Redis, Keys]":
 class Entry:
     """One job as stored: in a queue (`score` None) or in a sorted set (`score` is its time)."""
 
-    def __init__(self, raw: str, container: "Any", score: float | None = None) -> None:
+    def __init__(self, raw: str, container: "Queue | SortedSet", score: float | None = None) -> None:
         self.raw, self.container, self.score = raw, container, score
         try:
             self.item: dict[str, Any] = json.loads(raw)
@@ -121,7 +124,7 @@ class Queue(_Paged):
     def all(cls) -> list["Queue"]:
         """Every queue ever pushed to, by name."""
         client, keys = _client_and_keys()
-        return [cls(n) for n in sorted(client.smembers(keys.queues))]
+        return [cls(n) for n in sorted(cast("set[str]", client.smembers(keys.queues)))]
 
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))
@@ -133,7 +136,7 @@ class Queue(_Paged):
     @property
     def latency(self) -> float:
         """Seconds the oldest job has waited (0 when empty)."""
-        raw = self.redis.lindex(self.key, -1)
+        raw = cast("str | None", self.redis.lindex(self.key, -1))
         if raw is None:
             return 0.0
         entry = Entry(raw, self)
@@ -144,7 +147,7 @@ class Queue(_Paged):
         """Jobs from the oldest (next to run) on."""
         if limit <= 0:
             return []
-        raws = self.redis.lrange(self.key, -(offset + limit), -(offset + 1))
+        raws = cast("list[str]", self.redis.lrange(self.key, -(offset + limit), -(offset + 1)))
         return [Entry(r, self) for r in reversed(raws)]
 
     def remove(self, raw: str) -> bool:
@@ -186,7 +189,8 @@ class SortedSet(_Paged):
         if limit <= 0:
             return []
         read = self.redis.zrevrange if newest_first else self.redis.zrange
-        return [Entry(raw, self, score) for raw, score in read(self.key, offset, offset + limit - 1, withscores=True)]
+        rows = cast("list[tuple[str, float]]", read(self.key, offset, offset + limit - 1, withscores=True))
+        return [Entry(raw, self, score) for raw, score in rows]
 
     def remove(self, raw: str) -> bool:
         return bool(self.redis.zrem(self.key, raw))
@@ -264,7 +268,7 @@ class ProcessSet:
         self.redis, self.keys = _client_and_keys()
 
     def _load(self) -> list[Process]:
-        identities = sorted(self.redis.smembers(self.keys.processes))
+        identities = sorted(cast("set[str]", self.redis.smembers(self.keys.processes)))
         with self.redis.pipeline(transaction=False) as pipe:
             for identity in identities:
                 pipe.hget(self.keys.process(identity), "info")
@@ -284,13 +288,22 @@ class ProcessSet:
         return len(self._load())
 
 
+class History(TypedDict, total=False):
+    """What Stats.history returns: `dates` (ISO dates, UTC, oldest first) and, for each date in that order,
+    the `processed` and `failed` counts (every key is set once history() returns)."""
+
+    dates: list[str]
+    processed: list[int]
+    failed: list[int]
+
+
 class Stats:
     """A snapshot of the counters and sizes, read when created."""
 
     def __init__(self) -> None:
         self.redis, self.keys = _client_and_keys()
         k = self.keys
-        queue_names = sorted(self.redis.smembers(k.queues))
+        queue_names = sorted(cast("set[str]", self.redis.smembers(k.queues)))
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.stat("processed"))
             pipe.get(k.stat("failed"))
@@ -309,13 +322,13 @@ class Stats:
         self.processes = len(self.process_list)
         self.busy = sum(int(p.info.get("busy", 0)) for p in self.process_list)
 
-    def history(self, days: int = 30) -> dict[str, list[int]]:
+    def history(self, days: int = 30) -> History:
         """Processed and failed per day, oldest first, for the last `days` days (UTC)."""
         import datetime as dt
 
         today = dt.datetime.now(dt.UTC).date()
         dates = [(today - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
-        out: dict[str, list[int]] = {"dates": dates}  # type: ignore[dict-item]
+        out: History = {"dates": dates}
         for name in ("processed", "failed"):
             values = self.redis.mget([self.keys.stat(name, d) for d in dates])
             out[name] = [int(v or 0) for v in values]
@@ -353,7 +366,7 @@ def stats_dict(s: Stats) -> dict[str, Any]:
 def in_flight() -> int:
     """Jobs fetched by live or dead processes and not yet acknowledged."""
     client, keys = _client_and_keys()
-    identities = list(client.smembers(keys.processes))
+    identities = list(cast("set[str]", client.smembers(keys.processes)))
     with client.pipeline(transaction=False) as pipe:
         for identity in identities:
             pipe.llen(keys.working(identity))
@@ -381,7 +394,10 @@ def entry_at(sorted_set: SortedSet, score: float, jid: str) -> Entry | None:
     """The entry of `sorted_set` with this score and jid, read by score (ZRANGEBYSCORE), not by a scan."""
     start = 0
     while True:
-        rows = sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW, withscores=True)
+        rows = cast(
+            "list[tuple[str, float]]",
+            sorted_set.redis.zrangebyscore(sorted_set.key, score, score, start=start, num=WINDOW, withscores=True),
+        )
         for raw, s in rows:
             entry = Entry(raw, sorted_set, s)
             if entry.jid == jid:

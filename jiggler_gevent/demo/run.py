@@ -10,16 +10,20 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from .. import api, config
+from .. import api, config, gevent_types
 from . import jobs as examples
 from . import local_redis
 
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
-def _slow_app(environ, start_response):  # type: ignore[no-untyped-def]
+
+def _slow_app(environ: "WSGIEnvironment", start_response: "StartResponse") -> list[bytes]:
     gevent.sleep(0.2)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello from the demo's local HTTP server\n"]
@@ -57,7 +61,7 @@ def run_demo(n: int, redis_url: str | None, namespace: str | None) -> int:
         return 1
     ns = namespace or f"demo-{uuid.uuid4().hex[:8]}"
     config.configure(redis_url=url, namespace=ns)
-    http = WSGIServer(("127.0.0.1", 0), _slow_app, log=None)
+    http: gevent_types.WSGIServer = WSGIServer(("127.0.0.1", 0), _slow_app, log=None)
     http.start()
     out_dir = tempfile.mkdtemp(prefix="jiggler-demo-")
     path = os.path.join(out_dir, "lines.txt")

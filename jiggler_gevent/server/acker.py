@@ -19,6 +19,7 @@ from redis.commands.core import Script
 
 from .. import config, scripts
 from .. import payload as payload_mod
+from ..gevent_types import Event
 from ..keys import Keys
 from ..middleware import Disposition
 from .backoff import Backoff
@@ -92,7 +93,7 @@ class Acker:
         self.script = scripts.register(client).settle
         self.pending: list[Outcome] = []
         self.writing: list[Outcome] = []  # the batch on its way to Redis now
-        self.wake = gevent.event.Event()
+        self.wake: Event = gevent.event.Event()
         self.closing = False
         self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
 

@@ -9,6 +9,7 @@ On SIGKILL they stay in the working list until a live process sees the heartbeat
 
 import random
 from collections.abc import Sequence
+from typing import cast
 
 import redis
 
@@ -58,7 +59,12 @@ class ReliableFetch:
         """Block briefly for one payload when the queues were empty; [] when none came."""
         block = SINGLE_QUEUE_BLOCK if len(self.queues) == 1 else MULTI_QUEUE_BLOCK
         first = queue_order(self.queues, self.strict)[0]
-        raw = self.conn.blmove(self.keys.queue(first), self.working, block, "RIGHT", "LEFT")
+        # A str: the client decodes replies (config.redis_client). redis-py types BLMOVE's timeout as an int, but
+        # Redis takes a float number of seconds, and redis-py sends the value as given.
+        raw = cast(
+            "str | None",
+            self.conn.blmove(self.keys.queue(first), self.working, block, "RIGHT", "LEFT"),  # type: ignore[arg-type]
+        )
         return [raw] if raw is not None else []
 
     def requeue(self, raws: Sequence[str]) -> int:
@@ -72,5 +78,5 @@ class ReliableFetch:
 
     def held(self) -> list[str]:
         """The payloads this process holds now."""
-        held: list[str] = self.redis.lrange(self.working, 0, -1)
+        held = cast("list[str]", self.redis.lrange(self.working, 0, -1))  # decoded replies: str
         return held

@@ -14,6 +14,7 @@ import gevent.event
 
 from .. import config, middleware
 from ..config import Config
+from ..gevent_types import Event, Greenlet
 from ..options import WorkerOptions
 from .acker import Acker
 from .fetch import ReliableFetch
@@ -68,8 +69,8 @@ class Launcher:
             running=lambda: self.processor.running,
             interval=opts.heartbeat_interval,
         )
-        self.stop_requested = gevent.event.Event()
-        self.force = gevent.event.Event()
+        self.stop_requested: Event = gevent.event.Event()
+        self.force: Event = gevent.event.Event()
         self.switcher: Switcher | None = None
 
     def start(self) -> None:
@@ -115,7 +116,7 @@ class Launcher:
         log.info("stopped; %d unfinished job(s) put back", requeued)
 
     def _wait_for_jobs(self, timeout: float) -> None:
-        joiner = gevent.spawn(self.manager.join)
+        joiner: Greenlet = gevent.spawn(self.manager.join)
         gevent.wait([joiner, self.force], timeout=timeout, count=1)
         joiner.kill()
 

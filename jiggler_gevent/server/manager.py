@@ -19,6 +19,7 @@ import gevent.queue
 import redis
 from greenlet import GreenletExit
 
+from ..gevent_types import BoundedSemaphore, Greenlet, Queue
 from .acker import Acker
 from .backoff import Backoff
 from .fetch import ReliableFetch
@@ -35,11 +36,12 @@ class Manager:
     def __init__(self, fetch: ReliableFetch, processor: Processor, acker: Acker, concurrency: int) -> None:
         self.fetch, self.processor, self.acker = fetch, processor, acker
         self.concurrency = concurrency
-        self.idle = gevent.lock.BoundedSemaphore(concurrency)  # idle workers; only the fetcher acquires
-        self.inbox: gevent.queue.Queue[str | None] = gevent.queue.Queue()
-        self.workers: list[gevent.Greenlet] = []
-        self.fetcher: gevent.Greenlet | None = None
-        self.acker_greenlet: gevent.Greenlet | None = None
+        # idle workers; only the fetcher acquires
+        self.idle: BoundedSemaphore = gevent.lock.BoundedSemaphore(concurrency)
+        self.inbox: Queue[str | None] = gevent.queue.Queue()
+        self.workers: list[Greenlet] = []
+        self.fetcher: Greenlet | None = None
+        self.acker_greenlet: Greenlet | None = None
         self.in_hand: dict[str, int] = {}  # raw payloads handed to the workers and not yet processed
         self.running_jobs = 0
         self.finishing = False
@@ -71,7 +73,8 @@ class Manager:
             self.finishing = True
             for _ in self.workers:
                 self.inbox.put(_FINISH)
-        return len(gevent.joinall(self.workers, timeout=timeout)) == len(self.workers)
+        finished: list[Greenlet] = gevent.joinall(self.workers, timeout=timeout)
+        return len(finished) == len(self.workers)
 
     def stop(self, timeout: float) -> int:
         """Quiet, wait up to `timeout` s for running jobs, kill the rest and put back what was not done.

@@ -20,6 +20,7 @@ import gevent
 import redis
 
 from .. import __version__, config
+from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..middleware import JobContext, ServerMiddleware
 from .recovery import Recovery
@@ -103,7 +104,7 @@ class Monitor:
         self.interval = interval
         self.ttl_ms = int(interval * config.HEARTBEAT_TTL_BEATS * 1000)
         self.quiet = False
-        self.greenlet: gevent.Greenlet | None = None
+        self.greenlet: Greenlet | None = None
         self.last_beat = 0.0
         self.failing_since: float | None = None  # monotonic time of the first failed beat of an outage
         self.sweep_after = 0.0

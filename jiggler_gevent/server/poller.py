@@ -13,6 +13,7 @@ import gevent
 import redis
 
 from .. import config
+from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..scripts import Scripts
 
@@ -29,7 +30,7 @@ class Poller:
     ) -> None:
         self.redis, self.keys, self.scripts = client, keys, scripts
         self.interval = interval
-        self.greenlet: gevent.Greenlet | None = None
+        self.greenlet: Greenlet | None = None
 
     def start(self) -> None:
         """Poll once now, then every interval or so."""

@@ -30,13 +30,14 @@ import signal
 import time
 import weakref
 from collections.abc import Callable
-from types import CodeType
-from typing import Any, Optional, Protocol
+from types import CodeType, FrameType
+from typing import Optional, Protocol
 
 import gevent
 from gevent import monkey
 
 from .. import config
+from ..gevent_types import Hub, RawGreenlet, Watcher
 from ..middleware import JobContext
 from . import safepoints
 
@@ -49,10 +50,12 @@ REPORT_EVERY = 10.0  # seconds between two reports of the same job blocking the 
 PROBE_INTERVAL = 0.002  # how often the thread looks for a safe point while an exception waits for one
 REPORT_MIN = 0.2  # shorter blocks are not reported (a busy machine can delay a thread that long)
 
-_real_sleep = monkey.get_original("time", "sleep")
-_real_start_thread = monkey.get_original("_thread", "start_new_thread")
-_real_get_ident = monkey.get_original("_thread", "get_ident")
-_real_lock = monkey.get_original("_thread", "allocate_lock")
+_real_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
+_real_start_thread: Callable[[Callable[[_thread.LockType], None], tuple[_thread.LockType]], int] = monkey.get_original(
+    "_thread", "start_new_thread"
+)
+_real_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+_real_lock: Callable[[], _thread.LockType] = monkey.get_original("_thread", "allocate_lock")
 
 Request = tuple[float, float, int]  # (asked at, last pass seen at, passes then)
 
@@ -91,10 +94,10 @@ class JobRunner(Protocol):
     def call_site(self) -> CodeType:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
 
-    def running_job(self, glet: Any) -> JobContext | None:
+    def running_job(self, glet: RawGreenlet) -> JobContext | None:
         """The job `glet` runs now, if any (named in reports)."""
 
-    def abandon(self, glet: Any, exc: BaseException) -> JobContext | None:
+    def abandon(self, glet: RawGreenlet, exc: BaseException) -> JobContext | None:
         """Fail the job `glet` runs as if it had raised `exc`, while it goes on running."""
 
 
@@ -120,22 +123,22 @@ class Switcher:
         self.forced = self.deferred = self.reports = 0
         self.running = False
         self._passes = PassCounter()
-        self._hub_ref: weakref.ref[Any] | None = None
-        self._check: Any = None
-        self._previous: Any = None
+        self._hub_ref: weakref.ref[Hub] | None = None
+        self._check: Watcher | None = None
+        self._previous: Callable[[int, FrameType | None], object] | int | signal.Handlers | None = None
         self._request: Request | None = None
         self._stall = 0.0
         self._probe = False
         self._pid = 0
         self._clock: int | None = None
-        self._alive: Any = None
+        self._alive: _thread.LockType | None = None
         self._last_report: dict[str, float] = {}
 
     def start(self) -> None:
         """Install the signal handler and the loop watcher, then start the thread. Main thread only."""
         global _active
         self.code_map.kind(__file__)  # read the library and job folders now, not inside a signal handler
-        hub = gevent.get_hub()
+        hub: Hub = gevent.get_hub()
         self._hub_ref = weakref.ref(hub)
         self._check = hub.loop.check(ref=False)
         self._check.start(self._passes.tick)
@@ -188,7 +191,7 @@ class Switcher:
         except OSError:
             return None
 
-    def _watch(self, alive: Any) -> None:
+    def _watch(self, alive: _thread.LockType) -> None:
         pid = os.getpid()
         try:
             seen, since, last, cpu = self._passes.value, time.monotonic(), time.monotonic(), self._cpu()
@@ -221,7 +224,7 @@ class Switcher:
 
     # -- the main thread ------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         request, self._request = self._request, None
         stall, self._stall = self._stall, 0.0
         probe, self._probe = self._probe, False
@@ -229,7 +232,7 @@ class Switcher:
         if hub is None:
             self.running = False
             return
-        current = gevent.getcurrent()
+        current: RawGreenlet = gevent.getcurrent()
         if current is hub or frame is None:
             return  # the hub also runs signal handlers when it wakes from its poll: it is never held
         if request is not None and (stall or self._passes.value == request[2]):
@@ -242,7 +245,7 @@ class Switcher:
             self._deliver_if_safe(current, frame)
         # Otherwise a stray SIGURG, or the loop has passed since the request (it was idle, not held).
 
-    def _deliver_if_safe(self, current: Any, frame: Any, scan: tuple[bool, bool] | None = None) -> None:
+    def _deliver_if_safe(self, current: RawGreenlet, frame: FrameType, scan: tuple[bool, bool] | None = None) -> None:
         """Raise the exception waiting in `current` if `frame` is a safe point; escalate if it waited too long."""
         pending = safepoints.deferrals.get(current)
         if pending is None:
@@ -255,7 +258,7 @@ class Switcher:
             safepoints.deferrals.forget(current)
             raise pending.exc
 
-    def _preempt(self, current: Any, hub: Any, frame: Any) -> None:
+    def _preempt(self, current: RawGreenlet, hub: Hub, frame: FrameType) -> None:
         scan = in_machinery, safe = self.code_map.scan(frame, self.boundary)
         self._deliver_if_safe(current, frame, scan)
         if in_machinery:
@@ -271,20 +274,20 @@ class Switcher:
             self.deferred += 1
 
     @staticmethod
-    def _yield(hub: Any) -> None:
+    def _yield(hub: Hub) -> None:
         timer = hub.loop.timer(YIELD_SLEEP, priority=YIELD_PRIORITY)
         try:
             hub.wait(timer)
         finally:
             timer.close()
 
-    def _who(self, glet: Any) -> tuple[str, str]:
+    def _who(self, glet: RawGreenlet) -> tuple[str, str]:
         ctx = self.runner.running_job(glet) if self.runner is not None else None
         if ctx is None:
             return repr(glet), f"greenlet {glet!r}"
         return ctx.name, f"job {ctx.name} (jid {ctx.jid})"
 
-    def _report_blocked(self, current: Any, now: float, held: float) -> None:
+    def _report_blocked(self, current: RawGreenlet, now: float, held: float) -> None:
         key, who = self._who(current)
         if now - self._last_report.get(key, -math.inf) < REPORT_EVERY:
             return
@@ -300,7 +303,7 @@ class Switcher:
             held,
         )
 
-    def _escalate(self, pending: safepoints.Deferred, frame: Any, now: float) -> None:
+    def _escalate(self, pending: safepoints.Deferred, frame: FrameType, now: float) -> None:
         where = " <- ".join(safepoints.describe_stack(frame, 4))
         gevent.spawn(
             log.error,
@@ -312,7 +315,7 @@ class Switcher:
         )
         gevent.spawn(self._give_up, gevent.getcurrent(), pending.exc)
 
-    def _give_up(self, glet: Any, exc: BaseException) -> None:
+    def _give_up(self, glet: RawGreenlet, exc: BaseException) -> None:
         if self.runner is not None and self.runner.abandon(glet, exc) is not None and self.on_abandon is not None:
             self.on_abandon()
 

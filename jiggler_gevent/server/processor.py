@@ -16,11 +16,12 @@ from collections.abc import Callable
 from types import CodeType
 
 import gevent
-from greenlet import GreenletExit, greenlet
+from greenlet import GreenletExit
 
 from .. import middleware
 from .. import payload as payload_mod
 from ..errors import JobTimeout
+from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
 from ..middleware import Chain, Disposition, JobContext
 from .acker import Acker, Outcome
@@ -45,7 +46,7 @@ class Processor:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
         return Processor._run.__code__
 
-    def running_job(self, glet: greenlet) -> JobContext | None:
+    def running_job(self, glet: RawGreenlet) -> JobContext | None:
         """The job `glet` is running now, if any."""
         return self.running.get(id(glet))
 
@@ -103,20 +104,21 @@ class Processor:
             self.running.pop(key, None)
         return True
 
-    def interrupt(self, glet: greenlet, exc: BaseException) -> bool:
+    def interrupt(self, glet: RawGreenlet, exc: BaseException) -> bool:
         """Raise `exc` in the job `glet` runs, at its next switch (at a forced yield only where that is safe:
         preempt.py). The job ends as if it had raised `exc`. False when `glet` runs no job now."""
         ctx = self.running_job(glet)
         if ctx is None:
             return False
-        gevent.get_hub().loop.run_callback(self._throw, glet, ctx, exc)
+        hub: Hub = gevent.get_hub()
+        hub.loop.run_callback(self._throw, glet, ctx, exc)
         return True
 
-    def _throw(self, glet: greenlet, ctx: JobContext, exc: BaseException) -> None:
+    def _throw(self, glet: RawGreenlet, ctx: JobContext, exc: BaseException) -> None:
         if self.running_job(glet) is ctx:  # never into the next job the same greenlet has started since
             glet.throw(exc)
 
-    def abandon(self, glet: greenlet, exc: BaseException) -> JobContext | None:
+    def abandon(self, glet: RawGreenlet, exc: BaseException) -> JobContext | None:
         """Give up on the job `glet` runs: fail it as if it had raised `exc` and write its outcome now, while
         it goes on running (it found no point where it could be stopped safely). When it ends, nothing more
         is written for it. Called from another greenlet than the job's; None when `glet` runs no job."""

@@ -11,6 +11,7 @@ between, its own working list holds the jobs and they are adopted again: run twi
 import json
 import logging
 import time
+from typing import cast
 
 import redis
 
@@ -33,7 +34,7 @@ class Recovery:
     def sweep(self) -> int:
         """Recover the jobs of every process whose heartbeat has expired; returns how many jobs."""
         total = 0
-        for other in self.redis.smembers(self.keys.processes):
+        for other in cast("set[str]", self.redis.smembers(self.keys.processes)):  # decoded replies: str
             if other != self.identity:
                 total += self.adopt(other, force=False)
         return total

@@ -14,13 +14,15 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterable
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, cast
 
 import gevent
 import gevent.timeout
 import greenlet
 
 from ..errors import JobTimeout
+from ..gevent_types import Hub, RawGreenlet, Timeout, Watcher
 
 STUCK_FACTOR = 10  # a deferred JobTimeout is "stuck" after max(STUCK_FACTOR x timeout, STUCK_MIN) seconds
 STUCK_MIN = 1.0
@@ -56,7 +58,7 @@ class CodeMap:
     def _roots(self) -> None:
         import redis
 
-        from ..job import lookup, registered
+        from ..job import JobFunction, lookup, registered
 
         paths = sysconfig.get_paths()
         dirs = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
@@ -65,7 +67,7 @@ class CodeMap:
         self._library = tuple(os.path.abspath(d) + os.sep for d in dirs if d)
         user = set()
         for name in registered():
-            module = sys.modules.get(lookup(name).func.__module__)  # type: ignore[union-attr]
+            module = sys.modules.get(cast(JobFunction, lookup(name)).func.__module__)  # registered: never None
             top = sys.modules.get(module.__name__.partition(".")[0]) if module else None
             if top is sys.modules[PACKAGE]:
                 top = module
@@ -93,7 +95,7 @@ class CodeMap:
             return USER
         return LIBRARY if path.startswith(self._library or ()) else USER
 
-    def scan(self, frame: Any, boundary: Any) -> tuple[bool, bool]:
+    def scan(self, frame: FrameType | None, boundary: CodeType | None) -> tuple[bool, bool]:
         """(inside gevent's machinery, safe to raise here) for the stack from `frame` outwards.
 
         Safe: every frame up to the one running `boundary` (the code that calls the job function) is the
@@ -135,7 +137,7 @@ class Deferred:
         self.since = since
         self.limit = _stuck_limit(exc)
         self.escalated = False
-        self.timer: Any = None
+        self.timer: Watcher | None = None
 
     def stuck(self, now: float) -> bool:
         """True once, when a JobTimeout has waited past its limit."""
@@ -149,9 +151,9 @@ class Deferrals:
     """The deferred exception of each greenlet, and the timer that throws it at its next ordinary switch."""
 
     def __init__(self) -> None:
-        self._by_greenlet: dict[Any, Deferred] = {}
+        self._by_greenlet: dict[RawGreenlet, Deferred] = {}
 
-    def get(self, glet: Any) -> Deferred | None:
+    def get(self, glet: RawGreenlet) -> Deferred | None:
         """The exception waiting in `glet`, if any (and still wanted)."""
         record = self._by_greenlet.get(glet)
         if record is not None and _is_closed_timeout(record.exc):
@@ -159,7 +161,7 @@ class Deferrals:
             return None
         return record
 
-    def defer(self, glet: Any, exc: BaseException) -> Deferred:
+    def defer(self, glet: RawGreenlet, exc: BaseException) -> Deferred:
         """Keep `exc` for `glet` (the newest wins; the wait counts from the first) and arm redelivery."""
         record = self._by_greenlet.get(glet)
         if record is None:
@@ -170,11 +172,12 @@ class Deferrals:
         if record.timer is None:
             # Fires at the next loop pass, which runs only once glet has switched out: if that was an
             # ordinary switch the exception lands there; if a forced yield, the switcher decides again.
-            record.timer = gevent.get_hub().loop.timer(0.0, priority=REDELIVER_PRIORITY)
+            hub: Hub = gevent.get_hub()
+            record.timer = hub.loop.timer(0.0, priority=REDELIVER_PRIORITY)
             record.timer.start(self._redeliver, glet, record)
         return record
 
-    def forget(self, glet: Any) -> Deferred | None:
+    def forget(self, glet: RawGreenlet) -> Deferred | None:
         """Drop what waits in `glet` (delivered, or no longer wanted)."""
         record = self._by_greenlet.pop(glet, None)
         if record is not None:
@@ -188,7 +191,7 @@ class Deferrals:
             record.timer.close()
             record.timer = None
 
-    def _redeliver(self, glet: Any, record: Deferred) -> None:
+    def _redeliver(self, glet: RawGreenlet, record: Deferred) -> None:
         self._close(record)
         if self._by_greenlet.get(glet) is not record:
             return
@@ -203,19 +206,19 @@ class Deferrals:
         return len(self._by_greenlet)
 
 
-_CLOSED_TIMER = getattr(gevent.timeout, "_FakeTimer", None)  # what Timeout.close() leaves in .timer
+_CLOSED_TIMER: object = getattr(gevent.timeout, "_FakeTimer", None)  # what Timeout.close() leaves in .timer
 
 
 def _is_closed_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, gevent.Timeout) and _CLOSED_TIMER is not None and exc.timer is _CLOSED_TIMER
+    return isinstance(exc, gevent.Timeout) and _CLOSED_TIMER is not None and cast(Timeout, exc).timer is _CLOSED_TIMER
 
 
 deferrals = Deferrals()
 
 
-def describe_stack(frame: Any, limit: int = 6) -> list[str]:
+def describe_stack(frame: FrameType | None, limit: int = 6) -> list[str]:
     """`file:line function` for the innermost frames, for logs."""
-    out = []
+    out: list[str] = []
     while frame is not None and len(out) < limit:
         out.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
         frame = frame.f_back

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Union
+from typing import Union, cast
 
 import gevent
 import gevent.event
@@ -32,6 +32,7 @@ import redis
 
 from .. import config, options, scripts
 from ..errors import ConfigError
+from ..gevent_types import Event
 from ..options import WorkerOptions
 from .backoff import exponential
 from .monitor import new_identity
@@ -126,7 +127,7 @@ class Supervisor:
         self.opts, self.prepare = opts, prepare
         self.cfg = cfg or config.current()
         self.children: list[Child | None] = [None] * opts.processes
-        self.stopping = gevent.event.Event()
+        self.stopping: Event = gevent.event.Event()
         self.exit_code = 0
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
@@ -174,7 +175,7 @@ class Supervisor:
         prefix = f"{socket.gethostname()}:{pid}:"
         keys = self.cfg.keys
         try:
-            dead = [i for i in self.redis.smembers(keys.processes) if i.startswith(prefix)]
+            dead = [i for i in cast("set[str]", self.redis.smembers(keys.processes)) if i.startswith(prefix)]
             if not dead:
                 return
             # While it holds adopted jobs the supervisor is a process with a heartbeat, so that if it dies

@@ -7,11 +7,12 @@ only at a safe point (safepoints.py). A JobTimeout that finds no safe point in t
 abandon the job (Processor.abandon) and stop the worker gracefully.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import gevent
 
 from ..errors import JobTimeout
+from ..gevent_types import Timeout
 from ..middleware import JobContext, ServerMiddleware
 from .safepoints import deferrals
 
@@ -23,7 +24,7 @@ class TimeoutMiddleware(ServerMiddleware):
         seconds = ctx.payload.get("timeout")
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
             exc = JobTimeout(f"job {ctx.name} ({ctx.jid}) ran past its timeout of {seconds}s", seconds)
-            ctx.timer = gevent.Timeout(seconds, exc)
+            ctx.timer = cast(Timeout, gevent.Timeout(seconds, exc))
             ctx.timer.start()
 
     def after_process(self, ctx: JobContext) -> None:
@@ -32,7 +33,7 @@ class TimeoutMiddleware(ServerMiddleware):
 
 def disarm(ctx: Any) -> None:
     """Disarm the job's timer, and drop any exception still waiting for a safe point in this greenlet."""
-    timer = getattr(ctx, "timer", None)
+    timer: Timeout | None = getattr(ctx, "timer", None)
     if timer is not None:
         timer.close()
         ctx.timer = None

@@ -23,7 +23,7 @@ class Request:
     def __init__(self, environ: dict[str, Any]) -> None:
         self.environ = environ
         self.method = environ.get("REQUEST_METHOD", "GET").upper()
-        self.root = environ.get("SCRIPT_NAME", "").rstrip("/")
+        self.root: str = environ.get("SCRIPT_NAME", "").rstrip("/")
         self.path = environ.get("PATH_INFO", "") or "/"
         self.query = _flat(parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         self.cookies = _cookies(environ.get("HTTP_COOKIE", ""))

@@ -1,7 +1,7 @@
 """The dashboard, busy and queue pages, and the JSON the live chart polls."""
 
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from .. import api
@@ -192,7 +192,7 @@ def busy(view: View) -> Safe:
 
 
 def _running_row(view: View, p: api.Process, work: dict[str, Any]) -> Safe:
-    payload = work.get("payload") if isinstance(work.get("payload"), dict) else {}
+    payload = cast("dict[str, Any]", work.get("payload") if isinstance(work.get("payload"), dict) else {})
     run_at = work.get("run_at")
     age = duration(view.now - run_at) if isinstance(run_at, (int, float)) else "–"
     return render(

@@ -7,7 +7,7 @@ import sys
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from ... import config
+from ... import config, gevent_types
 from .app import create_app
 
 log = logging.getLogger("jiggler_gevent.web")
@@ -15,7 +15,7 @@ log = logging.getLogger("jiggler_gevent.web")
 
 def serve(host: str = "127.0.0.1", port: int = 9292) -> None:
     """Serve the dashboard; port 0 picks a free one. Prints the URL it listens on."""
-    server = WSGIServer((host, port), create_app(), log=log, error_log=log)
+    server: gevent_types.WSGIServer = WSGIServer((host, port), create_app(), log=log, error_log=log)
     server.start()
     bound_host, bound_port = server.address[:2]
     cfg = config.current()

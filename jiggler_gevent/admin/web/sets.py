@@ -128,7 +128,7 @@ def _row(view: View, kind: Kind, e: api.Entry) -> Safe:
     )
 
 
-def _short(text: Any, limit: int = 200) -> str:
+def _short(text: object, limit: int = 200) -> str:
     text = "" if text is None else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
