@@ -75,6 +75,11 @@ def r(ns: config.Config) -> redis.Redis:
     return config.redis_client(ns.url)
 
 
+def gjiggler_command(cfg: config.Config, *args: str) -> list[str]:
+    """The command line of `gjiggler ARGS` (as `python -m jiggler_gevent`) on `cfg`'s Redis and namespace."""
+    return [sys.executable, "-m", "jiggler_gevent", *args, "--redis-url", cfg.url, "--namespace", cfg.namespace]
+
+
 class Worker:
     """A `gjiggler worker` subprocess."""
 

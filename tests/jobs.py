@@ -98,7 +98,7 @@ def burn_cpu(key: str, seconds: float) -> None:
     _redis().rpush(key, "end")
 
 
-# -- pre-emption and timeouts (tests/test_switcher.py, tests/test_timeouts.py) ----------------------------
+# -- pre-emption and timeouts (tests/test_preempt.py, tests/test_timeouts.py) ----------------------------
 # Imported here rather than at the top so that this block stays self-contained.
 import itertools as _itertools  # noqa: E402
 import json as _json  # noqa: E402

@@ -1,12 +1,20 @@
-"""The Acker in-process on a real Redis: acknowledgements ride on the next fetch while one is coming, and are
-written at once when none is (the fetcher waits on an empty queue, backs off or stopped) or when a job failed."""
+"""The Acker and settle() (server/acker.py) in-process on a real Redis: acknowledgements ride on the next fetch
+while one is coming, and are written at once when none is (the fetcher waits on an empty queue, backs off or
+stopped) or when a job failed; each disposition lands where it belongs, only for a payload still held; a batch
+that cannot reach Redis is kept until it can be written."""
 
 import time
 
 import gevent
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from jiggler_gevent import config
+from jiggler_gevent import config, scripts
+from jiggler_gevent.demo import local_redis
+from jiggler_gevent.middleware import Disposition
+from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server.acker import Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
 
@@ -21,6 +29,8 @@ def parts(ns):
     acker.close()
     runner.join(5)
     runner.kill()
+    fetch.conn.close()  # the dedicated connections go back to the shared pool
+    acker.conn.close()
 
 
 def hold(client, fetch, *raws):
@@ -81,3 +91,113 @@ def test_with_no_fetcher_riding_every_ack_is_written_at_once(parts):
     hold(client, fetch, "a")
     acker.add(Outcome("a"))
     wait_for(lambda: client.llen(fetch.working) == 0, 5, "the acknowledgement")
+
+
+# -- settle(): each disposition, in one script call ------------------------------------------------------
+
+
+def namespace_keys(client, ns):
+    return set(client.scan_iter(f"{ns.namespace}:*"))
+
+
+@pytest.mark.parametrize(
+    "outcome, stored",
+    [
+        (Outcome("held"), None),
+        (Outcome("held", Disposition.DROP), None),
+        (Outcome.retry("held", "new", 1234.5), ("retry", 1234.5)),
+        (Outcome.dead("held", "new", time.time()), ("dead", None)),
+        (Outcome.requeue("held", "new", "elsewhere"), ("queue", None)),
+    ],
+    ids=["ack", "drop", "retry", "dead", "requeue"],
+)
+def test_settle_writes_each_disposition_where_it_belongs(parts, ns, outcome, stored):
+    client, fetch, _ = parts
+    keys = ns.keys
+    hold(client, fetch, "held", "other")
+    client.lpush(keys.queue("elsewhere"), "queued-before")
+    before = namespace_keys(client, ns)
+    assert settle_outcomes(client, ns, fetch, [outcome]) == 1
+    assert client.lrange(fetch.working, 0, -1) == ["other"]
+    added = namespace_keys(client, ns) - before
+    queue = client.lrange(keys.queue("elsewhere"), 0, -1)
+    if stored is None:
+        assert added == set() and queue == ["queued-before"]  # stored nowhere
+    elif stored[0] == "retry":
+        assert client.zrange(keys.retry, 0, -1, withscores=True) == [("new", stored[1])]
+        assert added == {keys.retry} and queue == ["queued-before"]
+    elif stored[0] == "dead":
+        assert client.zrange(keys.dead, 0, -1, withscores=True) == [("new", outcome.where)]
+        assert added == {keys.dead} and queue == ["queued-before"]
+    else:
+        assert queue == ["queued-before", "new"]  # at the front (the right end): taken next
+        assert client.smembers(keys.queues) == {"elsewhere"} and added == {keys.queues}
+
+
+def settle_outcomes(client, ns, fetch, outcomes):
+    return acker_mod.settle(scripts.register(client).settle, ns.keys, fetch.working, outcomes)
+
+
+@pytest.mark.parametrize("make", [Outcome.retry, Outcome.dead], ids=["retry", "dead"])
+def test_an_outcome_for_a_payload_not_held_stores_nothing(parts, ns, make):
+    client, fetch, _ = parts
+    hold(client, fetch, "someone-else's")
+    before = namespace_keys(client, ns)
+    outcomes = [make("not-held", "new", time.time()), Outcome.requeue("not-held", "new", "q"), Outcome("not-held")]
+    assert settle_outcomes(client, ns, fetch, outcomes) == 0
+    assert namespace_keys(client, ns) == before
+    assert client.lrange(fetch.working, 0, -1) == ["someone-else's"]
+
+
+def test_an_outcome_written_twice_stores_once(parts, ns):
+    client, fetch, _ = parts
+    hold(client, fetch, "held")
+    outcome = Outcome.dead("held", "new", time.time())
+    assert settle_outcomes(client, ns, fetch, [outcome, outcome]) == 1
+    assert settle_outcomes(client, ns, fetch, [outcome]) == 0
+    assert client.zcard(ns.keys.dead) == 1
+
+
+# -- give_back, and a Redis that cannot be reached --------------------------------------------------------
+
+
+def test_given_back_acks_are_pending_again_and_written_when_riding_stops(parts, ns):
+    client, fetch, acker = parts
+    raw_bytes = b'{"jid":"x","name":"j","odd":"\xff"}'
+    client.lpush(fetch.working, raw_bytes)  # bytes go in as they are
+    (raw,) = fetch.held()
+    acker.ride(True)
+    acker.add(Outcome(raw))
+    acks = acker.take_plain()
+    assert acks == [raw_bytes] and acker.holding() == []
+    acker.give_back(acks)  # the fetch that was to carry them failed
+    assert acker.holding() == [raw] and all(o.plain for o in acker.pending)
+    settle()
+    assert client.llen(fetch.working) == 1  # still riding: waits for the next fetch
+    acker.ride(False)
+    wait_for(lambda: client.llen(fetch.working) == 0, 5, "the given-back acknowledgement written")
+
+
+def test_a_flush_that_cannot_reach_redis_keeps_the_batch_then_drain_writes_it(parts, ns):
+    client, fetch, _ = parts
+    hold(client, fetch, "done", "failed")
+    acker = Acker(client, ns.keys, fetch.working)
+    reachable = acker.conn
+    # Nothing listens there (no retries, so the test is quick); a client, not a dedicated connection,
+    # since dedicated() connects at once.
+    acker.conn = redis.Redis(port=local_redis.free_port(), decode_responses=True, retry=Retry(NoBackoff(), 0))
+    acker.add(Outcome("done"))
+    acker.add(Outcome.dead("failed", '{"jid":"failed"}', time.time()))
+    with pytest.raises(redis.ConnectionError):
+        acker.flush()
+    assert acker.holding() == ["done", "failed"] and acker.writing == []
+    t0 = time.monotonic()
+    assert acker.drain(time.monotonic() + 0.5) is False
+    assert time.monotonic() - t0 < 3
+    assert acker.holding() == ["done", "failed"]
+    assert client.llen(fetch.working) == 2  # nothing written meanwhile
+    acker.conn = reachable  # Redis answers again
+    assert acker.drain(time.monotonic() + 5) is True
+    assert acker.holding() == [] and client.llen(fetch.working) == 0
+    assert client.zrange(ns.keys.dead, 0, -1) == ['{"jid":"failed"}']
+    acker.conn.close()

@@ -21,7 +21,7 @@ import pytest
 from jiggler_gevent import api, config
 from jiggler_gevent.web import create_app
 from tests import jobs
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, gjiggler_command, wait_for
 
 XSS = "<script>alert('pwned')</script>"
 
@@ -289,18 +289,7 @@ def test_redis_down_is_a_503_page(ns):
 
 def test_gjiggler_web_serves_over_http(ns):
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jiggler_gevent",
-            "web",
-            "--port",
-            "0",
-            "--redis-url",
-            ns.url,
-            "--namespace",
-            ns.namespace,
-        ],
+        gjiggler_command(ns, "web", "--port", "0"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

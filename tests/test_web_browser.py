@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from jiggler_gevent import api, config
 from tests import jobs
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, gjiggler_command, wait_for
 
 CHROMIUM = os.environ.get("JIGGLER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -61,18 +60,7 @@ def dashboard_url(ns) -> Iterator[str]:
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"web-{ns.namespace}.log", "wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jiggler_gevent",
-            "web",
-            "--port",
-            "0",
-            "--redis-url",
-            ns.url,
-            "--namespace",
-            ns.namespace,
-        ],
+        gjiggler_command(ns, "web", "--port", "0"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,

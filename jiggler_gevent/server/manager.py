@@ -6,7 +6,7 @@ greenlet takes exactly as many payloads as there are idle workers (so nothing wa
 and hands them over through an in-memory inbox; one Acker greenlet writes outcomes in batches. Lifecycle:
 start, quiet (stop fetching), stop(deadline) (quiet, let the workers finish what they hold until the
 deadline, kill the rest, write every outcome, put every payload still held back in its queue). See fetch.py
-for the delivery guarantee.
+and acker.py for the delivery guarantee.
 """
 
 import logging
@@ -182,8 +182,9 @@ class Manager:
         answer never arrived; left there it would wait for this process's shutdown. Called from the fetcher,
         so no fetch runs meanwhile; one acknowledged in between is skipped by the requeue script.
         """
+        held = Counter(self.fetch.held())  # first: a job that ends during this round trip is then counted below
         done = Counter(a.decode("utf-8", "surrogateescape") for a in acks) + Counter(self.acker.holding())
-        orphans = Counter(self.fetch.held()) - Counter(self.in_hand) - done
+        orphans = held - Counter(self.in_hand) - done
         if orphans:
             n = self.fetch.requeue(list(orphans.elements()))
             log.warning("put back %d job(s) taken by a fetch whose reply was lost", n)

@@ -40,6 +40,7 @@ class Processor:
         self.on_failure = on_failure
         self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
         self._abandoned: set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
+        self._interrupts: dict[int, BaseException] = {}  # by id() of the context: asked for, job not ended yet
 
     @property
     def call_site(self) -> CodeType:
@@ -83,6 +84,8 @@ class Processor:
         try:
             try:
                 self.chain.before("before_process", ctx)
+                if self._interrupts:
+                    self._raise_interrupt(ctx)  # asked for while the before-hooks ran (a hook may swallow it)
                 assert ctx.func is not None
                 ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
             except GreenletExit as exc:
@@ -91,6 +94,8 @@ class Processor:
                 ctx.exception = exc  # raised by the job itself
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
+            if self._interrupts:
+                self._interrupts.pop(id(ctx), None)  # the job has ended: an interrupt not delivered yet is moot
             if id(ctx) in self._abandoned:
                 self._abandoned.discard(id(ctx))
                 disarm(ctx)
@@ -110,13 +115,20 @@ class Processor:
         ctx = self.running_job(glet)
         if ctx is None:
             return False
+        self._interrupts[id(ctx)] = exc
         hub: Hub = gevent.get_hub()
-        hub.loop.run_callback(self._throw, glet, ctx, exc)
+        hub.loop.run_callback(self._throw, glet, ctx)
         return True
 
-    def _throw(self, glet: RawGreenlet, ctx: JobContext, exc: BaseException) -> None:
-        if self.running_job(glet) is ctx:  # never into the next job the same greenlet has started since
+    def _throw(self, glet: RawGreenlet, ctx: JobContext) -> None:
+        exc = self._interrupts.get(id(ctx))  # None once the job has ended: never into the greenlet's next job
+        if exc is not None and self.running_job(glet) is ctx:
             glet.throw(exc)
+
+    def _raise_interrupt(self, ctx: JobContext) -> None:
+        exc = self._interrupts.pop(id(ctx), None)
+        if exc is not None:
+            raise exc
 
     def abandon(self, glet: RawGreenlet, exc: BaseException) -> JobContext | None:
         """Give up on the job `glet` runs: fail it as if it had raised `exc` and write its outcome now, while

@@ -1,4 +1,4 @@
-"""The Poller: scheduled and retry jobs move to their queues on time, once, whoever polls."""
+"""The Poller (server/poller.py): scheduled and retry jobs move to their queues on time, once, whoever polls."""
 
 import time
 

@@ -1,4 +1,5 @@
-"""The switcher (switcher.py): a CPU-bound job no longer stops the ticker, the heartbeat or the other jobs.
+"""The switcher (server/preempt.py) and safe points (server/safepoints.py): a CPU-bound job no longer stops the
+ticker, the heartbeat or the other jobs, and an exception thrown into it lands only in the user's code.
 
 The pytest process is not gevent-patched, so everything that runs a switcher runs in a subprocess: a
 `gjiggler worker` (start_worker) or a small patched script. Timing bounds are generous hang detectors:

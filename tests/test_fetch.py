@@ -1,0 +1,207 @@
+"""ReliableFetch (server/fetch.py) in-process on a real Redis: payloads move atomically from their queues into this
+process's working list, oldest first and queue by queue, and go back unchanged to the front of their own queue."""
+
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+from jiggler_gevent import config
+from jiggler_gevent.server import fetch as fetch_mod
+from jiggler_gevent.server.fetch import ReliableFetch, queue_order
+
+
+@pytest.fixture
+def client(ns):
+    return config.redis_client(ns.url)
+
+
+@pytest.fixture
+def raw_client(ns):
+    """Bytes in, bytes out: to see exactly what is stored."""
+    c = redis.Redis.from_url(ns.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_fetch(client, ns):
+    """ReliableFetch on the test namespace; each gives its dedicated connection back to the pool after the test."""
+    made: list[ReliableFetch] = []
+
+    def make(queues, strict=True, identity="test-fetch"):
+        made.append(ReliableFetch(client, ns.keys, identity, queues, strict))
+        return made[-1]
+
+    yield make
+    for fetch in made:
+        fetch.conn.close()
+
+
+def push(client, ns, queue, *raws):
+    """As the client does: LPUSH, so the first given is the oldest (popped first)."""
+    client.lpush(ns.keys.queue(queue), *raws)
+
+
+def queued(client, ns, queue):
+    """A queue's payloads, next to be taken first."""
+    return client.lrange(ns.keys.queue(queue), 0, -1)[::-1]
+
+
+def test_take_moves_the_oldest_payloads_into_the_working_list(make_fetch, client, ns):
+    fetch = make_fetch([("default", 1)])
+    push(client, ns, "default", "a", "b", "c")
+    assert fetch.take(2) == ["a", "b"]
+    assert queued(client, ns, "default") == ["c"]
+    assert sorted(client.lrange(fetch.working, 0, -1)) == ["a", "b"]
+    assert fetch.take(5) == ["c"]
+    assert fetch.take(5) == [] and client.llen(fetch.working) == 3
+    assert not client.exists(ns.keys.queue("default"))
+
+
+def test_most_is_respected_across_queues_in_order(make_fetch, client, ns):
+    fetch = make_fetch([("q1", 1), ("q2", 1), ("q3", 1)], strict=True)
+    push(client, ns, "q1", "1a", "1b")
+    push(client, ns, "q2", "2a", "2b", "2c")
+    push(client, ns, "q3", "3a")
+    assert fetch.take(0) == []
+    assert fetch.take(4) == ["1a", "1b", "2a", "2b"]
+    assert queued(client, ns, "q2") == ["2c"] and queued(client, ns, "q3") == ["3a"]
+    assert fetch.take(4) == ["2c", "3a"]
+    assert Counter(fetch.held()) == Counter(["1a", "1b", "2a", "2b", "2c", "3a"])
+
+
+def test_strict_order_is_the_order_given():
+    queues = [("c", 1), ("a", 100), ("b", 5)]
+    assert all(queue_order(queues, strict=True) == ["c", "a", "b"] for _ in range(50))
+    assert queue_order([("only", 3)], strict=False) == ["only"]
+
+
+def test_weighted_order_picks_each_queue_first_in_proportion_to_its_weight():
+    random.seed(20240611)
+    queues = [("a", 6), ("b", 3), ("c", 1)]
+    trials = 3000
+    first: Counter = Counter()
+    for _ in range(trials):
+        order = queue_order(queues, strict=False)
+        assert sorted(order) == ["a", "b", "c"]
+        first[order[0]] += 1
+    assert 0.52 < first["a"] / trials < 0.68, first
+    assert 0.23 < first["b"] / trials < 0.37, first
+    assert 0.05 < first["c"] / trials < 0.15, first
+
+
+def test_weighted_fetch_takes_from_the_heavier_queue_mostly_strict_only(make_fetch, client, ns):
+    random.seed(7)
+    weighted = make_fetch([("hi", 9), ("lo", 1)], strict=False, identity="weighted")
+    push(client, ns, "hi", *[f"hi{i}" for i in range(200)])
+    push(client, ns, "lo", *[f"lo{i}" for i in range(200)])
+    got = [weighted.take(1)[0] for _ in range(200)]
+    from_hi = sum(1 for raw in got if raw.startswith("hi"))
+    assert 160 <= from_hi <= 195, from_hi  # about 180 expected; some from lo, so it is not strict
+    strict = make_fetch([("lo", 1), ("hi", 9)], strict=True, identity="strict")
+    assert all(strict.take(1)[0].startswith("lo") for _ in range(20))
+
+
+def test_take_with_acks_removes_them_in_the_same_call(make_fetch, client, ns):
+    fetch = make_fetch([("default", 1)])
+    push(client, ns, "default", "x", "y", "z")
+    assert fetch.take(2) == ["x", "y"]
+    assert fetch.take(1, [b"x", b"never-held"]) == ["z"]
+    assert sorted(fetch.held()) == ["y", "z"]
+    assert fetch.take(1, [b"y", b"z"]) == [] and fetch.held() == []
+
+
+def test_wait_for_one_blocks_then_returns_nothing_on_an_empty_queue(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 0.3)
+    fetch = make_fetch([("default", 1)])
+    t0 = time.monotonic()
+    assert fetch.wait_for_one() == []
+    assert time.monotonic() - t0 >= 0.25
+    assert fetch.held() == []
+
+
+def test_wait_for_one_returns_a_payload_pushed_while_it_waits(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10.0)
+    fetch = make_fetch([("default", 1)])
+    name = f"{ns.namespace}-fetcher"
+    fetch.conn.client_setname(name)  # the dedicated connection keeps its name
+    errors: list = []
+
+    def pusher():
+        try:
+            other = redis.Redis.from_url(ns.url, decode_responses=True)
+            deadline = time.monotonic() + 5
+            while not any(c["name"] == name and c["cmd"] == "blmove" for c in other.client_list()):
+                assert time.monotonic() < deadline, "the fetcher never blocked"
+                time.sleep(0.01)
+            other.lpush(ns.keys.queue("default"), "late")
+            other.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    t0 = time.monotonic()
+    got = fetch.wait_for_one()
+    thread.join(10)
+    assert errors == []
+    assert got == ["late"] and time.monotonic() - t0 < 5
+    assert fetch.held() == ["late"] and not client.exists(ns.keys.queue("default"))
+
+
+def test_requeue_puts_held_payloads_back_at_the_front_of_their_own_queue_unchanged(make_fetch, client, raw_client, ns):
+    fetch = make_fetch([("default", 1), ("other", 1), ("odd", 1)])
+    on_default = '{"jid":"1","name":"j","queue":"default"}'
+    on_other = '{"jid":"2","name":"j","queue":"other"}'
+    not_utf8 = b'{"jid":"3","name":"j","queue":"odd","x":"\xff\xfe"}'
+    push(client, ns, "default", on_default)
+    push(client, ns, "other", on_other)
+    raw_client.lpush(ns.keys.queue("odd"), not_utf8)
+    held = fetch.take(3)
+    assert held == [on_default, on_other, not_utf8.decode("utf-8", "surrogateescape")]
+    push(client, ns, "default", "newer-default")  # pushed meanwhile: the put-back ones must come before them
+    push(client, ns, "other", "newer-other")
+    raw_client.lpush(ns.keys.queue("odd"), b"newer-odd")
+    assert fetch.requeue(held) == 3
+    assert fetch.held() == []
+    assert queued(client, ns, "default") == [on_default, "newer-default"]
+    assert queued(client, ns, "other") == [on_other, "newer-other"]
+    assert raw_client.lrange(ns.keys.queue("odd"), 0, -1) == [b"newer-odd", not_utf8]  # the same bytes
+    assert client.smembers(ns.keys.queues) == {"default", "other", "odd"}
+
+
+def test_a_payload_that_cannot_be_read_goes_back_to_the_default_queue(make_fetch, client, ns):
+    fetch = make_fetch([("side", 1)])
+    push(client, ns, "side", "not json")
+    assert fetch.take(1) == ["not json"]
+    assert fetch.requeue(["not json"]) == 1
+    assert queued(client, ns, config.DEFAULT_QUEUE) == ["not json"] and queued(client, ns, "side") == []
+
+
+def test_requeue_skips_a_payload_no_longer_held(make_fetch, client, ns):
+    fetch = make_fetch([("default", 1)])
+    mine = '{"jid":"1","name":"j","queue":"default"}'
+    gone = '{"jid":"2","name":"j","queue":"default"}'
+    push(client, ns, "default", mine)
+    assert fetch.take(1) == [mine]
+    assert fetch.requeue([mine, gone]) == 1
+    assert queued(client, ns, "default") == [mine]
+    assert fetch.requeue([mine]) == 0  # requeued already: not pushed twice
+    assert queued(client, ns, "default") == [mine]
+
+
+def test_held_lists_what_this_process_holds_and_requeue_all_returns_it(make_fetch, client, ns):
+    fetch = make_fetch([("default", 1)])
+    other = make_fetch([("default", 1)], identity="someone-else")
+    push(client, ns, "default", "a", "b", "c", "a")
+    assert fetch.held() == []
+    taken = fetch.take(3)
+    assert other.take(1) == ["a"]
+    assert Counter(fetch.held()) == Counter(taken) == Counter(["a", "b", "c"])
+    assert fetch.requeue_all() == 3
+    assert fetch.held() == [] and other.held() == ["a"]
+    assert queued(client, ns, "default") == ["a", "b", "c"]
