@@ -1,7 +1,9 @@
 """Pushing payloads to Redis: the client side of every enqueue verb.
 
-Each push runs the client middleware chain, then writes in one MULTI transaction, so a push, a bulk push
-included, lands whole or not at all. A Redis that cannot be reached raises EnqueueError naming the job.
+Each push runs the client middleware chain, then writes with one atomic command: the push script (push.lua)
+for jobs to run now, which also wakes a worker idle on several queues, or one ZADD for scheduled jobs. So a
+push, a bulk push included, lands whole or not at all, in one round trip. A Redis that cannot be reached
+raises EnqueueError naming the job.
 """
 
 from collections.abc import Callable
@@ -9,7 +11,7 @@ from typing import Any
 
 import redis
 
-from . import config, middleware
+from . import config, middleware, scripts
 from . import payload as payload_mod
 from .errors import EnqueueError
 
@@ -37,42 +39,47 @@ class Client:
         return self._write([payload], at)[0]
 
     def push_bulk(self, payloads: list[dict[str, Any]]) -> list[str]:
-        """Push many payloads to their queues in one MULTI transaction (one LPUSH per queue per 1000 payloads)."""
+        """Push many payloads to their queues, all or nothing, in one script call."""
         return self._write(payloads, None)
 
     def _write(self, payloads: list[dict[str, Any]], at: float | None) -> list[str]:
-        for p in payloads:
-            middleware.client.before("before_push", p)
+        chain = middleware.client
+        if chain.entries:
+            for p in payloads:
+                chain.before("before_push", p)
         if push_hook is not None:
             push_hook(payloads, at)
         else:
             self._send(payloads, at)
-        for p in payloads:
-            middleware.client.after("after_push", p)
+        if chain.entries:
+            for p in payloads:
+                chain.after("after_push", p)
         return [p["jid"] for p in payloads]
 
     def _send(self, payloads: list[dict[str, Any]], at: float | None) -> None:
-        encoded = [(p["queue"], payload_mod.encode(p)) for p in payloads]
+        if not payloads:
+            return
+        client = self.redis
         try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                for start in range(0, max(len(encoded), 1), config.BULK_CHUNK):
-                    self._queue_commands(pipe, encoded[start : start + config.BULK_CHUNK], at)
-                pipe.execute()
+            if at is not None:
+                client.zadd(self.keys.schedule, {payload_mod.encode(p): at for p in payloads})
+            else:
+                keys = [self.keys.queues, self.keys.wake]
+                scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=client)
         except redis.RedisError as exc:
             what = payloads[0]["name"] if payloads else "?"
             raise EnqueueError(
                 f"could not push {len(payloads)} job(s) ({what}) to Redis at {config.redacted(self.cfg.url)}: {exc}"
             ) from exc
 
-    def _queue_commands(self, pipe: Any, chunk: list[Any], at: float | None) -> None:
-        if not chunk:
-            return
-        if at is not None:
-            pipe.zadd(self.keys.schedule, {raw: at for _, raw in chunk})
-            return
+    def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:
+        """The push script's ARGV: the queue key prefix, then each queue's name, count and payloads."""
+        if len(payloads) == 1:
+            return [self.keys.queue_prefix, payloads[0]["queue"], 1, payload_mod.encode(payloads[0])]
         by_queue: dict[str, list[str]] = {}
-        for queue, raw in chunk:
-            by_queue.setdefault(queue, []).append(raw)
-        pipe.sadd(self.keys.queues, *by_queue)
+        for p in payloads:
+            by_queue.setdefault(p["queue"], []).append(payload_mod.encode(p))
+        args: list[str | int] = [self.keys.queue_prefix]
         for queue, raws in by_queue.items():
-            pipe.lpush(self.keys.queue(queue), *raws)
+            args += [queue, len(raws), *raws]
+        return args

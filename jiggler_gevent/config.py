@@ -27,7 +27,6 @@ HEARTBEAT_TTL_BEATS = 12  # a process is presumed dead after 12 missed beats: 60
 DEAD_MAX_JOBS = 10_000
 DEAD_MAX_AGE = 180 * 24 * 3600
 MAX_RECOVERIES = 3
-BULK_CHUNK = 1000
 
 
 def resolve_redis_url(explicit: str | None = None) -> str:

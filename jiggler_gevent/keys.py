@@ -11,6 +11,8 @@ Under the namespace NS (default `jiggler`):
   NS:work:<identity>        hash, jobs running now in that process (for display)
   NS:working:<identity>     list, raw payloads fetched by that process and not yet acknowledged
   NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
+  NS:wake                   sorted set with at most one member: whatever pushes to a queue adds it, and a worker
+                            idle on several queues blocks on it (BZPOPMIN), since one BLMOVE waits on one queue
 """
 
 from dataclasses import dataclass
@@ -35,6 +37,10 @@ class Keys:
     @property
     def queue_prefix(self) -> str:
         return self._k("queue", "")
+
+    @property
+    def wake(self) -> str:
+        return self._k("wake")
 
     @property
     def schedule(self) -> str:

@@ -273,3 +273,9 @@ def record_loaded_modules(key: str) -> None:
     import sys
 
     _redis().rpush(key, *sorted(m for m in sys.modules if m == "jiggler_gevent" or m.startswith("jiggler_gevent.")))
+
+
+@job
+def record_wait(key: str, enqueued_at: float) -> None:
+    """RPUSH how long this job waited between its enqueue and its start, in seconds."""
+    _redis().rpush(key, time.time() - enqueued_at)

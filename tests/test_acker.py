@@ -131,7 +131,7 @@ def test_settle_writes_each_disposition_where_it_belongs(parts, ns, outcome, sto
         assert added == {keys.dead} and queue == ["queued-before"]
     else:
         assert queue == ["queued-before", "new"]  # at the front (the right end): taken next
-        assert client.smembers(keys.queues) == {"elsewhere"} and added == {keys.queues}
+        assert client.smembers(keys.queues) == {"elsewhere"} and added == {keys.queues, keys.wake}  # wakes a worker
 
 
 def settle_outcomes(client, ns, fetch, outcomes):

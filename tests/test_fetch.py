@@ -1,6 +1,7 @@
 """ReliableFetch (server/fetch.py) in-process on a real Redis: payloads move atomically from their queues into this
 process's working list, oldest first and queue by queue, and go back unchanged to the front of their own queue."""
 
+import json
 import random
 import threading
 import time
@@ -9,7 +10,8 @@ from collections import Counter
 import pytest
 import redis
 
-from jiggler_gevent import config
+from jiggler_gevent import config, payload
+from jiggler_gevent.client import Client
 from jiggler_gevent.server import fetch as fetch_mod
 from jiggler_gevent.server.fetch import ReliableFetch, queue_order
 
@@ -115,18 +117,18 @@ def test_take_with_acks_removes_them_in_the_same_call(make_fetch, client, ns):
     assert fetch.take(1, [b"y", b"z"]) == [] and fetch.held() == []
 
 
-def test_wait_for_one_blocks_then_returns_nothing_on_an_empty_queue(make_fetch, client, ns, monkeypatch):
+def test_wait_on_one_queue_blocks_then_returns_nothing_on_an_empty_queue(make_fetch, client, ns, monkeypatch):
     monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 0.3)
     fetch = make_fetch([("default", 1)])
     t0 = time.monotonic()
-    assert fetch.wait_for_one() == []
+    assert fetch.wait(5) == []
     assert time.monotonic() - t0 >= 0.25
     assert fetch.held() == []
 
 
-def test_wait_for_one_returns_a_payload_pushed_while_it_waits(make_fetch, client, ns, monkeypatch):
-    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10.0)
-    fetch = make_fetch([("default", 1)])
+def push_once_blocked(ns, fetch, command, push):
+    """Call `push(client)` from a thread once the fetcher's connection is blocked in `command`; returns the thread
+    and a list that collects its errors."""
     name = f"{ns.namespace}-fetcher"
     fetch.conn.client_setname(name)  # the dedicated connection keeps its name
     errors: list = []
@@ -135,22 +137,61 @@ def test_wait_for_one_returns_a_payload_pushed_while_it_waits(make_fetch, client
         try:
             other = redis.Redis.from_url(ns.url, decode_responses=True)
             deadline = time.monotonic() + 5
-            while not any(c["name"] == name and c["cmd"] == "blmove" for c in other.client_list()):
-                assert time.monotonic() < deadline, "the fetcher never blocked"
+            while not any(c["name"] == name and c["cmd"] == command for c in other.client_list()):
+                assert time.monotonic() < deadline, f"the fetcher never blocked in {command}"
                 time.sleep(0.01)
-            other.lpush(ns.keys.queue("default"), "late")
+            push(other)
             other.close()
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=pusher)
     thread.start()
+    return thread, errors
+
+
+def test_wait_on_one_queue_returns_a_payload_pushed_while_it_waits(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10)
+    fetch = make_fetch([("default", 1)])
+    thread, errors = push_once_blocked(ns, fetch, "blmove", lambda c: c.lpush(ns.keys.queue("default"), "late"))
     t0 = time.monotonic()
-    got = fetch.wait_for_one()
+    got = fetch.wait(5)
     thread.join(10)
     assert errors == []
     assert got == ["late"] and time.monotonic() - t0 < 5
     assert fetch.held() == ["late"] and not client.exists(ns.keys.queue("default"))
+
+
+def test_wait_on_several_queues_wakes_at_once_for_a_push_to_any_of_them(make_fetch, client, ns, monkeypatch):
+    """The idle fetcher blocks on NS:wake, which the client's push sets: a job pushed to the last queue is taken at
+    once, not after the block time (10 s here; 5 s is the bound, a hang detector)."""
+    monkeypatch.setattr(fetch_mod, "WAKE_BLOCK", 10.0)
+    fetch = make_fetch([("mail", 1), ("low", 1), ("default", 1)], strict=False)
+    client.delete(ns.keys.wake)
+    job_payload = payload.build("tests.jobs.record", ["k", "v"], queue="default")
+    thread, errors = push_once_blocked(ns, fetch, "bzpopmin", lambda c: Client(ns).push(job_payload))
+    t0 = time.monotonic()
+    got = fetch.wait(3)
+    thread.join(10)
+    assert errors == [] and time.monotonic() - t0 < 5
+    assert [json.loads(raw)["jid"] for raw in got] == [job_payload["jid"]]
+    assert fetch.held() == got and not client.exists(ns.keys.wake)  # the wake-up was taken
+
+
+def test_wait_on_several_queues_returns_nothing_after_the_block_time(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "WAKE_BLOCK", 0.3)
+    fetch = make_fetch([("mail", 1), ("default", 1)])
+    t0 = time.monotonic()
+    assert fetch.wait(5) == [] and time.monotonic() - t0 >= 0.25
+
+
+def test_a_wake_up_that_finds_more_than_it_can_take_is_passed_on(make_fetch, client, ns):
+    """Several idle workers, one wake-up: the one that takes all it can leaves the wake-up for the next."""
+    fetch = make_fetch([("mail", 1), ("default", 1)])
+    Client(ns).push_bulk([payload.build("tests.jobs.record", ["k", str(i)], queue="mail") for i in range(3)])
+    assert client.zcard(ns.keys.wake) == 1
+    assert len(fetch.wait(2)) == 2 and client.zcard(ns.keys.wake) == 1  # one more left: the wake-up stays
+    assert len(fetch.wait(2)) == 1 and client.zcard(ns.keys.wake) == 0  # took the last: nothing to pass on
 
 
 def test_requeue_puts_held_payloads_back_at_the_front_of_their_own_queue_unchanged(make_fetch, client, raw_client, ns):

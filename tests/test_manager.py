@@ -54,7 +54,7 @@ def build(ns):
     def make(concurrency: int) -> Manager:
         client = config.redis_client(ns.url)
         fetch = ReliableFetch(client, ns.keys, f"test-manager-{len(made)}", [("default", 1)])
-        fetch.wait_for_one = idle_wait
+        fetch.wait = idle_wait
         acker = Acker(client, ns.keys, fetch.working)
         processor = Processor(acker, server_chain(Counters()))
         made.append(Manager(fetch, processor, acker, concurrency))
@@ -69,7 +69,7 @@ def build(ns):
         m.acker.conn.close()
 
 
-def idle_wait() -> list[str]:
+def idle_wait(most: int) -> list[str]:
     gevent.sleep(0.005)
     return []
 

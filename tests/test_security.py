@@ -21,7 +21,7 @@ from tests.conftest import ROOT, wait_for
 WORKER_COMMANDS = (
     "ping hello auth select info "
     "multi exec discard evalsha script|load "
-    "lpush rpush rpop rpoplpush blmove lrange lrem llen lindex "
+    "lpush rpush rpop rpoplpush blmove lrange lrem llen lindex bzpopmin "
     "sadd srem smembers "
     "zadd zrem zrange zrangebyscore zremrangebyscore zremrangebyrank zcard "
     "hset hget hgetall del exists expire pexpire get mget incrby"
@@ -48,7 +48,8 @@ def _gj(*args: str) -> subprocess.CompletedProcess:
 
 def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, object, redis.Redis]":
     """Every path a worker takes: a job that runs, one that fails into the retry set, one that dies, a scheduled
-    one, a payload that cannot run, and the recovery of a SIGKILLed worker's jobs."""
+    one, a payload that cannot run, and the recovery of a SIGKILLed worker's jobs; the second worker listens on
+    two queues, so it waits on NS:wake."""
     _use(url, ns)
     c = config.redis_client(url)
     k = ns.keys
@@ -62,7 +63,7 @@ def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, obje
     jobs.started_then_nap.enqueue(tkey("held"), 30)
     wait_for(lambda: c.llen(tkey("held") + ":started") == 1, 20, "the long job to start")
     doomed.kill()
-    survivor = worker_at(url, "-c", "2", *FAST, *extra)
+    survivor = worker_at(url, "-c", "2", "-q", "default", "-q", "other", *FAST, *extra)  # several queues: NS:wake
     wait_for(lambda: c.llen(tkey("held") + ":started") == 2, 20, "the killed worker's job run again")
     wait_for(lambda: c.zcard(k.dead) == 2 and c.zcard(k.retry) == 1, 20, "the dead and retry sets")
     for command in (["stats"], ["stats", "--json"], ["retry-dead"], ["clear-retries"]):

@@ -172,3 +172,17 @@ def test_log_lines_carry_the_job_name_and_jid(ns, r, start_worker, tkey):
     out = w.output()
     assert f"tests.jobs.always_fail jid={jid}" in out
     assert "RuntimeError: this job always fails" in out and "Traceback" in out
+
+
+def test_an_idle_worker_on_three_queues_starts_a_job_pushed_to_any_of_them_at_once(ns, r, start_worker, tkey):
+    """Each push wakes the idle worker (NS:wake): without it, a job pushed to a queue the worker is not blocked on
+    would wait for the next try, up to WAKE_BLOCK (1 s). The 0.5 s bound is a hang detector, not a benchmark."""
+    key = tkey("waits")
+    w = start_worker("-q", "mail", "-q", "low", "-q", "default", "-c", "2")
+    for n, queue in enumerate(["default", "low", "mail", "default", "low", "default", "mail", "low"]):
+        wait_for(lambda: any(c["cmd"] == "bzpopmin" for c in r.client_list()), 10, "the worker idle on NS:wake")
+        jobs.record_wait.set(queue=queue).enqueue(key, time.time())
+        wait_for(lambda n=n: r.llen(key) == n + 1, 10, f"job {n} on {queue}")
+    waits = [float(x) for x in r.lrange(key, 0, -1)]
+    assert max(waits) < 0.5, waits
+    assert w.stop() == 0

@@ -203,7 +203,7 @@ class SortedSet(_Paged):
             to_push = payload_mod.encode(item)
         queue = entry.queue
         moved = self.scripts.move_one(
-            keys=[self.key, self.keys.queues, self.keys.queue(queue)], args=[entry.raw, to_push, queue]
+            keys=[self.key, self.keys.queues, self.keys.queue(queue), self.keys.wake], args=[entry.raw, to_push, queue]
         )
         return bool(moved)
 

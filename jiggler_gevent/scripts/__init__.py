@@ -16,13 +16,15 @@ def _source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
-SOURCES = {name: _source(name) for name in ("fetch", "settle", "adopt", "move_due", "move_one")}
+SOURCES = {name: _source(name) for name in ("push", "fetch", "settle", "adopt", "move_due", "move_one")}
+_ATTRIBUTE = "_jiggler_gevent_scripts"
 
 
 @dataclass(frozen=True)
 class Scripts:
     """The scripts bound to one client; each call uses EVALSHA and reloads the script after a Redis restart."""
 
+    push: Script
     fetch: Script
     settle: Script
     adopt: Script
@@ -31,5 +33,9 @@ class Scripts:
 
 
 def register(client: "redis.Redis") -> Scripts:
-    """The scripts bound to `client`."""
-    return Scripts(**{name: client.register_script(source) for name, source in SOURCES.items()})
+    """The scripts bound to `client`: made once per client and kept on it, so an enqueue does not hash them."""
+    scripts: Scripts | None = client.__dict__.get(_ATTRIBUTE)
+    if scripts is None:
+        scripts = Scripts(**{name: client.register_script(source) for name, source in SOURCES.items()})
+        client.__dict__[_ATTRIBUTE] = scripts
+    return scripts

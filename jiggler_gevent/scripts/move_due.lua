@@ -1,6 +1,7 @@
 -- move_due: move payloads whose time has come from a sorted set to the back of their queues.
 -- KEYS[1]  NS:schedule or NS:retry
 -- KEYS[2]  NS:queues
+-- KEYS[3]  NS:wake (added when something moved)
 -- ARGV[1]  now (unix seconds)
 -- ARGV[2]  the most payloads to move in one call
 -- ARGV[3]  the queue key prefix NS:queue:
@@ -15,4 +16,5 @@ for _, p in ipairs(due) do
   redis.call('LPUSH', ARGV[3] .. queue, p)
   redis.call('SADD', KEYS[2], queue)
 end
+if #due > 0 then redis.call('ZADD', KEYS[3], 0, 'wake') end
 return #due

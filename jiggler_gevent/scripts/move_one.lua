@@ -2,6 +2,7 @@
 -- KEYS[1]  the sorted set (NS:schedule, NS:retry or NS:dead)
 -- KEYS[2]  NS:queues
 -- KEYS[3]  NS:queue:<name>
+-- KEYS[4]  NS:wake
 -- ARGV[1]  the payload as stored in the set
 -- ARGV[2]  the payload to push (the same job, its enqueued_at refreshed)
 -- ARGV[3]  the queue name
@@ -9,6 +10,7 @@
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('LPUSH', KEYS[3], ARGV[2])
   redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[4], 0, 'wake')
   return 1
 end
 return 0

@@ -69,7 +69,7 @@ def settle(
     args: list[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
     for o in outcomes:
         args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where]
-    return int(script(keys=[working, keys.retry, keys.dead, keys.queues], args=args, client=client))
+    return int(script(keys=[working, keys.retry, keys.dead, keys.queues, keys.wake], args=args, client=client))
 
 
 def dedicated(client: redis.Redis) -> redis.Redis:

@@ -19,8 +19,10 @@ from ..keys import Keys
 from .acker import Outcome, dedicated, settle
 
 QueueWeights = Sequence[tuple[str, int]]
-SINGLE_QUEUE_BLOCK = 2.0
-MULTI_QUEUE_BLOCK = 0.1
+SINGLE_QUEUE_BLOCK = 2  # seconds an idle worker on one queue blocks in BLMOVE
+# Seconds an idle worker on several queues blocks on NS:wake. Every push through jiggler_gevent wakes it at once;
+# a payload a foreign producer LPUSHes without touching NS:wake waits for the next try, at most this long.
+WAKE_BLOCK = 1.0
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
@@ -55,17 +57,25 @@ class ReliableFetch:
         taken: list[str] = self.scripts.fetch(keys=[self.working, *order], args=[most, *acks], client=self.conn)
         return taken
 
-    def wait_for_one(self) -> list[str]:
-        """Block briefly for one payload when the queues were empty; [] when none came."""
-        block = SINGLE_QUEUE_BLOCK if len(self.queues) == 1 else MULTI_QUEUE_BLOCK
-        first = queue_order(self.queues, self.strict)[0]
-        # A str: the client decodes replies (config.redis_client). redis-py types BLMOVE's timeout as an int, but
-        # Redis takes a float number of seconds, and redis-py sends the value as given.
-        raw = cast(
-            "str | None",
-            self.conn.blmove(self.keys.queue(first), self.working, block, "RIGHT", "LEFT"),  # type: ignore[arg-type]
-        )
-        return [raw] if raw is not None else []
+    def wait(self, most: int) -> list[str]:
+        """After `take` found the queues empty: block briefly until payloads come, and take up to `most` of them;
+        [] when none came.
+
+        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, the
+        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only), then takes in
+        the queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the
+        next idle worker, as there may be more.
+        """
+        if len(self.queues) == 1:
+            queue = self.keys.queue(self.queues[0][0])
+            raw = cast("str | None", self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT"))
+            return [raw] if raw is not None else []
+        if not self.conn.bzpopmin(self.keys.wake, WAKE_BLOCK):
+            return []
+        taken = self.take(most)
+        if len(taken) == most:
+            self.conn.zadd(self.keys.wake, {"wake": 0})
+        return taken
 
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held."""

@@ -131,7 +131,7 @@ class Manager:
                 raws = self.fetch.take(self.idle.counter, acks)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
-                    raws = self.fetch.wait_for_one()
+                    raws = self.fetch.wait(self.idle.counter)
                 backoff.succeeded()
             except BaseException as exc:
                 self.acker.give_back(acks)

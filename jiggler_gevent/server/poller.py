@@ -57,7 +57,7 @@ class Poller:
             while True:
                 n = int(
                     self.scripts.move_due(
-                        keys=[zset, self.keys.queues],
+                        keys=[zset, self.keys.queues, self.keys.wake],
                         args=[
                             now if now is not None else time.time(),
                             BATCH,
