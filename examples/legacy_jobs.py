@@ -2,7 +2,8 @@
 
 The worker patches the standard library (and psycopg2, through psycogreen) before it imports this
 module, so each job below waits on its peer without holding up the others: one process runs as many of
-them at once as its --concurrency.
+them at once as its --concurrency. psycopg 3 needs nothing more: imported after the patch, it waits with the
+patched `select`, and psycopg_pool's threads, locks and conditions are greenlets and gevent's.
 
     gjiggler worker -r examples.legacy_jobs -c 100
 
@@ -12,18 +13,22 @@ and, from anywhere that can reach the same Redis:
     fetch_url.enqueue("http://127.0.0.1:8000/slow")
 """
 
+import atexit
 import hashlib
 import smtplib
 import socket
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Sequence
 from contextlib import closing
 from email.message import EmailMessage
 from typing import Any
 
+import psycopg
 import psycopg2
 import requests
+from psycopg_pool import ConnectionPool
 
 from jiggler_gevent import job
 
@@ -34,6 +39,36 @@ def run_sql(dsn: str, sql: str, params: list[Any] | None = None) -> None:
     with closing(psycopg2.connect(dsn)) as conn:
         with conn, conn.cursor() as cursor:  # `with conn` commits, or rolls back on an exception
             cursor.execute(sql, params)
+
+
+@job
+def run_sql_psycopg3(dsn: str, sql: str, params: list[Any] | None = None) -> None:
+    """Run one statement on PostgreSQL with psycopg 3 and commit it. One connection per job, closed after."""
+    with psycopg.connect(dsn) as conn:  # leaving the block commits (rolls back on an exception) and closes
+        conn.execute(sql, params)
+
+
+POOL_SIZE = 10
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(dsn: str) -> ConnectionPool:
+    """This process's psycopg_pool of POOL_SIZE connections to `dsn`: opened on first use, closed at exit."""
+    with _pools_lock:
+        pool = _pools.get(dsn)
+        if pool is None:
+            pool = _pools[dsn] = ConnectionPool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, open=True)
+            atexit.register(pool.close)
+    return pool
+
+
+@job
+def run_sql_pooled(dsn: str, sql: str, params: list[Any] | None = None) -> None:
+    """Run one statement with psycopg 3 on a connection borrowed from the pool: more jobs than POOL_SIZE
+    wait their turn for a connection (cooperatively) instead of opening one each."""
+    with pool_for(dsn).connection() as conn:  # commits (or rolls back) and gives the connection back
+        conn.execute(sql, params)
 
 
 @job(retries=5)

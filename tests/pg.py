@@ -6,8 +6,9 @@ may create databases). No PostgreSQL fails the tests that need it (never a skip)
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -49,6 +50,16 @@ class PgDatabase:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (self.name,),
         )[0][0]
+
+
+def max_overlap(intervals: Sequence[tuple[Any, Any]]) -> int:
+    """The most (start, end) intervals that contain one same moment: 1 when they ran one after another."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in events:  # at a tie an end (-1) sorts before a start: touching intervals do not overlap
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _run(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:

@@ -2,8 +2,13 @@
 
 Django runs only in subprocesses (`manage.py ...`), as in production: the worker is `manage.py gjiggler`,
 orders are placed by the project's own management command and view.
+
+Each test that runs the project runs twice: on psycopg 3, which Django's `postgresql` backend picks whenever
+it can import it (it is installed here), and on psycopg2, with psycopg 3 hidden from the subprocesses
+(`without_psycopg3`), as on a machine where only psycopg2 is installed.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,16 +27,17 @@ from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.client import Client
 from jiggler_gevent.contrib.django import conf
 from tests.conftest import ROOT, wait_for
+from tests.pg import max_overlap
 
 PROJECT = ROOT / "examples" / "django_project"
 TABLES = "orders_order, orders_shipment, orders_report"
 
 
 class Shop:
-    """The example project on a test database and the test namespace."""
+    """The example project on a test database and the test namespace, with the driver Django should use."""
 
-    def __init__(self, db, env: dict) -> None:
-        self.db, self.env = db, env
+    def __init__(self, db, env: dict, driver: str = "psycopg") -> None:
+        self.db, self.env, self.driver = db, env, driver
         self.procs: list[subprocess.Popen] = []
         self.logs: list[object] = []
 
@@ -92,12 +98,27 @@ def shop_db(pg_create_database, redis_url: str):
     return db
 
 
-@pytest.fixture
-def shop(ns, shop_db, redis_url: str) -> Iterator[Shop]:
+@pytest.fixture(scope="session")
+def without_psycopg3(tmp_path_factory) -> str:
+    """A folder which, first on PYTHONPATH, makes `import psycopg` fail as it does when psycopg 3 is not installed:
+    the ModuleNotFoundError that Django's backend catches to fall back to psycopg2 (psycopg_pool goes with it)."""
+    folder = tmp_path_factory.mktemp("without_psycopg3")
+    (folder / "psycopg").mkdir()
+    (folder / "psycopg" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg' (hidden by tests/test_django.py)\", name='psycopg')\n"
+    )
+    return str(folder)
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def shop(request, ns, shop_db, redis_url: str, without_psycopg3: str) -> Iterator[Shop]:
+    """The project for one test, on psycopg 3 ("psycopg") or on psycopg2 (psycopg 3 hidden from its processes)."""
     shop_db.query(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
+    driver = request.param
+    pythonpath = str(ROOT) if driver == "psycopg" else os.pathsep.join([without_psycopg3, str(ROOT)])
+    env = dict(os.environ, PYTHONPATH=pythonpath, REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    s = Shop(shop_db, env)
+    s = Shop(shop_db, env, driver)
     yield s
     s.close()
 
@@ -275,3 +296,54 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     assert time.monotonic() - started < 10
     assert shop.count("orders_report") == 18, "the running jobs finished before the worker exited"
     assert shop.db.connections() == 0
+
+
+def test_orm_queries_of_concurrent_jobs_overlap_on_either_driver(shop: Shop, r, tkey) -> None:
+    # --preempt 0: no forced switch either, so queries overlap only if the driver waits cooperatively
+    proc = shop.gjiggler("-c", "10", "--preempt", "0", "-r", "tests.django_jobs")
+    wait_until_started(proc)
+    key = tkey("queries")
+    Client().push_bulk([payload_mod.build("tests.django_jobs.timed_query", [key, 0.5], retries=0) for _ in range(10)])
+    wait_for(lambda: r.llen(key) >= 10, 30, "10 queries")
+    found = [json.loads(item) for item in r.lrange(key, 0, -1)]
+
+    # the worker's Django connection used the driver this run is about, and only that driver was loaded
+    assert {(f["driver"], f["is_psycopg3"]) for f in found} == {(shop.driver, shop.driver == "psycopg")}
+    loaded = {tuple(f["loaded"]) for f in found}
+    assert loaded == ({("psycopg",)} if shop.driver == "psycopg" else {("psycogreen", "psycopg2")}), loaded
+    # each job waited inside PostgreSQL while the others did too: 10 x 0.5 s would take 5 s one after another
+    most = max_overlap([(f["started"], f["ended"]) for f in found])
+    span = max(f["ended"] for f in found) - min(f["started"] for f in found)
+    print(f"{len(found)} queries on {shop.driver}: at most {most} at once, all within {span:.2f}s")
+    assert most >= 5 and span < 2.5, f"on {shop.driver}: at most {most} queries at once, all within {span:.2f}s"
+    assert len({f["backend"] for f in found}) == 10, "a connection per job"
+
+    wait_for(lambda: shop.db.connections() == 0, 10, "the jobs' connections to be closed")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+    assert "Traceback" not in output(proc) and "WARNING" not in output(proc), output(proc)
+
+
+@pytest.mark.parametrize("shop", ["psycopg"], indirect=True)
+def test_djangos_psycopg_pool_caps_the_connections_the_jobs_share(shop: Shop, r, tkey) -> None:
+    shop.env["SHOP_DB_POOL"] = "5"  # settings.py: OPTIONS = {"pool": {"min_size": 1, "max_size": 5}}
+    proc = shop.gjiggler("-c", "10", "--preempt", "0", "-r", "tests.django_jobs")
+    wait_until_started(proc)
+    key = tkey("pooled")
+    Client().push_bulk([payload_mod.build("tests.django_jobs.timed_query", [key, 0.5], retries=0) for _ in range(20)])
+    wait_for(lambda: r.llen(key) >= 20, 30, "20 queries")
+    found = [json.loads(item) for item in r.lrange(key, 0, -1)]
+
+    assert {f["driver"] for f in found} == {"psycopg"}
+    # 10 greenlets share 5 connections: 4 rounds of 0.5 s (10 s one after another), never more than 5 at once
+    most = max_overlap([(f["started"], f["ended"]) for f in found])
+    span = max(f["ended"] for f in found) - min(f["started"] for f in found)
+    print(f"{len(found)} queries on {shop.driver}: at most {most} at once, all within {span:.2f}s")
+    assert 3 <= most <= 5 and span < 4.0, f"at most {most} queries at once, all within {span:.2f}s"
+    assert len({f["backend"] for f in found}) <= 5
+    # the pool keeps its connections across jobs (CloseConnections gives them back); they go with the process
+    assert 1 <= shop.db.connections() <= 5
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+    wait_for(lambda: shop.db.connections() == 0, 10, "the pool's connections to close")
+    assert "Traceback" not in output(proc) and "WARNING" not in output(proc), output(proc)

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from examples import legacy_jobs
 from jiggler_gevent import api
 from tests import jobs
 from tests.conftest import wait_for
+from tests.pg import PgDatabase, max_overlap
 
 # ---------------------------------------------------------------------------------------------------------
 # Peers: threaded servers in the test process, each answering after `delay` seconds and recording what it got.
@@ -146,11 +148,11 @@ def line_peer(delay: float, lines: Recorder) -> _Server:
 
 
 @pytest.fixture
-def legacy_worker(start_worker: Callable, r) -> Callable[[int], object]:
-    """Start `gjiggler worker -r tests.jobs -r examples.legacy_jobs -c N` and wait until it runs a job."""
+def legacy_worker(start_worker: Callable, r) -> Callable[..., object]:
+    """Start `gjiggler worker -r tests.jobs -r examples.legacy_jobs -c N [ARGS]` and wait until it runs a job."""
 
-    def start(concurrency: int):
-        worker = start_worker("-r", "examples.legacy_jobs", "-c", str(concurrency))
+    def start(concurrency: int, *args: str):
+        worker = start_worker("-r", "examples.legacy_jobs", "-c", str(concurrency), *args)
         key = f"up-{uuid.uuid4().hex[:8]}"
         jobs.record.enqueue(key, "up")
         wait_for(lambda: r.llen(key) or worker.proc.poll() is not None, 30, "the worker to run a first job")
@@ -168,21 +170,82 @@ def timed(predicate: Callable[[], object], timeout: float, message: str, start: 
     return elapsed
 
 
-def test_psycopg2_pg_sleep_jobs_run_concurrently(ns, legacy_worker, pg_db) -> None:
+@pytest.fixture
+def slept_table(pg_db: PgDatabase) -> Iterator[str]:
+    """A table of the test's own in pg_db, for the pg_sleep jobs to write to; dropped after the test."""
     table = f"slept_{uuid.uuid4().hex[:8]}"
-    pg_db.query(f"CREATE TABLE {table} (n int NOT NULL, backend int NOT NULL)")
-    worker = legacy_worker(50)
-    sql = f"INSERT INTO {table} (n, backend) SELECT %s, pg_backend_pid() FROM pg_sleep(%s)"
+    pg_db.query(
+        f"CREATE TABLE {table} (n int NOT NULL, backend int NOT NULL, "
+        "started timestamptz NOT NULL, ended timestamptz NOT NULL)"
+    )
+    yield table
+    pg_db.query(f"DROP TABLE IF EXISTS {table}")
+
+
+def run_pg_sleep_jobs(job: Any, pg_db: PgDatabase, table: str, count: int, seconds: float) -> float:
+    """Enqueue `count` jobs that each write a row after pg_sleep(seconds) in one statement; the seconds until
+    all rows are in, once it is checked that each job wrote its row exactly once."""
+    sql = (
+        f"INSERT INTO {table} (n, backend, started, ended) "
+        "SELECT %s, pg_backend_pid(), statement_timestamp(), clock_timestamp() FROM pg_sleep(%s)"
+    )
     start = time.monotonic()
-    legacy_jobs.run_sql.enqueue_bulk([(pg_db.dsn, sql, [n, 0.5]) for n in range(50)])
-    count = lambda: pg_db.query(f"SELECT count(*) FROM {table}")[0][0]  # noqa: E731
-    elapsed = timed(lambda: count() >= 50, 30, "50 pg_sleep(0.5) jobs", start)
-    assert elapsed < 5.0, f"50 x pg_sleep(0.5) took {elapsed:.2f}s with -c 50 (25 s serially)"
+    job.enqueue_bulk([(pg_db.dsn, sql, [n, seconds]) for n in range(count)])
+    written = lambda: pg_db.query(f"SELECT count(*) FROM {table}")[0][0]  # noqa: E731
+    elapsed = timed(lambda: written() >= count, 30, f"{count} pg_sleep({seconds}) jobs ({job.name})", start)
     rows = pg_db.query(f"SELECT n, count(*) FROM {table} GROUP BY n ORDER BY n")
-    assert rows == [(n, 1) for n in range(50)], "each job's row is written exactly once"
+    assert rows == [(n, 1) for n in range(count)], "each job's row is written exactly once"
+    return elapsed
+
+
+def overlap(pg_db: PgDatabase, table: str) -> int:
+    """The most statements of `table`'s rows that were running inside PostgreSQL at the same moment."""
+    most = max_overlap(pg_db.query(f"SELECT started, ended FROM {table}"))
+    print(f"at most {most} of the statements ran at once")
+    return most
+
+
+# The PostgreSQL jobs run with --preempt 0: without forced switches, their queries overlap only if the driver
+# waits cooperatively (a driver that blocks while calling back into Python now and then would otherwise be
+# pre-empted into a partial overlap).
+
+
+def test_psycopg2_pg_sleep_jobs_run_concurrently(ns, legacy_worker, pg_db, slept_table) -> None:
+    worker = legacy_worker(50, "--preempt", "0")
+    elapsed = run_pg_sleep_jobs(legacy_jobs.run_sql, pg_db, slept_table, 50, 0.5)
+    assert elapsed < 5.0, f"50 x pg_sleep(0.5) took {elapsed:.2f}s with -c 50 (25 s serially)"
+    assert overlap(pg_db, slept_table) >= 25, "the queries did not run at the same time"
     # every job opened and closed its own connection: none is left once the jobs are done
     wait_for(lambda: pg_db.connections() == 0, 10, "the jobs' connections to close")
     assert worker.stop() == 0
+
+
+def test_psycopg3_pg_sleep_jobs_run_concurrently(ns, legacy_worker, pg_db, slept_table) -> None:
+    worker = legacy_worker(50, "--preempt", "0")
+    elapsed = run_pg_sleep_jobs(legacy_jobs.run_sql_psycopg3, pg_db, slept_table, 50, 0.5)
+    assert elapsed < 5.0, f"50 x pg_sleep(0.5) on psycopg 3 took {elapsed:.2f}s with -c 50 (25 s serially)"
+    assert overlap(pg_db, slept_table) >= 25, "the queries did not run at the same time"
+    assert len({b for (b,) in pg_db.query(f"SELECT DISTINCT backend FROM {slept_table}")}) == 50, "a connection each"
+    wait_for(lambda: pg_db.connections() == 0, 10, "the jobs' connections to close")
+    assert worker.stop() == 0
+    assert "Traceback" not in worker.output(), worker.output()
+
+
+def test_psycopg_pool_jobs_share_the_pool_concurrently(ns, legacy_worker, pg_db, slept_table) -> None:
+    size = legacy_jobs.POOL_SIZE
+    worker = legacy_worker(50, "--preempt", "0")
+    elapsed = run_pg_sleep_jobs(legacy_jobs.run_sql_pooled, pg_db, slept_table, 50, 0.5)
+    # 50 jobs on 10 connections: 5 rounds of 0.5 s at best, 25 s serially
+    assert elapsed < 8.0, f"50 x pg_sleep(0.5) on a pool of {size} took {elapsed:.2f}s with -c 50 (25 s serially)"
+    most = overlap(pg_db, slept_table)
+    assert size // 2 <= most <= size, f"{most} queries at once on a pool of {size}"
+    backends = {b for (b,) in pg_db.query(f"SELECT DISTINCT backend FROM {slept_table}")}
+    assert 1 < len(backends) <= size, f"{len(backends)} connections served the jobs"
+    # the pool keeps its connections open between jobs; they go when the worker exits
+    assert pg_db.connections() == size
+    assert worker.stop() == 0
+    wait_for(lambda: pg_db.connections() == 0, 10, "the pool's connections to close")
+    assert "Traceback" not in worker.output() and "WARNING" not in worker.output(), worker.output()
 
 
 def test_http_jobs_requests_and_urllib_run_concurrently(ns, legacy_worker, r) -> None:

@@ -1,5 +1,7 @@
-"""patch.py in a fresh interpreter: gevent first, psycopg2 made cooperative when (and only when) it is imported."""
+"""patch.py in a fresh interpreter: gevent first, psycopg2 made cooperative when (and only when) it is imported;
+psycopg 3 and psycopg_pool, imported after the patch, cooperative with nothing more."""
 
+import json
 import subprocess
 import sys
 
@@ -36,3 +38,69 @@ def test_psycopg2_is_not_loaded_until_something_imports_it_and_is_then_cooperati
 def test_importing_a_submodule_first_patches_too():
     out = run("import psycopg2.extras\nprint('patched:', psycopg2.extensions.get_wait_callback() is not None)")
     assert out.splitlines()[-1] == "patched: True"
+
+
+PSYCOPG3 = """
+import json, threading, time
+import gevent
+print("psycopg 3 loaded by the patch:", "psycopg" in sys.modules)
+import psycopg
+from psycopg import waiting
+from psycopg_pool import ConnectionPool
+
+DSN = {dsn!r}
+found = {{"wait": waiting.wait.__name__, "selector": waiting.DefaultSelector.__module__}}
+ticks = []
+
+def ticker():
+    while True:
+        ticks.append(time.monotonic())
+        gevent.sleep(0.02)
+
+def timed(target, n):
+    start = time.monotonic()
+    gevent.joinall([gevent.spawn(target) for _ in range(n)], raise_error=True)
+    return time.monotonic() - start
+
+def own_connection():
+    with psycopg.connect(DSN) as conn:
+        conn.execute("SELECT pg_sleep(0.5)")
+
+threads_before = threading.active_count()
+tick = gevent.spawn(ticker)
+found["plain"] = timed(own_connection, 10)
+pool = ConnectionPool(DSN, min_size=10, max_size=10, open=True)
+pool.wait(10)
+found["pool_threads"] = threading.active_count() - threads_before
+
+def pooled():
+    with pool.connection() as conn:
+        conn.execute("SELECT pg_sleep(0.5)")
+
+found["pool"] = timed(pooled, 10)
+found["pool_20_on_10"] = timed(pooled, 20)
+found["connections"] = pool.get_stats()["connections_num"]
+start = time.monotonic()
+pool.close(timeout=5)
+found["close"] = time.monotonic() - start
+found["closed"] = pool.closed
+found["threads_left"] = threading.active_count() - threads_before
+tick.kill()
+found["worst_tick_gap"] = max(b - a for a, b in zip(ticks, ticks[1:]))
+print(json.dumps(found))
+"""
+
+
+def test_psycopg3_and_psycopg_pool_imported_after_the_patch_wait_cooperatively(pg_admin_dsn):
+    out = run(PSYCOPG3.format(dsn=pg_admin_dsn)).splitlines()
+    assert out[:2] == ["loaded before import: False", "psycopg 3 loaded by the patch: False"]
+    found = json.loads(out[-1])
+    # psycopg 3 picks its wait function when it is imported: after the patch, one on the patched select
+    assert found["wait"] != "wait_c" and found["selector"].startswith("gevent"), found
+    # 10 greenlets, each pg_sleep(0.5) on a connection of its own, then on a shared pool of 10 (5 s serially)
+    assert found["plain"] < 2.5 and found["pool"] < 2.5, found
+    assert found["pool_20_on_10"] < 4.0 and found["connections"] == 10, "20 greenlets wait for 10 connections"
+    assert found["worst_tick_gap"] < 0.4, "a query held the hub"
+    # the pool's threads are greenlets; closing the pool stops them all and does not hang
+    assert found["pool_threads"] >= 1 and found["threads_left"] == 0, found
+    assert found["closed"] is True and found["close"] < 5.0, found

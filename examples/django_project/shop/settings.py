@@ -17,7 +17,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 DATABASES = {
     "default": {
-        # psycopg2 (not psycopg 3): the worker makes it cooperative with psycogreen.
+        # psycopg 3 when it is installed, else psycopg2: the worker makes either cooperative.
         "ENGINE": "django.db.backends.postgresql",
         "NAME": os.environ.get("PGDATABASE", "jiggler_shop"),
         "USER": os.environ.get("PGUSER", "postgres"),
@@ -26,6 +26,10 @@ DATABASES = {
         "PORT": os.environ.get("PGPORT", "5432"),
     }
 }
+# Django's own pool (psycopg 3 and psycopg_pool), shared by the worker's greenlets: SHOP_DB_POOL=N keeps at most
+# N connections, open across jobs, instead of one per running job.
+if os.environ.get("SHOP_DB_POOL"):
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": int(os.environ["SHOP_DB_POOL"])}}
 
 # 2. One dict; its keys mirror `gjiggler worker` options (--redis-url, --namespace, -c, -q, -t, ...).
 JIGGLER = {

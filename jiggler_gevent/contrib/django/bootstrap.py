@@ -3,9 +3,10 @@
 It sets Django up, imports the `jobs` module of every installed app (before the -r modules), and adds
 CloseConnections to the server chain. Django keeps its database connections in a thread local, which
 gevent's patch makes greenlet-local: each job greenlet opens at most one connection per database alias.
+Either PostgreSQL driver is cooperative here, as both are imported after the patch: psycopg2 through
+psycogreen (patch.py), psycopg 3 by itself (it waits with the patched `select`).
 """
 
-import logging
 import os
 
 from django.db import close_old_connections, connections
@@ -13,8 +14,6 @@ from django.db import close_old_connections, connections
 from ... import config, middleware
 from ...errors import ConfigError
 from ...middleware import JobContext, ServerMiddleware
-
-log = logging.getLogger("jiggler_gevent.django")
 
 
 class CloseConnections(ServerMiddleware):
@@ -47,23 +46,9 @@ def setup_worker() -> None:
     django.setup()
     # The app's ready() applied settings.JIGGLER; the worker's command line (built from it) wins.
     config.configure(redis_url=worker_cfg.url, namespace=worker_cfg.namespace)
-    _warn_if_psycopg3()
     try:
         autodiscover_modules("jobs")
     except ImportError as exc:
         raise ConfigError(f"an installed app's jobs module cannot be imported: {exc}") from exc
     if not any(isinstance(m, CloseConnections) for m in middleware.server.entries):
         middleware.server.add(CloseConnections())
-
-
-def _warn_if_psycopg3() -> None:
-    """psycogreen makes psycopg2 cooperative, not psycopg 3, which Django prefers when both are installed."""
-    if not any(conn.vendor == "postgresql" for conn in connections.all()):
-        return
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    if is_psycopg3:
-        log.warning(
-            "Django uses psycopg 3, which the worker cannot make cooperative: each query blocks every "
-            "job in this process. Uninstall psycopg (3) so that Django uses psycopg2."
-        )
