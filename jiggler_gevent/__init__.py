@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 from .config import configure
 from .errors import EnqueueError, JobTimeout
 from .job import job
+from .periodic import periodic
 
-__all__ = ["job", "configure", "JobTimeout", "EnqueueError", "__version__"]
+__all__ = ["job", "configure", "periodic", "JobTimeout", "EnqueueError", "__version__"]

@@ -162,6 +162,34 @@ def stats(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def cron(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """Periodic entries of the running workers: schedule, job, queue, next fire time, last enqueue."""
+    from .admin.api import PeriodicSet
+
+    apply_redis_options(redis_url, namespace)
+    rows = [e.as_dict() for e in PeriodicSet()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no periodic entries: no running worker has published any")
+    for row in rows:
+        click.echo(
+            f"{row['name']}: {row['cron']!r} {row['tz']} -> {row['job']} on {row['queue']}; "
+            f"next {_when(row['next_at'])}, last {_when(row['last_at'])}"
+        )
+
+
+def _when(ts: float | None) -> str:
+    """A unix time as `YYYY-MM-DD HH:MM:SS UTC`, or `never`."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts is not None else "never"
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",

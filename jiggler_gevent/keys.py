@@ -13,6 +13,11 @@ Under the namespace NS (default `jiggler`):
   NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
   NS:wake                   sorted set with at most one member: whatever pushes to a queue adds it, and a worker
                             idle on several queues blocks on it (BZPOPMIN), since one BLMOVE waits on one queue
+  NS:cron:last              hash, periodic entry name -> the last fire time enqueued for it (unix seconds)
+  NS:cron:table:<sig>       JSON list of the periodic entries of the processes whose table has signature <sig>;
+                            each of their heartbeats renews its TTL (the heartbeat's), so it expires with the last
+  NS:cron:leader:<sig>      the scheduler lease of those processes: the holder's identity, with a TTL (PX)
+  NS:cron:seen:<sig>        the last time (Redis clock, ms) one of their schedulers asked for that lease
 """
 
 from dataclasses import dataclass
@@ -66,6 +71,19 @@ class Keys:
 
     def working(self, identity: str) -> str:
         return self._k("working", identity)
+
+    @property
+    def cron_last(self) -> str:
+        return self._k("cron", "last")
+
+    def cron_table(self, signature: str) -> str:
+        return self._k("cron", "table", signature)
+
+    def cron_leader(self, signature: str) -> str:
+        return self._k("cron", "leader", signature)
+
+    def cron_seen(self, signature: str) -> str:
+        return self._k("cron", "seen", signature)
 
     def stat(self, name: str, day: str = "") -> str:
         return self._k("stat", name, day) if day else self._k("stat", name)

@@ -72,3 +72,48 @@ def test_entries_that_are_not_json_can_still_be_listed_and_deleted(ns, r):
     [e] = list(api.DeadSet())
     assert e.jid is None and e.error_class == "PayloadError"
     assert e.delete() and len(api.DeadSet()) == 0
+
+
+def test_periodic_set_lists_the_entries_of_live_workers_and_enqueue_now_pushes_one(ns, r, start_worker, tkey):
+    fast = ("-r", "tests.cron_jobs", "--heartbeat-interval", "0.5")  # a record lives 6 s after a SIGKILL
+    key = tkey("cron")
+    a = start_worker(*fast, env={"JIGGLER_TEST_CRON": "hourly", "JIGGLER_TEST_CRON_KEY": key})
+    b = start_worker(*fast, env={"JIGGLER_TEST_CRON": "parked,hourly", "JIGGLER_TEST_CRON_KEY": key})
+
+    def by_name() -> dict:
+        return {e.name: e for e in api.PeriodicSet()}
+
+    wait_for(lambda: by_name().get("every-second") and by_name()["every-second"].last_at, 30, "both tables")
+    entries, now = by_name(), time.time()
+    assert sorted(entries) == ["every-second", "hourly-report"] and len(api.PeriodicSet()) == 2
+    hourly, every = entries["hourly-report"], entries["every-second"]
+    assert (hourly.cron, hourly.tz, hourly.job, hourly.queue) == (
+        "0 * * * *",
+        "Europe/Berlin",
+        "tests.cron_jobs.report",
+        "reports",
+    )
+    assert hourly.args == [key, "eu"] and hourly.kwargs == {"full": True} and hourly.last_at is None
+    assert hourly.next_at % 1800 == 0 and now < hourly.next_at <= now + 3600
+    assert (every.cron, every.queue) == ("* * * * * *", "cron-parked") and now < every.next_at <= now + 1
+    assert now - 3 < every.last_at <= now and float(r.hget(ns.keys.cron_last, "every-second")) >= every.last_at
+    assert every.as_dict() == {
+        "name": "every-second",
+        "cron": "* * * * * *",
+        "tz": "UTC",
+        "job": "tests.cron_jobs.tick",
+        "queue": "cron-parked",
+        "next_at": every.next_at,
+        "last_at": every.last_at,
+    }
+    assert len(list(r.scan_iter(f"{ns.namespace}:cron:leader:*"))) == 2  # two sets of entries, a lease each
+    jid = hourly.enqueue_now()
+    [p] = [json.loads(raw) for raw in r.lrange(ns.keys.queue("reports"), 0, -1)]
+    assert p["jid"] == jid and p["name"] == "tests.cron_jobs.report" and p["periodic"] == "hourly-report"
+    assert (p["args"], p["kwargs"], p["retries"], p["timeout"]) == ([key, "eu"], {"full": True}, 3, 60.0)
+    assert abs(p["fire_at"] - time.time()) < 5 and api.PeriodicSet().get("hourly-report").last_at is None
+    assert api.PeriodicSet().get("nope") is None
+    b.kill()  # its entry leaves the list when its heartbeat expires
+    wait_for(lambda: sorted(by_name()) == ["hourly-report"], 15, "the killed worker's entry to leave")
+    assert a.stop() == 0  # a clean stop leaves no entry behind at once
+    assert list(api.PeriodicSet()) == []

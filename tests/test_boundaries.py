@@ -55,3 +55,26 @@ print(json.dumps({{"jid": jid, "modules": sorted(sys.modules)}}))
     forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", *ADMIN)
     assert [m for m in result["modules"] if _is_under(m, forbidden)] == []
     assert "jiggler_gevent.client" in result["modules"] and "redis" in result["modules"]
+
+
+def test_importing_the_package_and_calling_periodic_loads_nothing_of_the_worker():
+    code = """
+import json, sys
+import jiggler_gevent
+before = sorted(sys.modules)
+from jiggler_gevent import job, periodic
+
+@job
+def nightly():
+    pass
+
+entry = periodic("0 3 * * *", nightly, tz="Europe/Berlin")
+print(json.dumps({"before": before, "after": sorted(sys.modules), "name": entry.name}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["name"] == "__main__.nightly"
+    assert "croniter" not in result["before"]  # loaded when a fire time is first computed, not by the import
+    forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", "redis", *ADMIN)
+    assert [m for m in result["after"] if _is_under(m, forbidden)] == []

@@ -31,6 +31,7 @@ def test_version_and_help():
         "clear-scheduled",
         "web",
         "demo",
+        "cron",
     ):
         out = gj(command, "--help")
         assert out.returncode == 0 and "--redis-url" in out.stdout and "--namespace" in out.stdout, command
@@ -121,3 +122,24 @@ def test_retry_the_retry_set_and_clear_the_scheduled_set(ns, r):
     assert "retried 1" in gj("retry-retries", ns=ns).stdout
     assert api.Queue("low").size == 1 and api.RetrySet().size == 0
     assert "cleared 1" in gj("clear-scheduled", ns=ns).stdout and api.ScheduledSet().size == 0
+
+
+def test_cron_lists_the_published_entries(ns, r, start_worker, tkey):
+    from tests.conftest import wait_for
+
+    assert gj("cron", ns=ns).stdout.startswith("no periodic entries")
+    assert json.loads(gj("cron", "--json", ns=ns).stdout) == []
+    env = {"JIGGLER_TEST_CRON": "parked,hourly", "JIGGLER_TEST_CRON_KEY": tkey("cron")}
+    w = start_worker("-r", "tests.cron_jobs", "--heartbeat-interval", "0.5", env=env)
+    wait_for(lambda: r.hget(ns.keys.cron_last, "every-second"), 30, "the first fire time")
+    out = gj("cron", "--json", ns=ns)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [row["name"] for row in rows] == ["every-second", "hourly-report"]
+    assert all(list(row) == ["name", "cron", "tz", "job", "queue", "next_at", "last_at"] for row in rows)
+    assert rows[0]["last_at"] >= float(r.hget(ns.keys.cron_last, "every-second")) - 2 and rows[1]["last_at"] is None
+    assert rows[1]["tz"] == "Europe/Berlin" and rows[1]["queue"] == "reports" and rows[1]["next_at"] % 1800 == 0
+    text = gj("cron", ns=ns).stdout
+    assert "hourly-report: '0 * * * *' Europe/Berlin -> tests.cron_jobs.report on reports; next 20" in text
+    assert "last never" in text and "every-second: '* * * * * *' UTC" in text
+    assert w.stop() == 0

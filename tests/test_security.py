@@ -24,7 +24,8 @@ WORKER_COMMANDS = (
     "lpush rpush rpop rpoplpush blmove lrange lrem llen lindex bzpopmin "
     "sadd srem smembers "
     "zadd zrem zrange zrangebyscore zremrangebyscore zremrangebyrank zcard "
-    "hset hget hgetall del exists expire pexpire get mget incrby"
+    "hset hget hgetall del exists expire pexpire get mget incrby "
+    "set hmget time"
 ).split()
 
 
@@ -132,6 +133,28 @@ def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at,
             user.execute_command(*command)
     assert admin.dbsize() > 0  # the user wrote its keys, all under the namespace
     assert all(k.startswith(ns.namespace + ":") for k in admin.scan_iter("*"))
+
+
+def test_an_acl_user_limited_to_the_namespace_can_run_periodic_entries(redis_server, worker_at, ns, tkey):
+    admin_pw, user_pw = uuid.uuid4().hex, uuid.uuid4().hex
+    server = redis_server(
+        username="jiggler",
+        password=user_pw,
+        directives=[
+            "user default off",
+            f"user admin on >{admin_pw} ~* &* +@all",
+            f"user jiggler on >{user_pw} {worker_acl(ns.namespace)}",
+        ],
+    )
+    admin = server.client(f"redis://admin:{admin_pw}@127.0.0.1:{server.port}/0")
+    env = {"JIGGLER_TEST_CRON": "parked", "JIGGLER_TEST_CRON_KEY": tkey("cron")}
+    w = worker_at(server.url, "-r", "tests.cron_jobs", "--heartbeat-interval", "0.5", env=env)
+    wait_for(lambda: admin.llen(f"{ns.namespace}:queue:cron-parked") >= 2, 20, "two fire times")
+    out = _gj("cron", "--json", "--redis-url", server.url, "--namespace", ns.namespace)
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["name"] == "every-second", out.stderr
+    assert w.stop() == 0
+    denied = admin.execute_command("ACL", "LOG")
+    assert not denied, f"the scheduler or `gjiggler cron` was refused: {denied}"
 
 
 def test_tls_with_a_generated_ca(redis_server, worker_at, ns, tkey):

@@ -400,3 +400,42 @@ def test_gjiggler_web_on_a_busy_port_is_one_line_and_exit_1(ns):
     assert out.returncode == 1
     assert out.stderr.startswith(f"gjiggler: error: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in out.stderr
+
+
+def _publish(r, ns, items: list[dict]) -> None:
+    """Publish a periodic table as a live worker process would (its heartbeat names the table's signature)."""
+    r.sadd(ns.keys.processes, "web-test:1:aa")
+    r.hset(ns.keys.process("web-test:1:aa"), "info", json.dumps({"cron": "sig1", "started_at": time.time()}))
+    r.set(ns.keys.cron_table("sig1"), json.dumps(items))
+
+
+def test_cron_page_lists_entries_and_enqueue_now_posts(web, ns, r, start_worker):
+    assert "No periodic entries" in web.get("/cron").text
+    env = {"JIGGLER_TEST_CRON": "hourly", "JIGGLER_TEST_CRON_KEY": f"{ns.namespace}:web:cron"}
+    start_worker("-r", "tests.cron_jobs", "--heartbeat-interval", "0.5", env=env)
+    wait_for(lambda: len(api.PeriodicSet()) == 1, 30, "the worker's table")
+    page = web.get("/cron")
+    assert page.code == 200 and 'aria-current="page">Cron' in page.text
+    assert "hourly-report" in page.text and "<code>0 * * * *</code>" in page.text and "Europe/Berlin" in page.text
+    assert "tests.cron_jobs.report" in page.text and ">reports<" in page.text and "never" in page.text
+    assert re.search(r'<button name="enqueue" value="hourly-report" class="small">Enqueue now</button>', page.text)
+    assert web.request("POST", "/cron", {"enqueue": "hourly-report"}).code == 403  # no CSRF token
+    assert len(api.Queue("reports")) == 0
+    resp = web.post("/cron", {"enqueue": "hourly-report"})
+    assert resp.code == 303 and resp.header("Location") == "/cron?flash=enqueued&n=1"
+    [entry] = list(api.Queue("reports"))
+    assert entry.name == "tests.cron_jobs.report" and entry.item["periodic"] == "hourly-report"
+    assert "1 periodic job(s) enqueued now." in web.get(resp.header("Location")).text
+    assert web.post("/cron", {"enqueue": "no-such-entry"}).header("Location") == "/cron?flash=gone"
+    assert "no longer published" in web.get("/cron?flash=gone").text
+    assert web.post("/cron", {}).header("Location") == "/cron?flash=nothing"
+
+
+def test_cron_page_escapes_what_workers_published(web, ns, r):
+    evil = "<script>alert('cron')</script>"
+    item = {"name": evil, "cron": "@daily", "tz": "UTC", "job": "<b>x</b>", "queue": "q", "args": [evil], "kwargs": {}}
+    _publish(r, ns, [item, dict(item, name="unreadable", cron="not a cron")])
+    text = web.get("/cron").text
+    assert "<script>alert" not in text and "<b>x</b>" not in text
+    assert "&lt;script&gt;alert(&#x27;cron&#x27;)&lt;/script&gt;" in text and "&lt;b&gt;x&lt;/b&gt;" in text
+    assert "unreadable" in text  # an entry whose expression this release cannot read is still listed

@@ -190,7 +190,12 @@ def test_phone_sized_screens(browser, dashboard_url, start_worker):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     pg = context.new_page()
     try:
-        for path, name in (("/", "phone-dashboard"), ("/dead", "phone-dead"), ("/busy", "phone-busy")):
+        for path, name in (
+            ("/", "phone-dashboard"),
+            ("/dead", "phone-dead"),
+            ("/busy", "phone-busy"),
+            ("/cron", "phone-cron"),
+        ):
             pg.goto(dashboard_url + path)
             # the page itself never scrolls sideways; wide tables scroll inside their own box
             width = pg.evaluate("document.documentElement.scrollWidth")
@@ -198,3 +203,22 @@ def test_phone_sized_screens(browser, dashboard_url, start_worker):
             shot(pg, name)
     finally:
         context.close()
+
+
+def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r):
+    key = _key("browser:cron")
+    env = {"JIGGLER_TEST_CRON": "parked,hourly", "JIGGLER_TEST_CRON_KEY": key}
+    start_worker("-r", "tests.cron_jobs", "-q", "reports", "--heartbeat-interval", "0.5", env=env)
+    wait_for(lambda: len(api.PeriodicSet()) == 2, 40, "the worker's periodic table")
+    page.goto(dashboard_url + "/cron")
+    row = page.locator('tr[data-entry="hourly-report"]')
+    assert "0 * * * *" in row.inner_text() and "Europe/Berlin" in row.inner_text() and "never" in row.inner_text()
+    assert page.locator('tr[data-entry="every-second"]').count() == 1
+    shot(page, "cron-before")
+    row.locator('button[name="enqueue"]').click()
+    page.wait_for_url(re.compile(r"/cron\?flash=enqueued&n=1$"))
+    assert "1 periodic job(s) enqueued now." in page.locator(".flash").inner_text()
+    wait_for(lambda: r.llen(key) == 1, 40, "the enqueued job to run")
+    assert r.lrange(key, 0, -1) == ['["eu", true]']
+    shot(page, "cron-after")
+    assert page.errors == []

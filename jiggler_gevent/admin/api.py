@@ -4,6 +4,7 @@
     Queue(name)      a queue: len, latency, iterate, clear; Queue.all() every known queue
     ScheduledSet()   RetrySet()   DeadSet()   sorted sets: len, iterate, page, find, clear, retry_all
     ProcessSet()     live worker processes
+    PeriodicSet()    periodic entries the live processes published: next_at, last_at, enqueue_now() (cron.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
@@ -22,6 +23,7 @@ import redis
 from .. import config, scripts
 from .. import payload as payload_mod
 from ..keys import Keys
+from .cron import PeriodicEntry, PeriodicSet
 
 __all__ = [
     "Stats",
@@ -32,6 +34,8 @@ __all__ = [
     "SortedSet",
     "ProcessSet",
     "Process",
+    "PeriodicSet",
+    "PeriodicEntry",
     "Entry",
     "stats_dict",
     "in_flight",

@@ -16,7 +16,10 @@ def _source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
-SOURCES = {name: _source(name) for name in ("push", "fetch", "settle", "adopt", "move_due", "move_one")}
+SOURCES = {
+    name: _source(name)
+    for name in ("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire")
+}
 _ATTRIBUTE = "_jiggler_gevent_scripts"
 
 
@@ -30,6 +33,8 @@ class Scripts:
     adopt: Script
     move_due: Script
     move_one: Script
+    cron_lease: Script
+    cron_fire: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

@@ -1,8 +1,9 @@
 """The Launcher: builds one worker process's parts, runs them, and stops them on a signal.
 
 Start order (run_worker has imported the user's modules): Monitor (first heartbeat and a recovery sweep), Poller,
-switcher, Manager. SIGTERM/SIGINT: stop fetching, wait up to the shutdown timeout for running jobs,
-put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
+Scheduler (when the modules registered periodic entries), switcher, Manager. SIGTERM/SIGINT: stop the Scheduler
+(so that another process takes its lease over at once), stop fetching, wait up to the shutdown timeout for running
+jobs, put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
 cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching, stay alive).
 """
 
@@ -16,6 +17,7 @@ from .. import config, middleware
 from ..config import Config
 from ..gevent_types import Event, Greenlet
 from ..options import WorkerOptions
+from ..periodic import entries as periodic_entries
 from .acker import Acker
 from .fetch import ReliableFetch
 from .manager import Manager
@@ -25,6 +27,7 @@ from .preempt import Switcher, resolve_threshold
 from .processor import Processor
 from .recovery import Recovery
 from .retry import RetryMiddleware
+from .scheduler import Scheduler
 from .timeouts import TimeoutMiddleware
 
 log = logging.getLogger("jiggler_gevent.launcher")
@@ -39,7 +42,7 @@ def server_chain(counters: Counters) -> middleware.Chain:
 
 
 class Launcher:
-    """One worker process: Manager, Poller, Monitor and switcher, with their lifecycle."""
+    """One worker process: Manager, Poller, Monitor, Scheduler and switcher, with their lifecycle."""
 
     def __init__(self, opts: WorkerOptions, cfg: Config | None = None) -> None:
         self.opts = opts
@@ -57,6 +60,12 @@ class Launcher:
         self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
+        entries = periodic_entries()
+        self.scheduler = (
+            Scheduler(self.redis, keys, self.identity, entries, self.fetch.scripts, opts.heartbeat_interval)
+            if entries
+            else None
+        )
         info = {"concurrency": opts.concurrency, "queues": [q for q, _ in opts.queues], "namespace": self.cfg.namespace}
         self.monitor = Monitor(
             self.redis,
@@ -68,6 +77,7 @@ class Launcher:
             busy=lambda: self.manager.busy,
             running=lambda: self.processor.running,
             interval=opts.heartbeat_interval,
+            cron=self.scheduler.table if self.scheduler is not None else None,
         )
         self.stop_requested: Event = gevent.event.Event()
         self.force: Event = gevent.event.Event()
@@ -77,6 +87,8 @@ class Launcher:
         """Start every part; the process takes jobs from here on."""
         self.monitor.start()
         self.poller.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         self._start_switcher()
         self.manager.start()
         log.info(
@@ -106,6 +118,8 @@ class Launcher:
     def stop(self) -> None:
         """Graceful stop within the shutdown timeout (shorter if forced)."""
         log.info("stopping: waiting up to %.1fs for %d running job(s)", self.opts.timeout, self.manager.busy)
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.manager.quiet()
         self._wait_for_jobs(self.opts.timeout)
         requeued = self.manager.stop(0)

@@ -1,8 +1,10 @@
 """The Monitor: heartbeat, stats flush and the periodic recovery sweep of one worker process.
 
 Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
-concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), and the processed and
-failed counts gathered in memory since the last beat. Then it asks Recovery to adopt the jobs of any
+concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), the processed and
+failed counts gathered in memory since the last beat, and, when the process has periodic entries, their table
+(NS:cron:table:<signature>, shared by the processes with the same entries: each beat renews its TTL, and writes
+it again only when it has gone). Then it asks Recovery to adopt the jobs of any
 process whose record has expired. On a clean stop it flushes the counts and deletes its record.
 """
 
@@ -24,6 +26,7 @@ from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..middleware import JobContext, ServerMiddleware
 from .recovery import Recovery
+from .scheduler import Table
 
 log = logging.getLogger("jiggler_gevent.monitor")
 
@@ -89,10 +92,14 @@ class Monitor:
         busy: Callable[[], int],
         running: Callable[[], dict[int, JobContext]],
         interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
+        cron: Table | None = None,
     ) -> None:
         self.redis, self.keys, self.identity = client, keys, identity
+        self.cron = cron
+        self.cron_published = False  # the table was there at the last beat: renewing its TTL is enough
         self.info = dict(
             info,
+            cron=cron.signature if cron is not None else None,
             identity=identity,
             hostname=socket.gethostname(),
             pid=os.getpid(),
@@ -146,8 +153,11 @@ class Monitor:
             with self.redis.pipeline(transaction=True) as pipe:
                 self._queue_counts(pipe, processed, failed)
                 self._queue_heartbeat(pipe)
-                pipe.execute()
+                self._queue_cron_table(pipe)
+                replies = pipe.execute()
             self.last_beat = time.time()
+            if self.cron is not None:
+                self.cron_published = bool(replies[-1])
         except redis.RedisError as exc:
             self.counters.give_back(processed, failed)
             if self.failing_since is None:
@@ -191,6 +201,15 @@ class Monitor:
         if work:
             pipe.hset(k.work(self.identity), mapping=work)
             pipe.pexpire(k.work(self.identity), self.ttl_ms)
+
+    def _queue_cron_table(self, pipe: Any) -> None:
+        if self.cron is None:
+            return
+        key = self.keys.cron_table(self.cron.signature)
+        if self.cron_published:
+            pipe.pexpire(key, self.ttl_ms)
+        else:
+            pipe.set(key, self.cron.json, px=self.ttl_ms)
 
     def _work(self) -> dict[str, str]:
         work: dict[str, str] = {}

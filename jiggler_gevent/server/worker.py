@@ -13,6 +13,7 @@ from .. import config
 from ..errors import ConfigError
 from ..logs import setup_logging
 from ..options import WorkerOptions
+from ..periodic import PeriodicError
 
 Prepare = Callable[[], None] | None
 
@@ -44,7 +45,11 @@ def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: config.Config
 
 
 def import_user_modules(requires: tuple[str, ...]) -> None:
-    """Import each -r module; the current directory is searched first, as `python -m` would."""
+    """Import each -r module; the current directory is searched first, as `python -m` would.
+
+    A module that cannot be imported, or whose periodic() calls are refused (two entries with one name and other
+    settings, a bad expression, ...), is a usage error: ConfigError, which the CLI turns into exit code 2.
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for name in requires:
@@ -52,3 +57,5 @@ def import_user_modules(requires: tuple[str, ...]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"Invalid value for -r/--require: cannot import {exc.name or exc}: {exc}") from None
+        except PeriodicError as exc:
+            raise ConfigError(f"-r/--require {name}: {exc}") from None

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import redis
 
-from . import pages, sets
+from . import cron, pages, sets
 from .html import Safe, render
 from .http import Csrf, Request, Response
 from .layout import View
@@ -80,6 +80,7 @@ class Dashboard:
             "/": ("Dashboard", pages.dashboard),
             "/busy": ("Busy", pages.busy),
             "/queues": ("Queues", pages.queues),
+            cron.PATH: ("Cron", cron.page),
         }
         if path in simple:
             title, fn = simple[path]
@@ -120,6 +121,8 @@ class Dashboard:
         if m:
             kind = sets.KINDS[m.group(1)]
             result = sets.action(req, kind), kind.path
+        if req.path == cron.PATH:
+            result = cron.action(req), cron.PATH
         if result is None:
             return Response("unknown action", "400 Bad Request", "text/plain")
         outcome, back = result

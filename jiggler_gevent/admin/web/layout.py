@@ -19,6 +19,7 @@ SECTIONS: list[tuple[str, str, str | None]] = [
     ("/scheduled", "Scheduled", "scheduled_size"),
     ("/retries", "Retries", "retry_size"),
     ("/dead", "Dead", "dead_size"),
+    ("/cron", "Cron", None),
 ]
 
 # ?flash=CODE&n=N after an action: fixed texts, so nothing from the URL is echoed but a number.
@@ -28,6 +29,8 @@ FLASH = {
     "cleared": "{n} job(s) cleared.",
     "missing": "That job is no longer there (it may have run or moved).",
     "nothing": "Nothing selected.",
+    "enqueued": "{n} periodic job(s) enqueued now.",
+    "gone": "That periodic entry is no longer published by any running worker.",
 }
 
 

@@ -14,6 +14,7 @@ from django.db import close_old_connections, connections
 from ... import config, middleware
 from ...errors import ConfigError
 from ...middleware import JobContext, ServerMiddleware
+from ...periodic import PeriodicError
 
 
 class CloseConnections(ServerMiddleware):
@@ -50,5 +51,7 @@ def setup_worker() -> None:
         autodiscover_modules("jobs")
     except ImportError as exc:
         raise ConfigError(f"an installed app's jobs module cannot be imported: {exc}") from exc
+    except PeriodicError as exc:
+        raise ConfigError(f"an installed app's jobs module declares a periodic job that cannot work: {exc}") from None
     if not any(isinstance(m, CloseConnections) for m in middleware.server.entries):
         middleware.server.add(CloseConnections())
