@@ -182,6 +182,25 @@ def cron(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
         )
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def limits(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """Limiters used on the namespace: kind, size, and how much is in use now."""
+    from .admin.limits import Limits
+
+    apply_redis_options(redis_url, namespace)
+    rows = [x.as_dict() for x in Limits()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no limiters: none has been used on this namespace")
+    for row in rows:
+        per = f" per {row['per']:g}s" if row["kind"] != "concurrent" else ""
+        click.echo(f"{row['name']}: {row['kind']} {row['in_use']}/{row['size']}{per}")
+
+
 def _when(ts: float | None) -> str:
     """A unix time as `YYYY-MM-DD HH:MM:SS UTC`, or `never`."""
     import time

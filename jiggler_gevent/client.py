@@ -2,10 +2,13 @@
 
 Each push runs the client middleware chain, then writes with one atomic command: the push script (push.lua)
 for jobs to run now, which also wakes a worker idle on several queues, or one ZADD for scheduled jobs. So a
-push, a bulk push included, lands whole or not at all, in one round trip. A Redis that cannot be reached
-raises EnqueueError naming the job.
+push, a bulk push included, lands whole or not at all, in one round trip. Payloads of unique jobs go through
+push_unique.lua instead, which takes each one's lock in the same atomic step as its push and skips those whose
+lock is held: their places in the result are None. A Redis that cannot be reached raises EnqueueError naming
+the job.
 """
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,37 +33,42 @@ class Client:
     def redis(self) -> redis.Redis:
         return config.redis_client(self.cfg.url)
 
-    def push(self, payload: dict[str, Any]) -> str:
-        """Push one payload to its queue now; returns its jid."""
+    def push(self, payload: dict[str, Any]) -> str | None:
+        """Push one payload to its queue now; returns its jid, or None for a unique job whose lock is held."""
         return self.push_bulk([payload])[0]
 
-    def schedule(self, payload: dict[str, Any], at: float) -> str:
-        """Put one payload in the scheduled set, due at unix time `at`; returns its jid."""
+    def schedule(self, payload: dict[str, Any], at: float) -> str | None:
+        """Put one payload in the scheduled set, due at unix time `at`; returns its jid (None as push())."""
         return self._write([payload], at)[0]
 
-    def push_bulk(self, payloads: list[dict[str, Any]]) -> list[str]:
-        """Push many payloads to their queues, all or nothing, in one script call."""
+    def push_bulk(self, payloads: list[dict[str, Any]]) -> list[str | None]:
+        """Push many payloads to their queues, all or nothing, in one script call (None: unique duplicates)."""
         return self._write(payloads, None)
 
-    def _write(self, payloads: list[dict[str, Any]], at: float | None) -> list[str]:
+    def _write(self, payloads: list[dict[str, Any]], at: float | None) -> list[str | None]:
         chain = middleware.client
         if chain.entries:
             for p in payloads:
                 chain.before("before_push", p)
         if push_hook is not None:
             push_hook(payloads, at)
+            pushed = [True] * len(payloads)
         else:
-            self._send(payloads, at)
+            pushed = self._send(payloads, at)
         if chain.entries:
-            for p in payloads:
-                chain.after("after_push", p)
-        return [p["jid"] for p in payloads]
+            for p, ok in zip(payloads, pushed, strict=True):
+                if ok:
+                    chain.after("after_push", p)
+        return [p["jid"] if ok else None for p, ok in zip(payloads, pushed, strict=True)]
 
-    def _send(self, payloads: list[dict[str, Any]], at: float | None) -> None:
+    def _send(self, payloads: list[dict[str, Any]], at: float | None) -> list[bool]:
+        """Write the payloads; which of them were pushed (all but unique duplicates)."""
         if not payloads:
-            return
+            return []
         client = self.redis
         try:
+            if any(payload_mod.unique_lock(p) for p in payloads):
+                return self._send_unique(payloads, at)
             if at is not None:
                 client.zadd(self.keys.schedule, {payload_mod.encode(p): at for p in payloads})
             else:
@@ -71,6 +79,22 @@ class Client:
             raise EnqueueError(
                 f"could not push {len(payloads)} job(s) ({what}) to Redis at {config.redacted(self.cfg.url)}: {exc}"
             ) from exc
+        return [True] * len(payloads)
+
+    def _send_unique(self, payloads: list[dict[str, Any]], at: float | None) -> list[bool]:
+        """Push with push_unique.lua: each lock taken (SET NX PX) in the same step as its payload's push.
+
+        A lock lasts `unique_for` seconds from when the job is due (now, or `at` for a scheduled job).
+        """
+        client, now = self.redis, time.time()
+        args: list[str | int | float] = [self.keys.queue_prefix, self.keys.unique_prefix]
+        for p in payloads:
+            lock = payload_mod.unique_lock(p) or ""
+            ttl_ms = int(((at or now) - now + float(p.get("unique_for") or 0)) * 1000) if lock else 0
+            args += [p["queue"], payload_mod.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
+        keys = [self.keys.queues, self.keys.wake, self.keys.schedule]
+        flags = scripts.register(client).push_unique(keys=keys, args=args, client=client)
+        return [bool(f) for f in flags]
 
     def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:
         """The push script's ARGV: the queue key prefix, then each queue's name, count and payloads."""

@@ -48,18 +48,29 @@ def _seconds(delay: Delay) -> float:
 class JobCall:
     """A job with options fixed for the next pushes: what `.set(...)` returns."""
 
-    def __init__(self, job: "JobFunction", queue: str, retries: int, timeout: float | None, dead: bool) -> None:
+    def __init__(
+        self,
+        job: "JobFunction",
+        queue: str,
+        retries: int,
+        timeout: float | None,
+        dead: bool,
+        unique_for: float | None = None,
+        unique_until: str = "success",
+    ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
         if not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, not {retries!r}")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        payload_mod.check_unique(unique_for, unique_until)
         self.job, self.queue, self.retries, self.timeout, self.dead = job, queue, retries, timeout, bool(dead)
+        self.unique_for, self.unique_until = unique_for, unique_until
 
     def set(self, **options: Any) -> "JobCall":
-        """The same job with some options changed: queue, retries, timeout, dead."""
-        unknown = set(options) - {"queue", "retries", "timeout", "dead"}
+        """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until."""
+        unknown = set(options) - {"queue", "retries", "timeout", "dead", "unique_for", "unique_until"}
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         merged: dict[str, Any] = {
@@ -67,12 +78,14 @@ class JobCall:
             "retries": self.retries,
             "timeout": self.timeout,
             "dead": self.dead,
+            "unique_for": self.unique_for,
+            "unique_until": self.unique_until,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
 
     def _payload(self, args: Sequence[Any], kwargs: dict[str, Any], at: float | None = None) -> dict[str, Any]:
-        return payload_mod.build(
+        payload = payload_mod.build(
             self.job.name,
             args,
             kwargs,
@@ -82,14 +95,17 @@ class JobCall:
             timeout=self.timeout,
             at=at,
         )
+        if self.unique_for is not None:
+            payload_mod.make_unique(payload, self.unique_for, self.unique_until)
+        return payload
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> str:
-        """Push one job to run now; returns its jid."""
+    def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
+        """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed)."""
         from .client import Client
 
         return Client().push(self._payload(args, kwargs))
 
-    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str:
+    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when` (datetime, naive means UTC, or unix time); a past time runs now."""
         at = _timestamp(when)
         if at <= time.time():
@@ -98,12 +114,12 @@ class JobCall:
 
         return Client().schedule(self._payload(args, kwargs, at=at), at)
 
-    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str:
+    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run after `delay` seconds (or a timedelta)."""
         return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
 
-    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str]:
-        """Push one job per argument tuple, all or nothing (one MULTI transaction)."""
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
+        """Push one job per argument tuple, all or nothing (one script call); None for a unique duplicate."""
         from .client import Client
 
         payloads = []
@@ -121,12 +137,26 @@ class JobFunction:
     """A function registered as a job. Calling it runs it inline; the enqueue verbs push it to Redis."""
 
     def __init__(
-        self, func: Callable[..., Any], name: str | None, queue: str, retries: int, timeout: float | None, dead: bool
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        queue: str,
+        retries: int,
+        timeout: float | None,
+        dead: bool,
+        concurrency: int | None = None,
+        unique_for: float | None = None,
+        unique_until: str = "success",
     ) -> None:
+        if concurrency is not None and (
+            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be an int >= 1 or None, not {concurrency!r}")
         self.func = func
+        self.concurrency = concurrency
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self.defaults = JobCall(self, queue, retries, timeout, dead)
+        self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until)
         functools.update_wrapper(self, func)
         _registry[self.name] = self
 
@@ -169,20 +199,20 @@ class JobFunction:
         """Options for the next pushes only: `job.set(queue="low").enqueue(...)`."""
         return self.defaults.set(**options)
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> str:
-        """Push one job to run now; returns its jid."""
+    def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
+        """Push one job to run now; returns its jid (None: a unique duplicate, nothing pushed)."""
         return self.defaults.enqueue(*args, **kwargs)
 
-    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str:
+    def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when`."""
         return self.defaults.enqueue_at(when, *args, **kwargs)
 
-    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str:
+    def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run after `delay`."""
         return self.defaults.enqueue_in(delay, *args, **kwargs)
 
-    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str]:
-        """Push many jobs, all or nothing."""
+    def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
+        """Push many jobs, all or nothing; None in the places of unique duplicates."""
         return self.defaults.enqueue_bulk(arg_tuples)
 
     @property
@@ -206,7 +236,15 @@ class JobFunction:
 def job(func: Callable[..., Any]) -> JobFunction: ...
 @overload
 def job(
-    *, queue: str = ..., retries: int = ..., timeout: float | None = ..., dead: bool = ..., name: str | None = ...
+    *,
+    queue: str = ...,
+    retries: int = ...,
+    timeout: float | None = ...,
+    dead: bool = ...,
+    name: str | None = ...,
+    concurrency: int | None = ...,
+    unique_for: float | None = ...,
+    unique_until: str = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -218,10 +256,14 @@ def job(
     timeout: float | None = None,
     dead: bool = True,
     name: str | None = None,
+    concurrency: int | None = None,
+    unique_for: float | None = None,
+    unique_until: str = "success",
 ) -> Any:
-    """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...)`."""
+    """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
+    concurrency=..., unique_for=..., unique_until=...)`."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
-        return JobFunction(f, name, queue, retries, timeout, dead)
+        return JobFunction(f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until)
 
     return wrap(func) if func is not None else wrap

@@ -18,6 +18,12 @@ Under the namespace NS (default `jiggler`):
                             each of their heartbeats renews its TTL (the heartbeat's), so it expires with the last
   NS:cron:leader:<sig>      the scheduler lease of those processes: the holder's identity, with a TTL (PX)
   NS:cron:seen:<sig>        the last time (Redis clock, ms) one of their schedulers asked for that lease
+  NS:unique:<digest>        a unique job's lock: the jid holding it, with a TTL; <digest> hashes the job's wire
+                            name, arguments, keyword arguments and queue (the payload's `unique_key`)
+  NS:limits                 hash, limiter name -> JSON {kind, size, per}: every limiter used on the namespace
+  NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
+                            set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
+  NS:limit:<name>:free      list a concurrent limiter's release pushes to, and its waiters block on (BLPOP)
 """
 
 from dataclasses import dataclass
@@ -84,6 +90,23 @@ class Keys:
 
     def cron_seen(self, signature: str) -> str:
         return self._k("cron", "seen", signature)
+
+    def unique(self, digest: str) -> str:
+        return self._k("unique", digest)
+
+    @property
+    def unique_prefix(self) -> str:
+        return self._k("unique", "")
+
+    @property
+    def limits(self) -> str:
+        return self._k("limits")
+
+    def limit(self, name: str) -> str:
+        return self._k("limit", name)
+
+    def limit_free(self, name: str) -> str:
+        return self._k("limit", name, "free")
 
     def stat(self, name: str, day: str = "") -> str:
         return self._k("stat", name, day) if day else self._k("stat", name)

@@ -24,14 +24,17 @@ class Disposition(enum.StrEnum):
     DEAD = "dead"  # it failed for good: to the dead set
     DROP = "drop"  # it failed for good with `dead=False`: removed
     REQUEUE = "requeue"  # not run (shutdown, recovery): back to the front of its queue
+    RESCHEDULE = "reschedule"  # over a limit (limits.OverLimit): to the scheduled set at `retry_at`, no retry used
 
 
 class JobContext:
     """What the server chain sees of one job run.
 
     `payload` is the decoded payload; `exception` is set when the job raised; `disposition` (a Disposition,
-    equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead" or
-    "drop"; hooks may change `payload` before it is stored again.
+    equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead",
+    "drop" or "reschedule" (at `retry_at`); hooks may change `payload` before it is stored again. A
+    before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
+    see that exception as if the job had raised it.
     """
 
     __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at", "timer")

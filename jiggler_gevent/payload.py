@@ -2,9 +2,12 @@
 
 A payload is a JSON object. Fields: jid, name, args, kwargs, queue, retries, dead, timeout,
 created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count, error_class,
-error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process.
+error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process;
+`reschedules` when it was put back over a limit (limits.OverLimit). A unique job also has unique_for,
+unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>).
 """
 
+import hashlib
 import json
 import math
 import os
@@ -88,12 +91,40 @@ def build(
     return payload
 
 
+UNIQUE_UNTIL = ("success", "start")
+
+
+def check_unique(unique_for: object, unique_until: object) -> None:
+    """ValueError unless `unique_for` is None or a positive number and `unique_until` is "success" or "start"."""
+    if unique_for is not None and (
+        not isinstance(unique_for, (int, float)) or isinstance(unique_for, bool) or not 0 < unique_for < math.inf
+    ):
+        raise ValueError(f"unique_for must be a positive number of seconds or None, not {unique_for!r}")
+    if unique_until not in UNIQUE_UNTIL:
+        raise ValueError(f"unique_until must be 'success' or 'start', not {unique_until!r}")
+
+
+def make_unique(payload: dict[str, Any], unique_for: float, unique_until: str) -> None:
+    """Mark a built payload unique: the digest of its wire name, arguments, keyword arguments and queue."""
+    identity = [payload["name"], payload["args"], payload["kwargs"], payload["queue"]]
+    payload["unique_key"] = hashlib.sha256(_SORTED.encode(identity).encode()).hexdigest()[:32]
+    payload["unique_for"] = unique_for
+    payload["unique_until"] = unique_until
+
+
+def unique_lock(payload: Mapping[str, Any]) -> str | None:
+    """The digest of a payload's unique lock, or None when it has none."""
+    key = payload.get("unique_key")
+    return key if isinstance(key, str) and key else None
+
+
 def encode(payload: Mapping[str, Any]) -> str:
     """The wire form: compact JSON, no NaN."""
     return _ENCODER.encode(payload)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one for all: json.dumps would make one a call
+_SORTED = json.JSONEncoder(separators=(",", ":"), allow_nan=False, sort_keys=True)  # same job, same digest
 
 
 def _reject_constant(name: str) -> Any:

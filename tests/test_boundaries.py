@@ -78,3 +78,25 @@ print(json.dumps({"before": before, "after": sorted(sys.modules), "name": entry.
     assert "croniter" not in result["before"]  # loaded when a fire time is first computed, not by the import
     forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", "redis", *ADMIN)
     assert [m for m in result["after"] if _is_under(m, forbidden)] == []
+
+
+def test_using_limits_and_unique_jobs_loads_nothing_of_the_worker(ns):
+    code = f"""
+import json, sys
+from jiggler_gevent import configure, job, limits
+configure(redis_url={ns.url!r}, namespace={ns.namespace!r})
+
+@job(unique_for=60)
+def once():
+    pass
+
+with limits.concurrent("boundary", 2):
+    jids = [once.enqueue(), once.enqueue()]
+print(json.dumps({{"jids": jids, "modules": sorted(sys.modules)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["jids"][0] is not None and result["jids"][1] is None
+    forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", *ADMIN)
+    assert [m for m in result["modules"] if _is_under(m, forbidden)] == []

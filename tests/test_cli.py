@@ -32,6 +32,7 @@ def test_version_and_help():
         "web",
         "demo",
         "cron",
+        "limits",
     ):
         out = gj(command, "--help")
         assert out.returncode == 0 and "--redis-url" in out.stdout and "--namespace" in out.stdout, command
@@ -143,3 +144,14 @@ def test_cron_lists_the_published_entries(ns, r, start_worker, tkey):
     assert "hourly-report: '0 * * * *' Europe/Berlin -> tests.cron_jobs.report on reports; next 20" in text
     assert "last never" in text and "every-second: '* * * * * *' UTC" in text
     assert w.stop() == 0
+
+
+def test_limits_lists_the_limiters(ns):
+    from jiggler_gevent import limits
+
+    assert gj("limits", ns=ns).stdout.startswith("no limiters")
+    limits.window("api", 10, per=60).acquire()
+    assert json.loads(gj("limits", "--json", ns=ns).stdout) == [
+        {"name": "api", "kind": "window", "size": 10, "per": 60.0, "in_use": 1}
+    ]
+    assert gj("limits", ns=ns).stdout.strip() == "api: window 1/10 per 60s"

@@ -439,3 +439,16 @@ def test_cron_page_escapes_what_workers_published(web, ns, r):
     assert "<script>alert" not in text and "<b>x</b>" not in text
     assert "&lt;script&gt;alert(&#x27;cron&#x27;)&lt;/script&gt;" in text and "&lt;b&gt;x&lt;/b&gt;" in text
     assert "unreadable" in text  # an entry whose expression this release cannot read is still listed
+
+
+def test_limits_page_lists_limiters_escaped(web, ns):
+    from jiggler_gevent import limits
+
+    assert "No limiters" in web.get("/limits").text
+    token = limits.concurrent("stripe", 5).acquire()
+    limits.bucket("sms", 10, per=1).acquire()
+    page = web.get("/limits")
+    assert page.code == 200 and 'aria-current="page">Limits' in page.text
+    assert re.search(r'data-limit="stripe">.*concurrent.*1 / 5', page.text)
+    assert re.search(r'data-limit="sms">.*bucket.*/ 10.*1 s', page.text)
+    limits.concurrent("stripe", 5).release(token)

@@ -5,6 +5,7 @@
     ScheduledSet()   RetrySet()   DeadSet()   sorted sets: len, iterate, page, find, clear, retry_all
     ProcessSet()     live worker processes
     PeriodicSet()    periodic entries the live processes published: next_at, last_at, enqueue_now() (cron.py)
+    Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
@@ -15,7 +16,7 @@ allow for a reply is always `str` here, hence the casts.
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, TypedDict, cast
 
 import redis
@@ -24,6 +25,7 @@ from .. import config, scripts
 from .. import payload as payload_mod
 from ..keys import Keys
 from .cron import PeriodicEntry, PeriodicSet
+from .limits import Limit, Limits
 
 __all__ = [
     "Stats",
@@ -42,6 +44,9 @@ __all__ = [
     "redis_info",
     "entry_at",
     "queue_entry_near",
+    "release_unique_locks",
+    "Limits",
+    "Limit",
 ]
 
 WINDOW = 100
@@ -85,8 +90,11 @@ class Entry:
         return self.score
 
     def delete(self) -> bool:
-        """Remove this job; True if it was still there."""
-        return self.container.remove(self.raw)
+        """Remove this job, releasing its unique lock if it holds one; True if it was still there."""
+        removed = self.container.remove(self.raw)
+        if removed:
+            release_unique_locks([self.item])
+        return removed
 
     def retry(self) -> bool:
         """Push this job to the back of its queue now; True if it was still there."""
@@ -162,13 +170,14 @@ class Queue(_Paged):
         return False
 
     def clear(self) -> int:
-        """Delete every job in the queue; returns how many."""
+        """Delete every job in the queue, releasing the unique locks they hold; returns how many."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.llen(self.key)
+            pipe.lrange(self.key, 0, -1)
             pipe.delete(self.key)
             pipe.srem(self.keys.queues, self.name)
-            n, _, _ = pipe.execute()
-        return int(n)
+            raws, _, _ = pipe.execute()
+        release_unique_locks(Entry(raw, self).item for raw in raws)
+        return len(raws)
 
 
 class SortedSet(_Paged):
@@ -221,12 +230,13 @@ class SortedSet(_Paged):
             n += sum(1 for e in batch if e.retry())
 
     def clear(self) -> int:
-        """Delete every entry; returns how many."""
+        """Delete every entry, releasing the unique locks they hold; returns how many."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(self.key)
+            pipe.zrange(self.key, 0, -1)
             pipe.delete(self.key)
-            n, _ = pipe.execute()
-        return int(n)
+            raws, _ = pipe.execute()
+        release_unique_locks(Entry(raw, self).item for raw in raws)
+        return len(raws)
 
 
 class ScheduledSet(SortedSet):
@@ -245,6 +255,18 @@ class DeadSet(SortedSet):
     """Jobs out of retries, and payloads that could not be run."""
 
     key_name = "dead"
+
+
+def release_unique_locks(items: Iterable[dict[str, Any]]) -> int:
+    """Release the unique locks the given payloads hold (each only if it still holds that payload's jid)."""
+    client, keys = _client_and_keys()
+    locks = [(keys.unique(d), item.get("jid")) for item in items if (d := payload_mod.unique_lock(item))]
+    released = 0
+    release = scripts.register(client).unique_release
+    for start in range(0, len(locks), 1000):
+        chunk = locks[start : start + 1000]
+        released += int(release(keys=[k for k, _ in chunk], args=[str(j) for _, j in chunk], client=client))
+    return released
 
 
 class Process:

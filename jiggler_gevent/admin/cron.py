@@ -41,7 +41,9 @@ class PeriodicEntry:
     def enqueue_now(self) -> str:
         """Push the entry's job now, as the scheduler would (its `fire_at` is now); returns the jid. The schedule
         is not changed: the next fire time still enqueues it."""
-        return Client(self.cfg).push(build_payload(self.item, time.time()))
+        jid = Client(self.cfg).push(build_payload(self.item, time.time()))
+        assert jid is not None  # a periodic entry's payload carries no unique lock
+        return jid
 
     def as_dict(self) -> dict[str, Any]:
         """name, cron, tz, job, queue, next_at, last_at: what `gjiggler cron --json` prints for it."""

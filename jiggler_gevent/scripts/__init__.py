@@ -18,7 +18,11 @@ def _source(name: str) -> str:
 
 SOURCES = {
     name: _source(name)
-    for name in ("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire")
+    for name in (
+        *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
+        *("push_unique", "unique_release", "concurrent_acquire", "concurrent_release"),
+        *("window_acquire", "bucket_acquire"),
+    )
 }
 _ATTRIBUTE = "_jiggler_gevent_scripts"
 
@@ -35,6 +39,12 @@ class Scripts:
     move_one: Script
     cron_lease: Script
     cron_fire: Script
+    push_unique: Script
+    unique_release: Script
+    concurrent_acquire: Script
+    concurrent_release: Script
+    window_acquire: Script
+    bucket_acquire: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

@@ -32,12 +32,19 @@ PLAIN = (Disposition.ACK, Disposition.DROP)
 class Outcome:
     """What to write for one held payload (`raw`): its disposition and what, if anything, to store where."""
 
-    __slots__ = ("raw", "disposition", "new_raw", "where")
+    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid")
 
     def __init__(
         self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "", where: float | str = 0.0
     ) -> None:
         self.raw, self.disposition, self.new_raw, self.where = raw, disposition, new_raw, where
+        self.unlock = ""  # a unique job's lock key, released with this outcome if it still holds `jid`
+        self.jid = ""
+
+    def releasing(self, lock_key: str, jid: str) -> "Outcome":
+        """This outcome, also releasing the unique lock `lock_key` (if it still holds `jid`) in the same step."""
+        self.unlock, self.jid = lock_key, jid
+        return self
 
     @classmethod
     def retry(cls, raw: str, new_raw: str, at: float) -> "Outcome":
@@ -50,14 +57,20 @@ class Outcome:
         return cls(raw, Disposition.DEAD, new_raw, at)
 
     @classmethod
+    def reschedule(cls, raw: str, new_raw: str, at: float) -> "Outcome":
+        """Over a limit: `new_raw` to the scheduled set, due at unix time `at`."""
+        return cls(raw, Disposition.RESCHEDULE, new_raw, at)
+
+    @classmethod
     def requeue(cls, raw: str, new_raw: str, queue: str) -> "Outcome":
         """Not run: `new_raw` back to the front of `queue`."""
         return cls(raw, Disposition.REQUEUE, new_raw, queue)
 
     @property
     def plain(self) -> bool:
-        """True when nothing is stored: the payload is only removed (a job done, or dropped)."""
-        return self.disposition in PLAIN
+        """True when nothing is stored: the payload is only removed (a job done, or dropped), and no lock
+        released (the fetch script, which carries plain acknowledgements, releases none)."""
+        return self.disposition in PLAIN and not self.unlock
 
 
 def settle(
@@ -68,8 +81,9 @@ def settle(
         return 0
     args: list[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
     for o in outcomes:
-        args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where]
-    return int(script(keys=[working, keys.retry, keys.dead, keys.queues, keys.wake], args=args, client=client))
+        args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where, o.unlock, o.jid]
+    script_keys = [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule]
+    return int(script(keys=script_keys, args=args, client=client))
 
 
 def dedicated(client: redis.Redis) -> redis.Redis:

@@ -20,6 +20,7 @@ from ..options import WorkerOptions
 from ..periodic import entries as periodic_entries
 from .acker import Acker
 from .fetch import ReliableFetch
+from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
 from .manager import Manager
 from .monitor import Counters, Monitor, new_identity
 from .poller import Poller
@@ -34,9 +35,11 @@ log = logging.getLogger("jiggler_gevent.launcher")
 
 
 def server_chain(counters: Counters) -> middleware.Chain:
-    """Built-in middleware around the user's: counters and retry outermost, the job timer innermost."""
+    """Built-in middleware around the user's: counters and retry outermost, then the unique-at-start release and
+    the job's concurrency slot, the job timer innermost."""
     chain = middleware.Chain()
-    for entry in (counters, RetryMiddleware(), *middleware.server.entries, TimeoutMiddleware()):
+    guards = (UniqueStartMiddleware(), ConcurrencyMiddleware())
+    for entry in (counters, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
         chain.add(entry)
     return chain
 

@@ -24,7 +24,7 @@ import redis
 from .. import __version__, config
 from ..gevent_types import Greenlet
 from ..keys import Keys
-from ..middleware import JobContext, ServerMiddleware
+from ..middleware import Disposition, JobContext, ServerMiddleware
 from .recovery import Recovery
 from .scheduler import Table
 
@@ -48,7 +48,8 @@ class Counters(ServerMiddleware):
             self.failed += 1
 
     def after_process(self, ctx: JobContext) -> None:
-        self.count(ctx.exception is not None)
+        if ctx.disposition != Disposition.RESCHEDULE:  # over a limit: not run, put back
+            self.count(ctx.exception is not None)
 
     def take(self) -> "tuple[int, int]":
         """The counts since the last take, zeroed."""

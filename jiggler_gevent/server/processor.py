@@ -87,7 +87,8 @@ class Processor:
                 if self._interrupts:
                     self._raise_interrupt(ctx)  # asked for while the before-hooks ran (a hook may swallow it)
                 assert ctx.func is not None
-                ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
+                if ctx.exception is None:  # else a before-hook refused the run (e.g. a full concurrency limit)
+                    ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
             except GreenletExit as exc:
                 if self.stopping:
                     raise
@@ -145,7 +146,9 @@ class Processor:
 
     def _finish(self, ctx: JobContext) -> None:
         elapsed = time.time() - ctx.started_at
-        if ctx.exception is None:
+        if ctx.disposition == Disposition.RESCHEDULE:
+            log.info("over limit %s jid=%s: %s; rescheduled", ctx.name, ctx.jid, ctx.exception)
+        elif ctx.exception is None:
             log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed)
         else:
             exc = ctx.exception
@@ -164,15 +167,24 @@ class Processor:
 
     def _commit(self, ctx: JobContext) -> None:
         d = ctx.disposition
-        if d == Disposition.RETRY and ctx.retry_at is not None:
-            self.acker.add(Outcome.retry(ctx.raw, payload_mod.encode(ctx.payload), ctx.retry_at))
-        elif d in (Disposition.DEAD, Disposition.RETRY):
+        if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
+            make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
+            self.acker.add(make(ctx.raw, payload_mod.encode(ctx.payload), ctx.retry_at))  # a unique lock stays held
+        elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
-            self.acker.add(Outcome.dead(ctx.raw, payload_mod.encode(ctx.payload), time.time()))
+            self.acker.add(self._unlocking(ctx, Outcome.dead(ctx.raw, payload_mod.encode(ctx.payload), time.time())))
             middleware.notify_death(ctx.payload, ctx.exception)
         else:
-            self.acker.add(Outcome(ctx.raw, Disposition.DROP if d == Disposition.DROP else Disposition.ACK))
+            outcome = Outcome(ctx.raw, Disposition.DROP if d == Disposition.DROP else Disposition.ACK)
+            self.acker.add(self._unlocking(ctx, outcome))
+
+    def _unlocking(self, ctx: JobContext, outcome: Outcome) -> Outcome:
+        """The outcome of a job that ended for good, releasing its unique lock in the same settle step."""
+        digest = payload_mod.unique_lock(ctx.payload)
+        if digest is None or ctx.payload.get("unique_until") == "start":  # released when it started
+            return outcome
+        return outcome.releasing(self.acker.keys.unique(digest), ctx.jid)
 
     def _bury_unrunnable(self, raw: str, error: str) -> None:
         entry = payload_mod.salvage(raw, error)

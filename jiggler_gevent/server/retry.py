@@ -1,4 +1,6 @@
-"""What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped.
+"""What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped; and to
+a job that met a full limiter (limits.OverLimit): back to the scheduled set, without using a retry, for its
+first MAX_RESCHEDULES times (delay: limits.reschedule_delay), then failed like any exception.
 
 RetryMiddleware only decides (sets `ctx.disposition` and updates the payload); the Processor writes
 the decision through the Acker, in the same script call that settles the failed run.
@@ -10,6 +12,7 @@ import traceback
 from collections.abc import Callable
 
 from ..config import DEFAULT_RETRIES
+from ..limits import MAX_RESCHEDULES, OverLimit, reschedule_delay
 from ..middleware import Disposition, JobContext, ServerMiddleware
 
 BACKTRACE_LINES = 20
@@ -42,6 +45,8 @@ class RetryMiddleware(ServerMiddleware):
         if ctx.exception is None:
             return
         now = self.clock()
+        if isinstance(ctx.exception, OverLimit) and self._reschedule(ctx, now):
+            return
         record_error(ctx, ctx.exception, now)
         p = ctx.payload
         count = p["retry_count"] + 1 if isinstance(p.get("retry_count"), int) else 0
@@ -55,3 +60,15 @@ class RetryMiddleware(ServerMiddleware):
             if count:
                 p["retry_count"] = count
             ctx.disposition = Disposition.DEAD if p.get("dead", True) is not False else Disposition.DROP
+
+    def _reschedule(self, ctx: JobContext, now: float) -> bool:
+        """Put a job over a limit back in the scheduled set; False once it has been put back MAX_RESCHEDULES times."""
+        p = ctx.payload
+        k = p.get("reschedules", 0)
+        k = k if isinstance(k, int) and not isinstance(k, bool) and k >= 0 else 0
+        if k >= MAX_RESCHEDULES:
+            return False
+        p["reschedules"] = k + 1
+        ctx.disposition = Disposition.RESCHEDULE
+        ctx.retry_at = now + reschedule_delay(k, self.rand)
+        return True

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import redis
 
-from . import cron, pages, sets
+from . import cron, limits, pages, sets
 from .html import Safe, render
 from .http import Csrf, Request, Response
 from .layout import View
@@ -81,6 +81,7 @@ class Dashboard:
             "/busy": ("Busy", pages.busy),
             "/queues": ("Queues", pages.queues),
             cron.PATH: ("Cron", cron.page),
+            limits.PATH: ("Limits", limits.page),
         }
         if path in simple:
             title, fn = simple[path]

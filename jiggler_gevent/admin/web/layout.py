@@ -20,6 +20,7 @@ SECTIONS: list[tuple[str, str, str | None]] = [
     ("/retries", "Retries", "retry_size"),
     ("/dead", "Dead", "dead_size"),
     ("/cron", "Cron", None),
+    ("/limits", "Limits", None),
 ]
 
 # ?flash=CODE&n=N after an action: fixed texts, so nothing from the URL is echoed but a number.

@@ -1,0 +1,76 @@
+"""Limits, Limit: the limiters used on the namespace (each records itself in NS:limits when first used), with
+how much of each is in use now, read on Redis' clock. Re-exported by api.py."""
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+from .. import config
+from ..limits import describe
+
+FIELDS = ("name", "kind", "size", "per", "in_use")
+
+
+class Limit:
+    """One limiter: `name`, `kind` ("concurrent", "window", "bucket"), `size`, `per` (seconds; 0 for
+    concurrent) and `in_use` (holders now, or acquisitions in the current window or interval)."""
+
+    def __init__(self, name: str, kind: str, size: int, per: float, in_use: int) -> None:
+        self.name, self.kind, self.size, self.per, self.in_use = name, kind, size, per, in_use
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields above, as `gjiggler limits --json` prints them."""
+        return {f: getattr(self, f) for f in FIELDS}
+
+    def __repr__(self) -> str:
+        return f"<Limit {self.kind} {self.name!r} {self.in_use}/{self.size}>"
+
+
+class Limits:
+    """Every limiter on the namespace, by name."""
+
+    def __init__(self) -> None:
+        cfg = config.current()
+        self.redis, self.keys = config.redis_client(cfg.url), cfg.keys
+
+    def _load(self) -> list[Limit]:
+        table = cast("dict[str, str]", self.redis.hgetall(self.keys.limits))
+        names = sorted(table)
+        seconds, micros = self.redis.time()
+        now = seconds + micros / 1e6
+        found = [(name, describe(table[name])) for name in names]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name, d in found:
+                self._queue_count(pipe, name, d, now)
+            replies = pipe.execute()
+        return [
+            Limit(name, str(d.get("kind", "?")), int(d.get("size", 0)), float(d.get("per", 0)), _in_use(d, r, now))
+            for (name, d), r in zip(found, replies, strict=True)
+        ]
+
+    def _queue_count(self, pipe: Any, name: str, d: dict[str, Any], now: float) -> None:
+        key = self.keys.limit(name)
+        if d.get("kind") == "concurrent":
+            pipe.zcount(key, f"({now * 1000:.0f}", "+inf")
+        elif d.get("kind") == "window":
+            pipe.zcount(key, f"({(now - float(d.get('per', 0))) * 1e6:.0f}", "+inf")
+        else:
+            pipe.hmget(key, "interval", "count")
+
+    def __iter__(self) -> Iterator[Limit]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def get(self, name: str) -> Limit | None:
+        """The limiter named `name`, or None."""
+        return next((x for x in self._load() if x.name == name), None)
+
+
+def _in_use(d: dict[str, Any], reply: Any, now: float) -> int:
+    if d.get("kind") != "bucket":
+        return int(reply)
+    interval, count = reply
+    per_ms = float(d.get("per", 0)) * 1000
+    current = int(now * 1000 // per_ms) if per_ms > 0 else None
+    return int(count or 0) if interval is not None and current is not None and int(interval) == current else 0

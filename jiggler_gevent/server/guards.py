@@ -1,0 +1,86 @@
+"""Server middleware that guard a job's start: `@job(concurrency=N)` and `unique_until="start"`.
+
+ConcurrencyMiddleware takes a slot of a `concurrent` limiter named after the job before the job runs and gives
+it back after. When the limiter is full it refuses the run with limits.OverLimit (it sets `ctx.exception`, so
+the job function is not called), and RetryMiddleware reschedules the job as for any OverLimit. Slots are
+taken with a lock timeout of SLOT_TIMEOUT and renewed every third of it while the job runs, so a job may run
+for longer, and a worker that is SIGKILLed frees its slots within SLOT_TIMEOUT.
+
+UniqueStartMiddleware releases the unique lock of a job with `unique_until="start"` as it starts.
+"""
+
+import logging
+
+import gevent
+
+from .. import config, limits, scripts
+from .. import payload as payload_mod
+from ..gevent_types import Greenlet
+from ..job import lookup
+from ..middleware import JobContext, ServerMiddleware
+
+log = logging.getLogger("jiggler_gevent.guards")
+
+SLOT_TIMEOUT = 60.0
+
+
+def job_limiter_name(job_name: str) -> str:
+    """The name of the `concurrent` limiter of a job with `concurrency=N`: its wire name, ':' made '.'."""
+    return job_name.replace(":", ".")[: limits.MAX_NAME]
+
+
+class ConcurrencyMiddleware(ServerMiddleware):
+    """At most N of a job with `concurrency=N` run at once across every worker on the namespace."""
+
+    def __init__(self) -> None:
+        self.limiters: dict[str, limits.Concurrent] = {}
+        self.held: dict[int, tuple[limits.Concurrent, str]] = {}  # by id() of the JobContext
+        self.renewer: Greenlet | None = None
+
+    def _limiter(self, name: str, size: int) -> limits.Concurrent:
+        limiter = self.limiters.get(name)
+        if limiter is None or limiter.size != size:
+            limiter = self.limiters[name] = limits.concurrent(job_limiter_name(name), size, lock_timeout=SLOT_TIMEOUT)
+        return limiter
+
+    def before_process(self, ctx: JobContext) -> None:
+        func = lookup(ctx.name)
+        if func is None or func.concurrency is None:
+            return
+        limiter = self._limiter(ctx.name, func.concurrency)
+        try:
+            token = limiter.acquire(wait_timeout=0)
+        except Exception as exc:  # OverLimit is rescheduled; a Redis error fails the job (retried), never unlimited
+            ctx.exception = exc
+            return
+        self.held[id(ctx)] = (limiter, token)
+        if self.renewer is None:
+            self.renewer = gevent.spawn(self._renew_forever)
+
+    def after_process(self, ctx: JobContext) -> None:
+        held = self.held.pop(id(ctx), None)
+        if held is not None:
+            limiter, token = held
+            limiter.release(token)
+
+    def _renew_forever(self) -> None:
+        while True:
+            gevent.sleep(SLOT_TIMEOUT / 3)
+            for limiter, token in list(self.held.values()):
+                try:
+                    if not limiter.renew(token):
+                        log.warning("%r: the slot of a running job had expired and the limiter is full", limiter)
+                except Exception:
+                    log.exception("could not renew a slot of %r", limiter)
+
+
+class UniqueStartMiddleware(ServerMiddleware):
+    """Releases the unique lock of a job with `unique_until="start"` when it starts (if it still holds its jid)."""
+
+    def before_process(self, ctx: JobContext) -> None:
+        digest = payload_mod.unique_lock(ctx.payload)
+        if digest is None or ctx.payload.get("unique_until") != "start":
+            return
+        cfg = config.current()
+        client = config.redis_client(cfg.url)
+        scripts.register(client).unique_release(keys=[cfg.keys.unique(digest)], args=[ctx.jid], client=client)

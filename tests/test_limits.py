@@ -1,0 +1,187 @@
+"""Limiters across real worker processes, OverLimit rescheduling, `@job(concurrency=N)`, api.Limits, bad input."""
+
+import json
+import signal
+import time
+
+import pytest
+
+from jiggler_gevent import api, limits
+from jiggler_gevent import payload as payload_mod
+from jiggler_gevent.server.retry import RetryMiddleware
+from tests import limit_jobs
+from tests.conftest import wait_for
+
+LOAD = ("-r", "tests.limit_jobs")
+
+
+def test_concurrent_never_has_more_than_n_holders_across_4_processes(ns, r, tkey, start_worker):
+    key = tkey("x")
+    limit_jobs.hold_x.enqueue_bulk([(key, 0.05)] * 400)
+    workers = [start_worker(*LOAD, "-c", "10") for _ in range(4)]
+    wait_for(lambda: int(r.get(key + ":done") or 0) == 400, 60, "400 holds")
+    assert int(r.get(key + ":max")) == 3
+    assert r.zcard(ns.keys.limit("x")) == 0  # every holder released at once
+    for w in workers:
+        assert w.stop() == 0
+
+
+def test_window_never_admits_more_than_n_in_any_window(ns, r, tkey, start_worker):
+    key = tkey("w")
+    limit_jobs.window_start.enqueue_bulk([(key,)] * 130)
+    for _ in range(4):
+        start_worker(*LOAD, "-c", "20")
+    wait_for(lambda: r.llen(key) == 130, 30, "130 starts")
+    starts = sorted(float(t) for t in r.lrange(key, 0, -1))
+    # The limiter counts on Redis' clock, the jobs record on theirs a moment later: 20 ms of slack either way.
+    most = max(sum(1 for t in starts[i:] if t < s + 2 - 0.02) for i, s in enumerate(starts))
+    assert most <= 50
+    assert starts[-1] - starts[0] >= 4  # 130 at 50 per 2 s: three windows at least
+
+
+def test_a_killed_holder_frees_its_slot_after_lock_timeout(ns, r, tkey, start_worker):
+    key = tkey("k")
+    w = start_worker(*LOAD, "-c", "2")
+    limit_jobs.hold_and_report.enqueue(key, 3)
+    held_at = float(wait_for(lambda: r.lindex(key, 0), 20, "the slot taken"))
+    w.signal(signal.SIGKILL)
+    w.proc.wait(10)
+    limiter = limits.concurrent("k", 1, lock_timeout=3)
+    with pytest.raises(limits.OverLimit):
+        limiter.acquire(wait_timeout=max(0.0, held_at + 2.5 - time.time()))
+    token = limiter.acquire(wait_timeout=5)  # wakes when the dead holder's expiry passes
+    freed = time.time()
+    assert held_at + 2.9 <= freed <= held_at + 4
+    limiter.release(token)
+
+
+def test_waiters_wake_promptly_when_a_slot_is_released(ns):
+    limiter = limits.concurrent("prompt", 1, wait_timeout=5)
+    token = limiter.acquire()
+    import threading
+
+    woke = []
+    t = threading.Thread(target=lambda: woke.append((limiter.acquire(), time.monotonic())))
+    t.start()
+    time.sleep(0.3)
+    released = time.monotonic()
+    limiter.release(token)
+    t.join(5)
+    assert woke and woke[0][1] - released < 0.2
+
+
+def test_bucket_admits_n_per_whole_interval(ns, r):
+    b = limits.bucket("b", 3, per=1)
+    wait_for(lambda: (time.time() % 1) < 0.5, 2, "the first half of a second")  # the 3 below fall in one interval
+    for _ in range(3):
+        b.acquire()
+    with pytest.raises(limits.OverLimit):
+        b.acquire()
+    started = time.monotonic()
+    b.acquire(wait_timeout=2)  # the next interval
+    assert time.monotonic() - started < 1.1
+
+
+def test_over_limit_reschedules_without_using_a_retry(ns, r, tkey, start_worker):
+    key = tkey("over")
+    start_worker(*LOAD, "-c", "2", "--poll-interval", "0.2")
+    limit_jobs.over_limit.enqueue(key)
+    wait_for(lambda: r.zcard(ns.keys.schedule) == 1, 20, "the job rescheduled")
+    ((raw, due),) = r.zrange(ns.keys.schedule, 0, -1, withscores=True)
+    p = json.loads(raw)
+    assert p["reschedules"] == 1 and "retry_count" not in p and "error_class" not in p
+    assert 2 <= due - time.time() <= 3.1
+    assert r.zcard(ns.keys.retry) == 0 and r.zcard(ns.keys.dead) == 0
+    wait_for(lambda: r.llen(key) == 2, 10, "the second run")
+    wait_for(
+        lambda: r.zcard(ns.keys.schedule) == 1 and json.loads(r.zrange(ns.keys.schedule, 0, 0)[0])["reschedules"] == 2,
+        10,
+        "a second reschedule",
+    )
+
+
+def test_the_21st_over_limit_fails_the_job(ns, r, tkey, start_worker):
+    key = tkey("over21")
+    p = payload_mod.build(limit_jobs.over_limit.name, [key], retries=0)
+    p["reschedules"] = limits.MAX_RESCHEDULES
+    r.lpush(ns.keys.queue("default"), payload_mod.encode(p))
+    start_worker(*LOAD, "-c", "2")
+    wait_for(lambda: r.zcard(ns.keys.dead) == 1, 20, "the job dead")
+    dead = json.loads(r.zrange(ns.keys.dead, 0, 0)[0])
+    assert dead["error_class"] == "OverLimit" and dead["reschedules"] == limits.MAX_RESCHEDULES
+    assert r.zcard(ns.keys.schedule) == 0
+
+
+def test_reschedule_delay_grows_to_five_minutes():
+    delays = [limits.reschedule_delay(k) for k in range(limits.MAX_RESCHEDULES)]
+    assert 2 <= delays[0] <= 3 and 3.2 <= delays[1] <= 4.2
+    assert all(a < b or b == 300 for a, b in zip(delays, delays[1:], strict=False))
+    assert delays[-1] == 300
+
+
+def test_job_concurrency_runs_at_most_n_at_once(ns, r, tkey, start_worker):
+    key = tkey("two")
+    limit_jobs.two_at_once.enqueue_bulk([(key, 0.3)] * 6)
+    for _ in range(2):
+        start_worker(*LOAD, "-c", "5", "--poll-interval", "0.2")
+    wait_for(lambda: int(r.get(key + ":done") or 0) == 6, 60, "6 runs")
+    assert int(r.get(key + ":max")) == 2
+    limit = api.Limits().get(limit_jobs.two_at_once.name)
+    assert limit is not None and (limit.kind, limit.size, limit.in_use) == ("concurrent", 2, 0)
+    assert r.zcard(ns.keys.retry) == 0 and r.zcard(ns.keys.dead) == 0
+
+
+def test_api_limits_lists_every_limiter_with_its_use(ns):
+    c = limits.concurrent("c1", 4)
+    token = c.acquire()
+    w = limits.window("w1", 10, per=60)
+    w.acquire()
+    w.acquire()
+    limits.bucket("b1", 5, per=3600).acquire()
+    rows = {x.name: x.as_dict() for x in api.Limits()}
+    assert rows == {
+        "b1": {"name": "b1", "kind": "bucket", "size": 5, "per": 3600.0, "in_use": 1},
+        "c1": {"name": "c1", "kind": "concurrent", "size": 4, "per": 0.0, "in_use": 1},
+        "w1": {"name": "w1", "kind": "window", "size": 10, "per": 60.0, "in_use": 2},
+    }
+    c.release(token)
+    assert api.Limits().get("c1").in_use == 0
+
+
+def test_a_limiter_works_as_a_context_manager_outside_jobs(ns, r):
+    limiter = limits.concurrent("ctx", 1)
+    with limiter:
+        assert r.zcard(ns.keys.limit("ctx")) == 1
+        with pytest.raises(limits.OverLimit):
+            with limiter:
+                pass
+    assert r.zcard(ns.keys.limit("ctx")) == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: limits.concurrent("a", 0),
+        lambda: limits.concurrent("a", 1, lock_timeout=0),
+        lambda: limits.concurrent("a", 1, wait_timeout=-1),
+        lambda: limits.window("a", 1, per=-1),
+        lambda: limits.bucket("a", 1, per=0),
+        lambda: limits.window("a:b", 1, per=1),
+        lambda: limits.bucket("", 1, per=1),
+        lambda: limits.concurrent("a" * 201, 1),
+        lambda: limits.concurrent("a", True),
+    ],
+)
+def test_bad_limiter_input_raises_value_error(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_retry_middleware_counts_reschedules_separately():
+    from jiggler_gevent.middleware import Disposition, JobContext
+
+    ctx = JobContext({"name": "j", "retries": 0}, "{}")
+    ctx.exception = limits.OverLimit("x", "window", 0)
+    RetryMiddleware(clock=lambda: 1000.0).after_process(ctx)
+    assert ctx.disposition == Disposition.RESCHEDULE and 1002 <= ctx.retry_at <= 1003
+    assert ctx.payload == {"name": "j", "retries": 0, "reschedules": 1}
