@@ -1,8 +1,9 @@
 """What every system's task module shares: settings from the environment, the workloads, and `done()`.
 
-The harness (run.py) sets the environment; each system's worker imports its task module, whose one task
-calls `run(workload)`: the workload, then an INCR of DONE_KEY that the harness polls. Nothing here opens
-a socket at import time, so a worker can still patch gevent after importing it.
+The harness (run.py) sets the environment; each system's worker imports its task module, whose task calls
+`run(workload)`: the workload, then an INCR of DONE_KEY that the harness polls. The latency rows' probe task
+calls `probe(enqueued)` instead. Nothing here opens a socket at import time, so a worker can still patch
+gevent after importing it.
 """
 
 import os
@@ -17,6 +18,10 @@ PG_DSN = os.environ.get("BENCH_PG_DSN", "host=127.0.0.1 port=5432 user=postgres 
 FILE = os.environ.get("BENCH_FILE", "/tmp/jiggler-bench-lines.txt")
 QUEUE = "bench"
 DONE_KEY = "bench:done"
+LATENCY_KEY = "bench:latency"  # a probe job's first act: RPUSH of (start - enqueued) seconds
+WARMUP_KEY = "bench:warmup"  # the same for the warm-up probes (enqueued 0), pushed before the pacing starts
+LATENCY_QUEUES = ("mail", "low", "default")  # the latency rows' three queues, in the worker's order
+CHUNK = 1000  # jobs per call of a bulk API
 SLEEP = 0.2  # the sleep workload; the HTTP server answers after the same
 PG_SLEEP = 0.1
 FIB_N = 25
@@ -43,14 +48,16 @@ def done() -> None:
 
 
 def noop() -> None:
-    pass
+    """Nothing: the job is only its INCR."""
 
 
 def sleep() -> None:
+    """Wait 0.2 s (time.sleep: cooperative wherever gevent has patched it)."""
     time.sleep(SLEEP)
 
 
 def http() -> None:
+    """GET the harness's local server (answers after 0.2 s) on a keep-alive session."""
     global _session
     if _session is None:
         import requests
@@ -93,11 +100,13 @@ def pg() -> None:
 
 
 def append_line() -> None:
+    """Append one line to the benchmark's file."""
     with open(FILE, "a") as f:
         f.write(f"{os.getpid()} {time.time()}\n")
 
 
 def fib(n: int = FIB_N) -> int:
+    """Pure-Python recursive Fibonacci: CPU only."""
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
@@ -116,6 +125,13 @@ def run(workload: str) -> None:
     """One job of the benchmark: the workload, then done()."""
     WORKLOADS[workload]()
     done()
+
+
+def probe(enqueued: float) -> None:
+    """A latency probe job: its first act records how long it waited since `enqueued` (the enqueuer's time.time(),
+    or 0 for a warm-up)."""
+    start = time.time()
+    redis_client().rpush(LATENCY_KEY if enqueued > 0 else WARMUP_KEY, start - enqueued)
 
 
 def bin_path(script: str) -> str:

@@ -5,7 +5,9 @@ for the benchmark (never the Redis on 6379). For each run: flush Redis, push the
 format (a subprocess), start the worker, and time from its start until the last job's INCR of the done
 counter is seen (not until the queue is empty). Peak RSS and CPU are summed over the worker's whole
 process tree; Redis commands per job come from INFO commandstats (the harness's own polls subtracted).
-The table goes to stdout and to benchmarks/results/ (git-ignored), with each worker's log.
+The enqueue-throughput and latency rows are client_rows.py's. The tables go to stdout and to
+benchmarks/results/ (git-ignored), with each worker's log. Every process started is killed at the end, also
+on Ctrl-C; each system's module (benchmarks/sys_<name>.py) gives its worker's and enqueuer's command lines.
 """
 
 import argparse
@@ -15,11 +17,9 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,16 +28,14 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import common
+from benchmarks import client_rows, common, procs
 from jiggler_gevent.demo import local_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SYSTEMS = ["jiggler", "floor", "celery", "dramatiq", "huey", "rq"]
+SYSTEMS = ["jiggler", "floor", "celery", "dramatiq", "huey", "rq", "sidekiq", "sidekiq-yjit"]
 PEERS = ["celery", "dramatiq", "huey", "rq"]
 PACKAGES = {"jiggler": "jiggler_gevent", "celery": "celery", "dramatiq": "dramatiq", "huey": "huey", "rq": "rq"}
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -101,85 +99,11 @@ class Result:
         return (self.jobs - 1) / span if self.status == "ok" and span > 0 else 0.0
 
 
-# --- the worker's process tree ------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is the state, 1 the parent pid)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every descendant (also those that left its process group, as RQ's do)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-class TreeSampler(threading.Thread):
-    """Samples the RSS and CPU time of a process tree until stopped; keeps the peak RSS."""
-
-    def __init__(self, root: int, interval: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.root, self.interval = root, interval
-        self.peak_rss = 0
-        self.cpu: dict[int, float] = {}
-        self.pids: list[int] = [root]
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        n = 0
-        while not self.halt.is_set():
-            self.sample(refresh=n % 5 == 0)
-            n += 1
-            self.halt.wait(self.interval)
-
-    def sample(self, refresh: bool = True) -> None:
-        if refresh:
-            self.pids = process_tree(self.root)
-        rss = 0
-        for pid in self.pids:
-            fields = _stat(pid)
-            if fields and fields[0] != "Z":
-                rss += int(fields[21]) * PAGE
-                self.cpu[pid] = max(self.cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / TICK)
-        self.peak_rss = max(self.peak_rss, rss)
-
-    def stop(self) -> float:
-        """Stop sampling; returns the CPU seconds used by the tree."""
-        self.halt.set()
-        self.join()
-        self.sample()
-        return sum(self.cpu.values())
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the worker and all its descendants (the measurement is over; nothing needs to be clean)."""
-    for pid in reversed(process_tree(proc.pid)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(30)
-
-
 # --- services -----------------------------------------------------------------------------------------
 
 
 def wait_for_port(port: int, deadline: float = 10.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:port (RuntimeError after `deadline` seconds)."""
     end = time.monotonic() + deadline
     while True:
         try:
@@ -192,6 +116,7 @@ def wait_for_port(port: int, deadline: float = 10.0) -> None:
 
 
 def start_http() -> "tuple[str, subprocess.Popen]":
+    """The local HTTP server of the http rows (answers every GET after 0.2 s): its URL and process."""
     port = local_redis.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.slow_http", str(port), str(common.SLEEP)],
@@ -225,21 +150,16 @@ def prepare_postgres(dsn: str) -> str | None:
 
 
 def max_concurrency(system: str) -> int | None:
-    return getattr(_module(system), "MAX_CONCURRENCY", None)
-
-
-def _module(system: str):  # type: ignore[no-untyped-def]
-    import importlib
-
-    return importlib.import_module(f"benchmarks.sys_{system}")
+    """The most slots the system's worker can be given here (None: no cap)."""
+    return getattr(procs.system_module(system), "MAX_CONCURRENCY", None)
 
 
 def skip_reason(system: str, row: Row, pg_problem: str | None) -> str | None:
-    try:
-        mod = _module(system)
-    except ImportError as exc:
-        return f"cannot import ({exc}): pip install -e '.[bench]'"
-    if row.processes > 1 and not mod.MULTI_PROCESS:
+    """Why the system cannot run the row, or None."""
+    problem = procs.system_problem(system, row.workload)
+    if problem:
+        return problem
+    if row.processes > 1 and not procs.system_module(system).MULTI_PROCESS:
         return "one process only in its gevent mode"
     cap = max_concurrency(system)
     if cap is not None and row.concurrency > cap:
@@ -250,13 +170,14 @@ def skip_reason(system: str, row: Row, pg_problem: str | None) -> str | None:
 
 
 def run_one(system: str, row: Row, jobs: int, env: dict[str, str], client: redis.Redis) -> Result:
+    """One throughput run: push the jobs, start the worker, time it until the last job's INCR is seen."""
     result = Result(row.id, system, jobs)
-    mod = _module(system)
+    mod = procs.system_module(system)
     client.flushall()
     if os.path.exists(common.FILE):
         os.unlink(common.FILE)
     pushed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.enqueue", system, row.workload, str(jobs)],
+        procs.enqueuer_command(system, ["preload", row.workload, str(jobs)]),
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -280,7 +201,7 @@ def run_one(system: str, row: Row, jobs: int, env: dict[str, str], client: redis
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        sampler = TreeSampler(proc.pid)
+        sampler = procs.TreeSampler(proc.pid)
         sampler.start()
         try:
             while True:
@@ -302,7 +223,7 @@ def run_one(system: str, row: Row, jobs: int, env: dict[str, str], client: redis
         finally:
             result.cpu_s = sampler.stop()
             result.peak_rss = sampler.peak_rss
-            kill_tree(proc)
+            procs.kill_tree(proc)
     stats = client.info("commandstats")
     result.redis_cmds = max(0, sum(v["calls"] for v in stats.values()) - polls)
     return result
@@ -312,6 +233,7 @@ def run_one(system: str, row: Row, jobs: int, env: dict[str, str], client: redis
 
 
 def table(rows: Sequence[Row], results: list[Result]) -> str:
+    """The throughput table: one line per row and system."""
     lines = [
         "| row | system | jobs | conc. | total s | first done s | jobs/s | after 1st | vs best peer | ceiling/s "
         "| of ceiling | peak RSS MiB | CPU ms/job | Redis cmds/job |",
@@ -337,7 +259,8 @@ def table(rows: Sequence[Row], results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def header(quick: bool) -> str:
+def header(quick: bool, systems: Sequence[str]) -> str:
+    """The report's first lines: date, machine, load and every system's version."""
     versions = []
     for system, package in PACKAGES.items():
         try:
@@ -346,6 +269,8 @@ def header(quick: bool) -> str:
             versions.append(f"{system} {getattr(__import__(package), '__version__', '?')}")
     for package in ("gevent", "redis"):
         versions.append(f"{package} {metadata.version(package)}")
+    if any(s.startswith("sidekiq") for s in systems) and not procs.system_problem("sidekiq"):
+        versions.append(procs.system_module("sidekiq").version())
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"jiggler_gevent benchmark, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
@@ -356,11 +281,11 @@ def header(quick: bool) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="Small job counts (the whole table in a few minutes).")
-    p.add_argument(
-        "--only", nargs="+", metavar="ROW", help=f"Rows to run, by id or workload: {', '.join(r.id for r in ROWS)}."
-    )
+    ids = dict.fromkeys([r.id for r in ROWS] + [name for r in client_rows.ROWS for name in (r.group, r.id)])
+    p.add_argument("--only", nargs="+", metavar="ROW", help=f"Rows to run, by id, workload or group: {', '.join(ids)}.")
     p.add_argument(
         "--systems",
         nargs="+",
@@ -369,18 +294,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=SYSTEMS,
         help=f"Systems to run (default: all): {', '.join(SYSTEMS)}.",
     )
-    p.add_argument("--jobs", type=int, help="Override every selected row's job count.")
+    p.add_argument("--jobs", type=int, help="Override every selected throughput or enqueue row's job count.")
     return p.parse_args(argv)
 
 
-def select_rows(only: Sequence[str] | None) -> list[Row]:
+def select_rows(only: Sequence[str] | None) -> tuple[list[Row], list[client_rows.EnqueueRow | client_rows.LatencyRow]]:
+    """The throughput rows and the client-side rows named by `only` (every row when it is not given)."""
     if not only:
-        return list(ROWS)
+        return list(ROWS), list(client_rows.ROWS)
     rows = [r for r in ROWS if r.id in only or r.workload in only]
-    unknown = set(only) - {r.id for r in rows} - {r.workload for r in rows}
+    unknown = set(only) - {r.id for r in rows} - {r.workload for r in rows} - client_rows.names()
     if unknown:
-        raise SystemExit(f"unknown row(s): {', '.join(sorted(unknown))}; rows: {', '.join(r.id for r in ROWS)}")
-    return rows
+        raise SystemExit(f"unknown row(s): {', '.join(sorted(unknown))}; see --help")
+    return rows, client_rows.select(only)
 
 
 def compile_sources() -> None:
@@ -390,11 +316,8 @@ def compile_sources() -> None:
         compileall.compile_dir(str(ROOT / folder), quiet=1)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    rows = select_rows(args.only)
-    compile_sources()
-    url, stop_redis = local_redis.start_private()
+def bench_env(url: str) -> dict[str, str]:
+    """The environment of every process the harness starts; also set in this process (common, os.environ)."""
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
@@ -405,41 +328,99 @@ def main(argv: Sequence[str] | None = None) -> None:
         env.pop(name, None)
     os.environ.update(BENCH_REDIS_URL=url, BENCH_FILE=env["BENCH_FILE"])
     common.REDIS_URL, common.FILE = url, env["BENCH_FILE"]
+    return env
+
+
+def run_throughput(
+    rows: Sequence[Row], args: argparse.Namespace, env: dict[str, str], client: redis.Redis, pg_problem: str | None
+) -> list[Result]:
+    """Every system on every throughput row."""
+    results: list[Result] = []
+    for row in rows:
+        jobs = args.jobs or (row.quick_jobs if args.quick else row.jobs)
+        for system in args.systems:
+            reason = skip_reason(system, row, pg_problem)
+            if reason:
+                results.append(Result(row.id, system, jobs, status=f"skipped: {reason}"))
+                continue
+            r = run_one(system, row, jobs, env, client)
+            results.append(r)
+            print(
+                f"{row.id:12} {system:12} {r.status if r.status != 'ok' else f'{r.rate:10,.0f} jobs/s'}"
+                f"  ({r.total_s:.2f}s, first {r.first_s:.2f}s, peak {r.peak_rss / 2**20:.0f} MiB)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def run_client_rows(
+    rows: Sequence[client_rows.EnqueueRow | client_rows.LatencyRow],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    client: redis.Redis,
+) -> list[client_rows.ClientResult]:
+    """Every system on every enqueue and latency row."""
+    results: list[client_rows.ClientResult] = []
+    seconds = client_rows.QUICK_SECONDS if args.quick else client_rows.SECONDS
+    for row in rows:
+        for system in args.systems:
+            reason = client_rows.skip_reason(system, row)
+            if reason:
+                r = client_rows.ClientResult(row.id, system, f"skipped: {reason}")
+            elif isinstance(row, client_rows.EnqueueRow):
+                jobs = args.jobs or (row.quick_jobs if args.quick else row.jobs)
+                r = client_rows.run_enqueue(system, row, jobs, env, client)
+            else:
+                r = client_rows.run_latency(system, row, seconds, env, client, RESULTS / "logs")
+            results.append(r)
+            summary = (
+                f"{r.rate:10,.0f} jobs/s"
+                if isinstance(row, client_rows.EnqueueRow)
+                else (f"{r.done}/{r.jobs} ran, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms")
+            )
+            print(f"{row.id:16} {system:12} {r.status if r.status != 'ok' else summary}", file=sys.stderr, flush=True)
+    return results
+
+
+def write_report(report: str, quick: bool, results: list[Result], extra: list[client_rows.ClientResult]) -> None:
+    """The report and the raw results to benchmarks/results/ (latest.md is the last one)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
+    (RESULTS / f"{stamp}.md").write_text(report)
+    raw = {"throughput": [asdict(r) for r in results], "client": [asdict(r) for r in extra]}
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(raw, indent=1))
+    shutil.copyfile(RESULTS / f"{stamp}.md", RESULTS / "latest.md")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the selected rows on the selected systems and write the report; stop everything started, always."""
+    args = parse_args(argv)
+    rows, extra_rows = select_rows(args.only)
+    top = header(args.quick, args.systems)
+    compile_sources()
+    url, stop_redis = local_redis.start_private()
+    env = bench_env(url)
     http_proc = None
     if any(r.workload == "http" for r in rows):
         env["BENCH_HTTP_URL"], http_proc = start_http()
     pg_problem = prepare_postgres(common.PG_DSN) if any(r.workload == "pg" for r in rows) else None
     client = redis.Redis.from_url(url)
-    results: list[Result] = []
     try:
-        for row in rows:
-            jobs = args.jobs or (row.quick_jobs if args.quick else row.jobs)
-            for system in args.systems:
-                reason = skip_reason(system, row, pg_problem)
-                if reason:
-                    results.append(Result(row.id, system, jobs, status=f"skipped: {reason}"))
-                    continue
-                r = run_one(system, row, jobs, env, client)
-                results.append(r)
-                print(
-                    f"{row.id:12} {system:9} {r.status if r.status != 'ok' else f'{r.rate:10,.0f} jobs/s'}"
-                    f"  ({r.total_s:.2f}s, first {r.first_s:.2f}s, peak {r.peak_rss / 2**20:.0f} MiB)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        results = run_throughput(rows, args, env, client, pg_problem)
+        extra = run_client_rows(extra_rows, args, env, client)
     finally:
         if http_proc is not None:
             http_proc.kill()
         stop_redis()
         if os.path.exists(common.FILE):
             os.unlink(common.FILE)
-    report = header(args.quick) + "\n" + table(rows, results) + "\n"
+    parts = [table(rows, results)] if rows else []
+    if extra_rows:
+        parts.append(client_rows.tables(extra_rows, args.systems, extra))
+    report = top + "\n" + "\n\n".join(parts) + "\n"
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
-    (RESULTS / f"{stamp}.md").write_text(report)
-    (RESULTS / f"{stamp}.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    shutil.copyfile(RESULTS / f"{stamp}.md", RESULTS / "latest.md")
+    write_report(report, args.quick, results, extra)
 
 
 if __name__ == "__main__":
