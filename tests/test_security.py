@@ -103,7 +103,9 @@ def test_requirepass_works_and_the_password_never_shows(redis_server, worker_at,
     assert secret not in str(exc.value) and ":***@" in str(exc.value)
 
 
-def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at, ns, tkey):
+def acl_server(redis_server, ns):
+    """A private Redis whose default user is off: `jiggler`, limited to the namespace (the server's URL logs in
+    as it), and `admin` with every right, to look. Returns the server and an admin client."""
     admin_pw, user_pw = uuid.uuid4().hex, uuid.uuid4().hex
     server = redis_server(
         username="jiggler",
@@ -114,7 +116,11 @@ def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at,
             f"user jiggler on >{user_pw} {worker_acl(ns.namespace)}",
         ],
     )
-    admin = server.client(f"redis://admin:{admin_pw}@127.0.0.1:{server.port}/0")
+    return server, server.client(f"redis://admin:{admin_pw}@127.0.0.1:{server.port}/0")
+
+
+def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at, ns, tkey):
+    server, admin = acl_server(redis_server, ns)
     _exercise(server.url, ns, worker_at, tkey)
     denied = admin.execute_command("ACL", "LOG")
     assert not denied, f"the worker or a command was refused: {denied}"
@@ -136,17 +142,7 @@ def test_an_acl_user_limited_to_the_namespace_is_enough(redis_server, worker_at,
 
 
 def test_an_acl_user_limited_to_the_namespace_can_run_periodic_entries(redis_server, worker_at, ns, tkey):
-    admin_pw, user_pw = uuid.uuid4().hex, uuid.uuid4().hex
-    server = redis_server(
-        username="jiggler",
-        password=user_pw,
-        directives=[
-            "user default off",
-            f"user admin on >{admin_pw} ~* &* +@all",
-            f"user jiggler on >{user_pw} {worker_acl(ns.namespace)}",
-        ],
-    )
-    admin = server.client(f"redis://admin:{admin_pw}@127.0.0.1:{server.port}/0")
+    server, admin = acl_server(redis_server, ns)
     env = {"JIGGLER_TEST_CRON": "parked", "JIGGLER_TEST_CRON_KEY": tkey("cron")}
     w = worker_at(server.url, "-r", "tests.cron_jobs", "--heartbeat-interval", "0.5", env=env)
     wait_for(lambda: admin.llen(f"{ns.namespace}:queue:cron-parked") >= 2, 20, "two fire times")
