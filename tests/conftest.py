@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition", interval: float = 0.02
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    message: str = "condition",
+    interval: float = 0.02,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> object:
     """Poll `predicate` until it returns something true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -35,7 +39,17 @@ def wait_for(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+        sleep(interval)
+
+
+def gevent_wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition", interval: float = 0.005
+) -> object:
+    """wait_for in this (not monkey-patched) test process while greenlets it spawned must run: polls with
+    gevent.sleep, so they run meanwhile."""
+    import gevent
+
+    return wait_for(predicate, timeout, message, interval, sleep=gevent.sleep)
 
 
 @pytest.fixture(scope="session")

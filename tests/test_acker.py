@@ -17,6 +17,7 @@ from jiggler_gevent.middleware import Disposition
 from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server.acker import Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
+from tests.conftest import gevent_wait_for as wait_for
 
 
 @pytest.fixture
@@ -35,14 +36,6 @@ def parts(ns):
 
 def hold(client, fetch, *raws):
     client.lpush(fetch.working, *raws)
-
-
-def wait_for(predicate, timeout, message):
-    """Poll with gevent.sleep, so the Acker greenlet runs meanwhile (this process is not monkey-patched)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {message}"
-        gevent.sleep(0.01)
 
 
 def settle():

@@ -22,6 +22,7 @@ from jiggler_gevent.server.launcher import server_chain
 from jiggler_gevent.server.manager import Manager
 from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
+from tests.conftest import gevent_wait_for as wait_for
 
 STATE = SimpleNamespace(active=0, peak=0, done=0)
 GATE = gevent.event.Event()  # what `gated` waits for
@@ -72,15 +73,6 @@ def build(ns):
 def idle_wait(most: int) -> list[str]:
     gevent.sleep(0.005)
     return []
-
-
-def wait_for(predicate, timeout=10.0, message="condition"):
-    """Poll with gevent.sleep, so the Manager's greenlets run meanwhile."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {message}"
-        gevent.sleep(0.005)
-    return value
 
 
 def queued(r, ns):

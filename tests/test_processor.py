@@ -24,6 +24,7 @@ from jiggler_gevent.server.launcher import server_chain
 from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests import jobs
+from tests.conftest import gevent_wait_for as wait_for
 
 GATE = gevent.event.Event()  # what `gated` waits for
 CODES: list = []  # the code objects of the stack `frames_up` ran on
@@ -108,14 +109,6 @@ def parts(ns):
     p.acker.conn.close()
 
 
-def wait_for(predicate, timeout=5.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {message}"
-        gevent.sleep(0.005)
-    return value
-
-
 def unknown_job() -> str:
     return payload_mod.encode(payload_mod.build("tests.nowhere.missing", [1]))
 
@@ -176,7 +169,7 @@ def test_a_job_raising_a_process_or_greenlet_exit_itself_is_a_failure(parts, tke
 def test_when_stopping_greenlet_exit_passes_and_nothing_is_settled(parts):
     raw = parts.fetched(sleeper, 30)
     glet = parts.spawn(raw)
-    wait_for(lambda: parts.processor.running_job(glet), message="the job to start")
+    wait_for(lambda: parts.processor.running_job(glet), 5, message="the job to start")
     parts.processor.stopping = True
     glet.kill(block=True, timeout=5)
     assert glet.dead and isinstance(glet.value, GreenletExit)
@@ -188,7 +181,7 @@ def test_running_job_names_the_job_while_it_runs_and_interrupt_stops_a_sleeping_
     raw = parts.fetched(sleeper, 30)
     jid = json.loads(raw)["jid"]
     glet = parts.spawn(raw)
-    ctx = wait_for(lambda: parts.processor.running_job(glet), message="the job to start")
+    ctx = wait_for(lambda: parts.processor.running_job(glet), 5, message="the job to start")
     assert ctx.jid == jid and ctx.name == sleeper.name and ctx.raw == raw
     assert parts.processor.interrupt(glet, RuntimeError("stop now")) is True
     glet.join(5)
@@ -205,7 +198,7 @@ def test_an_interrupt_never_lands_in_the_next_job_of_the_same_greenlet(parts):
     first = parts.fetched(gated)
     second = parts.fetched(sleeper, 0.1)
     glet = parts.spawn(first, second)
-    wait_for(lambda: parts.processor.running_job(glet), message="the first job to start")
+    wait_for(lambda: parts.processor.running_job(glet), 5, message="the first job to start")
     GATE.set()  # the first job ends in the next hub callback, before the interrupt's
     assert parts.processor.interrupt(glet, RuntimeError("meant for the first job")) is True
     glet.join(5)
@@ -217,7 +210,7 @@ def test_an_interrupt_never_lands_in_the_next_job_of_the_same_greenlet(parts):
 def test_abandon_writes_the_failure_at_once_and_only_once(parts):
     raw = parts.fetched(gated)
     glet = parts.spawn(raw)
-    ctx = wait_for(lambda: parts.processor.running_job(glet), message="the job to start")
+    ctx = wait_for(lambda: parts.processor.running_job(glet), 5, message="the job to start")
     exc = JobTimeout("found no safe point", 0.3)
     assert parts.processor.abandon(glet, exc) is ctx
     assert parts.dispositions() == [Disposition.RETRY] and ctx.exception is exc
@@ -252,7 +245,7 @@ def test_an_interrupt_during_a_before_hook_still_ends_the_job(parts):
     parts.processor.chain.entries.insert(2, YieldingBefore())
     raw = parts.fetched(sleeper, 0.3)
     glet = parts.spawn(raw)
-    wait_for(lambda: parts.processor.running_job(glet), message="the job to start")
+    wait_for(lambda: parts.processor.running_job(glet), 5, message="the job to start")
     assert parts.processor.interrupt(glet, RuntimeError("stop now")) is True
     glet.join(5)
     assert parts.dispositions() == [Disposition.DEAD]  # as if it had raised (retries=0); today: ACK
