@@ -89,6 +89,19 @@ def r(ns: config.Config) -> redis.Redis:
     return config.redis_client(ns.url)
 
 
+def identity_of(r: redis.Redis, cfg: config.Config, pid: int) -> str | None:
+    """The identity (host:pid:suffix) under which the worker process `pid` registered, or None."""
+    for identity in r.smembers(cfg.keys.processes):
+        if identity.split(":")[1] == str(pid):
+            return identity
+    return None
+
+
+def held_jobs(r: redis.Redis, cfg: config.Config) -> int:
+    """How many payloads every working list of the namespace holds now."""
+    return sum(r.llen(k) for k in r.scan_iter(cfg.keys.working("*")))
+
+
 def gjiggler_command(cfg: config.Config, *args: str) -> list[str]:
     """The command line of `gjiggler ARGS` (as `python -m jiggler_gevent`) on `cfg`'s Redis and namespace."""
     return [sys.executable, "-m", "jiggler_gevent", *args, "--redis-url", cfg.url, "--namespace", cfg.namespace]

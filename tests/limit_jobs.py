@@ -41,9 +41,11 @@ def hold_x(key: str, seconds: float) -> None:
 
 @job(retries=0)
 def window_start(key: str) -> None:
-    """Take window("w", 50, per=2), then record the time."""
-    with limits.window("w", 50, per=2, wait_timeout=30):
-        _redis().rpush(key, repr(time.time()))
+    """Take window("w", 50, per=2), then record when the limiter admitted it: its acquisition's time in the
+    limiter's sorted set (µs, Redis' clock), which is what the limiter counts."""
+    token = limits.window("w", 50, per=2, wait_timeout=30).acquire()
+    admitted = _redis().zscore(config.current().keys.limit("w"), token)
+    _redis().rpush(key, "missing" if admitted is None else str(int(admitted)))
 
 
 @job(retries=0)

@@ -15,7 +15,7 @@ import pytest
 from jiggler_gevent import client as client_mod
 from jiggler_gevent import config, scripts
 from tests import fault_jobs
-from tests.conftest import wait_for
+from tests.conftest import held_jobs, identity_of, wait_for
 from tests.redis_servers import DroppingProxy, cpu_seconds
 
 FAST = ("--heartbeat-interval", "0.2")  # a SIGKILLed process is presumed dead after 12 beats: 2.4 s
@@ -23,17 +23,6 @@ STORM_JOBS = int(os.environ.get("JIGGLER_STORM_JOBS", "20000"))
 STORM_SECONDS = float(os.environ.get("JIGGLER_STORM_SECONDS", "60"))
 STORM_WORKERS = 4
 STORM_CONCURRENCY = 50
-
-
-def _identity_of(r, ns, pid: int):
-    for identity in r.smembers(ns.keys.processes):
-        if identity.split(":")[1] == str(pid):
-            return identity
-    return None
-
-
-def _held(r, ns) -> int:
-    return sum(r.llen(k) for k in r.scan_iter(ns.keys.working("*")))
 
 
 @pytest.mark.slow
@@ -58,7 +47,7 @@ def test_kill_storm_loses_no_job(ns, r, start_worker, pg_create_database, capsys
             i = random.randrange(STORM_WORKERS)
             victim = workers[i]
             victim.kill()  # SIGKILL, then wait for the process to be gone
-            identity = _identity_of(r, ns, victim.pid)
+            identity = identity_of(r, ns, victim.pid)
             held_at_kill.append(r.llen(ns.keys.working(identity)) if identity else 0)
             workers[i] = start_worker(*args)
             next_kill = time.monotonic() + random.uniform(1, 2)
@@ -68,11 +57,25 @@ def test_kill_storm_loses_no_job(ns, r, start_worker, pg_create_database, capsys
     def recorded() -> int:
         return db.query("SELECT count(*) FROM runs")[0][0]
 
-    wait_for(lambda: recorded() == STORM_JOBS, 180, f"all {STORM_JOBS} jobs recorded")
-    wait_for(lambda: r.llen(ns.keys.queue("default")) == 0 and _held(r, ns) == 0, 60, "queues and working lists empty")
+    try:
+        wait_for(lambda: recorded() == STORM_JOBS, 180, f"all {STORM_JOBS} jobs recorded")
+    except AssertionError as exc:
+        k = ns.keys
+        state = {
+            "recorded": recorded(),
+            "queued": r.llen(k.queue("default")),
+            "held": {w: r.llen(w) for w in r.scan_iter(k.working("*"))},
+            "processes": sorted(r.smembers(k.processes)),
+            "alive": [w.proc.poll() is None for w in workers],
+            "retry": r.zcard(k.retry),
+            "dead": r.zcard(k.dead),
+        }
+        raise AssertionError(f"{exc}; state: {state}") from None
+    drained = lambda: r.llen(ns.keys.queue("default")) == 0 and held_jobs(r, ns) == 0  # noqa: E731
+    wait_for(drained, 60, "queues and working lists empty")
     assert all(w.proc.poll() is None for w in workers)
     # A worker started by the last kill may still be importing; SIGTERM it only once it has its handlers.
-    wait_for(lambda: all(_identity_of(r, ns, w.pid) for w in workers), 30, "every worker's heartbeat")
+    wait_for(lambda: all(identity_of(r, ns, w.pid) for w in workers), 30, "every worker's heartbeat")
     assert [w.stop() for w in workers] == [0] * STORM_WORKERS
     rows: dict[str, int] = dict(db.query("SELECT jid, n FROM runs"))
     assert set(rows) == set(jids), "a job was lost"

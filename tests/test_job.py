@@ -147,7 +147,7 @@ def test_configure_again_applies_to_what_comes_after(ns, r):
         assert r.llen(f"{ns.namespace}-b:queue:default") == 1
         assert r.llen(ns.keys.queue("default")) == 0
     finally:
-        r.delete(f"{ns.namespace}-b:queue:default", f"{ns.namespace}-b:queues")
+        r.delete(f"{ns.namespace}-b:queue:default", f"{ns.namespace}-b:queues", f"{ns.namespace}-b:wake")
         configure(namespace=ns.namespace)
 
 
