@@ -7,9 +7,10 @@ before it patches gevent.
 
 __version__ = "0.1.0"
 
+from .batch import Batch
 from .config import configure
 from .errors import EnqueueError, JobTimeout
 from .job import job
 from .periodic import periodic
 
-__all__ = ["job", "configure", "periodic", "JobTimeout", "EnqueueError", "__version__"]
+__all__ = ["job", "configure", "periodic", "Batch", "JobTimeout", "EnqueueError", "__version__"]

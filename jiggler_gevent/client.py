@@ -2,14 +2,18 @@
 
 Each push runs the client middleware chain, then writes with one atomic command: the push script (push.lua)
 for jobs to run now, which also wakes a worker idle on several queues, or one ZADD for scheduled jobs. So a
-push, a bulk push included, lands whole or not at all, in one round trip. Payloads of unique jobs go through
-push_unique.lua instead, which takes each one's lock in the same atomic step as its push and skips those whose
-lock is held: their places in the result are None. A Redis that cannot be reached raises EnqueueError naming
-the job.
+push, a bulk push included, lands whole or not at all, in one round trip. Payloads that need more (a unique
+lock, a tracked status for `result_ttl`, a batch) go through push_each.lua instead, which takes each unique
+lock in the same atomic step as its push and skips those whose lock is held (their places in the result are
+None), writes tracked statuses, and counts a batch's jobs. Inside a `with Batch(...)` block pushes are
+collected (`collecting`) and written by the block's end, all in one such call. A Redis that cannot be reached
+raises EnqueueError naming the job.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -20,6 +24,26 @@ from .errors import EnqueueError
 
 # Set by jiggler_gevent.testing to divert pushes (inline or fake mode); None means push to Redis.
 push_hook: Callable[[list[dict[str, Any]], float | None], None] | None = None
+
+Item = tuple[dict[str, Any], float | None]  # a payload and when it is due (None: now)
+
+
+@dataclass
+class BatchPush:
+    """What the end of a `with Batch(...)` block writes: its jobs, and the batch they join."""
+
+    bid: str
+    mode: str  # "new": create the batch with `fields`; "add": add jobs to an existing one
+    fields: list[str] = field(default_factory=list)  # alternating hash field names and values
+    items: list[Item] = field(default_factory=list)
+
+
+# The batch whose block is open in this greenlet or thread: pushes made inside it are collected, not sent.
+collecting: ContextVar[BatchPush | None] = ContextVar("jiggler_gevent_batch", default=None)
+
+
+def _needs_each(payload: dict[str, Any]) -> bool:
+    return "unique_key" in payload or "result_ttl" in payload or "bid" in payload
 
 
 class Client:
@@ -45,7 +69,20 @@ class Client:
         """Push many payloads to their queues, all or nothing, in one script call (None: unique duplicates)."""
         return self._write(payloads, None)
 
-    def _write(self, payloads: list[dict[str, Any]], at: float | None) -> list[str | None]:
+    def push_batch(self, batch: BatchPush) -> list[str | None]:
+        """Write a batch's collected jobs and its totals, all or nothing, in one script call."""
+        for p, _ in batch.items:
+            p["bid"] = batch.bid
+        return self._write([p for p, _ in batch.items], None, batch)
+
+    def _write(
+        self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None = None
+    ) -> list[str | None]:
+        if batch is None:
+            open_batch = collecting.get()
+            if open_batch is not None:
+                open_batch.items.extend((p, at) for p in payloads)
+                return [p["jid"] for p in payloads]
         chain = middleware.client
         if chain.entries:
             for p in payloads:
@@ -54,46 +91,51 @@ class Client:
             push_hook(payloads, at)
             pushed = [True] * len(payloads)
         else:
-            pushed = self._send(payloads, at)
+            pushed = self._send(payloads, at, batch)
         if chain.entries:
             for p, ok in zip(payloads, pushed, strict=True):
                 if ok:
                     chain.after("after_push", p)
         return [p["jid"] if ok else None for p, ok in zip(payloads, pushed, strict=True)]
 
-    def _send(self, payloads: list[dict[str, Any]], at: float | None) -> list[bool]:
+    def _send(self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> list[bool]:
         """Write the payloads; which of them were pushed (all but unique duplicates)."""
-        if not payloads:
+        if not payloads and batch is None:
             return []
         client = self.redis
         try:
-            if any(payload_mod.unique_lock(p) for p in payloads):
-                return self._send_unique(payloads, at)
+            if batch is not None:
+                return self._send_each(batch.items, batch)
+            if any(map(_needs_each, payloads)):
+                return self._send_each([(p, at) for p in payloads], None)
             if at is not None:
                 client.zadd(self.keys.schedule, {payload_mod.encode(p): at for p in payloads})
             else:
                 keys = [self.keys.queues, self.keys.wake]
                 scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=client)
         except redis.RedisError as exc:
-            what = payloads[0]["name"] if payloads else "?"
+            what = payloads[0]["name"] if payloads else f"batch {batch.bid if batch else '?'}"
             raise EnqueueError(
                 f"could not push {len(payloads)} job(s) ({what}) to Redis at {config.redacted(self.cfg.url)}: {exc}"
             ) from exc
         return [True] * len(payloads)
 
-    def _send_unique(self, payloads: list[dict[str, Any]], at: float | None) -> list[bool]:
-        """Push with push_unique.lua: each lock taken (SET NX PX) in the same step as its payload's push.
-
-        A lock lasts `unique_for` seconds from when the job is due (now, or `at` for a scheduled job).
-        """
-        client, now = self.redis, time.time()
-        args: list[str | int | float] = [self.keys.queue_prefix, self.keys.unique_prefix]
-        for p in payloads:
+    def _send_each(self, items: Sequence[Item], batch: BatchPush | None) -> list[bool]:
+        """Push with push_each.lua: unique locks (SET NX PX) taken in the same step as their payloads' pushes,
+        tracked statuses written, and the batch's totals counted. A lock lasts `unique_for` seconds from when
+        the job is due (now, or its `at`)."""
+        client, now, k = self.redis, time.time(), self.keys
+        args: list[str | int | float] = [k.queue_prefix, k.unique_prefix, k.result_prefix, k.batch_prefix, now]
+        args += [config.RESULT_PENDING_TTL, config.BATCH_TTL]
+        args += [batch.bid, batch.mode, payload_mod.encode(batch.fields)] if batch else ["", "", ""]
+        for p, at in items:
             lock = payload_mod.unique_lock(p) or ""
             ttl_ms = int(((at or now) - now + float(p.get("unique_for") or 0)) * 1000) if lock else 0
+            tracked = payload_mod.result_ttl(p)
             args += [p["queue"], payload_mod.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
-        keys = [self.keys.queues, self.keys.wake, self.keys.schedule]
-        flags = scripts.register(client).push_unique(keys=keys, args=args, client=client)
+            args.append("" if tracked is None else tracked)
+        keys = [k.queues, k.wake, k.schedule, k.batches]
+        flags = scripts.register(client).push_each(keys=keys, args=args, client=client)
         return [bool(f) for f in flags]
 
     def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:

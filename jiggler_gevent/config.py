@@ -27,6 +27,9 @@ HEARTBEAT_TTL_BEATS = 12  # a process is presumed dead after 12 missed beats: 60
 DEAD_MAX_JOBS = 10_000
 DEAD_MAX_AGE = 180 * 24 * 3600
 MAX_RECOVERIES = 3
+RESULT_PENDING_TTL = 30 * 24 * 3600  # a tracked job's status lives this long while it waits or runs
+CANCEL_KEEP = 7 * 24 * 3600  # a cancellation is remembered this long (NS:cancelled)
+BATCH_TTL = 30 * 24 * 3600  # a batch's data expires this long after its last change (its success, at the latest)
 
 
 def resolve_redis_url(explicit: str | None = None) -> str:

@@ -57,6 +57,7 @@ class JobCall:
         dead: bool,
         unique_for: float | None = None,
         unique_until: str = "success",
+        result_ttl: float | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -65,12 +66,14 @@ class JobCall:
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
         payload_mod.check_unique(unique_for, unique_until)
+        payload_mod.check_result_ttl(result_ttl)
         self.job, self.queue, self.retries, self.timeout, self.dead = job, queue, retries, timeout, bool(dead)
-        self.unique_for, self.unique_until = unique_for, unique_until
+        self.unique_for, self.unique_until, self.result_ttl = unique_for, unique_until, result_ttl
 
     def set(self, **options: Any) -> "JobCall":
-        """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until."""
-        unknown = set(options) - {"queue", "retries", "timeout", "dead", "unique_for", "unique_until"}
+        """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
+        result_ttl."""
+        unknown = set(options) - {"queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl"}
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         merged: dict[str, Any] = {
@@ -80,6 +83,7 @@ class JobCall:
             "dead": self.dead,
             "unique_for": self.unique_for,
             "unique_until": self.unique_until,
+            "result_ttl": self.result_ttl,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -97,6 +101,8 @@ class JobCall:
         )
         if self.unique_for is not None:
             payload_mod.make_unique(payload, self.unique_for, self.unique_until)
+        if self.result_ttl is not None:
+            payload["result_ttl"] = self.result_ttl
         return payload
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
@@ -147,6 +153,7 @@ class JobFunction:
         concurrency: int | None = None,
         unique_for: float | None = None,
         unique_until: str = "success",
+        result_ttl: float | None = None,
     ) -> None:
         if concurrency is not None and (
             not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
@@ -156,7 +163,7 @@ class JobFunction:
         self.concurrency = concurrency
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until)
+        self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl)
         functools.update_wrapper(self, func)
         _registry[self.name] = self
 
@@ -245,6 +252,7 @@ def job(
     concurrency: int | None = ...,
     unique_for: float | None = ...,
     unique_until: str = ...,
+    result_ttl: float | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -259,11 +267,12 @@ def job(
     concurrency: int | None = None,
     unique_for: float | None = None,
     unique_until: str = "success",
+    result_ttl: float | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
-    concurrency=..., unique_for=..., unique_until=...)`."""
+    concurrency=..., unique_for=..., unique_until=..., result_ttl=...)`."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
-        return JobFunction(f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until)
+        return JobFunction(f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until, result_ttl)
 
     return wrap(func) if func is not None else wrap

@@ -24,6 +24,17 @@ Under the namespace NS (default `jiggler`):
   NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
                             set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
   NS:limit:<name>:free      list a concurrent limiter's release pushes to, and its waiters block on (BLPOP)
+  NS:result:<jid>           hash, the status of a job with `result_ttl` (status, result or error, times); kept
+                            RESULT_PENDING_TTL while the job waits or runs, `result_ttl` seconds after it ends
+  NS:result:<jid>:done      list with one member once that job has ended; result() waits on it with a BLMOVE
+                            from the list to itself, so every waiter wakes and the member stays
+  NS:cancelled              sorted set, jid -> unix time it was cancelled (kept CANCEL_KEEP)
+  NS:cancel                 pub/sub channel: the jid of each cancellation, to every worker
+  NS:batches                sorted set, batch id -> unix time it was created
+  NS:batch:<bid>            hash, a batch: description, created_at, total, pending (jobs not yet succeeded),
+                            complete_at, success_at, its callbacks' payloads (cb_complete, cb_success) and queues
+  NS:batch:<bid>:ok         set of the jids that succeeded (each counted once)
+  NS:batch:<bid>:failed     set of the jids that failed and have not succeeded since
 """
 
 from dataclasses import dataclass
@@ -107,6 +118,32 @@ class Keys:
 
     def limit_free(self, name: str) -> str:
         return self._k("limit", name, "free")
+
+    def result(self, jid: str) -> str:
+        return self._k("result", jid)
+
+    @property
+    def result_prefix(self) -> str:
+        return self._k("result", "")
+
+    @property
+    def cancelled(self) -> str:
+        return self._k("cancelled")
+
+    @property
+    def cancel_channel(self) -> str:
+        return self._k("cancel")
+
+    @property
+    def batches(self) -> str:
+        return self._k("batches")
+
+    def batch(self, bid: str) -> str:
+        return self._k("batch", bid)
+
+    @property
+    def batch_prefix(self) -> str:
+        return self._k("batch", "")
 
     def stat(self, name: str, day: str = "") -> str:
         return self._k("stat", name, day) if day else self._k("stat", name)

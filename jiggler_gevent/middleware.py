@@ -25,6 +25,7 @@ class Disposition(enum.StrEnum):
     DROP = "drop"  # it failed for good with `dead=False`: removed
     REQUEUE = "requeue"  # not run (shutdown, recovery): back to the front of its queue
     RESCHEDULE = "reschedule"  # over a limit (limits.OverLimit): to the scheduled set at `retry_at`, no retry used
+    CANCEL = "cancel"  # cancelled (api.Job.cancel): removed, not retried, not buried, never run again
 
 
 class JobContext:
@@ -32,7 +33,7 @@ class JobContext:
 
     `payload` is the decoded payload; `exception` is set when the job raised; `disposition` (a Disposition,
     equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead",
-    "drop" or "reschedule" (at `retry_at`); hooks may change `payload` before it is stored again. A
+    "drop", "reschedule" (at `retry_at`) or "cancel"; hooks may change `payload` before it is stored again. A
     before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
     see that exception as if the job had raised it.
     """

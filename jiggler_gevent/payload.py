@@ -4,7 +4,8 @@ A payload is a JSON object. Fields: jid, name, args, kwargs, queue, retries, dea
 created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count, error_class,
 error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process;
 `reschedules` when it was put back over a limit (limits.OverLimit). A unique job also has unique_for,
-unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>).
+unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>). A job whose status and
+result are kept has `result_ttl` (seconds); a member of a batch has `bid`.
 """
 
 import hashlib
@@ -29,29 +30,29 @@ def new_jid() -> str:
     return os.urandom(12).hex()
 
 
-def _survives_json(value: Any) -> bool:
+def survives_json(value: Any) -> bool:
     """True when `value` comes back from a JSON round trip unchanged, type for type."""
     if value is None or type(value) in (str, bool, int):
         return True
     if type(value) is float:
         return math.isfinite(value)
     if type(value) is list:
-        return all(_survives_json(v) for v in value)
+        return all(survives_json(v) for v in value)
     if type(value) is dict:
-        return all(type(k) is str and _survives_json(v) for k, v in value.items())
+        return all(type(k) is str and survives_json(v) for k, v in value.items())
     return False
 
 
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Raise TypeError naming the first argument that would not survive a JSON round trip."""
     for index, value in enumerate(args):
-        if not _survives_json(value):
+        if not survives_json(value):
             raise TypeError(
                 f"argument {index} ({type(value).__name__} {value!r:.80}) does not survive a JSON round trip; "
                 "job arguments must be str, int, float, bool, None, lists and dicts with string keys"
             )
     for name, value in kwargs.items():
-        if not _survives_json(value):
+        if not survives_json(value):
             raise TypeError(
                 f"keyword argument {name!r} ({type(value).__name__} {value!r:.80}) does not survive a JSON "
                 "round trip; job arguments must be str, int, float, bool, None, lists and dicts with string keys"
@@ -91,6 +92,28 @@ def build(
     return payload
 
 
+def check_result_ttl(result_ttl: object) -> None:
+    """ValueError unless `result_ttl` is None or a positive number of seconds."""
+    if result_ttl is not None and (
+        not isinstance(result_ttl, (int, float)) or isinstance(result_ttl, bool) or not 0 < result_ttl < math.inf
+    ):
+        raise ValueError(f"result_ttl must be a positive number of seconds or None, not {result_ttl!r}")
+
+
+def result_ttl(payload: Mapping[str, Any]) -> int | None:
+    """Whole seconds a payload's status and result are kept (at least 1), or None when it is not tracked."""
+    ttl = payload.get("result_ttl")
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0 < ttl < math.inf:
+        return max(1, math.ceil(ttl))
+    return None
+
+
+def batch_id(payload: Mapping[str, Any]) -> str | None:
+    """The id of the batch a payload belongs to, or None."""
+    bid = payload.get("bid")
+    return bid if isinstance(bid, str) and bid else None
+
+
 UNIQUE_UNTIL = ("success", "start")
 
 
@@ -118,8 +141,8 @@ def unique_lock(payload: Mapping[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def encode(payload: Mapping[str, Any]) -> str:
-    """The wire form: compact JSON, no NaN."""
+def encode(payload: object) -> str:
+    """The wire form of a payload (or any JSON value): compact JSON, no NaN."""
     return _ENCODER.encode(payload)
 
 

@@ -25,13 +25,15 @@ WORKER_COMMANDS = (
     "sadd srem smembers "
     "zadd zrem zrange zrangebyscore zremrangebyscore zremrangebyrank zcard "
     "hset hget hgetall del exists expire pexpire get mget incrby "
-    "set hmget time"
+    "set hmget time "
+    "subscribe unsubscribe publish hincrby hsetnx sismember scard type zscore zscan"
 ).split()
 
 
 def worker_acl(namespace: str) -> str:
     """The ACL rule for a user that may run workers and admin commands on one namespace, and nothing else."""
-    return f"resetkeys ~{namespace}:* resetchannels -@all " + " ".join(f"+{c}" for c in WORKER_COMMANDS)
+    rule = f"resetkeys ~{namespace}:* resetchannels &{namespace}:* -@all "
+    return rule + " ".join(f"+{c}" for c in WORKER_COMMANDS)
 
 
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2", "-t", "1")

@@ -6,6 +6,8 @@
     ProcessSet()     live worker processes
     PeriodicSet()    periodic entries the live processes published: next_at, last_at, enqueue_now() (cron.py)
     Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
+    Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled (jobs.py)
+    BatchStatus(bid) one batch: total, pending, failures, complete, success, failed_jids; Batches() (jobs.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
@@ -23,8 +25,10 @@ import redis
 
 from .. import config, scripts
 from .. import payload as payload_mod
+from ..errors import JobCancelled, JobFailed
 from ..keys import Keys
 from .cron import PeriodicEntry, PeriodicSet
+from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits
 
 __all__ = [
@@ -47,6 +51,11 @@ __all__ = [
     "release_unique_locks",
     "Limits",
     "Limit",
+    "Job",
+    "JobFailed",
+    "JobCancelled",
+    "BatchStatus",
+    "Batches",
 ]
 
 WINDOW = 100

@@ -11,17 +11,21 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+INCLUDE = "--#include "  # a line `--#include NAME` is replaced by the text of NAME.lua (shared Lua functions)
+
 
 def _source(name: str) -> str:
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    return "".join(_source(line[len(INCLUDE) :].strip()) if line.startswith(INCLUDE) else line for line in lines)
 
 
 SOURCES = {
     name: _source(name)
     for name in (
         *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
-        *("push_unique", "unique_release", "concurrent_acquire", "concurrent_release"),
-        *("window_acquire", "bucket_acquire"),
+        *("push_each", "unique_release", "concurrent_acquire", "concurrent_release"),
+        *("window_acquire", "bucket_acquire", "cancel"),
     )
 }
 _ATTRIBUTE = "_jiggler_gevent_scripts"
@@ -39,12 +43,13 @@ class Scripts:
     move_one: Script
     cron_lease: Script
     cron_fire: Script
-    push_unique: Script
+    push_each: Script
     unique_release: Script
     concurrent_acquire: Script
     concurrent_release: Script
     window_acquire: Script
     bucket_acquire: Script
+    cancel: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

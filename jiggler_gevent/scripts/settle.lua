@@ -1,9 +1,11 @@
+--#include lib_ending
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
--- held then goes on, by its disposition: "ack" and "drop" nowhere, "retry" and "dead" into that sorted set,
--- "reschedule" into NS:schedule, "requeue" back to the front of its queue. A unique job's lock named with the
--- outcome is released in the same step, if it still holds that jid: so a job is never done while its lock
--- stays held (until its TTL) because of a crash between the two. A payload no longer held (settled already, or adopted by
--- another process) goes nowhere, so nothing is stored or run twice. The dead set is trimmed by age and size
+-- held then goes on, by its disposition: "ack", "drop" and "cancel" nowhere, "retry" and "dead" into that
+-- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue. In the same step: a
+-- unique job's lock named with the outcome is released if it still holds that jid (so a job is never done
+-- while its lock stays held because of a crash between the two), a tracked job's status is written, and a
+-- batch member is counted (lib_ending). A payload no longer held (settled already, or adopted by another
+-- process) goes nowhere, so nothing is stored, counted or run twice. The dead set is trimmed by age and size
 -- whenever something is buried.
 -- KEYS[1]  NS:working:<identity>
 -- KEYS[2]  NS:retry
@@ -14,14 +16,24 @@
 -- ARGV[1]  the oldest score kept in the dead set (now - 180 days)
 -- ARGV[2]  the most entries kept in the dead set
 -- ARGV[3]  the queue key prefix NS:queue:
--- ARGV     then groups of 6: payload held, disposition, payload to store, the score (retry, dead, reschedule)
---          or the queue name (requeue), the unique lock key to release ('' = none) and the jid it must hold
+-- ARGV[4]  the status key prefix NS:result:
+-- ARGV[5]  the batch key prefix NS:batch:
+-- ARGV[6]  now (unix seconds)
+-- ARGV[7]  seconds a tracked job's status is kept while it waits
+-- ARGV[8]  seconds a batch is kept after its last change
+-- ARGV     then groups of 9: payload held, disposition, payload to store, the score (retry, dead, reschedule)
+--          or the queue name (requeue), the unique lock key to release ('' = none), the jid, its batch id
+--          ('' = none), its result_ttl ('' = untracked), and its result or error as JSON ('' = none)
 -- returns  how many payloads were still held
+local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], pending_ttl = ARGV[7],
+            batch_ttl = ARGV[8] }
+local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
+                 reschedule = 'scheduled', requeue = 'queued' }
 local held, buried, requeued = 0, false, false
-for i = 4, #ARGV, 6 do
+for i = 9, #ARGV, 9 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
     held = held + 1
-    local disposition = ARGV[i + 1]
+    local disposition, jid = ARGV[i + 1], ARGV[i + 5]
     if disposition == 'retry' then
       redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i + 2])
     elseif disposition == 'dead' then
@@ -34,7 +46,11 @@ for i = 4, #ARGV, 6 do
       redis.call('SADD', KEYS[4], ARGV[i + 3])
       requeued = true
     end
-    if ARGV[i + 4] ~= '' and redis.call('GET', ARGV[i + 4]) == ARGV[i + 5] then redis.call('DEL', ARGV[i + 4]) end
+    if ARGV[i + 4] ~= '' and redis.call('GET', ARGV[i + 4]) == jid then redis.call('DEL', ARGV[i + 4]) end
+    if ARGV[i + 7] ~= '' then track(E, ARGV[4] .. jid, STATUS[disposition], ARGV[i + 8], ARGV[i + 7]) end
+    if ARGV[i + 6] ~= '' and disposition ~= 'requeue' and disposition ~= 'reschedule' then
+      batch_end(E, ARGV[5] .. ARGV[i + 6], jid, disposition == 'ack')
+    end
   end
 end
 if buried then

@@ -32,7 +32,7 @@ PLAIN = (Disposition.ACK, Disposition.DROP)
 class Outcome:
     """What to write for one held payload (`raw`): its disposition and what, if anything, to store where."""
 
-    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid")
+    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid", "bid", "ttl", "detail")
 
     def __init__(
         self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "", where: float | str = 0.0
@@ -40,10 +40,20 @@ class Outcome:
         self.raw, self.disposition, self.new_raw, self.where = raw, disposition, new_raw, where
         self.unlock = ""  # a unique job's lock key, released with this outcome if it still holds `jid`
         self.jid = ""
+        self.bid = ""  # the batch that counts this outcome ('' none)
+        self.ttl: int | str = ""  # the job's result_ttl when its status is tracked ('' untracked)
+        self.detail = ""  # JSON: the job's result (done) or {"error_class", "error_message"} (dead, cancelled)
 
     def releasing(self, lock_key: str, jid: str) -> "Outcome":
         """This outcome, also releasing the unique lock `lock_key` (if it still holds `jid`) in the same step."""
         self.unlock, self.jid = lock_key, jid
+        return self
+
+    def ending(self, payload: dict[str, Any], detail: str = "") -> "Outcome":
+        """This outcome, also writing the job's tracked status and counting it in its batch, if it has them."""
+        ttl, bid = payload_mod.result_ttl(payload), payload_mod.batch_id(payload)
+        if ttl is not None or bid is not None:
+            self.jid, self.bid, self.ttl, self.detail = payload["jid"], bid or "", "" if ttl is None else ttl, detail
         return self
 
     @classmethod
@@ -69,8 +79,9 @@ class Outcome:
     @property
     def plain(self) -> bool:
         """True when nothing is stored: the payload is only removed (a job done, or dropped), and no lock
-        released (the fetch script, which carries plain acknowledgements, releases none)."""
-        return self.disposition in PLAIN and not self.unlock
+        released, status written or batch counted (the fetch script, which carries plain acknowledgements,
+        does none of these)."""
+        return self.disposition in PLAIN and not self.unlock and not self.jid
 
 
 def settle(
@@ -79,9 +90,12 @@ def settle(
     """Write `outcomes` for payloads held in `working`, in one atomic script call; returns how many were held."""
     if not outcomes:
         return 0
-    args: list[Any] = [time.time() - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix]
+    now = time.time()
+    args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
+    args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL]
     for o in outcomes:
         args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where, o.unlock, o.jid]
+        args += [o.bid, o.ttl, o.detail]
     script_keys = [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule]
     return int(script(keys=script_keys, args=args, client=client))
 

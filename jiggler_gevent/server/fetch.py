@@ -78,8 +78,17 @@ class ReliableFetch:
         return taken
 
     def requeue(self, raws: Sequence[str]) -> int:
-        """Put held payloads back at the front of their queues, unchanged; returns how many were still held."""
-        outcomes = [Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE)) for raw in raws]
+        """Put held payloads back at the front of their queues, unchanged; returns how many were still held.
+        A tracked job's status goes back to "queued" in the same step."""
+        outcomes = []
+        for raw in raws:
+            outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
+            if '"result_ttl"' in raw:
+                try:
+                    outcome.ending(payload_mod.decode(raw))
+                except payload_mod.PayloadError:
+                    pass
+            outcomes.append(outcome)
         return settle(self.scripts.settle, self.keys, self.working, outcomes)
 
     def requeue_all(self) -> int:

@@ -1,10 +1,12 @@
 """The Launcher: builds one worker process's parts, runs them, and stops them on a signal.
 
-Start order (run_worker has imported the user's modules): Monitor (first heartbeat and a recovery sweep), Poller,
-Scheduler (when the modules registered periodic entries), switcher, Manager. SIGTERM/SIGINT: stop the Scheduler
-(so that another process takes its lease over at once), stop fetching, wait up to the shutdown timeout for running
-jobs, put the unfinished ones back, remove the heartbeat, exit 0; a second SIGTERM/SIGINT during the wait
-cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching, stay alive).
+Start order (run_worker has imported the user's modules): cancellation listener (subscribed and caught up first),
+Monitor (first heartbeat and a recovery sweep), Poller, Scheduler (when the modules registered periodic entries),
+switcher, Manager.
+SIGTERM/SIGINT: stop the Scheduler (so that another process takes its lease over at once), stop fetching, wait up
+to the shutdown timeout for running jobs, put the unfinished ones back, remove the heartbeat, exit 0; a second
+SIGTERM/SIGINT during the wait cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching,
+stay alive).
 """
 
 import logging
@@ -19,6 +21,7 @@ from ..gevent_types import Event, Greenlet
 from ..options import WorkerOptions
 from ..periodic import entries as periodic_entries
 from .acker import Acker
+from .cancels import CancelListener
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
 from .manager import Manager
@@ -61,6 +64,7 @@ class Launcher:
             self.acker, server_chain(self.counters), on_failure=lambda: self.counters.count(failed=True)
         )
         self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
+        self.cancels = CancelListener(self.redis, keys, self.processor)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
         entries = periodic_entries()
@@ -88,6 +92,10 @@ class Launcher:
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""
+        self.cancels.start()
+        # Know the cancellations kept in Redis before taking a job: a cancelled job recovered or held would start.
+        if not self.cancels.subscribed.wait(timeout=10):
+            log.warning("not listening for cancellations yet after 10s; taking jobs anyway")
         self.monitor.start()
         self.poller.start()
         if self.scheduler is not None:
@@ -106,6 +114,7 @@ class Launcher:
 
     def _start_switcher(self) -> None:
         threshold = resolve_threshold(self.opts.preempt)
+        self.processor.cancel_within = max(10 * threshold, 1.0)
         if threshold > 0:
             # A job whose timeout found no safe point is failed (abandoned) while it still runs; the worker
             # then stops gracefully, and a supervisor or service manager starts a fresh one: nothing is lost.
@@ -126,6 +135,7 @@ class Launcher:
         self.manager.quiet()
         self._wait_for_jobs(self.opts.timeout)
         requeued = self.manager.stop(0)
+        self.cancels.stop()
         self.poller.stop()
         self.monitor.stop()
         if self.switcher is not None:

@@ -4,26 +4,30 @@ A job's behaviour never escapes this module: whatever it raises (SystemExit and 
 recorded as a failure. Only the GreenletExit of the Manager killing the job at shutdown (`stopping` set)
 passes; such a job is not acknowledged, so the shutdown puts it back in its queue.
 
-The seam for stopping a running job from outside (timeouts today, cancellation next) is three public
-methods: `interrupt` raises an exception in a job at its next switch, `abandon` gives up on a job that
-could not be stopped safely, and `call_site` is where a job's own stack begins, so that pre-emption
-(preempt.py) can tell the job's frames from the worker's.
+The seam for stopping a running job from outside (timeouts and cancellation) is three public methods:
+`interrupt` raises an exception in a job at its next switch, `abandon` gives up on a job that could not be
+stopped safely, and `call_site` is where a job's own stack begins, so that pre-emption (preempt.py) can tell
+the job's frames from the worker's. `cancel` uses it to stop a running job; a payload whose jid is in
+`cancelled` (kept by cancels.py) is not started at all, whoever fetched it and however (recovered ones too).
 """
 
 import logging
 import time
 from collections.abc import Callable
 from types import CodeType
+from typing import Any
 
 import gevent
 from greenlet import GreenletExit
 
 from .. import middleware
 from .. import payload as payload_mod
-from ..errors import JobTimeout
+from ..batch import running_bid
+from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
 from ..middleware import Chain, Disposition, JobContext
+from . import tracking
 from .acker import Acker, Outcome
 from .timeouts import disarm
 
@@ -41,6 +45,10 @@ class Processor:
         self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
         self._abandoned: set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
         self._interrupts: dict[int, BaseException] = {}  # by id() of the context: asked for, job not ended yet
+        self._greenlets: dict[int, RawGreenlet] = {}  # the greenlet of each running job, by its id()
+        self._ending: set[int] = set()  # id() of the contexts whose function has ended: their after-hooks run
+        self.cancelled: dict[str, float] = {}  # jid -> when it was cancelled (cancels.py keeps it)
+        self.cancel_within = 1.0  # seconds a cancelled job may wait for a safe point before it is given up on
 
     @property
     def call_site(self) -> CodeType:
@@ -64,23 +72,34 @@ class Processor:
                 raw,
                 f"no job named {payload['name']!r} is registered in this worker "
                 "(start it with -r MODULE for the module that defines it)",
+                payload,
             )
             return
         mismatch = func.arguments_error(payload["args"], payload["kwargs"])
         if mismatch:
-            self._bury_unrunnable(raw, mismatch)
+            self._bury_unrunnable(raw, mismatch, payload)
             return
         ctx = JobContext(payload, raw)
+        if (self.cancelled and ctx.jid in self.cancelled) or ("result_ttl" in payload and tracking.start(ctx)):
+            log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid)
+            outcome = self._unlocking(ctx, Outcome(raw, Disposition.CANCEL), started=False)
+            self.acker.add(outcome.ending(payload, _error(ctx, None)))
+            return
         ctx.func = func.func
         if self._run(ctx):
             self._finish(ctx)
 
     def _run(self, ctx: JobContext) -> bool:
         """Run the job inside the server chain; False when its outcome was already written (abandoned)."""
-        key = id(gevent.getcurrent())
+        glet = gevent.getcurrent()
+        key = id(glet)
         self.running[key] = ctx
+        self._greenlets[key] = glet
         ctx.started_at = time.time()
         log.debug("start %s jid=%s", ctx.name, ctx.jid)
+        bid = ctx.payload.get("bid")
+        batch_token = running_bid.set(bid) if bid is not None else None
+        tracked = "result_ttl" in ctx.payload
         try:
             try:
                 self.chain.before("before_process", ctx)
@@ -89,12 +108,15 @@ class Processor:
                 assert ctx.func is not None
                 if ctx.exception is None:  # else a before-hook refused the run (e.g. a full concurrency limit)
                     ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
+                    if tracked:
+                        ctx.exception = tracking.result_error(ctx)
             except GreenletExit as exc:
                 if self.stopping:
                     raise
                 ctx.exception = exc  # raised by the job itself
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
+            self._ending.add(id(ctx))  # no interrupt from here on: one landing in an after-hook would escape
             if self._interrupts:
                 self._interrupts.pop(id(ctx), None)  # the job has ended: an interrupt not delivered yet is moot
             if id(ctx) in self._abandoned:
@@ -107,19 +129,33 @@ class Processor:
             disarm(ctx)
             self.chain.after("after_process", ctx)
         finally:
+            self._ending.discard(id(ctx))
             self.running.pop(key, None)
+            self._greenlets.pop(key, None)
+            if batch_token is not None:
+                running_bid.reset(batch_token)
         return True
 
     def interrupt(self, glet: RawGreenlet, exc: BaseException) -> bool:
         """Raise `exc` in the job `glet` runs, at its next switch (at a forced yield only where that is safe:
-        preempt.py). The job ends as if it had raised `exc`. False when `glet` runs no job now."""
+        preempt.py). The job ends as if it had raised `exc`. False when `glet` runs no job now, or its job
+        function has already returned (its after-hooks run)."""
         ctx = self.running_job(glet)
-        if ctx is None:
+        if ctx is None or id(ctx) in self._ending:
             return False
         self._interrupts[id(ctx)] = exc
         hub: Hub = gevent.get_hub()
         hub.loop.run_callback(self._throw, glet, ctx)
         return True
+
+    def cancel(self, jid: str) -> bool:
+        """Stop the running job `jid` at its next safe point (CancelJob); False when no job of that jid runs here."""
+        for key, ctx in list(self.running.items()):
+            glet = self._greenlets.get(key)
+            if ctx.jid == jid and glet is not None:
+                exc = CancelJob(f"job {ctx.name} ({jid}) was cancelled", self.cancel_within)
+                return self.interrupt(glet, exc)
+        return False
 
     def _throw(self, glet: RawGreenlet, ctx: JobContext) -> None:
         exc = self._interrupts.get(id(ctx))  # None once the job has ended: never into the greenlet's next job
@@ -148,6 +184,8 @@ class Processor:
         elapsed = time.time() - ctx.started_at
         if ctx.disposition == Disposition.RESCHEDULE:
             log.info("over limit %s jid=%s: %s; rescheduled", ctx.name, ctx.jid, ctx.exception)
+        elif ctx.disposition == Disposition.CANCEL:
+            log.info("cancelled %s jid=%s after %.3fs: stopped", ctx.name, ctx.jid, elapsed)
         elif ctx.exception is None:
             log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed)
         else:
@@ -166,30 +204,48 @@ class Processor:
         self._commit(ctx)
 
     def _commit(self, ctx: JobContext) -> None:
-        d = ctx.disposition
+        d, p = ctx.disposition, ctx.payload
         if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
             make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
-            self.acker.add(make(ctx.raw, payload_mod.encode(ctx.payload), ctx.retry_at))  # a unique lock stays held
+            self.acker.add(make(ctx.raw, payload_mod.encode(p), ctx.retry_at).ending(p))  # a unique lock stays held
         elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
-            self.acker.add(self._unlocking(ctx, Outcome.dead(ctx.raw, payload_mod.encode(ctx.payload), time.time())))
-            middleware.notify_death(ctx.payload, ctx.exception)
+            outcome = Outcome.dead(ctx.raw, payload_mod.encode(p), time.time())
+            self.acker.add(self._unlocking(ctx, outcome).ending(p, _error(ctx, ctx.exception)))
+            middleware.notify_death(p, ctx.exception)
+        elif d in (Disposition.DROP, Disposition.CANCEL):
+            self.acker.add(self._unlocking(ctx, Outcome(ctx.raw, d)).ending(p, _error(ctx, ctx.exception)))
         else:
-            outcome = Outcome(ctx.raw, Disposition.DROP if d == Disposition.DROP else Disposition.ACK)
-            self.acker.add(self._unlocking(ctx, outcome))
+            detail = payload_mod.encode(ctx.result) if "result_ttl" in p else ""
+            self.acker.add(self._unlocking(ctx, Outcome(ctx.raw)).ending(p, detail))
 
-    def _unlocking(self, ctx: JobContext, outcome: Outcome) -> Outcome:
+    def _unlocking(self, ctx: JobContext, outcome: Outcome, started: bool = True) -> Outcome:
         """The outcome of a job that ended for good, releasing its unique lock in the same settle step."""
         digest = payload_mod.unique_lock(ctx.payload)
-        if digest is None or ctx.payload.get("unique_until") == "start":  # released when it started
+        if digest is None or (started and ctx.payload.get("unique_until") == "start"):  # released when it started
             return outcome
         return outcome.releasing(self.acker.keys.unique(digest), ctx.jid)
 
-    def _bury_unrunnable(self, raw: str, error: str) -> None:
+    def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
         entry = payload_mod.salvage(raw, error)
         log.error("dead %s jid=%s: %s", entry.get("name", "?"), entry["jid"], error)
-        self.acker.add(Outcome.dead(raw, payload_mod.encode(entry), time.time()))
+        outcome = Outcome.dead(raw, payload_mod.encode(entry), time.time())
+        if payload is not None:  # a valid payload: counted in its batch, its tracked status written
+            tracked = "result_ttl" in payload
+            detail = payload_mod.encode({"error_class": "PayloadError", "error_message": error}) if tracked else ""
+            outcome.ending(payload, detail)
+        self.acker.add(outcome)
         if self.on_failure is not None:
             self.on_failure()
         middleware.notify_death(entry, None)
+
+
+def _error(ctx: JobContext, exc: BaseException | None) -> str:
+    """A tracked job's error as stored with its status (JSON), or '' for an untracked job."""
+    if "result_ttl" not in ctx.payload:
+        return ""
+    detail: dict[str, Any] = {"error_class": "JobCancelled", "error_message": f"job {ctx.jid} was cancelled"}
+    if exc is not None and not isinstance(exc, CancelJob):
+        detail = {"error_class": type(exc).__name__, "error_message": str(exc)[:2000]}
+    return payload_mod.encode(detail)

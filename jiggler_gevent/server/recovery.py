@@ -69,7 +69,7 @@ class Recovery:
         count = p.get("recoveries", 0)
         p["recoveries"] = (count if isinstance(count, int) else 0) + 1
         if p["recoveries"] <= config.MAX_RECOVERIES:
-            return Outcome.requeue(raw, payload_mod.encode(p), p.get("queue") or config.DEFAULT_QUEUE)
+            return Outcome.requeue(raw, payload_mod.encode(p), p.get("queue") or config.DEFAULT_QUEUE).ending(p)
         p.update(
             error_class="ProcessDied",
             failed_at=now,
@@ -78,4 +78,5 @@ class Recovery:
                 "it is presumed to kill its worker (memory, a crash in C code, os._exit) and was not run again"
             ),
         )
-        return Outcome.dead(raw, payload_mod.encode(p), now)
+        error = {"error_class": "ProcessDied", "error_message": p["error_message"]}
+        return Outcome.dead(raw, payload_mod.encode(p), now).ending(p, payload_mod.encode(error))

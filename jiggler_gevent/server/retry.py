@@ -1,4 +1,5 @@
-"""What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped; and to
+"""What happens to a job that failed: back to the retry set with back-off, to the dead set, or dropped (a
+cancelled one, CancelJob: only removed); and to
 a job that met a full limiter (limits.OverLimit): back to the scheduled set, without using a retry, for its
 first MAX_RESCHEDULES times (delay: limits.reschedule_delay), then failed like any exception.
 
@@ -12,6 +13,7 @@ import traceback
 from collections.abc import Callable
 
 from ..config import DEFAULT_RETRIES
+from ..errors import CancelJob
 from ..limits import MAX_RESCHEDULES, OverLimit, reschedule_delay
 from ..middleware import Disposition, JobContext, ServerMiddleware
 
@@ -43,6 +45,9 @@ class RetryMiddleware(ServerMiddleware):
 
     def after_process(self, ctx: JobContext) -> None:
         if ctx.exception is None:
+            return
+        if isinstance(ctx.exception, CancelJob):
+            ctx.disposition = Disposition.CANCEL  # not retried, not buried
             return
         now = self.clock()
         if isinstance(ctx.exception, OverLimit) and self._reschedule(ctx, now):

@@ -21,7 +21,7 @@ import gevent
 import gevent.timeout
 import greenlet
 
-from ..errors import JobTimeout
+from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet, Timeout, Watcher
 
 STUCK_FACTOR = 10  # a deferred JobTimeout is "stuck" after max(STUCK_FACTOR x timeout, STUCK_MIN) seconds
@@ -121,9 +121,12 @@ class CodeMap:
 
 
 def _stuck_limit(exc: BaseException) -> float | None:
-    """Seconds a deferred JobTimeout may wait for a safe point; None: other exceptions wait as long as it takes."""
+    """Seconds a deferred JobTimeout or CancelJob may wait for a safe point; None: other exceptions wait as long
+    as it takes."""
     if isinstance(exc, JobTimeout) and exc.seconds > 0:
         return max(STUCK_FACTOR * exc.seconds, STUCK_MIN)
+    if isinstance(exc, CancelJob):
+        return exc.stop_within
     return None
 
 

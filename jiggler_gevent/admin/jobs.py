@@ -1,0 +1,245 @@
+"""Job(jid): one job's status, result and cancellation; BatchStatus(bid) and Batches(): batches. Re-exported by api.py.
+
+A job with `result_ttl` has its status in NS:result:<jid>, written by the scripts that change it. Any other job is
+looked for where it can be (as Sidekiq's API does): the scheduled and retry sets (ZSCAN with a MATCH on its jid),
+the working lists of live processes, the queues (read in windows) and the dead set. That costs a scan, so it is for
+tools and pages, not hot paths. A cancellation is remembered for CANCEL_KEEP seconds (NS:cancelled).
+"""
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from .. import config, scripts
+from .. import payload as payload_mod
+from ..errors import JobCancelled, JobFailed
+from ..keys import Keys
+
+STATUSES = ("scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown")
+ENDED = ("done", "dead", "cancelled")
+WAIT_SLICE = 5.0  # result() re-reads the status at least this often while it blocks (a missed wake-up costs this)
+LIST_WINDOW = 1000
+
+
+@dataclass
+class Found:
+    """Where a job was found: its status, and for a waiting one, the key and the payload as stored."""
+
+    status: str
+    key: str = ""
+    raw: str = ""
+
+
+def _client_and_keys() -> "tuple[redis.Redis, Keys]":
+    cfg = config.current()
+    return config.redis_client(cfg.url), cfg.keys
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class Job:
+    """One job by its jid: `status`, `result(timeout)`, `cancel()`."""
+
+    def __init__(self, jid: str) -> None:
+        if not isinstance(jid, str):
+            raise TypeError(f"jid must be a string, not {type(jid).__name__}")
+        self.jid = jid
+        self.redis, self.keys = _client_and_keys()
+        self._needle = f'"jid":{payload_mod.encode(jid)}'
+
+    @property
+    def status(self) -> str:
+        """One of "scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown"."""
+        return self._locate().status
+
+    def info(self) -> dict[str, Any]:
+        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times)."""
+        tracked = cast("dict[str, str]", self.redis.hgetall(self.keys.result(self.jid)))
+        info: dict[str, Any] = {"jid": self.jid, "status": self._locate(tracked).status}
+        for field in ("started_at", "updated_at"):
+            if field in tracked:
+                info[field] = float(tracked[field])
+        if "result" in tracked:
+            info["result"] = json.loads(tracked["result"])
+        if "error" in tracked:
+            info.update(json.loads(tracked["error"]))
+        return info
+
+    def _locate(self, tracked: dict[str, str] | None = None) -> Found:
+        if not self.jid:
+            return Found("unknown")
+        if tracked is None:
+            tracked = cast("dict[str, str]", self.redis.hgetall(self.keys.result(self.jid)))
+        if tracked.get("status") in ENDED:
+            return Found(tracked["status"])
+        if self.redis.zscore(self.keys.cancelled, self.jid) is not None:
+            return Found("cancelled")
+        k = self.keys
+        for status, key in (("scheduled", k.schedule), ("retrying", k.retry)):
+            raw = self._in_sorted_set(key)
+            if raw is not None:
+                return Found(status, key, raw)
+        for name in sorted(cast("set[str]", self.redis.smembers(k.queues))):
+            raw = self._in_list(k.queue(name))
+            if raw is not None:
+                return Found("queued", k.queue(name), raw)
+        for identity in cast("set[str]", self.redis.smembers(k.processes)):
+            if self._in_list(k.working(identity)) is not None:
+                return Found("running")
+        if self._in_sorted_set(k.dead) is not None:
+            return Found("dead")
+        return Found(tracked.get("status") or "unknown")
+
+    def _in_sorted_set(self, key: str) -> str | None:
+        pattern = f"*{_glob_escape(self._needle)}*"
+        for raw, _ in self.redis.zscan_iter(key, match=pattern, count=1000):
+            return cast(str, raw)
+        return None
+
+    def _in_list(self, key: str) -> str | None:
+        start = 0
+        while True:
+            raws = cast("list[str]", self.redis.lrange(key, start, start + LIST_WINDOW - 1))
+            for raw in raws:
+                if self._needle in raw:
+                    return raw
+            if len(raws) < LIST_WINDOW:
+                return None
+            start += LIST_WINDOW
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job to end and return its value (JobFailed: it failed for good; JobCancelled; TimeoutError
+        when `timeout` seconds pass first). Blocks on Redis (BLMOVE), without polling; only jobs with
+        `result_ttl` keep a result: for another one that has not ended, ValueError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key = self.keys.result(self.jid)
+        while True:
+            tracked = cast("dict[str, str]", self.redis.hgetall(key))
+            if not tracked:
+                return self._untracked()
+            status = tracked.get("status")
+            if status == "done":
+                return json.loads(tracked.get("result", "null"))
+            if status in ("dead", "cancelled"):
+                self._raise_ended(status, tracked.get("error", "{}"))
+            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"job {self.jid} did not end within {timeout}s (status: {status})")
+            done = key + ":done"
+            self.redis.blmove(done, done, min(left, WAIT_SLICE), "RIGHT", "LEFT")  # type: ignore[arg-type]
+
+    def _untracked(self) -> Any:
+        found = self._locate({})
+        if found.status in ("dead", "cancelled"):
+            error = "{}"
+            if found.status == "dead":
+                raw = self._in_sorted_set(self.keys.dead) or "{}"
+                item = json.loads(raw)
+                error = json.dumps({f: item.get(f, "") for f in ("error_class", "error_message")})
+            self._raise_ended(found.status, error)
+        raise ValueError(
+            f"job {self.jid} is {found.status}: only a job enqueued with result_ttl keeps its result "
+            "(or its result_ttl has passed)"
+        )
+
+    def _raise_ended(self, status: str, error: str) -> None:
+        if status == "cancelled":
+            raise JobCancelled(self.jid)
+        details = json.loads(error)
+        raise JobFailed(self.jid, str(details.get("error_class", "")), str(details.get("error_message", "")))
+
+    def cancel(self) -> bool:
+        """Cancel the job: one waiting never starts; one running is stopped at its next safe point, also while it
+        computes. True when it was found not yet ended."""
+        found = self._locate()
+        if found.status in ENDED or found.status == "unknown":
+            return False  # an unknown jid is not recorded: its status must not read "cancelled" later
+        now = time.time()
+        args: list[Any] = [self.jid, now, now - config.CANCEL_KEEP, self.keys.cancel_channel, found.raw]
+        item: dict[str, Any] = {}
+        if found.raw:
+            try:
+                item = payload_mod.decode(found.raw)
+            except payload_mod.PayloadError:
+                item = {}
+        lock, bid, ttl = payload_mod.unique_lock(item), payload_mod.batch_id(item), payload_mod.result_ttl(item)
+        args += [self.keys.unique(lock) if lock else "", self.keys.batch(bid) if bid else ""]
+        args += [self.keys.result(self.jid), "" if ttl is None else ttl, self.keys.queue_prefix]
+        args += [config.BATCH_TTL, config.RESULT_PENDING_TTL]
+        keys = [self.keys.cancelled, found.key, self.keys.queues, self.keys.wake]
+        scripts.register(self.redis).cancel(keys=keys, args=args, client=self.redis)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Job {self.jid}>"
+
+
+class BatchStatus:
+    """A batch read when created: total, pending, failures, complete, success, description, created_at,
+    complete_at, success_at, failed_jids. LookupError for an unknown (or expired) batch."""
+
+    def __init__(self, bid: str) -> None:
+        self.bid = bid
+        client, keys = _client_and_keys()
+        key = keys.batch(bid)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            pipe.smembers(key + ":failed")
+            fields, failed = pipe.execute()
+        if not fields:
+            raise LookupError(f"no batch {bid!r} (unknown, or expired {config.BATCH_TTL // 86400} days after it ended)")
+        self.description: str = fields.get("description", "")
+        self.created_at = float(fields.get("created_at") or 0)
+        self.total = int(fields.get("total") or 0)
+        self.pending = int(fields.get("pending") or 0)
+        self.failed_jids: list[str] = sorted(failed)
+        self.failures = len(self.failed_jids)
+        self.complete_at = float(fields["complete_at"]) if fields.get("complete_at") else None
+        self.success_at = float(fields["success_at"]) if fields.get("success_at") else None
+        self.complete = self.complete_at is not None
+        self.success = self.success_at is not None
+        self.callbacks = [which for which in ("complete", "success") if f"cb_{which}" in fields]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields above, as `gjiggler batches --json` prints them."""
+        names = ("bid", "description", "created_at", "total", "pending", "failures", "complete", "success")
+        return {n: getattr(self, n) for n in (*names, "complete_at", "success_at", "failed_jids")}
+
+    def __repr__(self) -> str:
+        return f"<BatchStatus {self.bid} {self.total - self.pending}/{self.total} done, {self.failures} failed>"
+
+
+class Batches:
+    """The batches on the namespace, newest first (those expired are left out)."""
+
+    def __init__(self) -> None:
+        self.redis, self.keys = _client_and_keys()
+
+    def __len__(self) -> int:
+        return int(self.redis.zcard(self.keys.batches))
+
+    def page(self, offset: int = 0, limit: int = 25) -> list[BatchStatus]:
+        """Up to `limit` batches from the `offset`-th newest."""
+        bids = cast("list[str]", self.redis.zrevrange(self.keys.batches, offset, offset + limit - 1))
+        found = []
+        for bid in bids:
+            try:
+                found.append(BatchStatus(bid))
+            except LookupError:
+                self.redis.zrem(self.keys.batches, bid)
+        return found
+
+    def __iter__(self) -> Iterator[BatchStatus]:
+        offset = 0
+        while True:
+            page = self.page(offset, 100)
+            yield from page
+            if len(page) < 100:
+                return
+            offset += 100
