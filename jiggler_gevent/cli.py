@@ -201,6 +201,99 @@ def limits(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
         click.echo(f"{row['name']}: {row['kind']} {row['in_use']}/{row['size']}{per}")
 
 
+class NotFound(click.ClickException):
+    """What a command asked about does not exist: one line and exit code 2."""
+
+    exit_code = 2
+
+
+@cli.command()
+@click.argument("jids", metavar="JID...", nargs=-1, required=True)
+@redis_options
+def cancel(jids: tuple[str, ...], redis_url: str | None, namespace: str | None) -> None:
+    """Cancel jobs: a waiting one never starts, a running one stops at its next safe point."""
+    from .admin.jobs import Job
+
+    apply_redis_options(redis_url, namespace)
+    for jid in jids:
+        found = Job(jid).cancel()
+        click.echo(f"{jid}: cancelled" if found else f"{jid}: not found waiting or running (unknown, or already ended)")
+
+
+@cli.command()
+@click.argument("jid")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def status(jid: str, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """A job's status, and the result or error of a job enqueued with result_ttl."""
+    from .admin.jobs import Job
+
+    apply_redis_options(redis_url, namespace)
+    info = Job(jid).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    note = " (not found, or ended without result_ttl)" if info["status"] == "unknown" else ""
+    click.echo(f"{jid}: {info['status']}{note}")
+    for field, label in (("started_at", "started"), ("updated_at", "last change")):
+        if field in info:
+            click.echo(f"  {label}: {_when(info[field])}")
+    if "result" in info:
+        click.echo(f"  result: {json.dumps(info['result'])}")
+    if "error_class" in info:
+        message = info.get("error_message")
+        click.echo(f"  error: {info['error_class']}{': ' + message if message else ''}")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=25, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def batches(limit: int, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """Recent batches, newest first, with their counts."""
+    from .admin.jobs import Batches
+
+    apply_redis_options(redis_url, namespace)
+    rows = [b.as_dict() for b in Batches().page(0, limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no batches: none created on this namespace, or all expired")
+    for row in rows:
+        click.echo(f"{row['bid']} {row['description']!r}: {_batch_counts(row)}; created {_when(row['created_at'])}")
+
+
+@cli.command()
+@click.argument("bid")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def batch(bid: str, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """One batch: counts, completion and success times, and the jids that failed."""
+    from .admin.jobs import BatchStatus
+
+    apply_redis_options(redis_url, namespace)
+    try:
+        row = BatchStatus(bid).as_dict()
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    click.echo(f"{row['bid']} {row['description']!r}: {_batch_counts(row)}")
+    click.echo(f"  created: {_when(row['created_at'])}")
+    click.echo(f"  complete: {_when(row['complete_at']) if row['complete'] else 'not yet'}")
+    click.echo(f"  success: {_when(row['success_at']) if row['success'] else 'not yet'}")
+    for jid in row["failed_jids"]:
+        click.echo(f"  failed: {jid}")
+
+
+def _batch_counts(row: dict[str, Any]) -> str:
+    state = "success" if row["success"] else "complete" if row["complete"] else "in progress"
+    succeeded = row["total"] - row["pending"]
+    return f"{succeeded}/{row['total']} succeeded, {row['pending']} pending, {row['failures']} failed, {state}"
+
+
 def _when(ts: float | None) -> str:
     """A unix time as `YYYY-MM-DD HH:MM:SS UTC`, or `never`."""
     import time

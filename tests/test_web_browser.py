@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jiggler_gevent import api, config
+from jiggler_gevent import Batch, api, config
 from tests import jobs
 from tests.conftest import ROOT, gjiggler_command, wait_for
 
@@ -182,27 +182,31 @@ def test_script_in_arguments_renders_as_text(page, dashboard_url, start_worker):
     shot(page, "xss-detail")
 
 
-def test_phone_sized_screens(browser, dashboard_url, start_worker):
-    start_worker("-q", "work")
-    jobs.always_fail.set(queue="work").enqueue(_key("browser:phone"))
-    jobs.record.enqueue_in(600, _key("browser:phone"), "later")
-    wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
+def _fit_a_phone(browser, dashboard_url, pages) -> None:
+    """Each (path, screenshot name) on a 390 px phone screen: the page itself never scrolls sideways (wide
+    tables scroll inside their own box)."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     pg = context.new_page()
     try:
-        for path, name in (
-            ("/", "phone-dashboard"),
-            ("/dead", "phone-dead"),
-            ("/busy", "phone-busy"),
-            ("/cron", "phone-cron"),
-        ):
+        for path, name in pages:
             pg.goto(dashboard_url + path)
-            # the page itself never scrolls sideways; wide tables scroll inside their own box
             width = pg.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
             shot(pg, name)
     finally:
         context.close()
+
+
+def test_phone_sized_screens(browser, dashboard_url, start_worker):
+    start_worker("-q", "work")
+    jobs.always_fail.set(queue="work").enqueue(_key("browser:phone"))
+    jobs.record.enqueue_in(600, _key("browser:phone"), "later")
+    wait_for(lambda: len(api.DeadSet()) == 1, 60, "the job to die")
+    _fit_a_phone(
+        browser,
+        dashboard_url,
+        (("/", "phone-dashboard"), ("/dead", "phone-dead"), ("/busy", "phone-busy"), ("/cron", "phone-cron")),
+    )
 
 
 def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r):
@@ -221,4 +225,24 @@ def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r)
     wait_for(lambda: r.llen(key) == 1, 40, "the enqueued job to run")
     assert r.lrange(key, 0, -1) == ['["eu", true]']
     shot(page, "cron-after")
+    assert page.errors == []
+
+
+def test_batches_page_draws_progress_and_links_to_a_failed_job(browser, page, dashboard_url):
+    batch = Batch(description="browser import")
+    with batch:
+        jids = [jobs.record.set(queue="parked").enqueue(_key("browser:batch"), i) for i in range(4)]
+    assert api.Job(jids[0]).cancel()  # counts as the batch's one failure
+    page.goto(dashboard_url + "/batches")
+    row = page.locator(f'tr[data-batch="{batch.bid}"]')
+    assert "browser import" in row.inner_text() and "in progress" in row.inner_text()
+    track = row.locator('[role="progressbar"] svg').bounding_box()
+    failed = row.locator('[role="progressbar"] rect.bad').bounding_box()
+    assert track["width"] > 50 and abs(failed["width"] - track["width"] / 4) < 2  # 1 of 4 jobs, drawn in red
+    shot(page, "batches")
+    row.locator("a").click()
+    page.locator("table[data-failed] a", has_text=jids[0]).click()
+    assert page.locator("[data-status]").inner_text() == "cancelled"
+    shot(page, "job-cancelled")
+    _fit_a_phone(browser, dashboard_url, (("/batches", "phone-batches"), (f"/jobs/{jids[1]}", "phone-job")))
     assert page.errors == []

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import redis
 
-from . import cron, limits, pages, sets
+from ... import config
+from . import batches, cron, jobs, limits, pages, sets
 from .html import Safe, render
 from .http import Csrf, Request, Response
 from .layout import View
@@ -35,6 +36,8 @@ SECURITY_HEADERS = [
 ]
 SET_ROUTE = re.compile(r"^/(scheduled|retries|dead)(?:/(.+))?$")
 QUEUE_ROUTE = re.compile(r"^/queues/(.+)$")
+BATCH_ROUTE = re.compile(r"^/batches/(.+)$")
+JOB_ROUTE = re.compile(r"^/jobs/(.+)$")
 
 StartResponse = Callable[..., Any]
 
@@ -82,13 +85,22 @@ class Dashboard:
             "/queues": ("Queues", pages.queues),
             cron.PATH: ("Cron", cron.page),
             limits.PATH: ("Limits", limits.page),
+            batches.PATH: ("Batches", batches.listing),
         }
         if path in simple:
             title, fn = simple[path]
             return Response(view.page(title, fn(view)))
+        if path == jobs.PATH:
+            return jobs.index(view)
         m = QUEUE_ROUTE.match(path)
         if m:
             return Response(view.page(f"Queue {m.group(1)}", pages.queue(view, m.group(1))))
+        m = JOB_ROUTE.match(path)
+        if m:
+            return Response(view.page("Job status", jobs.detail(view, m.group(1))))
+        m = BATCH_ROUTE.match(path)
+        if m:
+            return self._batch(view, m.group(1))
         m = SET_ROUTE.match(path)
         if m:
             kind = sets.KINDS[m.group(1)]
@@ -105,6 +117,18 @@ class Dashboard:
             )
             return Response(view.page("Job not found", missing), "404 Not Found")
         return Response(view.page("Not found", Safe('<p class="empty">No such page.</p>')), "404 Not Found")
+
+    def _batch(self, view: View, bid: str) -> Response:
+        body = batches.detail(view, bid)
+        if body is not None:
+            return Response(view.page("Batch", body))
+        missing = render(
+            '<p class="empty">No such batch: it is unknown, or it expired ({days} days after its last change). '
+            '<a href="{back}">Back to the list</a>.</p>',
+            days=config.BATCH_TTL // 86400,
+            back=view.url(batches.PATH),
+        )
+        return Response(view.page("Batch not found", missing), "404 Not Found")
 
     def post(self, req: Request) -> Response:
         if not self.csrf.check(req):
@@ -124,6 +148,9 @@ class Dashboard:
             result = sets.action(req, kind), kind.path
         if req.path == cron.PATH:
             result = cron.action(req), cron.PATH
+        m = JOB_ROUTE.match(req.path)
+        if m:
+            result = jobs.action(req, m.group(1))
         if result is None:
             return Response("unknown action", "400 Bad Request", "text/plain")
         outcome, back = result

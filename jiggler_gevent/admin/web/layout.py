@@ -19,8 +19,10 @@ SECTIONS: list[tuple[str, str, str | None]] = [
     ("/scheduled", "Scheduled", "scheduled_size"),
     ("/retries", "Retries", "retry_size"),
     ("/dead", "Dead", "dead_size"),
+    ("/batches", "Batches", None),
     ("/cron", "Cron", None),
     ("/limits", "Limits", None),
+    ("/jobs", "Job status", None),
 ]
 
 # ?flash=CODE&n=N after an action: fixed texts, so nothing from the URL is echoed but a number.
@@ -32,6 +34,8 @@ FLASH = {
     "nothing": "Nothing selected.",
     "enqueued": "{n} periodic job(s) enqueued now.",
     "gone": "That periodic entry is no longer published by any running worker.",
+    "cancelled": "Job cancelled: if it was waiting it will never start; if it runs, it stops at its next safe point.",
+    "not-cancelled": "Nothing to cancel: the job was not found waiting or running (it may have ended).",
 }
 
 
