@@ -8,16 +8,12 @@ subprocess (`-c 100`), plain and with `@job(concurrency=1000)`. The worker loads
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from benchmarks.drain import jobs_per_second
 from jiggler_gevent import config, job, limits
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @job
@@ -50,26 +46,11 @@ def per_op(label: str, ops: int, fn: Callable[[int], object]) -> None:
 
 
 def drain(url: str, namespace: str, fn: Callable[..., object], jobs: int) -> float:
-    client = config.redis_client()
     fn.enqueue_bulk([()] * jobs)  # type: ignore[attr-defined]
     queue = config.current().keys.queue("default")
     argv = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.bench_limits", "-c", "100"]
     argv += ["--redis-url", url, "--namespace", namespace]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while client.llen(queue) == jobs:
-            time.sleep(0.001)
-        started = time.perf_counter()
-        working = f"{namespace}:working:*"
-        while client.llen(queue) > 0 or any(client.llen(k) for k in client.scan_iter(working)):
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        assert client.zcard(config.current().keys.dead) == 0, "jobs died: is the worker loading this module?"
-        return jobs / elapsed
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    return jobs_per_second(argv, queue, namespace, jobs)
 
 
 def main() -> None:

@@ -51,6 +51,8 @@ def _click_option(option: Option) -> Decorator:
         kwargs.update(type=Seconds(min=option.minimum), default=option.default, show_default=option.default is not None)
     elif option.kind is Kind.QUEUE:
         kwargs["callback"] = _queues
+    elif option.kind is Kind.CHOICE:
+        kwargs.update(type=click.Choice(option.choices), default=option.default, show_default=True)
     return click.option(*option.flags, option.field, **kwargs)
 
 
@@ -310,15 +312,32 @@ def _when(ts: float | None) -> str:
     show_default=True,
     help="Port to listen on (0 picks a free one).",
 )
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve a non-loopback address without a password (JIGGLER_WEB_PASSWORD; user JIGGLER_WEB_USER).",
+)
 @redis_options
-def web(host: str, port: int, redis_url: str | None, namespace: str | None) -> None:
-    """Serve the web dashboard until SIGTERM or Ctrl-C."""
+def web(host: str, port: int, no_auth: bool, redis_url: str | None, namespace: str | None) -> None:
+    """Serve the web dashboard until SIGTERM or Ctrl-C.
+
+    With JIGGLER_WEB_PASSWORD set (user JIGGLER_WEB_USER, default admin) it asks for HTTP basic auth. It refuses
+    to listen on a non-loopback address without a password unless --no-auth is given."""
+    import os
+
+    from .admin.web import auth
     from .admin.web.server import serve
 
+    credentials = auth.credentials_from_env(os.environ)
+    if credentials is None and not no_auth and not auth.is_loopback(host):
+        raise click.UsageError(
+            f"refusing to serve the dashboard on {host} without a password: set {auth.PASSWORD_ENV} "
+            f"(user {auth.USER_ENV}, default {auth.DEFAULT_USER}), listen on 127.0.0.1, or pass --no-auth"
+        )
     apply_redis_options(redis_url, namespace)
     setup_logging(False)
     try:
-        serve(host, port)
+        serve(host, port, auth=credentials)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

@@ -30,9 +30,11 @@ class WorkerOptions:
     poll_interval: float = config.DEFAULT_POLL_INTERVAL
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL
     verbose: bool = False
+    log_format: str = "text"  # "text" or "json"
     django: bool = False
     redis_url: str | None = None
     namespace: str | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics at /metrics on this port
 
     @property
     def pool_size(self) -> int:
@@ -49,6 +51,7 @@ class Kind(enum.Enum):
     FLAG = "flag"  # present or not
     TEXT = "text"  # a string
     QUEUE = "queue"  # NAME or NAME,WEIGHT
+    CHOICE = "choice"  # one of Option.choices
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Option:
     multiple: bool = False
     metavar: str | None = None
     in_settings: bool = True  # False: not a settings.JIGGLER key
+    choices: tuple[str, ...] = ()  # the values a CHOICE option takes
 
     @property
     def flag(self) -> str:
@@ -145,6 +149,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("verbose", ("-v", "--verbose"), Kind.FLAG, "Debug logging."),
     Option(
+        "log_format",
+        ("--log-format",),
+        Kind.CHOICE,
+        "Log lines as text, or as one JSON object per line (time, level, logger, message, pid; jid, job).",
+        choices=("text", "json"),
+    ),
+    Option(
         "django",
         ("--django",),
         Kind.FLAG,
@@ -158,6 +169,14 @@ OPTIONS: tuple[Option, ...] = (
         "Redis URL (default: $JIGGLER_REDIS_URL, $REDIS_URL, redis://localhost:6379/0).",
     ),
     Option("namespace", ("--namespace",), Kind.TEXT, "Key namespace (default: jiggler)."),
+    Option(
+        "metrics_port",
+        ("--metrics-port",),
+        Kind.COUNT,
+        "Serve Prometheus metrics at /metrics on this port (one endpoint for all -p processes).",
+        minimum=1,
+        metavar="PORT",
+    ),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 SETTINGS: dict[str, Option] = {o.field.upper(): o for o in OPTIONS if o.in_settings}

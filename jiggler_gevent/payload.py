@@ -5,7 +5,8 @@ created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count
 error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process;
 `reschedules` when it was put back over a limit (limits.OverLimit). A unique job also has unique_for,
 unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>). A job whose status and
-result are kept has `result_ttl` (seconds); a member of a batch has `bid`.
+result are kept has `result_ttl` (seconds); a member of a batch has `bid`. With contrib.opentelemetry
+instrumented, `trace` carries the push's trace context (W3C traceparent).
 """
 
 import hashlib

@@ -145,6 +145,8 @@ def test_jiggler_settings_mirror_the_worker_options() -> None:
         "POLL_INTERVAL",
         "HEARTBEAT_INTERVAL",
         "VERBOSE",
+        "LOG_FORMAT",
+        "METRICS_PORT",
         "REQUIRES",
     }
     settings = {

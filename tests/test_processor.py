@@ -69,7 +69,7 @@ class Parts:
         self.processor = Processor(self.acker, server_chain(self.counters), on_failure=self.failed)
         self.greenlets: list = []
 
-    def failed(self) -> None:
+    def failed(self, entry: dict) -> None:
         self.failures += 1
 
     def held(self, raw: str) -> str:

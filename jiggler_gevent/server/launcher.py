@@ -11,6 +11,7 @@ stay alive).
 
 import logging
 import signal
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -34,15 +35,19 @@ from .retry import RetryMiddleware
 from .scheduler import Scheduler
 from .timeouts import TimeoutMiddleware
 
+if TYPE_CHECKING:
+    from .metrics import JobMetrics
+
 log = logging.getLogger("jiggler_gevent.launcher")
 
 
-def server_chain(counters: Counters) -> middleware.Chain:
-    """Built-in middleware around the user's: counters and retry outermost, then the unique-at-start release and
-    the job's concurrency slot, the job timer innermost."""
+def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> middleware.Chain:
+    """Built-in middleware around the user's: the Prometheus metrics (when on), counters and retry outermost,
+    then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
     chain = middleware.Chain()
     guards = (UniqueStartMiddleware(), ConcurrencyMiddleware())
-    for entry in (counters, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
+    outer = (metrics, counters) if metrics is not None else (counters,)
+    for entry in (*outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
         chain.add(entry)
     return chain
 
@@ -60,9 +65,13 @@ class Launcher:
         self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
         self.acker = Acker(self.redis, keys, self.fetch.working)
         self.counters = Counters()
-        self.processor = Processor(
-            self.acker, server_chain(self.counters), on_failure=lambda: self.counters.count(failed=True)
-        )
+        self.metrics: JobMetrics | None = None
+        if opts.metrics_port is not None:
+            from .metrics import single_process  # prometheus_client is loaded only with --metrics-port
+
+            queues = tuple(q for q, _ in opts.queues)
+            self.metrics = single_process(opts.metrics_port, self.redis, keys, queues, opts.concurrency)
+        self.processor = Processor(self.acker, server_chain(self.counters, self.metrics), on_failure=self._unrunnable)
         self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
         self.cancels = CancelListener(self.redis, keys, self.processor)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
@@ -89,6 +98,12 @@ class Launcher:
         self.stop_requested: Event = gevent.event.Event()
         self.force: Event = gevent.event.Event()
         self.switcher: Switcher | None = None
+
+    def _unrunnable(self, entry: dict[str, Any]) -> None:
+        """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
+        self.counters.count(failed=True)
+        if self.metrics is not None:
+            self.metrics.unrunnable(entry)
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""

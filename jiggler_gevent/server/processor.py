@@ -26,6 +26,7 @@ from ..batch import running_bid
 from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
+from ..logs import job_fields
 from ..middleware import Chain, Disposition, JobContext
 from . import tracking
 from .acker import Acker, Outcome
@@ -37,7 +38,9 @@ log = logging.getLogger("jiggler_gevent.processor")
 class Processor:
     """Turns raw payloads into job runs and outcomes."""
 
-    def __init__(self, acker: Acker, chain: Chain | None = None, on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, acker: Acker, chain: Chain | None = None, on_failure: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.acker = acker
         self.chain = chain if chain is not None else middleware.server
         self.running: dict[int, JobContext] = {}  # by id() of the greenlet running the job
@@ -81,7 +84,7 @@ class Processor:
             return
         ctx = JobContext(payload, raw)
         if (self.cancelled and ctx.jid in self.cancelled) or ("result_ttl" in payload and tracking.start(ctx)):
-            log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid)
+            log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
             outcome = self._unlocking(ctx, Outcome(raw, Disposition.CANCEL), started=False)
             self.acker.add(outcome.ending(payload, _error(ctx, None)))
             return
@@ -96,7 +99,7 @@ class Processor:
         self.running[key] = ctx
         self._greenlets[key] = glet
         ctx.started_at = time.time()
-        log.debug("start %s jid=%s", ctx.name, ctx.jid)
+        log.debug("start %s jid=%s", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
         bid = ctx.payload.get("bid")
         batch_token = running_bid.set(bid) if bid is not None else None
         tracked = "result_ttl" in ctx.payload
@@ -182,12 +185,13 @@ class Processor:
 
     def _finish(self, ctx: JobContext) -> None:
         elapsed = time.time() - ctx.started_at
+        fields = job_fields(ctx.name, ctx.jid)
         if ctx.disposition == Disposition.RESCHEDULE:
-            log.info("over limit %s jid=%s: %s; rescheduled", ctx.name, ctx.jid, ctx.exception)
+            log.info("over limit %s jid=%s: %s; rescheduled", ctx.name, ctx.jid, ctx.exception, extra=fields)
         elif ctx.disposition == Disposition.CANCEL:
-            log.info("cancelled %s jid=%s after %.3fs: stopped", ctx.name, ctx.jid, elapsed)
+            log.info("cancelled %s jid=%s after %.3fs: stopped", ctx.name, ctx.jid, elapsed, extra=fields)
         elif ctx.exception is None:
-            log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed)
+            log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed, extra=fields)
         else:
             exc = ctx.exception
             log.warning(
@@ -199,6 +203,7 @@ class Processor:
                 exc,
                 ctx.disposition,
                 exc_info=(type(exc), exc, exc.__traceback__),
+                extra=fields,
             )
             middleware.notify_error(exc, ctx)
         self._commit(ctx)
@@ -229,7 +234,8 @@ class Processor:
 
     def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
         entry = payload_mod.salvage(raw, error)
-        log.error("dead %s jid=%s: %s", entry.get("name", "?"), entry["jid"], error)
+        name = str(entry.get("name", "?"))
+        log.error("dead %s jid=%s: %s", name, entry["jid"], error, extra=job_fields(name, entry["jid"]))
         outcome = Outcome.dead(raw, payload_mod.encode(entry), time.time())
         if payload is not None:  # a valid payload: counted in its batch, its tracked status written
             tracked = "result_ttl" in payload
@@ -237,7 +243,7 @@ class Processor:
             outcome.ending(payload, detail)
         self.acker.add(outcome)
         if self.on_failure is not None:
-            self.on_failure()
+            self.on_failure(entry)
         middleware.notify_death(entry, None)
 
 

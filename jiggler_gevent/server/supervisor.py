@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Union, cast
 
@@ -135,8 +136,37 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""
+        metrics_dir = self._metrics_dir()
+        try:
+            return self._run()
+        finally:
+            if metrics_dir is not None:
+                from .metrics import remove_multiprocess_dir
+
+                remove_multiprocess_dir(metrics_dir)
+
+    def _metrics_dir(self) -> str | None:
+        """With --metrics-port, before the first fork and before prometheus_client is imported (it reads the
+        variable then): a fresh directory for the children's metric values, named in PROMETHEUS_MULTIPROC_DIR."""
+        if self.opts.metrics_port is None:
+            return None
+        path = tempfile.mkdtemp(prefix="jiggler-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        os.environ["JIGGLER_METRICS_SUPERVISED"] = str(os.getpid())  # metrics.SUPERVISED_ENV: children serve nothing
+        return path
+
+    def _run(self) -> int:
         first = [fork_child(self.opts, self.prepare) for _ in self.children]
         self.children[:] = first  # from here on, signals are forwarded to them
+        if self.opts.metrics_port is not None:
+            from .metrics import serve_supervised
+
+            try:
+                serve_supervised(self.opts.metrics_port, self.redis, self.cfg.keys)
+            except ConfigError as exc:
+                log.error("%s; stopping", exc)
+                self.exit_code = USAGE_ERROR
+                self._stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
@@ -156,6 +186,10 @@ class Supervisor:
             self.children[slot] = proc
             code = proc.wait()
             self.children[slot] = None
+            if self.opts.metrics_port is not None:
+                from .metrics import forget_process
+
+                forget_process(proc.pid)
             self._recover(proc.pid)
             if self.stopping.is_set():
                 return

@@ -25,7 +25,7 @@ def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
     Django up there). Raises ConfigError when a -r module cannot be imported.
     """
     cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace)
-    setup_logging(opts.verbose)
+    setup_logging(opts.verbose, opts.log_format)
     if opts.processes > 1:
         from .supervisor import Supervisor
 

@@ -17,6 +17,7 @@ import redis
 
 from ... import config
 from . import batches, cron, jobs, limits, pages, sets
+from .auth import CHALLENGE, BasicAuth
 from .html import Safe, render
 from .http import Csrf, Request, Response
 from .layout import View
@@ -43,20 +44,28 @@ StartResponse = Callable[..., Any]
 
 
 class Dashboard:
-    """The WSGI app. `secret` signs CSRF tokens (random per process unless given, e.g. from Django's)."""
+    """The WSGI app. `secret` signs CSRF tokens (random per process unless given, e.g. from Django's);
+    `auth`, when given, puts every page, static file and action behind HTTP basic auth."""
 
-    def __init__(self, secret: bytes | None = None) -> None:
+    def __init__(self, secret: bytes | None = None, auth: BasicAuth | None = None) -> None:
         self.csrf = Csrf(secret)
+        self.auth = auth
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        req = Request(environ)
+        if self.auth is not None and not self.auth.allows(environ):
+            # Checked before the request is parsed, so an unauthenticated POST body is never read.
+            resp = Response("authentication required", "401 Unauthorized", "text/plain; charset=utf-8", [CHALLENGE])
+        else:
+            resp = self.respond(Request(environ))
+        start_response(resp.status, resp.headers + SECURITY_HEADERS + [("Content-Length", str(len(resp.body)))])
+        return [] if environ.get("REQUEST_METHOD", "GET").upper() == "HEAD" else [resp.body]
+
+    def respond(self, req: Request) -> Response:
         try:
-            resp = self.handle(req)
+            return self.handle(req)
         except redis.RedisError as exc:
             log.warning("redis error serving %s: %s", req.path, exc)
-            resp = Response(f"Redis did not answer: {exc}", "503 Service Unavailable", "text/plain; charset=utf-8")
-        start_response(resp.status, resp.headers + SECURITY_HEADERS + [("Content-Length", str(len(resp.body)))])
-        return [] if req.method == "HEAD" else [resp.body]
+            return Response(f"Redis did not answer: {exc}", "503 Service Unavailable", "text/plain; charset=utf-8")
 
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/static/"):
@@ -174,6 +183,9 @@ def static(name: str) -> Response:
     return Response(path.read_bytes(), content_type=ctype, headers=[("Cache-Control", "public, max-age=3600")])
 
 
-def create_app(secret: bytes | None = None) -> Dashboard:
-    """A new dashboard WSGI app reading the configured namespace (see jiggler_gevent.configure)."""
-    return Dashboard(secret)
+def create_app(secret: bytes | None = None, auth: tuple[str, str] | None = None) -> Dashboard:
+    """A new dashboard WSGI app reading the configured namespace (see jiggler_gevent.configure).
+
+    `auth=(user, password)` asks every request for HTTP basic auth; without it the app has no login of its own.
+    """
+    return Dashboard(secret, BasicAuth(*auth) if auth is not None else None)

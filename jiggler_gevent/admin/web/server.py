@@ -13,9 +13,11 @@ from .app import create_app
 log = logging.getLogger("jiggler_gevent.web")
 
 
-def serve(host: str = "127.0.0.1", port: int = 9292) -> None:
-    """Serve the dashboard; port 0 picks a free one. Prints the URL it listens on."""
-    server: gevent_types.WSGIServer = WSGIServer((host, port), create_app(), log=log, error_log=log)
+def serve(host: str = "127.0.0.1", port: int = 9292, auth: tuple[str, str] | None = None) -> None:
+    """Serve the dashboard; port 0 picks a free one. Prints the URL it listens on.
+
+    `auth=(user, password)` puts it behind HTTP basic auth."""
+    server: gevent_types.WSGIServer = WSGIServer((host, port), create_app(auth=auth), log=log, error_log=log)
     server.start()
     bound_host, bound_port = server.address[:2]
     cfg = config.current()

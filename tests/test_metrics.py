@@ -1,0 +1,166 @@
+"""`gjiggler worker --metrics-port`: Prometheus metrics of real worker processes, one process and -p 2."""
+
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from jiggler_gevent import payload as payload_mod
+from tests import jobs
+from tests.conftest import wait_for
+
+parser = pytest.importorskip("prometheus_client.parser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict:
+    """{(sample name, sorted labels): value} of /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in parser.text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape_when_up(port: int) -> dict:
+    def attempt() -> dict | None:
+        try:
+            return scrape(port)
+        except OSError:
+            return None
+
+    return wait_for(attempt, 20, f"/metrics on port {port}")  # type: ignore[return-value]
+
+
+def total(metrics: dict, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
+
+
+def series(metrics: dict, name: str) -> set:
+    return {ls for (n, ls), _ in metrics.items() if n == name}
+
+
+def child_pids(r, ns) -> set:
+    return {int(i.split(":")[1]) for i in r.smembers(ns.keys.processes)}
+
+
+def push_raw(r, ns, queue: str, payloads: list) -> None:
+    r.sadd(ns.keys.queues, queue)
+    r.lpush(ns.keys.queue(queue), *[payload_mod.encode(p) for p in payloads])
+
+
+def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_killed_child(ns, r, start_worker):
+    port = free_port()
+    w = start_worker("-p", "2", "-c", "5", "--metrics-port", str(port))
+    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
+    key = f"{ns.namespace}:t:metrics"
+    jobs.record.enqueue_bulk([(key + ":ok", str(i)) for i in range(12)])
+    jobs.always_fail.enqueue_bulk([(key + ":fail",)] * 4)
+    jobs.slow_io.enqueue_bulk([(key + ":slow", 3.0)] * 2)  # timeout 0.5 s, no retries: two failures
+    unknown = [payload_mod.build(f"no.such.job_{i}", [i]) for i in range(500)]
+    push_raw(r, ns, "default", unknown)
+    stale = [dict(payload_mod.build("tests.jobs.record", [key, "x"], queue="elsewhere"), enqueued_at=time.time() - 30)]
+    push_raw(r, ns, "elsewhere", stale * 3)  # a queue nobody works: its size and latency
+    jobs.record.enqueue_in(3600, key, "later")
+
+    def settled() -> dict | None:
+        m = scrape_when_up(port)
+        return m if total(m, "jiggler_jobs_processed_total") == 518 else None
+
+    m = wait_for(settled, 30, "518 jobs processed")
+    record, fail, slow = "tests.jobs.record", "tests.jobs.always_fail", "tests.jobs.slow_io"
+    assert total(m, "jiggler_jobs_processed_total", job=record, queue="default") == 12
+    assert total(m, "jiggler_jobs_failed_total", job=record) == 0
+    assert total(m, "jiggler_jobs_processed_total", job=fail) == total(m, "jiggler_jobs_failed_total", job=fail) == 4
+    assert total(m, "jiggler_jobs_processed_total", job=slow) == total(m, "jiggler_jobs_failed_total", job=slow) == 2
+    assert total(m, "jiggler_jobs_failed_total") == 506
+    # 500 distinct unknown names: one series, processed and failed, no run time (they never ran).
+    unknown_series = {ls for ls in series(m, "jiggler_jobs_processed_total") if ("job", "unknown") in ls}
+    assert unknown_series == {(("job", "unknown"), ("queue", "default"))}
+    assert total(m, "jiggler_jobs_failed_total", job="unknown") == 500
+    assert len(series(m, "jiggler_jobs_processed_total")) == 4
+    for job, runs in ((record, 12), (fail, 4), (slow, 2)):
+        assert total(m, "jiggler_job_duration_seconds_count", job=job) == runs
+        assert total(m, "jiggler_job_duration_seconds_bucket", job=job, le="+Inf") == runs
+    assert total(m, "jiggler_job_duration_seconds_count", job="unknown") == 0
+    assert total(m, "jiggler_job_duration_seconds_bucket", job=slow, le="0.25") == 0  # each ran its 0.5 s timeout
+    assert total(m, "jiggler_job_duration_seconds_bucket", job=slow, le="1.0") == 2
+    assert total(m, "jiggler_job_duration_seconds_sum", job=slow) >= 1.0
+    # Gauges: the children's summed, and Redis' read on the scrape.
+    assert total(m, "jiggler_concurrency") == 10
+    assert total(m, "jiggler_busy_workers") == 0
+    assert total(m, "jiggler_queue_size", queue="elsewhere") == 3
+    assert total(m, "jiggler_queue_latency_seconds", queue="elsewhere") >= 30
+    assert total(m, "jiggler_queue_size", queue="default") == 0
+    assert total(m, "jiggler_queue_latency_seconds", queue="default") == 0
+    assert total(m, "jiggler_scheduled_jobs") == 1
+    assert total(m, "jiggler_retry_jobs") == r.zcard(ns.keys.retry) == 0
+    wait_for(lambda: r.zcard(ns.keys.dead) == 506, 10, "506 dead")
+    assert total(scrape(port), "jiggler_dead_jobs") == 506
+    assert total(m, "jiggler_processes") == 2
+
+    # A child killed and replaced: its counts stay, its live gauges go, the replacement's count on.
+    before = {k: v for k, v in m.items() if k[0].startswith("jiggler_job")}
+    victim = min(child_pids(r, ns))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(child_pids(r, ns)) == 2 and victim not in child_pids(r, ns), 30, "a replacement process")
+    m = wait_for(lambda: (lambda m: m if total(m, "jiggler_concurrency") == 10 else None)(scrape(port)), 20, "gauges")
+    for k, v in before.items():
+        assert m.get(k, 0) >= v, k
+    jobs.record.enqueue_bulk([(key + ":ok", f"more{i}") for i in range(20)])
+    wait_for(lambda: r.llen(key + ":ok") == 32, 20, "20 more jobs")
+    wait_for(
+        lambda: total(scrape(port), "jiggler_jobs_processed_total", job=record) == 32, 10, "the later jobs counted"
+    )
+    assert total(scrape(port), "jiggler_processes") == 2
+    assert w.stop() == 0
+
+
+def test_one_process_serves_while_jobs_run(ns, r, start_worker):
+    port = free_port()
+    w = start_worker("-c", "4", "--metrics-port", str(port))
+    scrape_when_up(port)
+    key = f"{ns.namespace}:t:naps"
+    jobs.nap.enqueue_bulk([(key, 2.0)] * 3)
+    m = wait_for(lambda: (lambda m: m if total(m, "jiggler_busy_workers") == 3 else None)(scrape(port)), 10, "3 busy")
+    assert total(m, "jiggler_concurrency") == 4
+    assert total(m, "jiggler_processes") == 1
+    assert total(m, "jiggler_jobs_processed_total") == 0
+    wait_for(lambda: r.llen(key) == 3, 10, "the naps")
+    m = wait_for(lambda: (lambda m: m if total(m, "jiggler_busy_workers") == 0 else None)(scrape(port)), 10, "idle")
+    assert total(m, "jiggler_jobs_processed_total", job="tests.jobs.nap", queue="default") == 3
+    assert total(m, "jiggler_job_duration_seconds_bucket", job="tests.jobs.nap", le="1.0") == 0
+    assert total(m, "jiggler_job_duration_seconds_bucket", job="tests.jobs.nap", le="2.5") == 3
+    assert w.stop() == 0
+
+
+def test_without_the_option_prometheus_client_is_not_loaded(ns, r, start_worker):
+    w = start_worker()
+    key = f"{ns.namespace}:t:modules"
+    jobs.record_loaded_modules.enqueue(key)
+    wait_for(lambda: r.exists(key), 20, "the module list")
+    loaded = r.lrange(key, 0, -1)
+    assert "jiggler_gevent.server.launcher" in loaded
+    assert "jiggler_gevent.server.metrics" not in loaded  # the one module that imports prometheus_client
+    assert w.stop() == 0
+
+
+def test_a_port_in_use_is_a_usage_error(ns, start_worker):
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        w = start_worker("--metrics-port", str(s.getsockname()[1]))
+        assert w.proc.wait(30) == 2
+    assert "--metrics-port" in w.output()
