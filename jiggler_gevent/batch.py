@@ -68,10 +68,8 @@ class Batch:
         bid = running_bid.get()
         if bid is None:
             raise RuntimeError("Batch.current() is only available inside a job that belongs to a batch")
-        batch = cls.__new__(cls)
-        batch.description, batch.callback_args, batch.bid, batch._mode = "", [], bid, "add"
-        batch.on_success = batch.on_complete = None
-        batch._token, batch._pushed = None, False
+        batch = cls()
+        batch.bid, batch._mode = bid, "add"
         return batch
 
     def __enter__(self) -> "Batch":

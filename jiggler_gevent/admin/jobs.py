@@ -27,7 +27,7 @@ LIST_WINDOW = 1000
 
 @dataclass
 class Found:
-    """Where a job was found: its status, and for a waiting one, the key and the payload as stored."""
+    """Where a job was found: its status, and for a waiting or dead one, the key and the payload as stored."""
 
     status: str
     key: str = ""
@@ -92,8 +92,9 @@ class Job:
         for identity in cast("set[str]", self.redis.smembers(k.processes)):
             if self._in_list(k.working(identity)) is not None:
                 return Found("running")
-        if self._in_sorted_set(k.dead) is not None:
-            return Found("dead")
+        raw = self._in_sorted_set(k.dead)
+        if raw is not None:
+            return Found("dead", k.dead, raw)
         return Found(tracked.get("status") or "unknown")
 
     def _in_sorted_set(self, key: str) -> str | None:
@@ -139,8 +140,7 @@ class Job:
         if found.status in ("dead", "cancelled"):
             error = "{}"
             if found.status == "dead":
-                raw = self._in_sorted_set(self.keys.dead) or "{}"
-                item = json.loads(raw)
+                item = json.loads(found.raw or "{}")
                 error = json.dumps({f: item.get(f, "") for f in ("error_class", "error_message")})
             self._raise_ended(found.status, error)
         raise ValueError(
