@@ -4,14 +4,19 @@
 
 On a private redis-server: N noop jobs drained by one worker (`-c 100`, -p as given), alternating runs without and
 with `--metrics-port` (a scrape every second meanwhile), then the median of each and the cost in percent.
-The worker loads this module (-r).
+The worker loads this module (-r). Shared CPUs blur throughput, so two steadier figures are printed too: the
+worker's CPU time per job (its rusage, start-up and exit included), and, first, the recording alone in this
+process: CPU microseconds per job of `JobMetrics.after_process` beside the same updates on prometheus_client objects
+(the former recording).
 """
 
 import argparse
+import resource
 import socket
 import statistics
 import sys
 import threading
+import time
 import urllib.request
 
 from benchmarks.drain import jobs_per_second
@@ -37,8 +42,13 @@ def _scrape_every_second(port: int, done: threading.Event) -> None:
             pass
 
 
-def drain(url: str, namespace: str, jobs: int, processes: int, metrics: bool) -> float:
-    """Jobs per second of one worker draining `jobs` noops."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drain(url: str, namespace: str, jobs: int, processes: int, metrics: bool) -> tuple[float, float]:
+    """Jobs per second of one worker draining `jobs` noops, and its CPU microseconds per job."""
     config.configure(redis_url=url, namespace=namespace)
     client = config.redis_client()
     client.flushdb()
@@ -52,10 +62,43 @@ def drain(url: str, namespace: str, jobs: int, processes: int, metrics: bool) ->
     done = threading.Event()
     if metrics:
         threading.Thread(target=_scrape_every_second, args=(port, done), daemon=True).start()
+    cpu = _children_cpu()
     try:
-        return jobs_per_second(argv, queue, namespace, jobs)
+        rate = jobs_per_second(argv, queue, namespace, jobs)  # waits for the worker: its rusage is counted
     finally:
         done.set()
+    return rate, (_children_cpu() - cpu) / jobs * 1e6
+
+
+def recording_cost(jobs: int = 200_000) -> tuple[float, float]:
+    """CPU microseconds per finished job: (JobMetrics.after_process, the same on prometheus_client objects)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from jiggler_gevent.middleware import JobContext
+    from jiggler_gevent.server.metrics import BUCKETS, JobMetrics
+
+    ctx = JobContext({"name": "benchmarks.bench_metrics.noop", "queue": "default"}, "")
+    ctx.started_at = time.time()
+    metrics = JobMetrics(("default",), 100)
+    started = time.process_time()
+    for _ in range(jobs):
+        metrics.after_process(ctx)
+    ours = (time.process_time() - started) / jobs * 1e6
+    registry, labels = CollectorRegistry(), ("job", "queue")
+    processed = Counter("p", "p", labels, registry=registry).labels("noop", "default")
+    failed = Counter("f", "f", labels, registry=registry).labels("noop", "default")
+    duration = Histogram("d", "d", labels, registry=registry, buckets=BUCKETS).labels("noop", "default")
+    busy = Gauge("b", "b", registry=registry)
+    started = time.process_time()
+    for _ in range(jobs):
+        busy.inc()
+        busy.dec()
+        processed.inc()
+        if ctx.exception is not None:
+            failed.inc()
+        duration.observe(max(0.0, time.time() - ctx.started_at))
+    theirs = (time.process_time() - started) / jobs * 1e6
+    return ours, theirs
 
 
 def main() -> None:
@@ -65,22 +108,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=1)
     opts = parser.parse_args()
+    ours, theirs = recording_cost()
+    print(f"recording per job: {ours:.2f} us (prometheus_client objects: {theirs:.2f} us)", flush=True)
     from jiggler_gevent.demo.local_redis import start_private
 
     url, stop = start_private()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     try:
         for i in range(opts.rounds):
             for metrics in (False, True) if i % 2 == 0 else (True, False):
-                rate = drain(url, "bench-metrics", opts.jobs, opts.processes, metrics)
+                rate, cpu = drain(url, "bench-metrics", opts.jobs, opts.processes, metrics)
                 rates[metrics].append(rate)
-                print(f"round {i + 1}, metrics {'on ' if metrics else 'off'}: {rate:,.0f} jobs/s", flush=True)
+                cpus[metrics].append(cpu)
+                state = "on " if metrics else "off"
+                print(f"round {i + 1}, metrics {state}: {rate:,.0f} jobs/s, {cpu:.1f} us CPU/job", flush=True)
     finally:
         stop()
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"\n| -p {opts.processes}, -c 100, noop | jobs/s (median of {opts.rounds}) |\n|---|---:|")
     print(f"| without --metrics-port | {off:,.0f} |\n| with --metrics-port | {on:,.0f} |")
     print(f"\ncost: {100 * (off - on) / off:.1f}%")
+    cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
+    print(f"worker CPU per job: {cpu_off:.1f} us without, {cpu_on:.1f} us with: {100 * (cpu_on / cpu_off - 1):+.1f}%")
 
 
 if __name__ == "__main__":

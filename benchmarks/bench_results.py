@@ -159,27 +159,15 @@ def timed_push(client: Any, fn: Callable[[], object], n: int) -> dict[str, Any]:
 
 def start_worker(url: str, env: dict[str, str], client: Any, keys: Any) -> "tuple[subprocess.Popen[bytes], str]":
     """One worker process (`-c 10` on the bench queue); returns it and its working list once it idles."""
-    argv = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.bench_results", "-q", QUEUE]
-    argv += ["-c", "10", "--redis-url", url, "--namespace", NAMESPACE]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not client.smembers(keys.processes):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not start (exit code {proc.poll()})")
-        time.sleep(0.05)
-    identity = next(iter(client.smembers(keys.processes)))
-    time.sleep(1.0)  # its first beat written, blocked in its fetch on the empty queue
-    return proc, keys.working(identity)
+    from benchmarks import procs
+
+    return procs.start_bench_worker("benchmarks.bench_results", url, env, client, keys, QUEUE, NAMESPACE, 10)
 
 
 def stop_worker(proc: "subprocess.Popen[bytes]") -> None:
     from benchmarks import procs
 
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        procs.kill_tree(proc)
+    procs.stop_bench_worker(proc)
 
 
 def drain(url: str, env: dict[str, str], client: Any, keys: Any, n: int) -> dict[str, Any]:

@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +115,29 @@ def kill_tree(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait(30)
+
+
+def start_bench_worker(
+    module: str, url: str, env: dict[str, str], client: Any, keys: Any, queue: str, namespace: str, concurrency: int
+) -> "tuple[subprocess.Popen[bytes], str]":
+    """One `gjiggler worker -r module` on `queue`; returns it and its working list once it idles on the queue."""
+    argv = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", module, "-q", queue]
+    argv += ["-c", str(concurrency), "--redis-url", url, "--namespace", namespace]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not client.smembers(keys.processes):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not start (exit code {proc.poll()})")
+        time.sleep(0.05)
+    identity = next(iter(client.smembers(keys.processes)))
+    time.sleep(1.0)  # its first beat written, blocked in its fetch on the empty queue
+    return proc, keys.working(identity)
+
+
+def stop_bench_worker(proc: "subprocess.Popen[bytes]") -> None:
+    """SIGTERM, then the whole tree killed if it has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
+from . import config, wire
 from . import payload as payload_mod
 from .job import JobFunction
 
@@ -102,7 +103,8 @@ class Batch:
             if callback is not None:
                 payload = callback.defaults._payload([self.bid, *self.callback_args], {})
                 del payload["enqueued_at"]  # set by the script that enqueues it
-                fields += [f"cb_{which}", payload_mod.encode(payload), f"cbq_{which}", payload["queue"]]
+                raw = wire.of(config.current().keys).encode(payload)
+                fields += [f"cb_{which}", raw, f"cbq_{which}", payload["queue"]]
         return fields
 
     def __repr__(self) -> str:

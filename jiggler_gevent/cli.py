@@ -14,7 +14,7 @@ import click
 
 from . import __version__, config, options
 from .errors import ConfigError, EnqueueError
-from .logs import setup_logging
+from .logs import print_error, setup_logging
 from .options import Kind, Option, WorkerOptions
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -78,10 +78,10 @@ def apply_redis_options(redis_url: str | None, namespace: str | None) -> config.
 
 def _check_redis_url(url: str) -> None:
     """A URL redis-py cannot parse is a usage error, not a traceback; the message never repeats the URL."""
-    from redis.connection import parse_url
+    from .connect import check_url
 
     try:
-        parse_url(url)
+        check_url(url)
     except ValueError as exc:
         raise click.BadParameter(f"not a usable Redis URL: {exc}", param_hint="--redis-url") from None
 
@@ -210,6 +210,44 @@ class NotFound(click.ClickException):
 
 
 @cli.command()
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, config.JOB_METRICS_TTL // 60),
+    default=60,
+    show_default=True,
+    help="How many of the last minutes to add up.",
+)
+@click.option("--job", "job_name", metavar="NAME", help="One job: its histogram and per-minute p50/p95 too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@redis_options
+def metrics(minutes: int, job_name: str | None, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+    """Per-job metrics: runs, failures, total and p50/p95 run time over the last minutes, by total time."""
+    from .admin.metrics import Metrics
+
+    apply_redis_options(redis_url, namespace)
+    found = Metrics(minutes)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(job_name), indent=2))
+        return
+    rows = [j for j in found.jobs if job_name is None or j.name == job_name]
+    if not rows:
+        click.echo(f"no runs in the last {minutes} min" + (f" of {job_name}" if job_name else ""))
+    for j in rows:
+        click.echo(
+            f"{j.name}: {j.runs} runs, {j.failures} failed, {j.total:.3f}s total, "
+            f"p50 {_seconds(j.p50)}, p95 {_seconds(j.p95)}"
+        )
+    if job_name is not None and rows:
+        for bound, n in zip((*config.JOB_TIME_BUCKETS, None), rows[0].histogram, strict=True):
+            if n:
+                click.echo(f"  {'<= ' + format(bound, 'g') + 's' if bound is not None else 'longer'}: {n}")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+@cli.command()
 @click.argument("jids", metavar="JID...", nargs=-1, required=True)
 @redis_options
 def cancel(jids: tuple[str, ...], redis_url: str | None, namespace: str | None) -> None:
@@ -317,8 +355,9 @@ def _when(ts: float | None) -> str:
     is_flag=True,
     help="Serve a non-loopback address without a password (JIGGLER_WEB_PASSWORD; user JIGGLER_WEB_USER).",
 )
+@_options("log_format")
 @redis_options
-def web(host: str, port: int, no_auth: bool, redis_url: str | None, namespace: str | None) -> None:
+def web(host: str, port: int, no_auth: bool, log_format: str, redis_url: str | None, namespace: str | None) -> None:
     """Serve the web dashboard until SIGTERM or Ctrl-C.
 
     With JIGGLER_WEB_PASSWORD set (user JIGGLER_WEB_USER, default admin) it asks for HTTP basic auth. It refuses
@@ -335,7 +374,7 @@ def web(host: str, port: int, no_auth: bool, redis_url: str | None, namespace: s
             f"(user {auth.USER_ENV}, default {auth.DEFAULT_USER}), listen on 127.0.0.1, or pass --no-auth"
         )
     apply_redis_options(redis_url, namespace)
-    setup_logging(False)
+    setup_logging(False, log_format)
     try:
         serve(host, port, auth=credentials)
     except OSError as exc:
@@ -417,6 +456,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def fail(message: str, code: int) -> None:
-    """Print `gjiggler: error: message` on stderr and exit with `code`."""
-    click.echo(f"gjiggler: error: {message}", err=True)
+    """Print `gjiggler: error: message` on stderr (as a log record once JSON logging is set up) and exit."""
+    print_error(message)
     sys.exit(code)

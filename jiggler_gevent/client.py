@@ -7,7 +7,8 @@ lock, a tracked status for `result_ttl`, a batch) go through push_each.lua inste
 lock in the same atomic step as its push and skips those whose lock is held (their places in the result are
 None), writes tracked statuses, and counts a batch's jobs. Inside a `with Batch(...)` block pushes are
 collected (`collecting`) and written by the block's end, all in one such call. A Redis that cannot be reached
-raises EnqueueError naming the job.
+or refuses the write (out of memory under `noeviction`, a read-only replica) raises EnqueueError naming the job
+and carrying Redis' reason; nothing was pushed then.
 """
 
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import redis
 
-from . import config, middleware, scripts
+from . import config, middleware, scripts, wire
 from . import payload as payload_mod
 from .errors import EnqueueError
 
@@ -42,6 +43,13 @@ class BatchPush:
 collecting: ContextVar[BatchPush | None] = ContextVar("jiggler_gevent_batch", default=None)
 
 
+def durability(cfg: config.Config) -> tuple[int, float]:
+    """`configure(wait_replicas=N, wait_timeout=S)`: how many replicas must acknowledge each push, within how
+    many seconds (default 0: no wait, Redis' asynchronous replication; 1.0 s)."""
+    replicas = int(cfg.extra.get("wait_replicas") or 0)
+    return replicas, float(cfg.extra.get("wait_timeout") or config.DEFAULT_WAIT_TIMEOUT)
+
+
 def _needs_each(payload: dict[str, Any]) -> bool:
     return "unique_key" in payload or "result_ttl" in payload or "bid" in payload
 
@@ -52,6 +60,7 @@ class Client:
     def __init__(self, cfg: config.Config | None = None) -> None:
         self.cfg = cfg or config.current()
         self.keys = self.cfg.keys
+        self.wire = wire.of(self.keys)  # the payload format: jiggler's, or Sidekiq's with wire="sidekiq"
 
     @property
     def redis(self) -> redis.Redis:
@@ -99,32 +108,60 @@ class Client:
         return [p["jid"] if ok else None for p, ok in zip(payloads, pushed, strict=True)]
 
     def _send(self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> list[bool]:
-        """Write the payloads; which of them were pushed (all but unique duplicates)."""
+        """Write the payloads; which of them were pushed (all but unique duplicates).
+
+        With `configure(wait_replicas=N)` the write is followed by WAIT on the same connection, and a push that
+        fewer than N replicas acknowledged within `wait_timeout` seconds raises EnqueueError.
+        """
         if not payloads and batch is None:
             return []
+        replicas, timeout = durability(self.cfg)
         client = self.redis
+        target: Any = client.pipeline(transaction=False) if replicas else client
         try:
-            if batch is not None:
-                return self._send_each(batch.items, batch)
-            if any(map(_needs_each, payloads)):
-                return self._send_each([(p, at) for p in payloads], None)
-            if at is not None:
-                client.zadd(self.keys.schedule, {payload_mod.encode(p): at for p in payloads})
-            else:
-                keys = [self.keys.queues, self.keys.wake]
-                scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=client)
+            reply = self._issue(target, payloads, at, batch)
+            if replicas:
+                target.wait(replicas, int(timeout * 1000))
+                reply, acked = target.execute()
         except redis.RedisError as exc:
-            what = payloads[0]["name"] if payloads else f"batch {batch.bid if batch else '?'}"
+            # The class names what redis-py strips from Redis' reply (OOM, READONLY, NOREPLICAS...).
+            reason = f"{type(exc).__name__}: {exc}"
+            what = self._what(payloads, batch)
+            raise EnqueueError(f"could not push {what} to Redis at {self._where}: {reason}") from exc
+        if replicas and acked < replicas:
             raise EnqueueError(
-                f"could not push {len(payloads)} job(s) ({what}) to Redis at {config.redacted(self.cfg.url)}: {exc}"
-            ) from exc
+                f"pushed {self._what(payloads, batch)} to the Redis master at {self._where}, but only {acked} of "
+                f"{replicas} replica(s) acknowledged it within {timeout:g} s: a failover now could lose it"
+            )
+        if batch is not None or any(map(_needs_each, payloads)):
+            return [bool(f) for f in reply]
         return [True] * len(payloads)
 
-    def _send_each(self, items: Sequence[Item], batch: BatchPush | None) -> list[bool]:
+    @property
+    def _where(self) -> str:
+        return config.redacted(self.cfg.url)
+
+    @staticmethod
+    def _what(payloads: list[dict[str, Any]], batch: BatchPush | None) -> str:
+        what = payloads[0]["name"] if payloads else f"batch {batch.bid if batch else '?'}"
+        return f"{len(payloads)} job(s) ({what})"
+
+    def _issue(self, target: Any, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> Any:
+        """Send the write on `target` (the client, or a pipeline that WAIT follows); its reply, or the pipeline."""
+        if batch is not None:
+            return self._send_each(target, batch.items, batch)
+        if any(map(_needs_each, payloads)):
+            return self._send_each(target, [(p, at) for p in payloads], None)
+        if at is not None:
+            return target.zadd(self.keys.schedule, {self.wire.encode(p): at for p in payloads})
+        keys = [self.keys.queues, self.keys.wake]
+        return scripts.register(self.redis).push(keys=keys, args=self._push_args(payloads), client=target)
+
+    def _send_each(self, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
         """Push with push_each.lua: unique locks (SET NX PX) taken in the same step as their payloads' pushes,
         tracked statuses written, and the batch's totals counted. A lock lasts `unique_for` seconds from when
-        the job is due (now, or its `at`)."""
-        client, now, k = self.redis, time.time(), self.keys
+        the job is due (now, or its `at`). Its reply holds one flag per item: pushed or not."""
+        now, k = time.time(), self.keys
         args: list[str | int | float] = [k.queue_prefix, k.unique_prefix, k.result_prefix, k.batch_prefix, now]
         args += [config.RESULT_PENDING_TTL, config.BATCH_TTL]
         args += [batch.bid, batch.mode, payload_mod.encode(batch.fields)] if batch else ["", "", ""]
@@ -132,19 +169,18 @@ class Client:
             lock = payload_mod.unique_lock(p) or ""
             ttl_ms = int(((at or now) - now + float(p.get("unique_for") or 0)) * 1000) if lock else 0
             tracked = payload_mod.result_ttl(p)
-            args += [p["queue"], payload_mod.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
+            args += [p["queue"], self.wire.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
             args.append("" if tracked is None else tracked)
         keys = [k.queues, k.wake, k.schedule, k.batches]
-        flags = scripts.register(client).push_each(keys=keys, args=args, client=client)
-        return [bool(f) for f in flags]
+        return scripts.register(self.redis).push_each(keys=keys, args=args, client=target)
 
     def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:
         """The push script's ARGV: the queue key prefix, then each queue's name, count and payloads."""
         if len(payloads) == 1:
-            return [self.keys.queue_prefix, payloads[0]["queue"], 1, payload_mod.encode(payloads[0])]
+            return [self.keys.queue_prefix, payloads[0]["queue"], 1, self.wire.encode(payloads[0])]
         by_queue: dict[str, list[str]] = {}
         for p in payloads:
-            by_queue.setdefault(p["queue"], []).append(payload_mod.encode(p))
+            by_queue.setdefault(p["queue"], []).append(self.wire.encode(p))
         args: list[str | int] = [self.keys.queue_prefix]
         for queue, raws in by_queue.items():
             args += [queue, len(raws), *raws]

@@ -12,17 +12,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import redis
 
-from .keys import Keys
+from .cluster import hash_tagged, is_cluster_url
+from .keys import Keys, SidekiqKeys
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_NAMESPACE = "jiggler"
 DEFAULT_QUEUE = "default"
+DEFAULT_WIRE = "jiggler"
+WIRES = ("jiggler", "sidekiq")  # payload formats and key layouts: ours, or Sidekiq's (sidekiq.py)
 DEFAULT_RETRIES = 25
 DEFAULT_CONCURRENCY = 10
 DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 DEFAULT_PREEMPT = 0.1
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_WAIT_TIMEOUT = 1.0  # seconds a push waits for `wait_replicas` replicas to acknowledge it
 HEARTBEAT_TTL_BEATS = 12  # a process is presumed dead after 12 missed beats: 60 s at the default 5 s
 DEAD_MAX_JOBS = 10_000
 DEAD_MAX_AGE = 180 * 24 * 3600
@@ -30,6 +34,13 @@ MAX_RECOVERIES = 3
 RESULT_PENDING_TTL = 30 * 24 * 3600  # a tracked job's status lives this long while it waits or runs
 CANCEL_KEEP = 7 * 24 * 3600  # a cancellation is remembered this long (NS:cancelled)
 BATCH_TTL = 30 * 24 * 3600  # a batch's data expires this long after its last change (its success, at the latest)
+JOB_METRICS_TTL = 8 * 3600  # per-job metrics (NS:metrics:<minute>) are kept this long after their minute
+# Run-time histogram of the per-job metrics: bucket upper bounds in seconds, from a few milliseconds to half an
+# hour (jobs range from cache refreshes to reports); one more bucket counts what ran longer than the last.
+JOB_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+# Their field suffixes in NS:metrics:<minute> (see keys.py): the bound in ms, "hinf" for the overflow bucket.
+JOB_TIME_FIELDS = (*(f"h{round(b * 1000)}" for b in JOB_TIME_BUCKETS), "hinf")
+JOB_METRIC_FIELDS = ("runs", "failed", "ms", *JOB_TIME_FIELDS)  # what a job has in each minute's hash
 
 
 def resolve_redis_url(explicit: str | None = None) -> str:
@@ -51,7 +62,22 @@ class Config:
 
     @property
     def keys(self) -> Keys:
+        """The key names of the namespace; on a Redis Cluster they carry the hash tag {NS} (one slot for all)."""
+        if self.wire == "sidekiq":
+            return sidekiq_keys(self.namespace)
+        if is_cluster_url(self.url):
+            return Keys(hash_tagged(self.namespace))
         return Keys(self.namespace)
+
+    @property
+    def wire(self) -> str:
+        """The payload format and key layout: "jiggler" (default) or "sidekiq" (`configure(wire=...)`)."""
+        return str(self.extra.get("wire") or DEFAULT_WIRE)
+
+
+def sidekiq_keys(namespace: str) -> SidekiqKeys:
+    """Sidekiq's layout: its keys bare, unless a namespace other than the default was given (then under it)."""
+    return SidekiqKeys(namespace, prefix="" if namespace == DEFAULT_NAMESPACE else f"{namespace}:")
 
 
 _current = Config()
@@ -60,8 +86,12 @@ _pool_size = 50
 
 
 def configure(redis_url: str | None = None, namespace: str | None = None, **extra: Any) -> Config:
-    """Set the Redis URL, the namespace and worker options (`concurrency`, `preempt`, ...) for this process."""
+    """Set the Redis URL, the namespace and worker options (`concurrency`, `preempt`, ...) for this process;
+    `wire="sidekiq"` switches payloads and keys to Sidekiq's format (default "jiggler"); `wait_replicas=N`
+    (and `wait_timeout` seconds, default 1.0) makes each push wait until N replicas have it (client.durability)."""
     global _current
+    if "wire" in extra and extra["wire"] not in WIRES:
+        raise ValueError(f"wire must be one of {', '.join(WIRES)}, not {extra['wire']!r}")
     changes: dict[str, Any] = {}
     if redis_url is not None:
         changes["redis_url"] = redis_url
@@ -99,26 +129,16 @@ def redis_client(url: str | None = None) -> "redis.Redis":
     """The shared client for `url` (default: the configured one); one pool per URL in a process.
 
     The pool blocks for a free connection instead of failing, so it can be sized for the concurrency.
-    redis is imported here, not at the top, so that importing the package touches no socket before
-    gevent is patched (BlockingConnectionPool picks its queue class when redis is imported).
+    connect.py builds it (and knows the URL schemes); it imports redis only when called, so that importing
+    the package touches no socket before gevent is patched (BlockingConnectionPool picks its queue class
+    when redis is imported).
     """
-    import redis
+    from .connect import client_for
 
     url = url or current().url
     client = _clients.get(url)
     if client is None:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_pool_size,
-            timeout=20,
-            decode_responses=True,
-            # Bytes that are not UTF-8 (a foreign producer's payload) must not kill the fetcher: they decode
-            # to lone surrogates, and payload.wire() turns them back into the same bytes.
-            encoding_errors="surrogateescape",
-            health_check_interval=30,
-            socket_keepalive=True,
-        )
-        client = _clients[url] = redis.Redis(connection_pool=pool)
+        client = _clients[url] = client_for(url, _pool_size)
     return client
 
 
@@ -130,7 +150,5 @@ def redacted(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    hosts = parts.netloc.rpartition("@")[2]  # a redis+sentinel:// URL lists several HOST:PORT
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))

@@ -2,7 +2,10 @@
 
 
 class EnqueueError(RuntimeError):
-    """A job could not be pushed to Redis; nothing was pushed."""
+    """A job could not be pushed to Redis. The message names the job and carries Redis' reason (the connection
+    error, or the refusal: "OOM command not allowed ...", "READONLY ..."): then nothing was pushed. With
+    `configure(wait_replicas=N)` it is also raised when the push was written to the master but fewer than N
+    replicas acknowledged it in time: the job may run, but a failover could lose it, so retrying may push it twice."""
 
 
 class JobTimeout(BaseException):

@@ -1,6 +1,7 @@
 """Every Redis key jiggler_gevent uses, and nowhere else.
 
-Under the namespace NS (default `jiggler`):
+Under the namespace NS (default `jiggler`; on a Redis Cluster, a `redis+cluster://` URL, NS is `{jiggler}`: the hash
+tag puts every key of the namespace in one slot, so each Lua script runs on one node):
   NS:queues                 set of queue names ever pushed to
   NS:queue:<name>           list of JSON payloads; clients LPUSH, workers pop from the right
   NS:schedule               sorted set, payload -> unix time it is due (enqueue_in / enqueue_at)
@@ -35,9 +36,26 @@ Under the namespace NS (default `jiggler`):
                             complete_at, success_at, its callbacks' payloads (cb_complete, cb_success) and queues
   NS:batch:<bid>:ok         set of the jids that succeeded (each counted once)
   NS:batch:<bid>:failed     set of the jids that failed and have not succeeded since
+  NS:metrics:<minute>       hash, the per-job metrics of one UTC minute (<minute> = unix time // 60), added to by
+                            every worker's heartbeat: <job>|runs, <job>|failed, <job>|ms (total run time) and
+                            <job>|h<bound> (runs that took at most <bound> ms, the bounds config.JOB_TIME_BUCKETS;
+                            <job>|hinf beyond the last); <job> is a registered wire name or "unknown"; expires
+                            config.JOB_METRICS_TTL after its minute
+
+With `wire="sidekiq"` (SidekiqKeys) the keys Sidekiq shares are Sidekiq's own, with no namespace (or under `P:`
+when a namespace P other than the default is given, as redis-namespace would put them): queues, queue:<name>,
+schedule, retry, dead, processes, stat:processed|failed[:<YYYY-MM-DD>], and per process
+  <identity>                hash, Sidekiq's heartbeat: info (JSON), busy, beat, quiet ("true"/"false"), rss (KB),
+                            rtt_us; expires like NS:process:<identity>
+  <identity>:work           hash, the jobs running now (Sidekiq 7's name); <identity>:workers the same (Sidekiq 6's)
+  <identity>-signals        list, signals for the process (TSTP quiet, TERM stop) pushed by Sidekiq's Web UI or API;
+                            each heartbeat pops one
+Every other key above (working lists, wake, cron, unique, limits, results, cancels, batches, metrics) stays under
+NS (default `jiggler`), which Sidekiq never reads.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,7 @@ class Keys:
     """Key names for one namespace."""
 
     namespace: str = "jiggler"
+    wire: ClassVar[str] = "jiggler"  # the payload format that goes with this layout (wire.py)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.namespace,) + parts)
@@ -145,6 +164,9 @@ class Keys:
     def batch_prefix(self) -> str:
         return self._k("batch", "")
 
+    def metrics(self, minute: int) -> str:
+        return self._k("metrics", str(minute))
+
     def stat(self, name: str, day: str = "") -> str:
         return self._k("stat", name, day) if day else self._k("stat", name)
 
@@ -152,3 +174,64 @@ class Keys:
     def pattern(self) -> str:
         """A glob that matches every key of this namespace."""
         return self._k("*")
+
+    def signals(self, identity: str) -> str | None:
+        """The list of signals sent to a process through Redis, or None when the layout has none."""
+        return None
+
+    def work_keys(self, identity: str) -> tuple[str, ...]:
+        """Every hash the running jobs of a process are written to (one per reader's naming)."""
+        return (self.work(identity),)
+
+
+@dataclass(frozen=True)
+class SidekiqKeys(Keys):
+    """Sidekiq's key layout for what Sidekiq reads (see the module docstring); `prefix` is "" or "P:"."""
+
+    prefix: str = ""
+    wire: ClassVar[str] = "sidekiq"
+
+    def _s(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @property
+    def queues(self) -> str:
+        return self._s("queues")
+
+    def queue(self, name: str) -> str:
+        return self._s("queue", name)
+
+    @property
+    def queue_prefix(self) -> str:
+        return self._s("queue", "")
+
+    @property
+    def schedule(self) -> str:
+        return self._s("schedule")
+
+    @property
+    def retry(self) -> str:
+        return self._s("retry")
+
+    @property
+    def dead(self) -> str:
+        return self._s("dead")
+
+    @property
+    def processes(self) -> str:
+        return self._s("processes")
+
+    def process(self, identity: str) -> str:
+        return self._s(identity)
+
+    def work(self, identity: str) -> str:
+        return self._s(f"{identity}:work")
+
+    def signals(self, identity: str) -> str | None:
+        return self._s(f"{identity}-signals")
+
+    def work_keys(self, identity: str) -> tuple[str, ...]:
+        return (self._s(f"{identity}:work"), self._s(f"{identity}:workers"))
+
+    def stat(self, name: str, day: str = "") -> str:
+        return self._s("stat", name, day) if day else self._s("stat", name)

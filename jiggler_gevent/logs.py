@@ -1,18 +1,62 @@
-"""Logging set-up for the `gjiggler` commands: to stderr, as text or as one JSON object per line."""
+"""Logging set-up for the `gjiggler` commands: to stderr, as text or as one JSON object per line.
+
+A line about a job carries its `jid` and `job`: the worker's own lines pass them (`extra=job_fields(...)`), and
+every other line logged while a job runs (the job's own code, middleware) gets them from `current_job`, which
+the Processor sets around each run. It is a ContextVar, so under gevent each greenlet has its own: concurrent
+jobs never see each other's. A greenlet a job spawns starts with an empty context, so its lines carry neither.
+
+With `--log-format json` every line on stderr is one JSON object: besides the log records, the tracebacks
+gevent's hub prints, `warnings`, and exceptions no code caught are turned into records too.
+"""
 
 import json
 import logging
 import sys
+import threading
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 LOG_FORMAT = "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"
-JOB_FIELDS = ("jid", "job")  # set on job log lines (`extra=job_fields(...)`)
+JOB_LOG_FORMAT = "%(asctime)s pid=%(process)d %(levelname)s %(name)s [%(job)s jid=%(jid)s]: %(message)s"
+JOB_FIELDS = ("jid", "job")  # set on job log lines (`extra=job_fields(...)`, or by JobFilter)
+
+current_job: ContextVar[tuple[str, str] | None] = ContextVar("jiggler_gevent_current_job", default=None)
+"""(job name, jid) of the job the current greenlet is running, or None; set by the Processor."""
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 def job_fields(name: str, jid: str) -> dict[str, Any]:
     """The `extra` of a log line about one job: its jid and job name as fields of the record."""
     return {"jid": jid, "job": name}
+
+
+class JobFilter(logging.Filter):
+    """Gives each record logged while a job runs (in that job's greenlet) the job's `jid` and `job`, unless
+    the record has them already. It never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        running = current_job.get()
+        if running is not None and not hasattr(record, "jid"):
+            record.job, record.jid = running
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """LOG_FORMAT; a job line whose message does not name its jid (one the job's own code logged) shows
+    `[job jid=...]` after the logger's name."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+        self._job_style = logging.PercentStyle(JOB_LOG_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        jid = getattr(record, "jid", None)
+        if jid is not None and hasattr(record, "job") and f"jid={jid}" not in record.message:
+            return self._job_style.format(record)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,8 +85,93 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+_json_active = False
+
+
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
-    """Log to stderr at INFO, or DEBUG when `verbose`; `log_format` "json" writes one JSON object a line."""
+    """Log to stderr at INFO, or DEBUG when `verbose`; `log_format` "json" writes one JSON object a line, and
+    sends what else would reach stderr (gevent's tracebacks, warnings, uncaught exceptions) through logging."""
+    global _json_active
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(JobFilter())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if log_format == "json" and not _json_active:
+        _json_active = True
+        _route_stderr_writers()
+
+
+def json_active() -> bool:
+    """Whether setup_logging was asked for JSON: then a command's error message should be a record too."""
+    return _json_active
+
+
+def print_error(message: str) -> None:
+    """`gjiggler: error: MESSAGE` on stderr; once JSON logging is set up, as a record of jiggler_gevent.cli."""
+    if _json_active:
+        logging.getLogger("jiggler_gevent.cli").error("gjiggler: error: %s", message)
+    else:
+        sys.stderr.write(f"gjiggler: error: {message}\n")
+        sys.stderr.flush()
+
+
+def _route_stderr_writers() -> None:
+    """Make what Python and gevent print on stderr by themselves log records instead."""
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_exception
+    sys.unraisablehook = _log_unraisable
+    _route_hub_errors()
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("jiggler_gevent").critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or isinstance(args.exc_value, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc_info: ExcInfo = (args.exc_type, args.exc_value, args.exc_traceback)
+    logging.getLogger("jiggler_gevent").critical("uncaught exception in thread %s", name, exc_info=exc_info)
+
+
+def _log_unraisable(u: Any) -> None:  # sys.UnraisableHookArgs
+    message = u.err_msg or "Exception ignored in"
+    exc_info = (u.exc_type, u.exc_value, u.exc_traceback) if u.exc_value is not None else None
+    logging.getLogger("jiggler_gevent").error("%s: %r", message, u.object, exc_info=exc_info)
+
+
+def _route_hub_errors() -> None:
+    """gevent's hub prints the traceback of a greenlet that died of an exception straight to stderr: make its
+    hubs (one per thread, made later, and any made already) log it instead."""
+    from gevent import hub as gevent_hub
+    from gevent._hub_local import get_hub_if_exists  # gevent has no public "the hub, if made"
+
+    logging_hub = type("LoggingHub", (gevent_hub.Hub,), {"print_exception": _log_hub_error})
+    gevent_hub.set_default_hub_class(logging_hub)
+    existing = get_hub_if_exists()
+    if existing is not None:
+        existing.print_exception = _log_hub_error.__get__(existing)
+
+
+def _log_hub_error(hub: Any, context: Any, kind: Any, value: Any, tb: Any) -> None:
+    """Hub.print_exception, as one record of logger gevent.hub."""
+    import gevent
+
+    kind, value, tb = hub._normalize_exception(kind, value, tb)
+    where = "the hub" if context is None else context if isinstance(context, str) else _describe(hub, context)
+    args = ("%s failed with %s", where, getattr(kind, "__name__", "exception"))
+    exc_info = (kind, value, tb) if value is not None else None
+    log = logging.getLogger("gevent.hub")
+    if gevent.getcurrent() is hub:  # the hub must not wait for a logging lock another greenlet holds
+        gevent.spawn(log.error, *args, exc_info=exc_info)
+    else:
+        log.error(*args, exc_info=exc_info)
+
+
+def _describe(hub: Any, context: Any) -> str:
+    try:
+        return str(hub.format_context(context))
+    except Exception:  # gevent's own printer falls back to repr too
+        return repr(context)

@@ -35,6 +35,14 @@ class WorkerOptions:
     redis_url: str | None = None
     namespace: str | None = None
     metrics_port: int | None = None  # serve Prometheus metrics at /metrics on this port
+    max_memory: int | None = None  # MB of resident memory past which a process is replaced (under a supervisor)
+    max_jobs: int | None = None  # jobs a process takes before it is replaced (under a supervisor)
+    wire: str | None = None  # None: configure(wire=...), else "jiggler"; "sidekiq": Sidekiq's payloads and keys
+
+    @property
+    def recycles(self) -> bool:
+        """Whether a process is replaced past a limit (--max-memory, --max-jobs): that needs a supervisor."""
+        return self.max_memory is not None or self.max_jobs is not None
 
     @property
     def pool_size(self) -> int:
@@ -170,12 +178,39 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("namespace", ("--namespace",), Kind.TEXT, "Key namespace (default: jiggler)."),
     Option(
+        "wire",
+        ("--wire",),
+        Kind.CHOICE,
+        "Payload format and key layout: jiggler's, or Sidekiq's, so that Ruby Sidekiq pushes jobs to these "
+        "workers and its Web UI shows them (keys without namespace unless --namespace is given) "
+        "[default: configure(wire=...), else jiggler].",
+        choices=config.WIRES,
+    ),
+    Option(
         "metrics_port",
         ("--metrics-port",),
         Kind.COUNT,
         "Serve Prometheus metrics at /metrics on this port (one endpoint for all -p processes).",
         minimum=1,
         metavar="PORT",
+    ),
+    Option(
+        "max_memory",
+        ("--max-memory",),
+        Kind.COUNT,
+        "Replace a worker process whose resident memory passes this many MB: it stops gracefully and the "
+        "supervisor starts a fresh one (also with -p 1).",
+        minimum=1,
+        metavar="MB",
+    ),
+    Option(
+        "max_jobs",
+        ("--max-jobs",),
+        Kind.COUNT,
+        "Replace a worker process once it has taken this many jobs: it finishes them, stops and the supervisor "
+        "starts a fresh one (also with -p 1).",
+        minimum=1,
+        metavar="N",
     ),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}

@@ -172,6 +172,11 @@ def _loads(raw: str) -> Any:
 
 def decode(raw: str) -> dict[str, Any]:
     """Parse and check a payload off the wire; PayloadError says what is wrong with it."""
+    return checked(parse(raw))
+
+
+def parse(raw: str) -> dict[str, Any]:
+    """A raw payload's JSON object, not checked further; PayloadError when it is not one."""
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -182,6 +187,11 @@ def decode(raw: str) -> dict[str, Any]:
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise PayloadError(f"payload is JSON but not an object (it is a {type(payload).__name__})")
+    return payload
+
+
+def checked(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` checked for what a job run needs (name, args, kwargs, queue), with defaults filled in."""
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         raise PayloadError("payload has no job name (field 'name' must be a non-empty string)")

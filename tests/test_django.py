@@ -148,6 +148,9 @@ def test_jiggler_settings_mirror_the_worker_options() -> None:
         "LOG_FORMAT",
         "METRICS_PORT",
         "REQUIRES",
+        "MAX_MEMORY",
+        "MAX_JOBS",
+        "WIRE",
     }
     settings = {
         "CONCURRENCY": 7,

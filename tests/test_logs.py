@@ -1,20 +1,25 @@
 """`--log-format json` (Django LOG_FORMAT): every log line of a worker, -p N children included, is one JSON object."""
 
+import io
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import urllib.request
+import uuid
 
 import click
+import gevent
 import pytest
 
 from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.contrib.django import conf
-from jiggler_gevent.logs import JsonFormatter
-from tests import jobs
-from tests.conftest import ROOT, wait_for
+from jiggler_gevent.logs import JobFilter, JsonFormatter, TextFormatter, current_job
+from tests import jobs, log_jobs
+from tests.conftest import ROOT, gjiggler_command, wait_for
 from tests.test_supervisor import child_pids
 
 FIELDS = {"time", "level", "logger", "message", "pid"}
@@ -114,3 +119,148 @@ def test_a_replacement_child_logs_json_too(ns, r, start_worker):
     assert w.stop() == 0
     entries = parse_every_line(w.output())
     assert any(e["pid"] == replacement and e["logger"] == "jiggler_gevent.launcher" for e in entries), entries
+
+
+def _log_worker(start_worker, *args: str):
+    return start_worker("-r", "tests.log_jobs", "-v", "--log-format", "json", *args)
+
+
+def test_lines_a_job_logs_itself_carry_its_jid_among_concurrent_jobs(ns, r, start_worker, tkey):
+    tags = [f"t{i}" for i in range(30)]
+    jid_of = {tag: log_jobs.chatty.enqueue(tkey("done"), tag, 5) for tag in tags}
+    w = _log_worker(start_worker, "-c", "30")
+    wait_for(lambda: r.llen(tkey("done")) == len(tags), 30, "every chatty job done")
+    assert w.stop() == 0
+    entries = parse_every_line(w.output())
+
+    mine = [e for e in entries if e["logger"] == "tests.log_jobs"]
+    assert len(mine) == 5 * len(tags)
+    for e in mine:
+        tag = e["message"].split()[0].removeprefix("tag=")
+        assert e["jid"] == jid_of[tag] and e["job"] == "tests.log_jobs.chatty", e
+    order = [e["jid"] for e in mine]
+    switches = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
+    assert switches > len(tags), "the jobs' lines should interleave: they ran concurrently"
+    outside = [e for e in entries if e["logger"].startswith("jiggler_gevent.launcher")]
+    assert outside and all("jid" not in e for e in outside)  # lines outside a job carry none
+
+
+def test_every_line_of_a_two_process_worker_is_json_job_code_warnings_and_gevent_included(ns, r, start_worker, tkey):
+    chatty = log_jobs.chatty.enqueue(tkey("chatty"), "x", 2)
+    failing = log_jobs.fails_after_logging.enqueue(tkey("fails"))
+    noisy = log_jobs.noisy.enqueue(tkey("noisy"))
+    w = _log_worker(start_worker, "-p", "2", "-c", "3")
+    wait_for(
+        lambda: r.llen(tkey("chatty")) and r.llen(tkey("noisy")) and r.zcard(ns.keys.dead) == 1,
+        30,
+        "the three jobs ended",
+    )
+    assert w.stop() == 0
+    entries = parse_every_line(w.output())
+
+    def one(predicate):
+        found = [e for e in entries if predicate(e)]
+        assert len(found) == 1, (found, entries)
+        return found[0]
+
+    assert one(lambda e: e["message"] == "about to fail")["jid"] == failing
+    fail = one(lambda e: e.get("jid") == failing and e["message"].startswith("fail "))
+    assert "ValueError: first line\nsecond line" in fail["exc_info"] and "log_jobs.py" in fail["exc_info"]
+    warned = one(lambda e: e["logger"] == "py.warnings")
+    assert "UserWarning: a thing to warn about" in warned["message"] and warned["jid"] == noisy
+    hub = one(lambda e: e["logger"] == "gevent.hub")
+    assert "failed with KeyError" in hub["message"] and "from a spawned greenlet" in hub["exc_info"]
+    assert len([e for e in entries if e.get("jid") == chatty and e["logger"] == "tests.log_jobs"]) == 2
+    supervisor = [e["message"] for e in entries if e["pid"] == w.pid]
+    assert any("starting 2 worker processes" in m for m in supervisor)
+    assert any("every worker process has stopped" in m for m in supervisor)
+    assert len([e for e in entries if e["message"].startswith("stopped;")]) == 2  # both children's last line
+
+
+def test_a_usage_error_after_json_logging_is_set_up_is_json_too(ns):
+    out = subprocess.run(
+        [*gjiggler_command(ns, "worker", "--log-format", "json", "-r", "tests.no_such_module")],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out
+    (entry,) = parse_every_line(out.stderr)
+    assert entry["level"] == "ERROR" and entry["message"].startswith("gjiggler: error: Invalid value for -r")
+
+
+def test_gjiggler_web_logs_json_when_asked(ns):
+    proc = subprocess.Popen(
+        gjiggler_command(ns, "web", "--port", "0", "--log-format", "json"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        text=True,
+    )
+    try:
+        url = re.search(r"http://\S+/", proc.stdout.readline()).group(0)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url + "queues", timeout=10) as resp:
+            assert resp.status == 200
+        proc.terminate()
+        assert proc.wait(15) == 0
+        entries = parse_every_line(proc.stderr.read())
+        assert any(e["logger"] == "jiggler_gevent.web" and "GET /queues" in e["message"] for e in entries), entries
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(JobFilter())
+    logger = logging.getLogger(f"tests.logs.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger, stream
+
+
+def test_the_job_context_is_per_greenlet():
+    logger, stream = _capture(JsonFormatter())
+
+    def run(i: int) -> None:
+        token = current_job.set((f"app.job{i % 3}", f"jid{i}"))
+        try:
+            for n in range(3):
+                logger.info("from %d line %d", i, n)
+                gevent.sleep(0)
+        finally:
+            current_job.reset(token)
+
+    gevent.joinall([gevent.spawn(run, i) for i in range(50)], raise_error=True)
+    logger.info("outside")
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(entries) == 151
+    for e in entries[:-1]:
+        i = int(e["message"].split()[1])
+        assert e["jid"] == f"jid{i}" and e["job"] == f"app.job{i % 3}", e
+    assert entries[0]["jid"] != entries[1]["jid"]  # the greenlets did take turns
+    assert "jid" not in entries[-1] and current_job.get() is None
+
+
+def test_text_lines_show_the_job_unless_the_message_names_it():
+    logger, stream = _capture(TextFormatter())
+    token = current_job.set(("app.jobs.thing", "abc123"))
+    try:
+        logger.info("hello")
+        logger.info("done %s jid=%s", "app.jobs.thing", "abc123")
+    finally:
+        current_job.reset(token)
+    logger.info("idle")
+    hello, done, idle = stream.getvalue().splitlines()
+    assert hello.endswith(f"{logger.name} [app.jobs.thing jid=abc123]: hello")
+    assert done.endswith(f"{logger.name}: done app.jobs.thing jid=abc123")
+    assert idle.endswith(f"{logger.name}: idle")

@@ -164,3 +164,114 @@ def test_a_port_in_use_is_a_usage_error(ns, start_worker):
         w = start_worker("--metrics-port", str(s.getsockname()[1]))
         assert w.proc.wait(30) == 2
     assert "--metrics-port" in w.output()
+
+
+def _ctx(name: str, queue: str, seconds: float, exception: BaseException | None = None, disposition: str = "ack"):
+    from jiggler_gevent.middleware import Disposition, JobContext
+
+    ctx = JobContext({"name": name, "queue": queue}, "")
+    ctx.started_at = time.time() - seconds
+    ctx.exception = exception
+    ctx.disposition = Disposition(disposition)
+    return ctx
+
+
+def _exposed(read) -> dict:
+    """{(sample name, sorted labels): value} of a JobCollector over `read`, as exposed and parsed."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from jiggler_gevent.server.metrics import JobCollector
+
+    registry = CollectorRegistry()
+    registry.register(JobCollector(read))
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in parser.text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_jobs_are_counted_in_buckets_by_bounded_labels_and_rescheduled_ones_not_at_all():
+    from jiggler_gevent.server.metrics import JobMetrics
+
+    metrics = JobMetrics(("default",), 7, known=lambda name: name == "app.ok")
+    metrics.start(lambda: 3)
+    metrics.after_process(_ctx("app.ok", "default", 0.3))
+    metrics.after_process(_ctx("app.ok", "default", 0.003, exception=ValueError()))
+    metrics.after_process(_ctx("app.ok", "default", 5.0, disposition="reschedule"))  # not run: not counted
+    metrics.after_process(_ctx("app.ok", "other", 0.0))
+    for i in range(100):
+        metrics.unrunnable({"name": f"odd_{i}", "queue": "default"})
+    metrics.unrunnable({"name": ["not", "a", "name"], "queue": {"nor": "a queue"}})
+    m = _exposed(metrics.state)
+    ok = {"job": "app.ok", "queue": "default"}
+    assert total(m, "jiggler_jobs_processed_total", **ok) == 2
+    assert total(m, "jiggler_jobs_failed_total", **ok) == 1
+    assert total(m, "jiggler_job_duration_seconds_bucket", le="0.005", **ok) == 1
+    assert total(m, "jiggler_job_duration_seconds_bucket", le="0.25", **ok) == 1
+    assert total(m, "jiggler_job_duration_seconds_bucket", le="0.5", **ok) == 2
+    assert total(m, "jiggler_job_duration_seconds_bucket", le="+Inf", **ok) == 2
+    assert 0.3 <= total(m, "jiggler_job_duration_seconds_sum", **ok) < 1.0
+    assert total(m, "jiggler_jobs_processed_total", job="app.ok", queue="unknown") == 1
+    assert total(m, "jiggler_jobs_processed_total", job="unknown", queue="default") == 100
+    assert total(m, "jiggler_jobs_failed_total", job="unknown", queue="unknown") == 1
+    assert len(series(m, "jiggler_jobs_processed_total")) == 4
+    assert total(m, "jiggler_busy_workers") == 3
+    assert total(m, "jiggler_concurrency") == 7
+
+
+def _child_writes_snapshot(directory: str, jobs: int) -> int:
+    """Fork a process that runs `jobs` jobs with metrics written to `directory`, stops and exits; its pid."""
+    from jiggler_gevent.server.metrics import JobMetrics
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child = JobMetrics(("default",), 5, directory, known=lambda name: True)
+            child.start(lambda: 2)
+            for _ in range(jobs):
+                child.after_process(_ctx("app.job", "default", 0.01))
+            child.stop()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    return pid
+
+
+def test_snapshots_sum_the_children_and_keep_an_exited_ones_totals_but_not_its_gauges(tmp_path):
+    from jiggler_gevent.server.metrics import Snapshots
+
+    first, second = _child_writes_snapshot(str(tmp_path), 3), _child_writes_snapshot(str(tmp_path), 4)
+    snapshots = Snapshots(str(tmp_path))
+    m = _exposed(snapshots.read)
+    assert total(m, "jiggler_jobs_processed_total") == 7
+    assert total(m, "jiggler_concurrency") == 10
+    assert total(m, "jiggler_busy_workers") == 4
+    snapshots.forget(first)
+    m = _exposed(snapshots.read)
+    assert total(m, "jiggler_jobs_processed_total") == 7
+    assert total(m, "jiggler_job_duration_seconds_bucket", le="0.025") == 7
+    assert total(m, "jiggler_concurrency") == 5
+    assert total(m, "jiggler_busy_workers") == 2
+    snapshots.forget(second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retired.json"]
+    assert total(_exposed(snapshots.read), "jiggler_jobs_processed_total") == 7
+
+
+def test_recycled_processes_hand_over_every_count(ns, r, start_worker):
+    port = free_port()
+    w = start_worker("-p", "1", "-c", "5", "--max-jobs", "10", "--metrics-port", str(port))
+    scrape_when_up(port)
+    key = f"{ns.namespace}:t:recycled"
+    jobs.record.enqueue_bulk([(key, str(i)) for i in range(45)])
+    wait_for(lambda: r.llen(key) == 45, 30, "45 jobs")
+    # At least four processes ran them, ten each at most; each stopped gracefully, so none of its counts is lost.
+    m = wait_for(
+        lambda: (lambda m: m if total(m, "jiggler_jobs_processed_total") == 45 else None)(scrape(port)), 10, "45"
+    )
+    assert total(m, "jiggler_job_duration_seconds_count", job="tests.jobs.record") == 45
+    assert total(m, "jiggler_concurrency") == 5
+    assert w.stop() == 0

@@ -26,7 +26,7 @@ WORKER_COMMANDS = (
     "zadd zrem zrange zrangebyscore zremrangebyscore zremrangebyrank zcard "
     "hset hget hgetall del exists expire pexpire get mget incrby "
     "set hmget time "
-    "subscribe unsubscribe publish hincrby hsetnx sismember scard type zscore zscan"
+    "subscribe unsubscribe publish hincrby hsetnx sismember scard type zscore zscan expireat"
 ).split()
 
 

@@ -8,6 +8,7 @@
     Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
     Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled (jobs.py)
     BatchStatus(bid) one batch: total, pending, failures, complete, success, failed_jids; Batches() (jobs.py)
+    Metrics(minutes) per-job runs, failures, run time, p50/p95 over the last minutes, per minute (metrics.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
 retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
@@ -30,6 +31,7 @@ from ..keys import Keys
 from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits
+from .metrics import JobSummary, Metrics
 
 __all__ = [
     "Stats",
@@ -56,6 +58,8 @@ __all__ = [
     "JobCancelled",
     "BatchStatus",
     "Batches",
+    "Metrics",
+    "JobSummary",
 ]
 
 WINDOW = 100

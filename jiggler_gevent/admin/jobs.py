@@ -172,7 +172,8 @@ class Job:
         args += [self.keys.unique(lock) if lock else "", self.keys.batch(bid) if bid else ""]
         args += [self.keys.result(self.jid), "" if ttl is None else ttl, self.keys.queue_prefix]
         args += [config.BATCH_TTL, config.RESULT_PENDING_TTL]
-        keys = [self.keys.cancelled, found.key, self.keys.queues, self.keys.wake]
+        # Nothing waiting: KEYS[2] is not read, but must still be a key of the namespace's slot (Redis Cluster).
+        keys = [self.keys.cancelled, found.key or self.keys.cancelled, self.keys.queues, self.keys.wake]
         scripts.register(self.redis).cancel(keys=keys, args=args, client=self.redis)
         return True
 

@@ -19,6 +19,7 @@ from redis.commands.core import Script
 
 from .. import config, scripts
 from .. import payload as payload_mod
+from ..cluster import is_cluster
 from ..gevent_types import Event
 from ..keys import Keys
 from ..middleware import Disposition
@@ -101,7 +102,10 @@ def settle(
 
 
 def dedicated(client: redis.Redis) -> redis.Redis:
-    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command."""
+    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command.
+    A Redis Cluster client has a pool per node, none to borrow from: it is used as it is."""
+    if is_cluster(client):
+        return client
     return redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
 
 
@@ -111,8 +115,10 @@ class Acker:
     While the fetcher is about to fetch again (`riding`), plain acknowledgements wait for it: it carries them
     in its next fetch (`take_plain`), so under load a batch of jobs costs one round trip for fetch and
     acknowledgement. The Acker writes them itself when the fetcher blocks on an empty queue, backs off or
-    stops, and always writes failed jobs' outcomes at once. If Redis cannot be reached the batch is kept and
-    retried with back-off.
+    stops, and always writes failed jobs' outcomes at once. If Redis cannot be reached or refuses writes
+    (READONLY, MISCONF, NOREPLICAS) the batch is kept, its payloads stay held, and it is retried with back-off,
+    logged once per outage. Out of memory (maxmemory, noeviction) does not stop it: the settle script's first
+    write is an LREM, which Redis allows then, and a script that has written may go on.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, working: str) -> None:
@@ -124,6 +130,7 @@ class Acker:
         self.wake: Event = gevent.event.Event()
         self.closing = False
         self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
+        self.failing_since: float | None = None  # monotonic time of the first failed write of an outage
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
@@ -141,11 +148,29 @@ class Acker:
                 continue
             try:
                 self.flush()
-                backoff.succeeded()
             except redis.RedisError as exc:
-                delay = backoff.failed()
-                log.warning("could not acknowledge %d job(s), retrying in %.1fs: %s", len(self.pending), delay, exc)
-                gevent.sleep(delay)
+                self._failed(exc)
+                gevent.sleep(backoff.failed())
+            else:
+                self._succeeded()
+                backoff.succeeded()
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        """Log the first failure of an outage only: the jobs stay held, the batch is retried with back-off."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning(
+                "could not acknowledge %d job(s); they stay held, retrying with back-off until Redis takes writes: %s",
+                len(self.pending),
+                exc,
+            )
+        else:
+            log.debug("acknowledging failed again (%d job(s) held): %s", len(self.pending), exc)
+
+    def _succeeded(self) -> None:
+        if self.failing_since is not None:
+            log.info("acknowledgements written again after %.1fs", time.monotonic() - self.failing_since)
+            self.failing_since = None
 
     def ride(self, riding: bool) -> None:
         """Say whether the fetcher will carry plain acknowledgements; when it stops doing so, write them now."""
@@ -180,13 +205,33 @@ class Acker:
             return
         self.writing = batch
         try:
-            settle(self.script, self.keys, self.working, batch, client=self.conn)
+            held = settle(self.script, self.keys, self.working, batch, client=self.conn)
         except BaseException:
             self.pending[:0] = batch
             self.wake.set()
             raise
         finally:
             self.writing = []
+        self._report_not_held(batch, held)
+
+    @staticmethod
+    def _report_not_held(batch: Sequence[Outcome], held: int) -> None:
+        """Say when outcomes found their payload gone from the working list: nothing was stored for them.
+
+        A plain acknowledgement may be written twice (given back after a fetch that did run), so only more
+        misses than plain ones in the batch prove a failure's outcome dropped: this process was cut off from
+        Redis past its heartbeat TTL and another one adopted its jobs (and runs them again).
+        """
+        missed = len(batch) - held
+        if missed > sum(1 for o in batch if o.plain):
+            log.warning(
+                "%d of %d outcome(s) not written: this process no longer holds those jobs (adopted by another "
+                "process while this one could not reach Redis; they run there again)",
+                missed,
+                len(batch),
+            )
+        elif missed:
+            log.debug("%d acknowledgement(s) were written already", missed)
 
     def holding(self) -> list[str]:
         """The raw payloads whose outcome is waiting to be written (still in the working list meanwhile)."""
@@ -198,6 +243,6 @@ class Acker:
             try:
                 self.flush()
             except redis.RedisError as exc:
-                log.warning("could not acknowledge at shutdown, retrying: %s", exc)
+                self._failed(exc)
                 gevent.sleep(0.2)
         return not self.pending

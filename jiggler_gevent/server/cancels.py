@@ -17,6 +17,7 @@ import gevent.event
 import redis
 
 from .. import config
+from ..cluster import is_cluster
 from ..gevent_types import Event, Greenlet
 from ..keys import Keys
 from .backoff import Backoff
@@ -25,15 +26,21 @@ from .processor import Processor
 log = logging.getLogger("jiggler_gevent.cancels")
 
 
+def own_connection(client: redis.Redis) -> redis.Redis:
+    """A client like `client` with a pool of one connection of its own."""
+    pool = client.connection_pool
+    own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
+    return redis.Redis(connection_pool=own)
+
+
 class CancelListener:
     """Subscribes to NS:cancel and hands each cancelled jid to the Processor."""
 
     def __init__(self, client: redis.Redis, keys: Keys, processor: Processor) -> None:
         self.redis, self.keys, self.processor = client, keys, processor
-        # The subscription keeps a connection for itself: one of its own, outside the shared pool.
-        pool = client.connection_pool
-        own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
-        self.listening = redis.Redis(connection_pool=own)
+        # The subscription keeps a connection for itself: one of its own, outside the shared pool. A Redis
+        # Cluster client's pub/sub opens one of its own on the node of the channel's slot already.
+        self.listening = client if is_cluster(client) else own_connection(client)
         self.greenlet: Greenlet | None = None
         self.subscribed: Event = gevent.event.Event()
 

@@ -7,16 +7,20 @@ On SIGKILL they stay in the working list until a live process sees the heartbeat
 (recovery.py): a job may run twice, never zero times.
 """
 
+import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import cast
 
 import redis
 
-from .. import config, scripts
+from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..keys import Keys
 from .acker import Outcome, dedicated, settle
+
+log = logging.getLogger("jiggler_gevent.fetch")
 
 QueueWeights = Sequence[tuple[str, int]]
 SINGLE_QUEUE_BLOCK = 2  # seconds an idle worker on one queue blocks in BLMOVE
@@ -50,6 +54,7 @@ class ReliableFetch:
         self.working = keys.working(identity)
         self.scripts = scripts.register(client)
         self.conn = dedicated(client)
+        self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
 
     def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
         """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking."""
@@ -65,16 +70,42 @@ class ReliableFetch:
         worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only), then takes in
         the queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the
         next idle worker, as there may be more.
+
+        Redis out of memory (maxmemory, noeviction) refuses BLMOVE but not the fetch script nor BZPOPMIN: the
+        worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
+        memory) without a busy loop or a log line per try.
         """
         if len(self.queues) == 1:
-            queue = self.keys.queue(self.queues[0][0])
-            raw = cast("str | None", self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT"))
+            try:
+                raw = self._blmove()
+            except redis.exceptions.OutOfMemoryError as exc:
+                self._out_of_memory(exc)
+                return self._wait_on_wake(most)
             return [raw] if raw is not None else []
+        return self._wait_on_wake(most)
+
+    def _blmove(self) -> str | None:
+        queue = self.keys.queue(self.queues[0][0])
+        raw = cast("str | None", self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT"))
+        if self.oom_since is not None:
+            log.info("Redis has memory again after %.1fs: waiting with BLMOVE again", time.monotonic() - self.oom_since)
+            self.oom_since = None
+        return raw
+
+    def _out_of_memory(self, exc: redis.RedisError) -> None:
+        if self.oom_since is None:
+            self.oom_since = time.monotonic()
+            log.warning("Redis refuses BLMOVE (out of memory): waiting on the wake set until it has room: %s", exc)
+
+    def _wait_on_wake(self, most: int) -> list[str]:
         if not self.conn.bzpopmin(self.keys.wake, WAKE_BLOCK):
             return []
         taken = self.take(most)
         if len(taken) == most:
-            self.conn.zadd(self.keys.wake, {"wake": 0})
+            try:
+                self.conn.zadd(self.keys.wake, {"wake": 0})
+            except redis.exceptions.OutOfMemoryError:
+                pass  # a hint only: other idle workers still look again within WAKE_BLOCK
         return taken
 
     def requeue(self, raws: Sequence[str]) -> int:
@@ -85,7 +116,7 @@ class ReliableFetch:
             outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:
-                    outcome.ending(payload_mod.decode(raw))
+                    outcome.ending(wire.of(self.keys).decode(raw))
                 except payload_mod.PayloadError:
                     pass
             outcomes.append(outcome)

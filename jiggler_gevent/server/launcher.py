@@ -7,9 +7,13 @@ SIGTERM/SIGINT: stop the Scheduler (so that another process takes its lease over
 to the shutdown timeout for running jobs, put the unfinished ones back, remove the heartbeat, exit 0; a second
 SIGTERM/SIGINT during the wait cuts the wait short (still putting everything back). SIGTSTP: quiet (stop fetching,
 stay alive).
+Recycling (--max-jobs, --max-memory): once the Manager has taken max_jobs payloads, or the resident memory (checked
+every second) passes max_memory MB, the process stops the same graceful way, exits 0 and writes why to the pipe its
+supervisor named in $JIGGLER_REPORT_FD; the supervisor then starts a fresh process.
 """
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +30,7 @@ from .cancels import CancelListener
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
 from .manager import Manager
-from .monitor import Counters, Monitor, new_identity
+from .monitor import Counters, Monitor, new_identity, rss_bytes
 from .poller import Poller
 from .preempt import Switcher, resolve_threshold
 from .processor import Processor
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
     from .metrics import JobMetrics
 
 log = logging.getLogger("jiggler_gevent.launcher")
+
+REPORT_FD_ENV = "JIGGLER_REPORT_FD"  # set by the supervisor: the pipe a child writes its recycling reason to
+MEMORY_CHECK_INTERVAL = 1.0  # seconds between two looks at the resident memory (--max-memory)
+MB = 1024 * 1024
 
 
 def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> middleware.Chain:
@@ -72,7 +80,14 @@ class Launcher:
             queues = tuple(q for q, _ in opts.queues)
             self.metrics = single_process(opts.metrics_port, self.redis, keys, queues, opts.concurrency)
         self.processor = Processor(self.acker, server_chain(self.counters, self.metrics), on_failure=self._unrunnable)
-        self.manager = Manager(self.fetch, self.processor, self.acker, opts.concurrency)
+        self.manager = Manager(
+            self.fetch,
+            self.processor,
+            self.acker,
+            opts.concurrency,
+            opts.max_jobs,
+            on_max_jobs=lambda: self.recycle(f"max jobs reached ({opts.max_jobs} jobs)"),
+        )
         self.cancels = CancelListener(self.redis, keys, self.processor)
         self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
@@ -94,14 +109,18 @@ class Launcher:
             running=lambda: self.processor.running,
             interval=opts.heartbeat_interval,
             cron=self.scheduler.table if self.scheduler is not None else None,
+            on_signal=self._on_redis_signal,
         )
         self.stop_requested: Event = gevent.event.Event()
         self.force: Event = gevent.event.Event()
         self.switcher: Switcher | None = None
+        self.recycle_reason: str | None = None
+        self.memory_watch: Greenlet | None = None
+        self.report_fd = _take_report_fd()
 
     def _unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
-        self.counters.count(failed=True)
+        self.counters.unrunnable(entry)
         if self.metrics is not None:
             self.metrics.unrunnable(entry)
 
@@ -116,6 +135,10 @@ class Launcher:
         if self.scheduler is not None:
             self.scheduler.start()
         self._start_switcher()
+        if self.opts.max_memory is not None:
+            self.memory_watch = gevent.spawn(self._watch_memory, self.opts.max_memory)
+        if self.metrics is not None:
+            self.metrics.start(lambda: self.manager.busy)
         self.manager.start()
         log.info(
             "worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
@@ -136,6 +159,30 @@ class Launcher:
             self.switcher = Switcher(threshold, runner=self.processor, on_abandon=self.stop_requested.set)
             self.switcher.start()
 
+    def recycle(self, reason: str) -> None:
+        """Stop gracefully so that the supervisor starts a fresh process (--max-jobs, --max-memory)."""
+        if self.stop_requested.is_set():
+            return
+        log.info("%s: stopping, to be replaced by a fresh process", reason)
+        self.recycle_reason = reason
+        self.stop_requested.set()
+
+    def _watch_memory(self, limit_mb: int) -> None:
+        while not self.stop_requested.wait(MEMORY_CHECK_INTERVAL):
+            rss = rss_bytes()
+            if rss > limit_mb * MB:
+                self.recycle(f"RSS {rss // MB} MB over {limit_mb} MB")
+                return
+
+    def _report(self) -> None:
+        """Tell the supervisor why this process stopped by itself (nothing when it was told to stop)."""
+        if self.report_fd is None or self.recycle_reason is None:
+            return
+        try:
+            os.write(self.report_fd, self.recycle_reason.encode("utf-8"))
+        except OSError as exc:
+            log.warning("could not tell the supervisor why this process stops: %s", exc)
+
     def quiet(self) -> None:
         """Stop taking jobs; running ones finish."""
         log.info("quiet: no new jobs will be fetched")
@@ -155,6 +202,10 @@ class Launcher:
         self.monitor.stop()
         if self.switcher is not None:
             self.switcher.stop()
+        if self.memory_watch is not None:
+            self.memory_watch.kill()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped; %d unfinished job(s) put back", requeued)
 
     def _wait_for_jobs(self, timeout: float) -> None:
@@ -168,12 +219,22 @@ class Launcher:
         self.start()
         self.stop_requested.wait()
         self.stop()
+        self._report()
         return 0
 
     def _install_signals(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, lambda: gevent.spawn(self.quiet))
+
+    def _on_redis_signal(self, name: str) -> None:
+        """A signal sent through Redis (Sidekiq's Web UI and API, with wire="sidekiq"): TSTP quiets, TERM stops."""
+        if name == "TSTP":
+            gevent.spawn(self.quiet)
+        elif name in ("TERM", "INT"):
+            self._on_stop_signal(signal.Signals["SIG" + name])
+        else:
+            log.info("ignoring signal %s sent through Redis (only TSTP and TERM are acted on)", name)
 
     def _on_stop_signal(self, signum: int) -> None:
         if self.stop_requested.is_set():
@@ -182,3 +243,18 @@ class Launcher:
         else:
             log.info("%s received", signal.Signals(signum).name)
             self.stop_requested.set()
+
+
+def _take_report_fd() -> int | None:
+    """The supervisor's pipe from $JIGGLER_REPORT_FD, taken out of the environment (and kept from the jobs'
+    subprocesses), so that only this process writes to it."""
+    value = os.environ.pop(REPORT_FD_ENV, None)
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError):
+        log.warning("ignoring %s=%r: not an open file descriptor", REPORT_FD_ENV, value)
+        return None
+    return fd

@@ -6,12 +6,14 @@ greenlet takes exactly as many payloads as there are idle workers (so nothing wa
 and hands them over through an in-memory inbox; one Acker greenlet writes outcomes in batches. Lifecycle:
 start, quiet (stop fetching), stop(deadline) (quiet, let the workers finish what they hold until the
 deadline, kill the rest, write every outcome, put every payload still held back in its queue). See fetch.py
-and acker.py for the delivery guarantee.
+and acker.py for the delivery guarantee. With `max_jobs` the fetcher takes exactly that many payloads in the
+process's life, then ends and calls `on_max_jobs` (--max-jobs: the process is then replaced).
 """
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import gevent
 import gevent.lock
@@ -33,9 +35,20 @@ _FINISH = None  # put in the inbox once per worker: finish what came before it, 
 class Manager:
     """Fetches and runs jobs until quieted or stopped."""
 
-    def __init__(self, fetch: ReliableFetch, processor: Processor, acker: Acker, concurrency: int) -> None:
+    def __init__(
+        self,
+        fetch: ReliableFetch,
+        processor: Processor,
+        acker: Acker,
+        concurrency: int,
+        max_jobs: int | None = None,
+        on_max_jobs: Callable[[], None] | None = None,
+    ) -> None:
         self.fetch, self.processor, self.acker = fetch, processor, acker
         self.concurrency = concurrency
+        self.max_jobs, self.on_max_jobs = max_jobs, on_max_jobs
+        self.taken = 0  # payloads fetched in this process's life
+        self.failing_since = 0.0  # monotonic time of the first failed fetch of an outage
         # idle workers; only the fetcher acquires
         self.idle: BoundedSemaphore = gevent.lock.BoundedSemaphore(concurrency)
         self.inbox: Queue[str | None] = gevent.queue.Queue()
@@ -120,7 +133,7 @@ class Manager:
 
     def _fetch_until_killed(self) -> None:
         backoff = Backoff()
-        while True:
+        while self._may_take():
             self.acker.ride(True)
             self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
@@ -128,24 +141,52 @@ class Manager:
             try:
                 if backoff.failing:
                     self._put_back_orphans(acks)
-                raws = self.fetch.take(self.idle.counter, acks)
+                raws = self.fetch.take(self._most(), acks)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
-                    raws = self.fetch.wait(self.idle.counter)
-                backoff.succeeded()
+                    raws = self.fetch.wait(self._most())
+                self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.acker.give_back(acks)
                 if not isinstance(exc, redis.RedisError):
                     raise
                 self.acker.ride(False)
-                delay = backoff.failed()
-                log.warning("fetch failed, retrying in %.1fs: %s", delay, exc)
-                gevent.sleep(delay)
+                gevent.sleep(self._fetch_failed(backoff, exc))
                 continue
+            self.taken += len(raws)
             for raw in raws:
                 self.idle.acquire(blocking=False)
                 self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
                 self.inbox.put(raw)
+
+    def _fetch_failed(self, backoff: Backoff, exc: BaseException) -> float:
+        """The seconds to wait before the next try; one warning per outage, the later failures at debug level."""
+        if not backoff.failing:
+            self.failing_since = time.monotonic()
+            log.warning("fetch failed, retrying with back-off (up to %.0fs) until Redis answers: %s", backoff.cap, exc)
+        delay = backoff.failed()
+        log.debug("fetch failed again, retrying in %.1fs: %s", delay, exc)
+        return delay
+
+    def _fetch_succeeded(self, backoff: Backoff) -> None:
+        if backoff.failing:
+            log.info("fetch works again after %.1fs", time.monotonic() - self.failing_since)
+        backoff.succeeded()
+
+    def _may_take(self) -> bool:
+        """False once --max-jobs payloads have been taken: the fetcher ends, and says so."""
+        if self.max_jobs is None or self.taken < self.max_jobs:
+            return True
+        log.info("max jobs reached (%d taken): no new jobs will be fetched", self.taken)
+        if self.on_max_jobs is not None:
+            self.on_max_jobs()
+        return False
+
+    def _most(self) -> int:
+        """How many payloads the next fetch may take: one per idle worker, within --max-jobs."""
+        if self.max_jobs is None:
+            return self.idle.counter
+        return min(self.idle.counter, self.max_jobs - self.taken)
 
     def _work(self) -> None:
         """One worker greenlet: runs the payloads from the inbox, one at a time, until told to finish.

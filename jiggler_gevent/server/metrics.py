@@ -9,102 +9,266 @@ payload) counts as processed and failed. The `job` label is the wire name of a j
 `RedisCollector` reads the queue sizes and latencies, the scheduled, retry and dead set sizes and the live
 processes in two round trips per scrape (keys.py directly: the server never loads the admin side).
 
-One process serves /metrics itself (`serve`). With -p N the supervisor names a directory in MULTIPROC_ENV before
-it forks and before anything imports prometheus_client (which picks its value class when imported): each child
-writes its values to files there (prometheus_client's multiprocess mode, no server of its own),
-and the supervisor serves the sum (`serve_supervised`). A dead child's counter files stay, so totals never go
-down when a child is replaced; its live gauges (busy, concurrency) are dropped by `forget_process`.
+Recording is plain Python: a job adds to a `Series` of its labels in a dict (no lock, no prometheus_client object);
+`jiggler_busy_workers` is the processor's busy count read at scrape or flush time. The families are built from
+those dicts when scraped (`JobCollector`).
+
+One process serves /metrics itself (`serve`). With -p N the supervisor names a directory in DIR_ENV before it
+forks: each child writes its cumulative totals and live gauges there as `<pid>.json` (atomically) every
+FLUSH_INTERVAL and when it stops, and serves nothing; the supervisor serves the sum of the files
+(`serve_supervised`). When a child has exited, `forget_process` folds its totals into `retired.json` and drops its
+gauges. So totals never go down when a child is replaced; a child stopped gracefully loses nothing, one SIGKILLed
+loses at most its last FLUSH_INTERVAL of counts.
 """
 
+import bisect
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
+import gevent
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..config import JOB_TIME_BUCKETS
 from ..errors import ConfigError
+from ..gevent_types import Greenlet
 from ..job import lookup
 from ..keys import Keys
 from ..middleware import Disposition, JobContext, ServerMiddleware
 
 log = logging.getLogger("jiggler_gevent.metrics")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-SUPERVISED_ENV = "JIGGLER_METRICS_SUPERVISED"  # set by the supervisor: its children write files, serve nothing
+DIR_ENV = "JIGGLER_METRICS_DIR"  # set by the supervisor: its children write snapshots there, serve nothing
 UNKNOWN = "unknown"
-# From a few milliseconds to half an hour: jobs range from cache refreshes to reports.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+BUCKETS = (*JOB_TIME_BUCKETS, float("inf"))  # the same bounds as the per-job metrics in Redis
+FLUSH_INTERVAL = 1.0
+RETIRED = "retired.json"
+_LE = tuple("+Inf" if b == float("inf") else repr(float(b)) for b in BUCKETS)  # as prometheus_client writes `le`
+_LABELS = ("job", "queue")
 
 
-def supervised() -> bool:
-    """True in a child of a -p N supervisor that serves the metrics: this process only writes its values."""
-    return bool(os.environ.get(SUPERVISED_ENV))
+class Series:
+    """Cumulative totals of one (job, queue) label pair: counts, run time, and per-bucket (not cumulative) counts."""
+
+    __slots__ = ("processed", "failed", "seconds", "counts")
+
+    def __init__(self, processed: int = 0, failed: int = 0, seconds: float = 0.0, counts: list[int] | None = None):
+        self.processed, self.failed, self.seconds = processed, failed, seconds
+        self.counts = counts if counts is not None else [0] * len(BUCKETS)
+
+    def add(self, other: "Series") -> None:
+        """Add `other`'s totals to these."""
+        self.processed += other.processed
+        self.failed += other.failed
+        self.seconds += other.seconds
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+
+    def copy(self) -> "Series":
+        """A copy that later jobs do not change."""
+        return Series(self.processed, self.failed, self.seconds, list(self.counts))
+
+
+Totals = dict[tuple[str, str], Series]
+State = tuple[Totals, int, int]  # totals, busy, concurrency
+
+
+def supervised() -> str | None:
+    """In a child of a -p N supervisor that serves the metrics: the directory this process writes to."""
+    return os.environ.get(DIR_ENV) or None
 
 
 class JobMetrics(ServerMiddleware):
-    """The per-job counters and histogram, the busy and concurrency gauges of one worker process."""
+    """The per-job totals of one worker process, and its busy count and concurrency."""
 
     def __init__(
         self,
         queues: "tuple[str, ...]",
         concurrency: int,
-        registry: CollectorRegistry | None = None,
+        directory: str | None = None,
         known: Callable[[str], bool] = lambda name: lookup(name) is not None,
     ) -> None:
-        labels = ("job", "queue")
-        self.processed = Counter(
-            "jiggler_jobs_processed", "Jobs finished, failures included.", labels, registry=registry
-        )
-        self.failed = Counter("jiggler_jobs_failed", "Jobs that failed or could not run.", labels, registry=registry)
-        self.duration = Histogram(
-            "jiggler_job_duration_seconds", "Run time of the jobs that ran.", labels, registry=registry, buckets=BUCKETS
-        )
-        self.busy = Gauge("jiggler_busy_workers", "Jobs running now.", registry=registry, multiprocess_mode="livesum")
-        self.concurrency = Gauge(
-            "jiggler_concurrency", "Greenlets running jobs.", registry=registry, multiprocess_mode="livesum"
-        )
-        self.concurrency.set(concurrency)
         self.queues = frozenset(queues)
+        self.concurrency = concurrency
+        self.directory = directory
+        self.busy: Callable[[], int] = lambda: 0
         self.known = known
-        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self.totals: Totals = {}
+        self._cache: dict[tuple[str, str], Series] = {}
+        self._flusher: Greenlet | None = None
+        self._path: str | None = None
 
-    def _children(self, name: object, queue: object) -> tuple[Any, Any, Any]:
-        """The (processed, failed, duration) series of a job name and queue, bounded to known ones."""
-        key = (cast(str, name), cast(str, queue))
-        series = self._series.get(key)
+    def _series(self, name: object, queue: object) -> Series:
+        """The series of a payload's job name and queue, bounded to known ones."""
+        plain = isinstance(name, str) and isinstance(queue, str)
+        if plain:
+            found = self._cache.get((name, queue))  # type: ignore[arg-type]
+            if found is not None:
+                return found
+        job = name if isinstance(name, str) and self.known(name) else UNKNOWN
+        q = queue if isinstance(queue, str) and queue in self.queues else UNKNOWN
+        series = self.totals.get((job, q))
         if series is None:
-            job = name if isinstance(name, str) and self.known(name) else UNKNOWN
-            q = queue if isinstance(queue, str) and queue in self.queues else UNKNOWN
-            series = (self.processed.labels(job, q), self.failed.labels(job, q), self.duration.labels(job, q))
-            if len(self._series) < 10_000:  # the cache is bounded too: odd names are looked up each time
-                self._series[key] = series
+            series = self.totals[(job, q)] = Series()
+        if plain and len(self._cache) < 10_000:  # the cache is bounded too: odd names are looked up each time
+            self._cache[(name, queue)] = series  # type: ignore[index]
         return series
 
-    def before_process(self, ctx: JobContext) -> None:
-        self.busy.inc()
-
     def after_process(self, ctx: JobContext) -> None:
-        self.busy.dec()
         if ctx.disposition == Disposition.RESCHEDULE:  # over a limit: not run, put back (as Counters)
             return
-        processed, failed, duration = self._children(ctx.payload.get("name"), ctx.payload.get("queue"))
-        processed.inc()
+        series = self._series(ctx.payload.get("name"), ctx.payload.get("queue"))
+        series.processed += 1
         if ctx.exception is not None:
-            failed.inc()
-        duration.observe(max(0.0, time.time() - ctx.started_at))
+            series.failed += 1
+        elapsed = max(0.0, time.time() - ctx.started_at)
+        series.seconds += elapsed
+        series.counts[bisect.bisect_left(BUCKETS, elapsed)] += 1  # bucket `le` holds elapsed <= le
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""
-        processed, failed, _ = self._children(entry.get("name"), entry.get("queue"))
-        processed.inc()
-        failed.inc()
+        series = self._series(entry.get("name"), entry.get("queue"))
+        series.processed += 1
+        series.failed += 1
+
+    def state(self) -> State:
+        """A copy of the totals, and the gauges now."""
+        return {k: s.copy() for k, s in list(self.totals.items())}, self.busy(), self.concurrency
+
+    def start(self, busy: Callable[[], int]) -> None:
+        """The process starts taking jobs, `busy()` of them running at a time. In a child of a supervisor, write a
+        snapshot into its directory now and every FLUSH_INTERVAL."""
+        self.busy = busy
+        if self.directory is not None:
+            self._path = os.path.join(self.directory, f"{os.getpid()}.json")
+            self.flush()
+            self._flusher = gevent.spawn(self._flush_loop)
+
+    def stop(self) -> None:
+        """The process stops: a last snapshot, with every job counted."""
+        if self._flusher is not None:
+            self._flusher.kill()
+            self._flusher = None
+        if self._path is not None:
+            self.flush()
+
+    def _flush_loop(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+    def flush(self) -> None:
+        """Replace this process's snapshot file (write then rename: a reader sees the old or the new one)."""
+        if self._path is None:
+            return
+        totals, busy, concurrency = self.state()
+        try:
+            _write(self._path, {"series": _rows(totals), "busy": busy, "concurrency": concurrency})
+        except OSError as exc:
+            log.warning("metrics: could not write %s: %s", self._path, exc)
+
+
+class JobCollector(Collector):
+    """The job counters, histogram and gauges of `read()`, built on each scrape."""
+
+    def __init__(self, read: Callable[[], State]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        totals, busy, concurrency = self.read()
+        processed = CounterMetricFamily("jiggler_jobs_processed", "Jobs finished, failures included.", labels=_LABELS)
+        failed = CounterMetricFamily("jiggler_jobs_failed", "Jobs that failed or could not run.", labels=_LABELS)
+        duration = HistogramMetricFamily(
+            "jiggler_job_duration_seconds", "Run time of the jobs that ran.", labels=_LABELS
+        )
+        for labels, s in sorted(totals.items()):
+            processed.add_metric(labels, s.processed)
+            failed.add_metric(labels, s.failed)
+            cumulative, buckets = 0, []
+            for le, count in zip(_LE, s.counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            duration.add_metric(labels, buckets, s.seconds)
+        yield processed
+        yield failed
+        yield duration
+        yield GaugeMetricFamily("jiggler_busy_workers", "Jobs running now.", value=busy)
+        yield GaugeMetricFamily("jiggler_concurrency", "Greenlets running jobs.", value=concurrency)
+
+
+class Snapshots:
+    """The children's snapshot files of a supervisor's directory: their sum, and the folding of exited children."""
+
+    _lock = threading.Lock()  # a scrape never sees a child's totals both in its file and in RETIRED
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def read(self) -> State:
+        """The summed totals of every child that ever ran; the gauges of those still running."""
+        totals: Totals = {}
+        busy = concurrency = 0
+        with self._lock:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
+            for name in names:
+                snap = _read(os.path.join(self.directory, name))
+                _merge(totals, snap.get("series", []))
+                busy += snap.get("busy", 0)
+                concurrency += snap.get("concurrency", 0)
+        return totals, busy, concurrency
+
+    def forget(self, pid: int) -> None:
+        """Child `pid` has exited (it writes no more): its totals go to RETIRED, its live gauges go."""
+        path = os.path.join(self.directory, f"{pid}.json")
+        retired_path = os.path.join(self.directory, RETIRED)
+        with self._lock:
+            if os.path.exists(path):
+                totals: Totals = {}
+                _merge(totals, _read(retired_path).get("series", []))
+                _merge(totals, _read(path).get("series", []))
+                _write(retired_path, {"series": _rows(totals)})
+            for leftover in (path, path + ".tmp"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+
+
+def _rows(totals: Totals) -> list[list[Any]]:
+    return [[job, q, s.processed, s.failed, s.seconds, s.counts] for (job, q), s in totals.items()]
+
+
+def _merge(totals: Totals, rows: list[list[Any]]) -> None:
+    for job, q, processed, failed, seconds, counts in rows:
+        series = totals.get((job, q))
+        if series is None:
+            series = totals[(job, q)] = Series()
+        series.add(Series(processed, failed, seconds, counts))
+
+
+def _write(path: str, snapshot: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(snapshot, f)
+    os.replace(tmp, path)
+
+
+def _read(path: str) -> dict[str, Any]:
+    """A snapshot file's contents; empty if it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            snap = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("metrics: could not read %s: %s", path, exc)
+        return {}
+    return snap if isinstance(snap, dict) else {}
 
 
 class RedisCollector(Collector):
@@ -175,30 +339,28 @@ def single_process(
     port: int, client: redis.Redis, keys: Keys, queues: "tuple[str, ...]", concurrency: int
 ) -> JobMetrics:
     """One worker process: its metrics, and the server unless a supervisor serves them."""
-    if supervised():
-        return JobMetrics(queues, concurrency)  # values go to the supervisor's directory
+    directory = supervised()
+    metrics = JobMetrics(queues, concurrency, directory)
+    if directory is not None:
+        return metrics  # snapshots go to the supervisor's directory once started
     registry = CollectorRegistry(auto_describe=True)
-    metrics = JobMetrics(queues, concurrency, registry)
+    registry.register(JobCollector(metrics.state))
     registry.register(RedisCollector(client, keys))
     serve(port, registry)
     return metrics
 
 
 def serve_supervised(port: int, client: redis.Redis, keys: Keys) -> None:
-    """In the supervisor: serve the sum of the children's values and the Redis sizes."""
-    from prometheus_client import multiprocess
-
+    """In the supervisor: serve the sum of the children's snapshots and the Redis sizes."""
     registry = CollectorRegistry(auto_describe=True)
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(JobCollector(Snapshots(os.environ[DIR_ENV]).read))
     registry.register(RedisCollector(client, keys))
     serve(port, registry)
 
 
 def forget_process(pid: int) -> None:
-    """A child has exited: drop its live gauges (its counters stay)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    """A child has exited: its totals stay in the sum, its live gauges go."""
+    Snapshots(os.environ[DIR_ENV]).forget(pid)
 
 
 def remove_multiprocess_dir(path: str) -> None:

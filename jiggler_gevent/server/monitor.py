@@ -2,12 +2,14 @@
 
 Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
 concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), the processed and
-failed counts gathered in memory since the last beat, and, when the process has periodic entries, their table
+failed counts gathered in memory since the last beat, the per-job metrics of those runs (HINCRBY into one hash per
+minute, NS:metrics:<minute>), and, when the process has periodic entries, their table
 (NS:cron:table:<signature>, shared by the processes with the same entries: each beat renews its TTL, and writes
 it again only when it has gone). Then it asks Recovery to adopt the jobs of any
 process whose record has expired. On a clean stop it flushes the counts and deletes its record.
 """
 
+import bisect
 import datetime as dt
 import json
 import logging
@@ -21,8 +23,9 @@ from typing import Any
 import gevent
 import redis
 
-from .. import __version__, config
+from .. import __version__, config, wire
 from ..gevent_types import Greenlet
+from ..job import lookup
 from ..keys import Keys
 from ..middleware import Disposition, JobContext, ServerMiddleware
 from .recovery import Recovery
@@ -32,14 +35,31 @@ log = logging.getLogger("jiggler_gevent.monitor")
 
 DAILY_STATS_TTL = 5 * 365 * 24 * 3600
 WORK_ARGS_LIMIT = 2000
+UNKNOWN = "unknown"  # the per-job metrics name of every payload naming no registered job
+# A per-job tally row, by config.JOB_METRIC_FIELDS: runs, failures, total ms, then one count per histogram bucket.
+RUNS, FAILED, MS, HISTOGRAM = 0, 1, 2, 3
+ROW = len(config.JOB_METRIC_FIELDS)
+JobTally = dict[tuple[int, str], list[int]]  # (UTC minute, job name) -> row
 
 
 class Counters(ServerMiddleware):
-    """Counts processed and failed jobs in memory; the Monitor writes them out. Also server middleware."""
+    """Counts the jobs run, in memory; the Monitor writes the counts with its heartbeat. Also server middleware.
 
-    def __init__(self) -> None:
+    Two tallies: processed and failed for the process (NS:stat:*), and per job wire name and UTC minute the runs,
+    failures, total run time (ms) and a run-time histogram (NS:metrics:<minute>, buckets config.JOB_TIME_BUCKETS).
+    Recording is plain dict arithmetic, never a Redis call. A name no registered job has is tallied as "unknown",
+    so payloads with made-up names cannot grow the tally, nor the hash, without bound.
+
+    What it guarantees: counts reach Redis at most one heartbeat interval late while Redis answers; when a beat
+    fails they are kept for the next one (per-job minutes older than JOB_METRICS_TTL are dropped then); a clean
+    stop writes them; what a process counted since its last beat is lost if it is killed (SIGKILL, out of memory).
+    """
+
+    def __init__(self, known: Callable[[str], bool] = lambda name: lookup(name) is not None) -> None:
         self.processed = 0
         self.failed = 0
+        self.jobs: JobTally = {}
+        self.known = known
 
     def count(self, failed: bool) -> None:
         """One more job run; `failed` when it raised or could not run."""
@@ -47,9 +67,31 @@ class Counters(ServerMiddleware):
         if failed:
             self.failed += 1
 
+    def unrunnable(self, entry: dict[str, Any]) -> None:
+        """A payload buried without running (its dead-set entry): processed and failed, no run time."""
+        self.count(failed=True)
+        self.record(entry.get("name"), None, True)
+
     def after_process(self, ctx: JobContext) -> None:
         if ctx.disposition != Disposition.RESCHEDULE:  # over a limit: not run, put back
-            self.count(ctx.exception is not None)
+            failed = ctx.exception is not None
+            self.count(failed)
+            self.record(ctx.payload.get("name"), time.time() - ctx.started_at, failed)
+
+    def record(self, name: object, seconds: float | None, failed: bool) -> None:
+        """One run of job `name` ending now, that took `seconds` (None: it could not run)."""
+        job = name if isinstance(name, str) and self.known(name) else UNKNOWN
+        key = (int(time.time() // 60), job)
+        row = self.jobs.get(key)
+        if row is None:
+            row = self.jobs[key] = [0] * ROW
+        row[RUNS] += 1
+        if failed:
+            row[FAILED] += 1
+        if seconds is not None:
+            seconds = max(0.0, seconds)
+            row[MS] += round(seconds * 1000)
+            row[HISTOGRAM + bisect.bisect_left(config.JOB_TIME_BUCKETS, seconds)] += 1
 
     def take(self) -> "tuple[int, int]":
         """The counts since the last take, zeroed."""
@@ -61,6 +103,23 @@ class Counters(ServerMiddleware):
         """Return counts that could not be written."""
         self.processed += processed
         self.failed += failed
+
+    def take_jobs(self) -> JobTally:
+        """The per-job tally since the last take, emptied."""
+        jobs, self.jobs = self.jobs, {}
+        return jobs
+
+    def give_back_jobs(self, jobs: JobTally) -> None:
+        """Return a per-job tally that could not be written, but for minutes already expired in Redis."""
+        oldest = int(time.time() // 60) - config.JOB_METRICS_TTL // 60
+        for key, row in jobs.items():
+            if key[0] < oldest:
+                continue
+            mine = self.jobs.get(key)
+            if mine is None:
+                self.jobs[key] = row
+            else:
+                self.jobs[key] = [a + b for a, b in zip(mine, row, strict=True)]
 
 
 def rss_bytes() -> int:
@@ -94,8 +153,11 @@ class Monitor:
         running: Callable[[], dict[int, JobContext]],
         interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
         cron: Table | None = None,
+        on_signal: Callable[[str], None] | None = None,
     ) -> None:
         self.redis, self.keys, self.identity = client, keys, identity
+        self.wire = wire.of(keys)
+        self.on_signal = on_signal  # called with each signal name popped from keys.signals (Sidekiq's Web UI)
         self.cron = cron
         self.cron_published = False  # the table was there at the last beat: renewing its TTL is enough
         self.info = dict(
@@ -132,8 +194,9 @@ class Monitor:
             with self.redis.pipeline(transaction=True) as pipe:
                 processed, failed = self.counters.take()
                 self._queue_counts(pipe, processed, failed)
+                self._queue_job_metrics(pipe, self.counters.take_jobs())
                 pipe.srem(self.keys.processes, self.identity)
-                pipe.delete(self.keys.process(self.identity), self.keys.work(self.identity))
+                pipe.delete(self.keys.process(self.identity), *self.keys.work_keys(self.identity))
                 pipe.execute()
         except redis.RedisError as exc:
             log.error("could not remove this process's record at stop: %s", exc)
@@ -150,17 +213,23 @@ class Monitor:
     def beat(self) -> bool:
         """Write the heartbeat and the counts in one round trip; False when Redis could not be reached."""
         processed, failed = self.counters.take()
+        jobs = self.counters.take_jobs()
         try:
             with self.redis.pipeline(transaction=True) as pipe:
                 self._queue_counts(pipe, processed, failed)
+                self._queue_job_metrics(pipe, jobs)
                 self._queue_heartbeat(pipe)
+                signal_at = self._queue_signal(pipe)
                 self._queue_cron_table(pipe)
                 replies = pipe.execute()
             self.last_beat = time.time()
             if self.cron is not None:
                 self.cron_published = bool(replies[-1])
+            if signal_at is not None:
+                self._act_on(replies[signal_at])
         except redis.RedisError as exc:
             self.counters.give_back(processed, failed)
+            self.counters.give_back_jobs(jobs)
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
                 log.warning("heartbeat failed, retrying every %.1fs until Redis answers: %s", self.interval, exc)
@@ -190,18 +259,44 @@ class Monitor:
                 pipe.incrby(self.keys.stat(name, day), n)
                 pipe.expire(self.keys.stat(name, day), DAILY_STATS_TTL)
 
+    def _queue_job_metrics(self, pipe: Any, jobs: JobTally) -> None:
+        expiring: set[int] = set()
+        for (minute, job), row in jobs.items():
+            key = self.keys.metrics(minute)
+            for field, n in zip(config.JOB_METRIC_FIELDS, row, strict=True):
+                if n:
+                    pipe.hincrby(key, f"{job}|{field}", n)
+            expiring.add(minute)
+        for minute in expiring:
+            pipe.expireat(self.keys.metrics(minute), minute * 60 + config.JOB_METRICS_TTL)
+
     def _queue_heartbeat(self, pipe: Any) -> None:
         k = self.keys
         now = time.time()
         record = dict(self.info, busy=self.busy(), rss=rss_bytes(), beat=now, quiet=self.quiet)
         pipe.sadd(k.processes, self.identity)
-        pipe.hset(k.process(self.identity), mapping={"info": json.dumps(record)})
+        pipe.hset(k.process(self.identity), mapping=self.wire.process_fields(record))
         pipe.pexpire(k.process(self.identity), self.ttl_ms)
-        pipe.delete(k.work(self.identity))
         work = self._work()
-        if work:
-            pipe.hset(k.work(self.identity), mapping=work)
-            pipe.pexpire(k.work(self.identity), self.ttl_ms)
+        for key in k.work_keys(self.identity):
+            pipe.delete(key)
+            if work:
+                pipe.hset(key, mapping=work)
+                pipe.pexpire(key, self.ttl_ms)
+
+    def _queue_signal(self, pipe: Any) -> int | None:
+        """Pop one signal sent through Redis, as Sidekiq does, if the layout has a list for them; the index of
+        its reply in the pipeline's, or None."""
+        key = self.keys.signals(self.identity)
+        if key is None:
+            return None
+        pipe.rpop(key)
+        return len(pipe) - 1
+
+    def _act_on(self, signal_name: object) -> None:
+        if signal_name and self.on_signal is not None:
+            log.info("signal %s received through Redis", signal_name)
+            self.on_signal(str(signal_name))
 
     def _queue_cron_table(self, pipe: Any) -> None:
         if self.cron is None:
@@ -216,7 +311,7 @@ class Monitor:
         work: dict[str, str] = {}
         for key, ctx in list(self.running().items()):
             work[str(key)] = json.dumps(
-                {"queue": ctx.payload.get("queue"), "payload": _summary(ctx.payload), "run_at": ctx.started_at}
+                self.wire.work_entry(ctx.payload.get("queue"), _summary(ctx.payload), ctx.started_at)
             )
         return work
 

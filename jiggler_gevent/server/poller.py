@@ -43,11 +43,18 @@ class Poller:
             self.greenlet = None
 
     def _loop(self) -> None:
+        failing_since: float | None = None  # one warning per outage (Redis away or refusing writes), not per poll
         while True:
             try:
                 self.enqueue_due()
             except redis.RedisError as exc:
-                log.warning("polling the scheduled and retry sets failed: %s", exc)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("polling the scheduled and retry sets failed, retrying every poll: %s", exc)
+            else:
+                if failing_since is not None:
+                    log.info("polling works again after %.1fs", time.monotonic() - failing_since)
+                    failing_since = None
             gevent.sleep(self.interval * random.uniform(0.5, 1.5))
 
     def enqueue_due(self, now: float | None = None) -> int:

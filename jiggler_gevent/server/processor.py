@@ -20,13 +20,13 @@ from typing import Any
 import gevent
 from greenlet import GreenletExit
 
-from .. import middleware
+from .. import middleware, wire
 from .. import payload as payload_mod
 from ..batch import running_bid
 from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
-from ..logs import job_fields
+from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext
 from . import tracking
 from .acker import Acker, Outcome
@@ -42,6 +42,7 @@ class Processor:
         self, acker: Acker, chain: Chain | None = None, on_failure: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
         self.acker = acker
+        self.wire = wire.of(acker.keys)  # the payload format on the wire (jiggler's or Sidekiq's)
         self.chain = chain if chain is not None else middleware.server
         self.running: dict[int, JobContext] = {}  # by id() of the greenlet running the job
         self.on_failure = on_failure
@@ -65,7 +66,7 @@ class Processor:
     def process(self, raw: str) -> None:
         """Run one payload to its outcome (in the calling greenlet)."""
         try:
-            payload = payload_mod.decode(raw)
+            payload = self.wire.decode(raw)
         except payload_mod.PayloadError as exc:
             self._bury_unrunnable(raw, str(exc))
             return
@@ -102,6 +103,7 @@ class Processor:
         log.debug("start %s jid=%s", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
         bid = ctx.payload.get("bid")
         batch_token = running_bid.set(bid) if bid is not None else None
+        log_token = current_job.set((ctx.name, ctx.jid))  # what the job's own log lines carry (logs.JobFilter)
         tracked = "result_ttl" in ctx.payload
         try:
             try:
@@ -137,6 +139,7 @@ class Processor:
             self._greenlets.pop(key, None)
             if batch_token is not None:
                 running_bid.reset(batch_token)
+            current_job.reset(log_token)
         return True
 
     def interrupt(self, glet: RawGreenlet, exc: BaseException) -> bool:
@@ -212,11 +215,11 @@ class Processor:
         d, p = ctx.disposition, ctx.payload
         if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
             make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
-            self.acker.add(make(ctx.raw, payload_mod.encode(p), ctx.retry_at).ending(p))  # a unique lock stays held
+            self.acker.add(make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p))  # a unique lock stays held
         elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
-            outcome = Outcome.dead(ctx.raw, payload_mod.encode(p), time.time())
+            outcome = Outcome.dead(ctx.raw, self.wire.encode(p), time.time())
             self.acker.add(self._unlocking(ctx, outcome).ending(p, _error(ctx, ctx.exception)))
             middleware.notify_death(p, ctx.exception)
         elif d in (Disposition.DROP, Disposition.CANCEL):
@@ -233,10 +236,10 @@ class Processor:
         return outcome.releasing(self.acker.keys.unique(digest), ctx.jid)
 
     def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
-        entry = payload_mod.salvage(raw, error)
+        entry = self.wire.salvage(raw, error)
         name = str(entry.get("name", "?"))
         log.error("dead %s jid=%s: %s", name, entry["jid"], error, extra=job_fields(name, entry["jid"]))
-        outcome = Outcome.dead(raw, payload_mod.encode(entry), time.time())
+        outcome = Outcome.dead(raw, self.wire.encode(entry), time.time())
         if payload is not None:  # a valid payload: counted in its batch, its tracked status written
             tracked = "result_ttl" in payload
             detail = payload_mod.encode({"error_class": "PayloadError", "error_message": error}) if tracked else ""

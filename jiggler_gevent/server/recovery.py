@@ -11,11 +11,11 @@ between, its own working list holds the jobs and they are adopted again: run twi
 import json
 import logging
 import time
-from typing import cast
+from typing import Any, cast
 
 import redis
 
-from .. import config, middleware
+from .. import config, middleware, wire
 from .. import payload as payload_mod
 from ..keys import Keys
 from ..scripts import Scripts
@@ -30,6 +30,7 @@ class Recovery:
     def __init__(self, client: redis.Redis, keys: Keys, identity: str, scripts: Scripts) -> None:
         self.redis, self.keys, self.identity, self.scripts = client, keys, identity, scripts
         self.working = keys.working(identity)
+        self.wire = wire.of(keys)
 
     def sweep(self) -> int:
         """Recover the jobs of every process whose heartbeat has expired; returns how many jobs."""
@@ -57,19 +58,26 @@ class Recovery:
         settle(self.scripts.settle, self.keys, self.working, outcomes)
         for outcome in outcomes:
             if outcome.disposition == middleware.Disposition.DEAD:
-                middleware.notify_death(json.loads(outcome.new_raw), None)
+                middleware.notify_death(self._entry(outcome.new_raw), None)
+
+    def _entry(self, raw: str) -> dict[str, Any]:
+        """A dead-set entry as death handlers get it: the internal payload, or the JSON when it has no job name."""
+        try:
+            return self.wire.decode(raw)
+        except payload_mod.PayloadError:
+            return dict(json.loads(raw))
 
     def _recovered(self, raw: str, dead_identity: str) -> Outcome:
         """What becomes of one adopted payload: back to its queue, or to the dead set."""
         now = time.time()
         try:
-            p = payload_mod.decode(raw)
+            p = self.wire.decode(raw)
         except payload_mod.PayloadError as exc:
-            return Outcome.dead(raw, payload_mod.encode(payload_mod.salvage(raw, str(exc))), now)
+            return Outcome.dead(raw, self.wire.encode(self.wire.salvage(raw, str(exc))), now)
         count = p.get("recoveries", 0)
         p["recoveries"] = (count if isinstance(count, int) else 0) + 1
         if p["recoveries"] <= config.MAX_RECOVERIES:
-            return Outcome.requeue(raw, payload_mod.encode(p), p.get("queue") or config.DEFAULT_QUEUE).ending(p)
+            return Outcome.requeue(raw, self.wire.encode(p), p.get("queue") or config.DEFAULT_QUEUE).ending(p)
         p.update(
             error_class="ProcessDied",
             failed_at=now,
@@ -79,4 +87,4 @@ class Recovery:
             ),
         )
         error = {"error_class": "ProcessDied", "error_message": p["error_message"]}
-        return Outcome.dead(raw, payload_mod.encode(p), now).ending(p, payload_mod.encode(error))
+        return Outcome.dead(raw, self.wire.encode(p), now).ending(p, payload_mod.encode(error))

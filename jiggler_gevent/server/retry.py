@@ -21,9 +21,10 @@ BACKTRACE_LINES = 20
 
 
 def backoff(retry_count: int, rand: random.Random | None = None) -> float:
-    """Seconds before retry number `retry_count` (0-based): count**4 + 15 + random(0..10*(count+1))."""
+    """Seconds before retry number `retry_count` (0-based): Sidekiq's count**4 + 15 + rand(10) * (count + 1),
+    so that a job retried by either side (wire="sidekiq") waits as Sidekiq would have it wait."""
     r = rand or random
-    return retry_count**4 + 15 + r.randint(0, 10 * (retry_count + 1))
+    return retry_count**4 + 15 + r.randrange(10) * (retry_count + 1)
 
 
 def record_error(ctx: JobContext, exc: BaseException, now: float) -> None:

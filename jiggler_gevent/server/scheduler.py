@@ -34,10 +34,9 @@ from typing import Any, cast
 import gevent
 import redis
 
-from .. import config, middleware
+from .. import config, middleware, wire
 from ..gevent_types import Greenlet
 from ..keys import Keys
-from ..payload import encode
 from ..periodic import Entry
 from ..scripts import Scripts
 from .backoff import Backoff
@@ -243,7 +242,7 @@ class Scheduler:
                 if chain.entries:
                     chain.before("before_push", payload)
                 payloads.append(payload)
-                args += [entry.name, _wire(fire), payload["queue"], encode(payload)]
+                args += [entry.name, _wire(fire), payload["queue"], wire.of(self.keys).encode(payload)]
             keys = [self.lease_key, self.keys.cron_last, self.keys.queues, self.keys.wake]
             results = self.scripts.cron_fire(keys=keys, args=args, client=self.redis)
             if not isinstance(results, list):

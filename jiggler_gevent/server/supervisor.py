@@ -4,6 +4,8 @@ Guarantee: while the supervisor runs, N children (each an ordinary one-process w
 `run_process`) are running or about to be restarted; a child that
 dies without a clean stop has its held jobs put back in their queues at once (Recovery.adopt with force, no
 60 s heartbeat wait), then a replacement starts after a back-off that grows while children keep dying young.
+A child that stops by itself past --max-jobs or --max-memory (exit 0, its reason written to the
+pipe named in $JIGGLER_REPORT_FD) is replaced at once, with one log line saying why.
 SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
 forwarded too, so the children stop at once); SIGTSTP is forwarded. A child that exits with code 2 (a
 usage error, such as a module that -r cannot import) is not restarted: everything stops, exit code 2.
@@ -34,8 +36,10 @@ import redis
 from .. import config, options, scripts
 from ..errors import ConfigError
 from ..gevent_types import Event
+from ..logs import print_error
 from ..options import WorkerOptions
 from .backoff import exponential
+from .launcher import REPORT_FD_ENV
 from .monitor import new_identity
 from .recovery import Recovery
 from .worker import Prepare, run_process
@@ -63,6 +67,26 @@ def child_command(opts: WorkerOptions) -> list[str]:
 def backoff(quick_deaths: int) -> float:
     """Seconds to wait before a restart after `quick_deaths` young deaths in a row (the first is free)."""
     return exponential(quick_deaths - 1, 0.5, MAX_BACKOFF)
+
+
+def report_pipe() -> tuple[int, int]:
+    """A pipe for one child's recycling reason: (read end, not blocking; write end)."""
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+    return reader, writer
+
+
+def read_report(reader: int) -> str | None:
+    """What the exited child wrote to its pipe (None: nothing), closing the read end."""
+    try:
+        data = os.read(reader, 4096)
+    except BlockingIOError:  # nothing written; another child may still hold the write end
+        data = b""
+    except OSError:
+        data = b""
+    finally:
+        os.close(reader)
+    return data.decode("utf-8", "replace") or None
 
 
 def _child_setup() -> None:
@@ -99,8 +123,9 @@ class ForkedChild:
             os.kill(self.pid, signum)
 
 
-def fork_child(opts: WorkerOptions, prepare: Prepare) -> ForkedChild:
-    """Fork a child that runs one worker process with `opts` and exits with its code, never returning here."""
+def fork_child(opts: WorkerOptions, prepare: Prepare, report: int | None = None) -> ForkedChild:
+    """Fork a child that runs one worker process with `opts` and exits with its code, never returning here;
+    it writes its recycling reason to the file descriptor `report`, when given."""
     pid = os.fork()
     if pid:
         return ForkedChild(pid)
@@ -108,9 +133,11 @@ def fork_child(opts: WorkerOptions, prepare: Prepare) -> ForkedChild:
     try:
         os.setpgid(0, 0)
         _child_setup()
+        if report is not None:
+            os.environ[REPORT_FD_ENV] = str(report)
         code = run_process(child_options(opts), prepare)
     except ConfigError as exc:
-        sys.stderr.write(f"gjiggler: error: {exc}\n")
+        print_error(str(exc))
         code = USAGE_ERROR
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -132,6 +159,7 @@ class Supervisor:
         self.exit_code = 0
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
+        self.reports: dict[int, int] = {}  # child pid -> read end of its report pipe
         self.recovery = Recovery(self.redis, self.cfg.keys, self.identity, scripts.register(self.redis))
 
     def run(self) -> int:
@@ -146,17 +174,16 @@ class Supervisor:
                 remove_multiprocess_dir(metrics_dir)
 
     def _metrics_dir(self) -> str | None:
-        """With --metrics-port, before the first fork and before prometheus_client is imported (it reads the
-        variable then): a fresh directory for the children's metric values, named in PROMETHEUS_MULTIPROC_DIR."""
+        """With --metrics-port, before the first fork: a fresh directory for the children's metric snapshots, named
+        in JIGGLER_METRICS_DIR (metrics.DIR_ENV; the children inherit it, write there and serve nothing)."""
         if self.opts.metrics_port is None:
             return None
         path = tempfile.mkdtemp(prefix="jiggler-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-        os.environ["JIGGLER_METRICS_SUPERVISED"] = str(os.getpid())  # metrics.SUPERVISED_ENV: children serve nothing
+        os.environ["JIGGLER_METRICS_DIR"] = path
         return path
 
     def _run(self) -> int:
-        first = [fork_child(self.opts, self.prepare) for _ in self.children]
+        first = [self._fork() for _ in self.children]
         self.children[:] = first  # from here on, signals are forwarded to them
         if self.opts.metrics_port is not None:
             from .metrics import serve_supervised
@@ -182,10 +209,13 @@ class Supervisor:
         while not self.stopping.is_set():
             started = time.monotonic()
             if proc is None:
-                proc = subprocess.Popen(child_command(self.opts), process_group=0, preexec_fn=_child_setup)
+                proc = self._spawn()
             self.children[slot] = proc
+            if self.stopping.is_set():  # the stop came while Popen waited for the exec: not forwarded to it
+                proc.send_signal(signal.SIGTERM)
             code = proc.wait()
             self.children[slot] = None
+            reason = read_report(self.reports.pop(proc.pid))
             if self.opts.metrics_port is not None:
                 from .metrics import forget_process
 
@@ -198,11 +228,41 @@ class Supervisor:
                 self.exit_code = USAGE_ERROR
                 self._stop()
                 return
+            if code == 0 and reason is not None:
+                log.info("worker process %d stopped: %s; starting a fresh one", proc.pid, reason)
+                quick_deaths, proc = 0, None
+                continue
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < MIN_UPTIME else 1
             delay = backoff(quick_deaths)
             log.warning("worker process %d exited with code %s; restarting it in %.1fs", proc.pid, code, delay)
             proc = None
             self.stopping.wait(delay)
+
+    def _fork(self) -> ForkedChild:
+        """Fork a child (before any greenlet exists), with its report pipe."""
+        reader, writer = report_pipe()
+        try:
+            child = fork_child(self.opts, self.prepare, writer)
+        finally:
+            os.close(writer)
+        self.reports[child.pid] = reader
+        return child
+
+    def _spawn(self) -> "subprocess.Popen[bytes]":
+        """Start a replacement child as a fresh process, with its report pipe."""
+        reader, writer = report_pipe()
+        env = {**os.environ, REPORT_FD_ENV: str(writer)}
+        try:
+            proc = subprocess.Popen(
+                child_command(self.opts), process_group=0, preexec_fn=_child_setup, pass_fds=(writer,), env=env
+            )
+        except BaseException:
+            os.close(reader)
+            raise
+        finally:
+            os.close(writer)
+        self.reports[proc.pid] = reader
+        return proc
 
     def _recover(self, pid: int) -> None:
         """Put back the jobs held by the dead child `pid` now, rather than after its heartbeat expires."""

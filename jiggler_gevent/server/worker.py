@@ -1,13 +1,16 @@
 """`run_worker`: the one function that runs a worker, for the CLI, the supervisor's children and Django.
 
 A worker is either one process (the Launcher and its parts) or, with `processes > 1`, a supervisor of that
-many such processes (supervisor.py). gevent must already be patched (patch.py) when this is called.
+many such processes (supervisor.py). --max-jobs and --max-memory need a supervisor to replace the process, so
+they bring one also with `processes == 1` (as Celery's limits work with a pool of any size). gevent must
+already be patched (patch.py) when this is called.
 """
 
 import importlib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 from .. import config
 from ..errors import ConfigError
@@ -24,9 +27,10 @@ def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
     `prepare()` runs in each worker process before the -r modules are imported (the Django integration sets
     Django up there). Raises ConfigError when a -r module cannot be imported.
     """
-    cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace)
+    wire = {"wire": opts.wire} if opts.wire is not None else {}
+    cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace, **wire)
     setup_logging(opts.verbose, opts.log_format)
-    if opts.processes > 1:
+    if opts.processes > 1 or (opts.recycles and not _supervised()):
         from .supervisor import Supervisor
 
         return Supervisor(opts, prepare, cfg).run()
@@ -41,7 +45,16 @@ def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: config.Config
     if prepare is not None:
         prepare()
     import_user_modules(opts.requires)
+    if cfg is not None and opts.wire is None and config.current().wire != cfg.wire:
+        cfg = replace(cfg, extra={**cfg.extra, "wire": config.current().wire})  # configure(wire=...) in a -r module
     return Launcher(opts, cfg).run()
+
+
+def _supervised() -> bool:
+    """Whether this process is a supervisor's child (a replacement started as `gjiggler worker -p 1 ...`)."""
+    from .launcher import REPORT_FD_ENV
+
+    return REPORT_FD_ENV in os.environ
 
 
 def import_user_modules(requires: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import redis
 
 from ... import config
-from . import batches, cron, jobs, limits, pages, sets
+from . import batches, cron, jobs, limits, metrics, pages, sets
 from .auth import CHALLENGE, BasicAuth
 from .html import Safe, render
 from .http import Csrf, Request, Response
@@ -39,6 +39,7 @@ SET_ROUTE = re.compile(r"^/(scheduled|retries|dead)(?:/(.+))?$")
 QUEUE_ROUTE = re.compile(r"^/queues/(.+)$")
 BATCH_ROUTE = re.compile(r"^/batches/(.+)$")
 JOB_ROUTE = re.compile(r"^/jobs/(.+)$")
+METRICS_ROUTE = re.compile(r"^/metrics/(.+)$")
 
 StartResponse = Callable[..., Any]
 
@@ -95,6 +96,7 @@ class Dashboard:
             cron.PATH: ("Cron", cron.page),
             limits.PATH: ("Limits", limits.page),
             batches.PATH: ("Batches", batches.listing),
+            metrics.PATH: ("Metrics", metrics.overview),
         }
         if path in simple:
             title, fn = simple[path]
@@ -110,6 +112,9 @@ class Dashboard:
         m = BATCH_ROUTE.match(path)
         if m:
             return self._batch(view, m.group(1))
+        m = METRICS_ROUTE.match(path)
+        if m:
+            return Response(view.page(f"Metrics of {m.group(1)}", metrics.detail(view, m.group(1))))
         m = SET_ROUTE.match(path)
         if m:
             kind = sets.KINDS[m.group(1)]

@@ -19,6 +19,7 @@ SECTIONS: list[tuple[str, str, str | None]] = [
     ("/scheduled", "Scheduled", "scheduled_size"),
     ("/retries", "Retries", "retry_size"),
     ("/dead", "Dead", "dead_size"),
+    ("/metrics", "Metrics", None),
     ("/batches", "Batches", None),
     ("/cron", "Cron", None),
     ("/limits", "Limits", None),

@@ -1,0 +1,51 @@
+"""Payload formats: how payloads are read from and written to Redis, by the layout of the keys in use.
+
+The rest of the code knows one payload, the internal one (payload.py). A Wire turns raw payloads off Redis into it
+(`decode`, `salvage`) and back (`encode`), and says what a process's heartbeat holds (`process_fields`,
+`work_entry`). `Wire` itself is jiggler's own format, where internal and wire payloads are the same; Sidekiq's
+(`wire="sidekiq"`) is in sidekiq.py. `of(keys)` picks the one that goes with a key layout.
+"""
+
+import json
+from typing import Any
+
+from . import payload as payload_mod
+from .keys import Keys
+
+
+class Wire:
+    """jiggler's own format: payloads as payload.py builds them, the heartbeat as one JSON `info` field."""
+
+    name = "jiggler"
+
+    def decode(self, raw: str) -> dict[str, Any]:
+        """The internal payload of a raw one; PayloadError says what is wrong with it."""
+        return payload_mod.decode(raw)
+
+    def encode(self, payload: dict[str, Any]) -> str:
+        """The raw form of an internal payload."""
+        return payload_mod.encode(payload)
+
+    def salvage(self, raw: str, error: str) -> dict[str, Any]:
+        """The internal dead-set entry of a payload that cannot run (with `name` when it has one)."""
+        return payload_mod.salvage(raw, error)
+
+    def process_fields(self, record: dict[str, Any]) -> dict[str, str]:
+        """The fields of a process's heartbeat hash, from its record (info, busy, beat, quiet, rss in bytes)."""
+        return {"info": json.dumps(record)}
+
+    def work_entry(self, queue: Any, payload: dict[str, Any], run_at: float) -> dict[str, Any]:
+        """A running job as its process's work hash shows it (JSON-encoded by the caller)."""
+        return {"queue": queue, "payload": payload, "run_at": run_at}
+
+
+JIGGLER = Wire()
+
+
+def of(keys: Keys) -> Wire:
+    """The format that goes with a key layout."""
+    if keys.wire == "sidekiq":
+        from .sidekiq import SIDEKIQ
+
+        return SIDEKIQ
+    return JIGGLER

@@ -1,0 +1,55 @@
+"""Python jobs that Ruby Sidekiq pushes in tests/test_sidekiq_wire.py (`-r tests.sidekiq_jobs`).
+
+Each records what it did under `jiggler:t:*` keys of the worker's Redis database (a test's own, see
+sidekiq_ruby.claimed_db): runs are counted per jid, as the job's jid is known while it runs.
+"""
+
+import time
+
+from jiggler_gevent import config, job
+from jiggler_gevent.logs import current_job
+
+RUNS = "jiggler:t:runs"  # hash jid -> how many times it ran to the end
+STARTED = "jiggler:t:started"  # list of the jids that started
+FAILED_ONCE = "jiggler:t:failed-once"  # set of the keys fail_once has failed for
+
+
+def _jid() -> str:
+    found = current_job.get()
+    assert found is not None
+    return found[1]
+
+
+@job
+def count(n: int) -> None:
+    """Count one run of this jid."""
+    config.redis_client().hincrby(RUNS, _jid(), 1)
+
+
+@job
+def fail(message: str) -> None:
+    """Always fail with ValueError(message)."""
+    raise ValueError(message)
+
+
+@job
+def fail_once(key: str) -> None:
+    """Fail the first time it runs for `key`, then count runs like count()."""
+    if config.redis_client().sadd(FAILED_ONCE, key):
+        raise RuntimeError(f"first attempt for {key} fails")
+    config.redis_client().hincrby(RUNS, _jid(), 1)
+
+
+@job
+def nap(seconds: float) -> None:
+    """Say it started, sleep (cooperatively), then count the run."""
+    config.redis_client().rpush(STARTED, _jid())
+    time.sleep(seconds)
+    config.redis_client().hincrby(RUNS, _jid(), 1)
+
+
+@job(timeout=1)
+def overrun(seconds: float) -> None:
+    """A job with a 1 s timeout that sleeps `seconds`."""
+    time.sleep(seconds)
+    config.redis_client().hincrby(RUNS, _jid(), 1)
