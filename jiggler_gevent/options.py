@@ -38,6 +38,7 @@ class WorkerOptions:
     max_memory: int | None = None  # MB of resident memory past which a process is replaced (under a supervisor)
     max_jobs: int | None = None  # jobs a process takes before it is replaced (under a supervisor)
     wire: str | None = None  # None: configure(wire=...), else "jiggler"; "sidekiq": Sidekiq's payloads and keys
+    wait_replicas: int | None = None  # None: configure(wait_replicas=...), else 0; replicas each push waits for
 
     @property
     def recycles(self) -> bool:
@@ -185,6 +186,14 @@ OPTIONS: tuple[Option, ...] = (
         "workers and its Web UI shows them (keys without namespace unless --namespace is given) "
         "[default: configure(wire=...), else jiggler].",
         choices=config.WIRES,
+    ),
+    Option(
+        "wait_replicas",
+        ("--wait-replicas",),
+        Kind.COUNT,
+        "Replicas that must acknowledge each push made in this worker (jobs that enqueue, batch callbacks), "
+        "with Redis WAIT; a push they do not acknowledge within 1 s raises EnqueueError "
+        "[default: configure(wait_replicas=...), else 0].",
     ),
     Option(
         "metrics_port",

@@ -21,6 +21,12 @@ def record(key: str, value: str) -> None:
     _redis().rpush(key, value)
 
 
+@job(retries=0)
+def enqueue_record(key: str, value: str) -> None:
+    """Enqueue `record(key, value)` from inside a job (with the worker's configure() settings)."""
+    record.enqueue(key, value)
+
+
 @job
 def nap(key: str, seconds: float) -> None:
     """time.sleep, then record the pid that ran it."""

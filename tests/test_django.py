@@ -151,6 +151,7 @@ def test_jiggler_settings_mirror_the_worker_options() -> None:
         "MAX_MEMORY",
         "MAX_JOBS",
         "WIRE",
+        "WAIT_REPLICAS",
     }
     settings = {
         "CONCURRENCY": 7,

@@ -6,6 +6,7 @@ doubled jobs can be counted. There the replica lags LAG seconds behind the maste
 master acknowledged can be lost without `wait_replicas` (the README's Redis Sentinel section has the figures).
 """
 
+import json
 import subprocess
 import sys
 import threading
@@ -56,6 +57,16 @@ def test_wait_replicas_refuses_a_push_no_replica_acknowledged(ns, tkey):
     config.configure(wait_replicas=1, wait_timeout=0.2)  # the shared test Redis has no replica
     with pytest.raises(EnqueueError, match=r"only 0 of 1 replica\(s\) acknowledged"):
         jobs.record.enqueue(tkey("x"), "y")
+
+
+def test_worker_wait_replicas_applies_to_the_pushes_its_jobs_make(start_worker, ns, r, tkey):
+    w = start_worker("-r", "tests.jobs", "--wait-replicas", "1")
+    jobs.enqueue_record.enqueue(tkey("x"), "v")  # the shared test Redis has no replica: the inner push is not acked
+    wait_for(lambda: r.zcard(ns.keys.dead) == 1, 30, "the enqueuing job dead")
+    [dead] = r.zrange(ns.keys.dead, 0, -1)
+    assert json.loads(dead)["error_class"] == "EnqueueError"
+    assert "only 0 of 1 replica(s) acknowledged" in json.loads(dead)["error_message"]
+    assert w.stop() == 0
 
 
 def _pages_render(url: str, ns) -> None:

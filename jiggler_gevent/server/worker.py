@@ -27,8 +27,9 @@ def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
     `prepare()` runs in each worker process before the -r modules are imported (the Django integration sets
     Django up there). Raises ConfigError when a -r module cannot be imported.
     """
-    wire = {"wire": opts.wire} if opts.wire is not None else {}
-    cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace, **wire)
+    given = {"wire": opts.wire, "wait_replicas": opts.wait_replicas}
+    extra = {name: value for name, value in given.items() if value is not None}
+    cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace, **extra)
     setup_logging(opts.verbose, opts.log_format)
     if opts.processes > 1 or (opts.recycles and not _supervised()):
         from .supervisor import Supervisor

@@ -1,9 +1,9 @@
 """`settings.JIGGLER`: one dict whose keys mirror the `gjiggler worker` options.
 
 A key is the option's name in upper case: REDIS_URL, NAMESPACE, CONCURRENCY, QUEUES, STRICT, TIMEOUT,
-PROCESSES, PREEMPT, POLL_INTERVAL, HEARTBEAT_INTERVAL, VERBOSE, REQUIRES, MAX_MEMORY, MAX_JOBS (and any option
-the worker gains later). The keys come from the worker's table of options (jiggler_gevent.options), the one place
-options are defined.
+PROCESSES, PREEMPT, POLL_INTERVAL, HEARTBEAT_INTERVAL, VERBOSE, REQUIRES, MAX_MEMORY, MAX_JOBS, WIRE,
+WAIT_REPLICAS (and any option the worker gains later). The keys come from the worker's table of options
+(jiggler_gevent.options), the one place options are defined.
 """
 
 from collections.abc import Mapping, Sequence
