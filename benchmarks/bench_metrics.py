@@ -1,9 +1,10 @@
 """What --metrics-port costs: noop throughput of one worker with and without Prometheus metrics.
 
-    python -m benchmarks.bench_metrics [--jobs 20000] [--rounds 5] [--processes 1]
+    python -m benchmarks.bench_metrics [--jobs 20000] [--rounds 5] [--processes 1] [--scrape-every 15]
 
 On a private redis-server: N noop jobs drained by one worker (`-c 100`, -p as given), alternating runs without and
-with `--metrics-port` (a scrape every second meanwhile), then the median of each and the cost in percent.
+with `--metrics-port` (scraped every --scrape-every seconds meanwhile: 15 by default, a common Prometheus
+scrape_interval; 1 for a harsher figure), then the median of each and the cost in percent.
 The worker loads this module (-r). Shared CPUs blur throughput, so two steadier figures are printed too: the
 worker's CPU time per job (its rusage, start-up and exit included), and, first, the recording alone in this
 process: CPU microseconds per job of `JobMetrics.after_process` beside the same updates on prometheus_client objects
@@ -34,8 +35,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _scrape_every_second(port: int, done: threading.Event) -> None:
-    while not done.wait(1.0):
+def _scrape(port: int, every: float, done: threading.Event) -> None:
+    while not done.wait(every):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         except OSError:
@@ -47,7 +48,9 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain(url: str, namespace: str, jobs: int, processes: int, metrics: bool) -> tuple[float, float]:
+def drain(
+    url: str, namespace: str, jobs: int, processes: int, metrics: bool, scrape_every: float = 15.0
+) -> tuple[float, float]:
     """Jobs per second of one worker draining `jobs` noops, and its CPU microseconds per job."""
     config.configure(redis_url=url, namespace=namespace)
     client = config.redis_client()
@@ -61,7 +64,7 @@ def drain(url: str, namespace: str, jobs: int, processes: int, metrics: bool) ->
         argv += ["--metrics-port", str(port)]
     done = threading.Event()
     if metrics:
-        threading.Thread(target=_scrape_every_second, args=(port, done), daemon=True).start()
+        threading.Thread(target=_scrape, args=(port, scrape_every, done), daemon=True).start()
     cpu = _children_cpu()
     try:
         rate = jobs_per_second(argv, queue, namespace, jobs)  # waits for the worker: its rusage is counted
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--scrape-every", type=float, default=15.0)
     opts = parser.parse_args()
     ours, theirs = recording_cost()
     print(f"recording per job: {ours:.2f} us (prometheus_client objects: {theirs:.2f} us)", flush=True)
@@ -118,7 +122,7 @@ def main() -> None:
     try:
         for i in range(opts.rounds):
             for metrics in (False, True) if i % 2 == 0 else (True, False):
-                rate, cpu = drain(url, "bench-metrics", opts.jobs, opts.processes, metrics)
+                rate, cpu = drain(url, "bench-metrics", opts.jobs, opts.processes, metrics, opts.scrape_every)
                 rates[metrics].append(rate)
                 cpus[metrics].append(cpu)
                 state = "on " if metrics else "off"

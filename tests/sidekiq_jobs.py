@@ -53,3 +53,12 @@ def overrun(seconds: float) -> None:
     """A job with a 1 s timeout that sleeps `seconds`."""
     time.sleep(seconds)
     config.redis_client().hincrby(RUNS, _jid(), 1)
+
+
+@job
+def burn(seconds: float) -> None:
+    """Hold the CPU for `seconds` without a cooperative yield (pre-emption must make it yield), then count."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+    config.redis_client().hincrby(RUNS, _jid(), 1)

@@ -259,3 +259,36 @@ def test_wire_is_checked_and_selects_sidekiqs_keys() -> None:
         assert config.configure(namespace="app").keys.queue("py") == "app:queue:py"
     finally:
         config.reset()
+
+
+def test_a_cpu_hog_pushed_from_ruby_is_preempted_and_the_heartbeat_goes_on(db: str, r, workers) -> None:
+    w = start(workers, db, "-q", "py", "-c", "5")
+    identity = identity_of(r, w.proc.pid)
+    run_ruby(db, 'Sidekiq::Client.push("class" => "tests.sidekiq_jobs.burn", "args" => [4], "queue" => "py")\n')
+    wait_for(lambda: r.hlen(f"{identity}:workers") == 1, 30, "the hog running, as Sidekiq's Busy page shows")
+    beats = set()
+    while r.hlen(f"{identity}:workers") == 1:  # a cooperative loop's beats while the hog holds the CPU
+        beats.add(r.hget(identity, "beat"))
+        assert len(beats) < 1000
+        wait_for(lambda: r.hget(identity, "beat") not in beats or not r.hlen(f"{identity}:workers"), 10, "a beat")
+    assert len(beats) >= 4, f"only {len(beats)} distinct heartbeats during a 4 s hog at a 0.5 s interval"
+    assert list(r.hvals(RUNS)) == ["1"]
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(30) == 0
+    assert re.search(r"switcher stopped: [1-9]\d* forced yield", w.output()), w.output()[-2000:]
+
+
+def test_two_processes_show_on_sidekiqs_busy_page_and_share_the_queue(db: str, r, workers) -> None:
+    w = start(workers, db, "-q", "py", "-p", "2")
+    wait_for(lambda: len([i for i in r.smembers("processes") if r.hexists(i, "info")]) == 2, 30, "two children")
+    with SidekiqWeb(db) as web:
+        busy = web.get("/busy")
+        children = [i for i in r.smembers("processes") if r.hexists(i, "info")]
+        assert all(i in busy for i in children), busy[:2000]
+    push = 'Sidekiq::Client.push_bulk("class" => "tests.sidekiq_jobs.count", "args" => (1..200).map { |i| [i] }, '
+    run_ruby(db, push + '"queue" => "py")\n')
+    wait_for(lambda: r.hlen(RUNS) == 200, 60, "200 jobs run")
+    assert set(r.hvals(RUNS)) == {"1"}
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(30) == 0
+    assert [i for i in r.smembers("processes") if r.exists(i)] == []
