@@ -23,8 +23,11 @@ class CutOff(Exception):
 
 
 def _start(directory: str, name: str) -> Path:
-    path = Path(directory) / f"{name}@{HOST}@{uuid.uuid4().hex[:8]}"
-    path.write_text("start\n")
+    run = uuid.uuid4().hex[:8]
+    path = Path(directory) / f"{name}@{HOST}@{run}"
+    written = Path(directory) / f".{run}.tmp"  # then renamed: a reader never sees the run's file empty
+    written.write_text("start\n")
+    written.rename(path)
     return path
 
 
