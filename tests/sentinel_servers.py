@@ -162,8 +162,20 @@ class SentinelPair:
             except redis.RedisError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError("the Sentinel pair did not come up (replica in sync, known to the sentinel)")
+                raise AssertionError(
+                    "the Sentinel pair did not come up (replica in sync, known to the sentinel): " + self._state()
+                )
             time.sleep(0.1)
+
+    def _state(self) -> str:
+        """What the sentinel and the replica say, for a failure's message."""
+        try:
+            replicas = [(r.get("port"), r.get("flags")) for r in self.sentinel_client().sentinel_slaves(MASTER_NAME)]
+            link = self.replica.client().info("replication")
+            master = self.master_port()
+            return f"sentinel's master {master}, its replicas {replicas}; replica {self.replica.port}: {link}"
+        except redis.RedisError as exc:
+            return f"(could not read the state: {exc})"
 
     def fail_over(self, timeout: float = 30) -> float:
         """SIGKILL the master and wait until the sentinel has promoted the replica; the seconds that took."""
@@ -180,7 +192,7 @@ class SentinelPair:
         self.master, self.replica = self.replica, old
         return took
 
-    def rejoin_old_master(self, timeout: float = 30) -> None:
+    def rejoin_old_master(self, timeout: float = 60) -> None:
         """Start the killed master again as a replica of the new one (as an operator would; the sentinel alone
         takes several seconds to demote a returning master), and wait until it is in sync."""
         with self.replica.conf.open("a") as f:
