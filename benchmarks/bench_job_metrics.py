@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.drain import jobs_per_second
+from benchmarks.drain import alternate, jobs_per_second, report
 from jiggler_gevent import config, job
 from jiggler_gevent.server import monitor
 
@@ -93,26 +93,13 @@ def main() -> None:
     from jiggler_gevent.demo.local_redis import start_private
 
     url, stop = start_private()
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
     try:
         plain, loaded, fields = beat_cost(url)
         print(f"one beat: {plain:.2f} ms alone, {loaded:.2f} ms with 50 jobs' metrics ({fields} more commands)")
-        for i in range(opts.rounds):
-            for on in (False, True) if i % 2 == 0 else (True, False):
-                rate, cpu = drain(url, opts.jobs, on)
-                rates[on].append(rate)
-                cpus[on].append(cpu)
-                state = "on " if on else "off"
-                print(f"round {i + 1}, per-job metrics {state}: {rate:,.0f} jobs/s, {cpu:.1f} us CPU/job", flush=True)
+        samples = alternate(opts.rounds, lambda on: drain(url, opts.jobs, on), "per-job metrics")
     finally:
         stop()
-    off, on_ = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"\n| -c 100, noop | jobs/s (median of {opts.rounds}) |\n|---|---:|")
-    print(f"| per-job recording off | {off:,.0f} |\n| per-job recording on | {on_:,.0f} |")
-    print(f"\ncost: {100 * (off - on_) / off:.1f}%")
-    cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
-    print(f"worker CPU per job: {cpu_off:.1f} us off, {cpu_on:.1f} us on: {100 * (cpu_on / cpu_off - 1):+.1f}%")
+    report(samples, "-c 100, noop", "per-job recording off", "per-job recording on", "off", "on")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ process: CPU microseconds per job of `JobMetrics.after_process` beside the same 
 import argparse
 import resource
 import socket
-import statistics
 import sys
 import threading
 import time
 import urllib.request
 
-from benchmarks.drain import jobs_per_second
+from benchmarks.drain import alternate, jobs_per_second, report
 from jiggler_gevent import config, job
 
 
@@ -117,24 +116,16 @@ def main() -> None:
     from jiggler_gevent.demo.local_redis import start_private
 
     url, stop = start_private()
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
     try:
-        for i in range(opts.rounds):
-            for metrics in (False, True) if i % 2 == 0 else (True, False):
-                rate, cpu = drain(url, "bench-metrics", opts.jobs, opts.processes, metrics, opts.scrape_every)
-                rates[metrics].append(rate)
-                cpus[metrics].append(cpu)
-                state = "on " if metrics else "off"
-                print(f"round {i + 1}, metrics {state}: {rate:,.0f} jobs/s, {cpu:.1f} us CPU/job", flush=True)
+        samples = alternate(
+            opts.rounds,
+            lambda on: drain(url, "bench-metrics", opts.jobs, opts.processes, on, opts.scrape_every),
+            "metrics",
+        )
     finally:
         stop()
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"\n| -p {opts.processes}, -c 100, noop | jobs/s (median of {opts.rounds}) |\n|---|---:|")
-    print(f"| without --metrics-port | {off:,.0f} |\n| with --metrics-port | {on:,.0f} |")
-    print(f"\ncost: {100 * (off - on) / off:.1f}%")
-    cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
-    print(f"worker CPU per job: {cpu_off:.1f} us without, {cpu_on:.1f} us with: {100 * (cpu_on / cpu_off - 1):+.1f}%")
+    title = f"-p {opts.processes}, -c 100, noop"
+    report(samples, title, "without --metrics-port", "with --metrics-port", "without", "with")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Timing a `gjiggler worker` subprocess draining a queue: what bench_limits and bench_metrics share."""
 
 import os
+import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jiggler_gevent import config
 
 ROOT = Path(__file__).resolve().parent.parent
+Samples = dict[bool, tuple[list[float], list[float]]]  # off/on -> (jobs/s, CPU us per job) of each run
 
 
 def jobs_per_second(argv: list[str], queue: str, namespace: str, jobs: int) -> float:
@@ -29,3 +32,29 @@ def jobs_per_second(argv: list[str], queue: str, namespace: str, jobs: int) -> f
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def alternate(rounds: int, measure: "Callable[[bool], tuple[float, float]]", what: str) -> "Samples":
+    """`measure(on)` -> (jobs/s, CPU us per job), `rounds` times each way, the order flipped every round so that
+    drift in the machine's load falls on both sides; prints one line per run."""
+    samples: Samples = {False: ([], []), True: ([], [])}
+    for i in range(rounds):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            rate, cpu = measure(on)
+            samples[on][0].append(rate)
+            samples[on][1].append(cpu)
+            state = "on " if on else "off"
+            print(f"round {i + 1}, {what} {state}: {rate:,.0f} jobs/s, {cpu:.1f} us CPU/job", flush=True)
+    return samples
+
+
+def report(samples: "Samples", title: str, off: str, on: str, off_word: str, on_word: str) -> None:
+    """The medians of `alternate`'s samples as a table, the throughput cost and the CPU per job of each side."""
+    rate_off, rate_on = (statistics.median(samples[side][0]) for side in (False, True))
+    rounds = len(samples[False][0])
+    print(f"\n| {title} | jobs/s (median of {rounds}) |\n|---|---:|")
+    print(f"| {off} | {rate_off:,.0f} |\n| {on} | {rate_on:,.0f} |")
+    print(f"\ncost: {100 * (rate_off - rate_on) / rate_off:.1f}%")
+    cpu_off, cpu_on = (statistics.median(samples[side][1]) for side in (False, True))
+    change = 100 * (cpu_on / cpu_off - 1)
+    print(f"worker CPU per job: {cpu_off:.1f} us {off_word}, {cpu_on:.1f} us {on_word}: {change:+.1f}%")
