@@ -9,7 +9,7 @@ redis is imported inside the functions, as in config.py: importing this module t
 """
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
@@ -68,13 +68,13 @@ def cluster_client(url: str, **pool_options: Any) -> "redis.Redis":
     # Only the url= form gives each node the pool class asked for; the other startup nodes come beside it.
     client = RedisCluster(
         url=f"redis://{host}:{port}",
-        startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
+        startup_nodes=[ClusterNode(h, p) for h, p in others],
         username=target.username,
         password=target.password,
         connection_pool_class=redis.BlockingConnectionPool,
         **pool_options,
     )
-    return client  # type: ignore[return-value]
+    return cast("redis.Redis", client)
 
 
 def is_cluster(client: object) -> bool:

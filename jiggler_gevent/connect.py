@@ -128,11 +128,11 @@ def sentinel_client(target: SentinelTarget, max_connections: int) -> "redis.Redi
         "socket_connect_timeout": SENTINEL_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
     }
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
     options = pool_options(max_connections)
     options.update(db=target.db, username=target.username, password=target.password, retry=_failover_retry())
     options["connection_class"] = _sentinel_connection_class()
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(
         target.master, connection_pool_class=_blocking_sentinel_pool_class(), **options
     )
     return client
@@ -214,10 +214,10 @@ def _sentinel_connection_class() -> type:
         def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
             if not self._sock:
                 self.connect()
-            SentinelManagedConnection.send_packed_command(self, command, check_health)  # type: ignore[no-untyped-call]
+            SentinelManagedConnection.send_packed_command(self, command, check_health)
 
         def connect(self: Any) -> None:
-            SentinelManagedConnection.connect(self)  # type: ignore[no-untyped-call]
+            SentinelManagedConnection.connect(self)
             _note_master(self.connection_pool.service_name, self.host, self.port)
 
         namespace = {"send_packed_command": send_packed_command, "connect": connect}

@@ -133,7 +133,8 @@ class Job:
             if left <= 0:
                 raise TimeoutError(f"job {self.jid} did not end within {timeout}s (status: {status})")
             done = key + ":done"
-            self.redis.blmove(done, done, min(left, WAIT_SLICE), "RIGHT", "LEFT")  # type: ignore[arg-type]
+            wait: Any = min(left, WAIT_SLICE)  # redis-py types BLMOVE's timeout as int; Redis takes fractions
+            self.redis.blmove(done, done, wait, "RIGHT", "LEFT")
 
     def _untracked(self) -> Any:
         found = self._locate({})

@@ -57,7 +57,7 @@ class CancelListener:
     def _run(self) -> None:
         backoff, outage = Backoff(), False
         while True:
-            pubsub = self.listening.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.listening.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.keys.cancel_channel)
                 self._catch_up()
