@@ -58,7 +58,21 @@ def pool_options(max_connections: int) -> dict[str, Any]:
         "encoding_errors": "surrogateescape",
         "health_check_interval": 30,
         "socket_keepalive": True,
+        **no_client_setinfo(),
     }
+
+
+def no_client_setinfo() -> dict[str, Any]:
+    """Client options that stop redis-py sending CLIENT SETINFO on each new connection.
+
+    A round trip saved per connection, and one ACL rule for Redis 7.0 (which has no such command) and for Valkey and
+    Redis 7.2+ (which refuse it to a user not granted +client|setinfo, and log each refusal).
+    """
+    try:
+        import redis.driver_info  # noqa: F401  (redis-py 8.2+: the metadata is one driver_info option)
+    except ImportError:
+        return {"lib_name": None, "lib_version": None}
+    return {"driver_info": None}
 
 
 def client_for(url: str, max_connections: int) -> "redis.Redis":
