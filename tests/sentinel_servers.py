@@ -1,9 +1,9 @@
 """A Sentinel-managed Redis pair for the Sentinel tests: a master, one replica and one sentinel (quorum 1).
 
-Every server is a redis-server started by the test on a free loopback port with its own temporary directory,
-and stopped afterwards. The sentinel declares the master down after DOWN_AFTER_MS without an answer, so a
-failover (the master SIGKILLed, the replica promoted) takes a few seconds. The URL lists a dead sentinel address
-first, so clients also show they go on to the next sentinel.
+Every server is the suite's server binary (tests/redis_servers.py) started by the test on a free loopback port with
+its own temporary directory, and stopped afterwards. The sentinel declares the master down after DOWN_AFTER_MS
+without an answer, so a failover (the master SIGKILLed, the replica promoted) takes a few seconds. The URL lists a
+dead sentinel address first, so clients also show they go on to the next sentinel.
 """
 
 import contextlib
@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from jiggler_gevent.demo.local_redis import free_port
-from tests.redis_servers import REDIS_SERVER, RedisServer
+from tests.redis_servers import RedisServer, server_binary
 
 MASTER_NAME = "jiggler-test"
 DOWN_AFTER_MS = 1000
@@ -29,7 +29,7 @@ FAILOVER_TIMEOUT_MS = 3000
 
 
 class SentinelServer(RedisServer):
-    """A redis-server in sentinel mode watching one master."""
+    """A server in sentinel mode watching one master."""
 
     def __init__(self, directory: Path, master: RedisServer) -> None:
         super().__init__(directory)
@@ -47,14 +47,13 @@ class SentinelServer(RedisServer):
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 15) -> "SentinelServer":
-        assert REDIS_SERVER, "redis-server is not installed"
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, str(self.conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [server_binary(), str(self.conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-sentinel on port {self.port} did not start")
+                raise AssertionError(f"the sentinel on port {self.port} did not start")
             time.sleep(0.05)
         return self
 
@@ -213,8 +212,6 @@ def sentinel_pair() -> Iterator[Callable[..., SentinelPair]]:
     dirs: list[str] = []
 
     def make(password: str | None = None, lag: float = 0.0) -> SentinelPair:
-        if REDIS_SERVER is None:
-            pytest.fail("the Sentinel tests need the redis-server binary", pytrace=False)
         d = tempfile.mkdtemp(prefix="jiggler-sentinel-")
         dirs.append(d)
         pair = SentinelPair(Path(d), password, lag)
