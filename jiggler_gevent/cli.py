@@ -99,6 +99,8 @@ def worker(**values: Any) -> None:
     from .server.worker import run_worker
 
     opts = WorkerOptions(**values)
+    if not opts.requires and not opts.django:  # the Django command imports each app's jobs module itself
+        raise click.UsageError("no job module: give -r MODULE, the module that defines the jobs (repeatable)")
     apply_redis_options(opts.redis_url, opts.namespace)
     sys.exit(run_worker(opts, prepare=_set_django_up if opts.django else None))
 

@@ -64,6 +64,20 @@ def test_bad_options_give_one_line_and_exit_2(args, word):
     assert "Traceback" not in out.stderr
 
 
+def test_a_worker_without_a_job_module_is_a_usage_error(ns, r):
+    out = subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", "worker", "--redis-url", ns.url, "--namespace", ns.namespace],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,  # it used to start and run until stopped
+    )
+    assert out.returncode == 2, out
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("gjiggler: error:") and "-r MODULE" in line, line
+    assert r.smembers(ns.keys.processes) == set()  # it never started
+
+
 def test_enqueue_parses_json_args_and_falls_back_to_strings(ns, r):
     out = gj("enqueue", "tests.jobs.record", "key", '{"a": [1, 2]}', "3", "not json {", "-q", "low", ns=ns)
     assert out.returncode == 0, out.stderr
