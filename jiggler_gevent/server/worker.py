@@ -9,6 +9,7 @@ already be patched (patch.py) when this is called.
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -61,8 +62,10 @@ def _supervised() -> bool:
 def import_user_modules(requires: tuple[str, ...]) -> None:
     """Import each -r module; the current directory is searched first, as `python -m` would.
 
-    A module that cannot be imported, or whose periodic() calls are refused (two entries with one name and other
-    settings, a bad expression, ...), is a usage error: ConfigError, which the CLI turns into exit code 2.
+    A module that cannot be imported, that raises while it is imported (its error and the traceback of its own
+    frames make the message), or whose periodic() calls are refused (two entries with one name and other settings,
+    a bad expression, ...) is a usage error: ConfigError, which the CLI turns into exit code 2 and a supervisor
+    into a stop, never a restart.
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -73,3 +76,22 @@ def import_user_modules(requires: tuple[str, ...]) -> None:
             raise ConfigError(f"Invalid value for -r/--require: cannot import {exc.name or exc}: {exc}") from None
         except PeriodicError as exc:
             raise ConfigError(f"-r/--require {name}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise ConfigError(f"-r/--require {name}: importing it raised {_described(exc)}") from None
+
+
+def _described(exc: BaseException) -> str:
+    """`Class: message` of an exception a module raised at import, then the traceback of the frames below the
+    import machinery (the module's own, and what it called)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen importlib") and frame.filename not in _IMPORT_MACHINERY
+    ]
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if not frames:
+        return text
+    return f"{text}\nTraceback (most recent call last):\n{''.join(traceback.format_list(frames))}{text}"
+
+
+_IMPORT_MACHINERY = (__file__, importlib.__file__)
