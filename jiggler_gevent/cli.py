@@ -46,13 +46,16 @@ def _click_option(option: Option) -> Decorator:
     if option.kind is Kind.FLAG:
         kwargs["is_flag"] = True
     elif option.kind is Kind.COUNT:
-        kwargs.update(type=click.IntRange(min=int(option.minimum)), default=option.default, show_default=True)
+        kwargs.update(type=click.IntRange(min=int(option.minimum), max=option.maximum), default=option.default)
+        kwargs["show_default"] = True
     elif option.kind is Kind.SECONDS:
         kwargs.update(type=Seconds(min=option.minimum), default=option.default, show_default=option.default is not None)
     elif option.kind is Kind.QUEUE:
         kwargs["callback"] = _queues
     elif option.kind is Kind.CHOICE:
         kwargs.update(type=click.Choice(option.choices), default=option.default, show_default=True)
+    elif option.kind is Kind.TEXT and isinstance(option.default, str):
+        kwargs.update(default=option.default, show_default=True)
     return click.option(*option.flags, option.field, **kwargs)
 
 

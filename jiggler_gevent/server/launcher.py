@@ -78,7 +78,8 @@ class Launcher:
             from .metrics import single_process  # prometheus_client is loaded only with --metrics-port
 
             queues = tuple(q for q, _ in opts.queues)
-            self.metrics = single_process(opts.metrics_port, self.redis, keys, queues, opts.concurrency)
+            port, host = opts.metrics_port, opts.metrics_host
+            self.metrics = single_process(port, host, self.redis, keys, queues, opts.concurrency)
         self.processor = Processor(self.acker, server_chain(self.counters, self.metrics), on_failure=self._unrunnable)
         self.manager = Manager(
             self.fetch,

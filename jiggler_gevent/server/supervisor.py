@@ -204,11 +204,11 @@ class Supervisor:
             from .metrics import serve_supervised
 
             try:
-                serve_supervised(self.opts.metrics_port, self.redis, self.cfg.keys)
+                serve_supervised(self.opts.metrics_port, self.opts.metrics_host, self.redis, self.cfg.keys)
             except ConfigError as exc:
-                log.error("%s; stopping", exc)
                 self.exit_code = USAGE_ERROR
                 self._stop()
+                print_error(str(exc))
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
@@ -218,15 +218,17 @@ class Supervisor:
         return self.exit_code
 
     def _keep(self, slot: int, first: Child) -> None:
-        """Run the child of one slot again and again until stopping (`first` is already running)."""
+        """Run the child of one slot again and again until stopping (`first` is already running, and is waited
+        for even when the stop came first: the metrics port could not be served)."""
         quick_deaths = 0
         proc: Child | None = first
-        while not self.stopping.is_set():
+        while proc is not None or not self.stopping.is_set():
             started = time.monotonic()
+            spawned = proc is None
             if proc is None:
                 proc = self._spawn()
             self.children[slot] = proc
-            if self.stopping.is_set():  # the stop came while Popen waited for the exec: not forwarded to it
+            if spawned and self.stopping.is_set():  # the stop came while Popen waited for the exec: not forwarded
                 proc.send_signal(signal.SIGTERM)
             code = proc.wait()
             self.children[slot] = None

@@ -26,17 +26,32 @@ def run_worker(opts: WorkerOptions, prepare: Prepare = None) -> int:
     """Run a worker with `opts` until it is stopped; returns the process's exit code.
 
     `prepare()` runs in each worker process before the -r modules are imported (the Django integration sets
-    Django up there). Raises ConfigError when a -r module cannot be imported.
+    Django up there). Raises ConfigError when a -r module cannot be imported, or when
+    --metrics-port is given without prometheus_client.
     """
     given = {"wire": opts.wire, "wait_replicas": opts.wait_replicas}
     extra = {name: value for name, value in given.items() if value is not None}
     cfg = config.configure(redis_url=opts.redis_url, namespace=opts.namespace, **extra)
     setup_logging(opts.verbose, opts.log_format)
+    check_metrics_extra(opts)
     if opts.processes > 1 or (opts.recycles and not _supervised()):
         from .supervisor import Supervisor
 
         return Supervisor(opts, prepare, cfg).run()
     return run_process(opts, prepare, cfg)
+
+
+def check_metrics_extra(opts: WorkerOptions) -> None:
+    """ConfigError naming the extra to install when --metrics-port is given without prometheus_client."""
+    if opts.metrics_port is None:
+        return
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"--metrics-port needs prometheus_client, which cannot be imported ({exc}): "
+            "pip install 'jiggler_gevent[metrics]'"
+        ) from None
 
 
 def run_process(opts: WorkerOptions, prepare: Prepare = None, cfg: config.Config | None = None) -> int:
