@@ -71,12 +71,14 @@ def _options(*fields: str) -> Decorator:
 redis_options = _options("redis_url", "namespace")  # every command takes them
 
 
-def apply_redis_options(redis_url: str | None, namespace: str | None) -> config.Config:
-    """Make the command's --redis-url and --namespace the settings in force."""
+def apply_redis_options(redis_url: str | None, namespace: str | None, wire: str | None = None) -> config.Config:
+    """Make the command's --redis-url and --namespace (and --wire, for the commands that take it) the settings
+    in force."""
     if namespace is not None and (not namespace or ":" in namespace):
         raise click.BadParameter("the namespace must be non-empty and contain no ':'", param_hint="--namespace")
     _check_redis_url(config.resolve_redis_url(redis_url))
-    return config.configure(redis_url=redis_url, namespace=namespace)
+    extra = {"wire": wire} if wire is not None else {}
+    return config.configure(redis_url=redis_url, namespace=namespace, **extra)
 
 
 def _check_redis_url(url: str) -> None:
@@ -205,12 +207,13 @@ def _json_or_text(arg: str) -> Any:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_options("wire")
 @redis_options
-def stats(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
-    """Counts, queues, sets and live processes."""
+def stats(as_json: bool, wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Counts, queues, sets and live processes (with --wire sidekiq: Sidekiq's own, as its Web UI shows them)."""
     from .admin.api import Stats, stats_dict
 
-    apply_redis_options(redis_url, namespace)
+    apply_redis_options(redis_url, namespace, wire)
     data = stats_dict(Stats())
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
