@@ -75,6 +75,18 @@ def test_text_stays_the_default(ns, r, start_worker, tkey):
     assert not any(line.startswith("{") for line in out.splitlines())
 
 
+def test_verbose_shows_our_debug_lines_not_the_redis_clients(ns, r, start_worker, tkey):
+    chatty = log_jobs.chatty.enqueue(tkey("done"), "x", 1)
+    w = start_worker("-r", "tests.log_jobs", "-c", "2", "-v")
+    wait_for(lambda: r.llen(tkey("done")) == 1, 20, "the job")
+    assert w.stop() == 0
+    out = w.output()
+    assert f"DEBUG jiggler_gevent.processor: start tests.log_jobs.chatty jid={chatty}" in out, out
+    debug_loggers = set(re.findall(r" DEBUG (\S+):", out))
+    assert debug_loggers and all(name.startswith("jiggler_gevent.") for name in debug_loggers), debug_loggers
+    assert "INFO tests.log_jobs [tests.log_jobs.chatty" in out  # the job's own INFO lines still show
+
+
 def test_a_bad_log_format_is_a_usage_error():
     out = subprocess.run(
         [sys.executable, "-m", "jiggler_gevent", "worker", "--log-format", "xml"],
