@@ -58,6 +58,7 @@ def drain(
     queue = config.current().keys.queue("default")
     argv = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "benchmarks.bench_metrics", "-c", "100"]
     argv += ["-p", str(processes), "--redis-url", url, "--namespace", namespace]
+    argv += ["--job-log", "off"]  # as when the figures in the README were taken: the job line has its own bench
     port = _free_port()
     if metrics:
         argv += ["--metrics-port", str(port)]

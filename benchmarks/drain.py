@@ -6,6 +6,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from jiggler_gevent import config
 
@@ -13,12 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[bool, tuple[list[float], list[float]]]  # off/on -> (jobs/s, CPU us per job) of each run
 
 
-def jobs_per_second(argv: list[str], queue: str, namespace: str, jobs: int) -> float:
+def jobs_per_second(argv: list[str], queue: str, namespace: str, jobs: int, log: IO[bytes] | None = None) -> float:
     """Start the worker `argv` on `jobs` queued jobs; jobs/s from its first take until the queue and every working
-    list of `namespace` are empty. Fails if any job died (the worker did not load the jobs' module)."""
+    list of `namespace` are empty. Fails if any job died (the worker did not load the jobs' module). Its stderr
+    goes to `log` (a file, as a service manager's would), else nowhere."""
     client = config.redis_client()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = log if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink)
     try:
         while client.llen(queue) == jobs:
             time.sleep(0.001)

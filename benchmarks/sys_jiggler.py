@@ -73,4 +73,6 @@ def command(concurrency: int, processes: int, queues: Sequence[str] = (common.QU
         common.REDIS_URL,
         "--namespace",
         NAMESPACE,
+        "--job-log",  # no line per job, as the peers run at their warning level (bench_job_log measures it)
+        "off",
     ]

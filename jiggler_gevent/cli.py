@@ -46,13 +46,16 @@ def _click_option(option: Option) -> Decorator:
     if option.kind is Kind.FLAG:
         kwargs["is_flag"] = True
     elif option.kind is Kind.COUNT:
-        kwargs.update(type=click.IntRange(min=int(option.minimum)), default=option.default, show_default=True)
+        kwargs.update(type=click.IntRange(min=int(option.minimum), max=option.maximum), default=option.default)
+        kwargs["show_default"] = True
     elif option.kind is Kind.SECONDS:
         kwargs.update(type=Seconds(min=option.minimum), default=option.default, show_default=option.default is not None)
     elif option.kind is Kind.QUEUE:
         kwargs["callback"] = _queues
     elif option.kind is Kind.CHOICE:
         kwargs.update(type=click.Choice(option.choices), default=option.default, show_default=True)
+    elif option.kind is Kind.TEXT and isinstance(option.default, str):
+        kwargs.update(default=option.default, show_default=True)
     return click.option(*option.flags, option.field, **kwargs)
 
 
@@ -68,12 +71,14 @@ def _options(*fields: str) -> Decorator:
 redis_options = _options("redis_url", "namespace")  # every command takes them
 
 
-def apply_redis_options(redis_url: str | None, namespace: str | None) -> config.Config:
-    """Make the command's --redis-url and --namespace the settings in force."""
+def apply_redis_options(redis_url: str | None, namespace: str | None, wire: str | None = None) -> config.Config:
+    """Make the command's --redis-url and --namespace (and --wire, for the commands that take it) the settings
+    in force."""
     if namespace is not None and (not namespace or ":" in namespace):
         raise click.BadParameter("the namespace must be non-empty and contain no ':'", param_hint="--namespace")
     _check_redis_url(config.resolve_redis_url(redis_url))
-    return config.configure(redis_url=redis_url, namespace=namespace)
+    extra = {"wire": wire} if wire is not None else {}
+    return config.configure(redis_url=redis_url, namespace=namespace, **extra)
 
 
 def _check_redis_url(url: str) -> None:
@@ -99,6 +104,8 @@ def worker(**values: Any) -> None:
     from .server.worker import run_worker
 
     opts = WorkerOptions(**values)
+    if not opts.requires and not opts.django:  # the Django command imports each app's jobs module itself
+        raise click.UsageError("no job module: give -r MODULE, the module that defines the jobs (repeatable)")
     apply_redis_options(opts.redis_url, opts.namespace)
     sys.exit(run_worker(opts, prepare=_set_django_up if opts.django else None))
 
@@ -112,19 +119,79 @@ def _set_django_up() -> None:
 @cli.command()
 @click.argument("name")
 @click.argument("args", nargs=-1)
-@click.option("-q", "--queue", default=config.DEFAULT_QUEUE, show_default=True, help="Queue to push to.")
+@click.option("-q", "--queue", default=None, help="Queue to push to [default: the job's own with -r, else default].")
+@_options("requires")
 @redis_options
-def enqueue(name: str, args: tuple[str, ...], queue: str, redis_url: str | None, namespace: str | None) -> None:
-    """Push job NAME with ARGs (each parsed as JSON, else taken as a string)."""
+def enqueue(
+    name: str,
+    args: tuple[str, ...],
+    queue: str | None,
+    requires: tuple[str, ...],
+    redis_url: str | None,
+    namespace: str | None,
+) -> None:
+    """Push job NAME with ARGs (each parsed as JSON, else taken as a string).
+
+    With -r the job registered under NAME in those modules is pushed with its own options (queue, retries,
+    timeout, ...; -q still chooses the queue), once its arguments are checked against its signature. Without -r
+    the name is not checked and the defaults apply (queue default, 25 retries)."""
+    if queue is not None:
+        try:
+            options.parse_queue(queue)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="-q/--queue") from None
+    values = [_json_or_text(a) for a in args]
+    if requires:
+        jid = _enqueue_registered(name, values, queue, requires, redis_url, namespace)
+    else:
+        jid = _enqueue_by_name(name, values, queue or config.DEFAULT_QUEUE, redis_url, namespace)
+    if jid is None:
+        click.echo("not pushed: an identical unique job holds its lock", err=True)
+    else:
+        click.echo(jid)
+
+
+def _enqueue_by_name(
+    name: str, values: list[Any], queue: str, redis_url: str | None, namespace: str | None
+) -> str | None:
+    """Push by wire name alone, with the default options, saying on stderr that the job's own were not applied."""
     from . import payload
     from .client import Client
 
     cfg = apply_redis_options(redis_url, namespace)
+    jid = Client(cfg).push(payload.build(name, values, queue=queue))
+    click.echo(
+        "gjiggler: note: pushed with the default options; the job's own (queue, retries, timeout, ...) were not "
+        "applied (use -r MODULE to apply them)",
+        err=True,
+    )
+    return jid
+
+
+def _enqueue_registered(
+    name: str,
+    values: list[Any],
+    queue: str | None,
+    requires: tuple[str, ...],
+    redis_url: str | None,
+    namespace: str | None,
+) -> str | None:
+    """Import the -r modules and push the job they register under `name`, with its options and a signature check.
+
+    The modules are imported first, so that --redis-url and --namespace win over a configure() call in them."""
+    from .job import lookup
+    from .server.worker import import_user_modules
+
+    import_user_modules(requires)
+    apply_redis_options(redis_url, namespace)
+    func = lookup(name)
+    if func is None:
+        raise click.UsageError(f"no job named {name!r} is registered in {', '.join(requires)}")
+    call = func.set(queue=queue) if queue is not None else func.defaults
     try:
-        options.parse_queue(queue)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="-q/--queue") from None
-    click.echo(Client(cfg).push(payload.build(name, [_json_or_text(a) for a in args], queue=queue)))
+        return call.enqueue(*values)
+    except TypeError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _json_or_text(arg: str) -> Any:
@@ -140,12 +207,13 @@ def _json_or_text(arg: str) -> Any:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_options("wire")
 @redis_options
-def stats(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
-    """Counts, queues, sets and live processes."""
+def stats(as_json: bool, wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Counts, queues, sets and live processes (with --wire sidekiq: Sidekiq's own, as its Web UI shows them)."""
     from .admin.api import Stats, stats_dict
 
-    apply_redis_options(redis_url, namespace)
+    apply_redis_options(redis_url, namespace, wire)
     data = stats_dict(Stats())
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))

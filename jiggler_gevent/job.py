@@ -89,6 +89,11 @@ class JobCall:
         return JobCall(self.job, **merged)
 
     def _payload(self, args: Sequence[Any], kwargs: dict[str, Any], at: float | None = None) -> dict[str, Any]:
+        """The payload of one call; TypeError when the arguments cannot bind to the function's signature (checked
+        once per shape, JobFunction.arguments_error) or would not survive JSON: nothing is pushed then."""
+        mismatch = self.job.arguments_error(args, kwargs)
+        if mismatch:
+            raise TypeError(f"cannot enqueue {self.job.name}: {mismatch}")
         payload = payload_mod.build(
             self.job.name,
             args,
@@ -194,7 +199,7 @@ class JobFunction:
             try:
                 self.signature.bind(*args, **kwargs)
             except TypeError as exc:
-                error = f"arguments do not match {self.func.__name__}{self.signature}: {exc}"
+                error = f"arguments do not match {getattr(self.func, '__name__', self.name)}{self.signature}: {exc}"
         if len(self._shape_errors) < SHAPES_REMEMBERED:
             self._shape_errors[shape] = error
         return error

@@ -39,7 +39,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:metrics:<minute>       hash, the per-job metrics of one UTC minute (<minute> = unix time // 60), added to by
                             every worker's heartbeat: <job>|runs, <job>|failed, <job>|ms (total run time) and
                             <job>|h<bound> (runs that took at most <bound> ms, the bounds config.JOB_TIME_BUCKETS;
-                            <job>|hinf beyond the last); <job> is a registered wire name or "unknown"; expires
+                            <job>|hinf beyond the last), <job>|max_us (the longest run in microseconds, a maximum
+                            kept by job_max.lua); <job> is a registered wire name or "unknown"; expires
                             config.JOB_METRICS_TTL after its minute
 
 With `wire="sidekiq"` (SidekiqKeys) the keys Sidekiq shares are Sidekiq's own, with no namespace (or under `P:`

@@ -86,16 +86,26 @@ class JsonFormatter(logging.Formatter):
 
 
 _json_active = False
+# Libraries a worker uses whose debug and info lines are about their own plumbing (redis-py logs each connection;
+# "push_response" is redis-py's too): they stay at WARNING, under -v as well, unless configured otherwise.
+QUIET_LIBRARIES = ("redis", "push_response", "urllib3", "requests")
 
 
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
-    """Log to stderr at INFO, or DEBUG when `verbose`; `log_format` "json" writes one JSON object a line, and
-    sends what else would reach stderr (gevent's tracebacks, warnings, uncaught exceptions) through logging."""
+    """Log to stderr at INFO, our own loggers (jiggler_gevent.*) at DEBUG when `verbose`, the Redis and HTTP
+    clients' at WARNING unless something set their level already (the user's code may set it later too);
+    `log_format` "json" writes one JSON object a line, and sends what else would reach stderr (gevent's tracebacks,
+    warnings, uncaught exceptions) through logging."""
     global _json_active
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(JobFilter())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("jiggler_gevent").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    for name in QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        if library.level == logging.NOTSET:
+            library.setLevel(logging.WARNING)
     if log_format == "json" and not _json_active:
         _json_active = True
         _route_stderr_writers()

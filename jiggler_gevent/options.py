@@ -14,6 +14,7 @@ from typing import Any
 from . import config
 
 Queues = tuple[tuple[str, int], ...]
+JOB_LOG_LEVELS = ("info", "debug", "off")  # --job-log
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,12 @@ class WorkerOptions:
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL
     verbose: bool = False
     log_format: str = "text"  # "text" or "json"
+    job_log: str = "info"  # the level of the one line per finished job: "info", "debug" (shown with -v), or "off"
     django: bool = False
     redis_url: str | None = None
     namespace: str | None = None
     metrics_port: int | None = None  # serve Prometheus metrics at /metrics on this port
+    metrics_host: str = "0.0.0.0"  # the address they listen on (all interfaces, as Prometheus exporters do)
     max_memory: int | None = None  # MB of resident memory past which a process is replaced (under a supervisor)
     max_jobs: int | None = None  # jobs a process takes before it is replaced (under a supervisor)
     wire: str | None = None  # None: configure(wire=...), else "jiggler"; "sidekiq": Sidekiq's payloads and keys
@@ -55,7 +58,7 @@ class WorkerOptions:
 class Kind(enum.Enum):
     """The kind of value an option takes."""
 
-    COUNT = "count"  # a whole number >= minimum
+    COUNT = "count"  # a whole number >= minimum (and <= maximum, when it has one)
     SECONDS = "seconds"  # a number of seconds >= minimum, never NaN
     FLAG = "flag"  # present or not
     TEXT = "text"  # a string
@@ -72,6 +75,7 @@ class Option:
     kind: Kind
     help: str
     minimum: float = 0
+    maximum: int | None = None  # the largest value a COUNT option takes (None: no bound)
     multiple: bool = False
     metavar: str | None = None
     in_settings: bool = True  # False: not a settings.JIGGLER key
@@ -165,6 +169,14 @@ OPTIONS: tuple[Option, ...] = (
         choices=("text", "json"),
     ),
     Option(
+        "job_log",
+        ("--job-log",),
+        Kind.CHOICE,
+        "The line each finished job gets (outcome, name, jid, run time): at INFO, at DEBUG (shown with -v), or "
+        "off (a log line costs some 25 us of CPU: much of what a job that does nothing costs the worker).",
+        choices=JOB_LOG_LEVELS,
+    ),
+    Option(
         "django",
         ("--django",),
         Kind.FLAG,
@@ -199,9 +211,18 @@ OPTIONS: tuple[Option, ...] = (
         "metrics_port",
         ("--metrics-port",),
         Kind.COUNT,
-        "Serve Prometheus metrics at /metrics on this port (one endpoint for all -p processes).",
+        "Serve Prometheus metrics at /metrics on this port (one endpoint for all -p processes); needs "
+        "prometheus_client (pip install 'jiggler_gevent[metrics]').",
         minimum=1,
+        maximum=65535,
         metavar="PORT",
+    ),
+    Option(
+        "metrics_host",
+        ("--metrics-host",),
+        Kind.TEXT,
+        "Address the --metrics-port endpoint listens on (0.0.0.0: every interface, as Prometheus exporters do).",
+        metavar="HOST",
     ),
     Option(
         "max_memory",

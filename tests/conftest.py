@@ -153,7 +153,7 @@ class Worker:
         self.log_path = ROOT / "test-artifacts" / f"worker-{cfg.namespace}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self.log = open(self.log_path, "wb")
-        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # env may replace PYTHONPATH too
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -86,6 +86,12 @@ def on_other_queue(key: str) -> None:
     _redis().rpush(key, "other")
 
 
+@job(queue="reports", retries=1, timeout=12.5, dead=False, result_ttl=60, unique_for=30)
+def report(key: str, value: str = "report") -> None:
+    """RPUSH value to key; its options are what `gjiggler enqueue -r` must apply (tests/test_cli.py)."""
+    _redis().rpush(key, value)
+
+
 @job(retries=0, timeout=0.5)
 def slow_io(key: str, seconds: float) -> None:
     _redis().rpush(key, "start")

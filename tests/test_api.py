@@ -117,3 +117,43 @@ def test_periodic_set_lists_the_entries_of_live_workers_and_enqueue_now_pushes_o
     wait_for(lambda: sorted(by_name()) == ["hourly-report"], 15, "the killed worker's entry to leave")
     assert a.stop() == 0  # a clean stop leaves no entry behind at once
     assert list(api.PeriodicSet()) == []
+
+
+def test_stats_in_sidekiq_wire_mode_read_sidekiqs_counters_and_sets(ns, r, start_worker, tkey):
+    """A worker in `--wire sidekiq` mode fills Sidekiq's own keys (under `NS:` as redis-namespace would put them);
+    `gjiggler stats --wire sidekiq` and api.Stats() read those, not jiggler's."""
+    from jiggler_gevent import config
+    from tests.test_cli_results import gj
+
+    config.configure(wire="sidekiq")
+    keys = config.current().keys
+    jobs.record.enqueue(tkey("ok"), "v")
+    jobs.fail_times.enqueue(tkey("retry"), 5)  # fails, then waits in the retry set (at least 15 s)
+    jobs.always_fail.enqueue(tkey("dead"))  # retries=0: to the dead set
+    jobs.record.enqueue_in(3600, tkey("later"), "v")
+    w = start_worker("--wire", "sidekiq", "-c", "2", "--heartbeat-interval", "0.2")
+    wait_for(lambda: r.get(keys.stat("processed")) == "3", 20, "Sidekiq's stat:processed at 3")
+    assert keys.stat("processed") == f"{ns.namespace}:stat:processed" and r.zcard(keys.dead) == 1
+    # A Ruby Sidekiq process keeps busy, quiet and beat out of its JSON info.
+    ruby = "rubyhost:77:abc"
+    r.sadd(keys.processes, ruby)
+    ruby_info = {"hostname": "rubyhost", "pid": 77, "concurrency": 5, "queues": ["rb"], "identity": ruby}
+    r.hset(keys.process(ruby), mapping={"info": json.dumps(ruby_info), "busy": "4", "quiet": "true", "beat": "1.5"})
+
+    out = gj(ns, "stats", "--json", "--wire", "sidekiq")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert (data["processed"], data["failed"]) == (3, 2)
+    assert (data["retry_size"], data["dead_size"], data["scheduled_size"]) == (1, 1, 1)
+    by_host = {p["hostname"]: p for p in data["processes"]}
+    assert len(by_host) == 2 and by_host["rubyhost"]["busy"] == 4 and by_host["rubyhost"]["quiet"] is True
+    assert data["busy"] == 4 + by_host[next(h for h in by_host if h != "rubyhost")]["busy"]
+    assert "retries 1  dead 1" in gj(ns, "stats", "--wire", "sidekiq").stdout
+
+    s = api.Stats()  # with configure(wire="sidekiq") in this process
+    assert (s.processed, s.failed, s.retry_size, s.dead_size, s.processes) == (3, 2, 1, 1, 2)
+    assert {p.hostname: p.busy for p in api.ProcessSet()}["rubyhost"] == 4 and len(api.ProcessSet()) == 2
+    sidekiq_8 = {"class": "HardJob", "args": [], "jid": "j8", "queue": "rb", "enqueued_at": (time.time() - 100) * 1000}
+    r.lpush(keys.queue("rb"), json.dumps(sidekiq_8))  # Sidekiq 8 writes integer milliseconds
+    assert 99 < api.Queue("rb").latency < 160
+    assert w.stop() == 0

@@ -64,6 +64,20 @@ def test_bad_options_give_one_line_and_exit_2(args, word):
     assert "Traceback" not in out.stderr
 
 
+def test_a_worker_without_a_job_module_is_a_usage_error(ns, r):
+    out = subprocess.run(
+        [sys.executable, "-m", "jiggler_gevent", "worker", "--redis-url", ns.url, "--namespace", ns.namespace],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,  # it used to start and run until stopped
+    )
+    assert out.returncode == 2, out
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("gjiggler: error:") and "-r MODULE" in line, line
+    assert r.smembers(ns.keys.processes) == set()  # it never started
+
+
 def test_enqueue_parses_json_args_and_falls_back_to_strings(ns, r):
     out = gj("enqueue", "tests.jobs.record", "key", '{"a": [1, 2]}', "3", "not json {", "-q", "low", ns=ns)
     assert out.returncode == 0, out.stderr
@@ -77,6 +91,48 @@ def test_enqueue_parses_json_args_and_falls_back_to_strings(ns, r):
 def test_enqueue_does_not_check_the_name(ns, r):
     out = gj("enqueue", "no.such.job", ns=ns)
     assert out.returncode == 0 and r.llen(ns.keys.queue("default")) == 1
+
+
+def test_enqueue_without_r_says_the_jobs_options_were_not_applied(ns, r):
+    out = gj("enqueue", "tests.jobs.report", "k", ns=ns)
+    assert out.returncode == 0, out.stderr
+    [p] = [json.loads(raw) for raw in r.lrange(ns.keys.queue("default"), 0, -1)]
+    assert p["jid"] == out.stdout.strip() and (p["queue"], p["retries"]) == ("default", 25)
+    [line] = out.stderr.strip().splitlines()
+    assert "not applied" in line and "-r" in line
+
+
+def test_enqueue_with_r_applies_the_jobs_own_options(ns, r):
+    out = gj("enqueue", "tests.jobs.report", "k", "-r", "tests.jobs", ns=ns)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    [raw] = r.lrange(ns.keys.queue("reports"), 0, -1)
+    p = json.loads(raw)
+    assert p["jid"] == out.stdout.strip() and p["name"] == "tests.jobs.report" and p["args"] == ["k"]
+    assert (p["retries"], p["timeout"], p["dead"], p["result_ttl"], p["unique_for"]) == (1, 12.5, False, 60, 30)
+    assert api.Job(p["jid"]).info()["status"] == "queued"  # result_ttl: its status is kept
+    again = gj("enqueue", "tests.jobs.report", "k", "-r", "tests.jobs", ns=ns)  # unique_for: a duplicate
+    assert again.returncode == 0 and again.stdout == "" and "unique" in again.stderr
+    other = gj("enqueue", "tests.jobs.report", "k2", '"v"', "-q", "low", "-r", "tests.jobs", ns=ns)
+    assert other.returncode == 0, other.stderr
+    [low] = [json.loads(raw) for raw in r.lrange(ns.keys.queue("low"), 0, -1)]
+    assert (low["args"], low["queue"], low["retries"], low["timeout"]) == (["k2", "v"], "low", 1, 12.5)
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["tests.jobs.report"], "missing a required argument: 'key'"),
+        (["tests.jobs.report", "a", "b", "c"], "too many positional arguments"),
+        (["tests.jobs.no_such_job", "a"], "no job named 'tests.jobs.no_such_job' is registered in tests.jobs"),
+        (["tests.jobs.report", "a", "-r", "tests.no_such_module"], "tests.no_such_module"),
+    ],
+)
+def test_enqueue_with_r_refuses_what_cannot_run_and_pushes_nothing(ns, r, args, word):
+    out = gj("enqueue", *args, "-r", "tests.jobs", ns=ns)
+    assert out.returncode == 2, out
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("gjiggler: error:") and word in line, line
+    assert list(r.scan_iter(f"{ns.namespace}:*")) == []
 
 
 def test_stats_json_and_text(ns, r):

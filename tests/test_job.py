@@ -182,3 +182,34 @@ def test_argument_checks_are_remembered_per_shape_and_stay_right(ns):
     for n in range(200):  # a producer sending ever new keyword names cannot grow the memory without bound
         assert f"'k{n}'" in shaped.arguments_error([1], {f"k{n}": 0})
     assert len(shaped._shape_errors) == SHAPES_REMEMBERED
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, reason",
+    [
+        (("k", "v", "one too many"), {}, "too many positional arguments"),
+        (("k", "v"), {"colour": "red"}, "unexpected keyword argument 'colour'"),
+        (("k",), {}, "missing a required argument: 'value'"),
+    ],
+    ids=["one-too-many", "unknown-keyword", "missing-required"],
+)
+def test_arguments_that_cannot_bind_raise_type_error_and_push_nothing(ns, r, args, kwargs, reason):
+    call = jobs.record.set(queue="low")
+    verbs = {
+        "enqueue": lambda: jobs.record.enqueue(*args, **kwargs),
+        "enqueue_in": lambda: jobs.record.enqueue_in(60, *args, **kwargs),
+        "enqueue_at": lambda: jobs.record.enqueue_at(time.time() + 60, *args, **kwargs),
+        "enqueue_at (past)": lambda: jobs.record.enqueue_at(0, *args, **kwargs),
+        "set().enqueue": lambda: call.enqueue(*args, **kwargs),
+        "set().enqueue_in": lambda: call.enqueue_in(60, *args, **kwargs),
+    }
+    for verb, push in verbs.items():
+        with pytest.raises(TypeError, match="cannot enqueue tests.jobs.record: arguments do not match") as exc:
+            push()
+        assert reason in str(exc.value), verb
+    if not kwargs:  # enqueue_bulk takes positional tuples: the bad one is named, and none of the batch is pushed
+        with pytest.raises(TypeError, match=f"enqueue_bulk item 1: cannot enqueue.*{reason}"):
+            jobs.record.enqueue_bulk([("k", "fine"), args])
+    assert [k for k in r.scan_iter(f"{ns.namespace}:*")] == []
+    assert jobs.record.enqueue("k", "v") and jobs.record.enqueue(key="k", value="v")  # what binds still pushes
+    assert len(queued(r, ns)) == 2

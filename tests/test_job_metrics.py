@@ -22,6 +22,11 @@ def metric_keys(r: redis.Redis, ns: config.Config) -> list[str]:
     return sorted(r.scan_iter(ns.keys.metrics(0)[:-1] + "*"))
 
 
+def max_field(r: redis.Redis, ns: config.Config, field: str) -> int:
+    """The largest value of `field` over the namespace's minutes (0 when absent)."""
+    return max((int(r.hget(key, field) or 0) for key in metric_keys(r, ns)), default=0)
+
+
 def job_totals(r: redis.Redis, ns: config.Config) -> dict[str, int]:
     """Every per-job field of the namespace, added up over the minutes."""
     out: dict[str, int] = {}
@@ -49,6 +54,7 @@ def test_a_worker_writes_what_ran_with_its_heartbeat(ns, r, start_worker, tkey):
     assert totals[f"{sleepy}|runs"] == 3 and f"{sleepy}|failed" not in totals
     assert totals[f"{sleepy}|h500"] == 3  # 0.3 s: in the bucket (0.25 s, 0.5 s]
     assert not {f for f in totals if f.startswith(f"{sleepy}|h") and f != f"{sleepy}|h500"}
+    assert 300_000 <= max_field(r, ns, f"{sleepy}|max_us") < 500_000  # its slowest run, in microseconds
     assert 900 <= totals[f"{sleepy}|ms"] < 1500
     for name, runs in ((quick, 30), (broken, 5)):
         assert sum(n for f, n in totals.items() if f.startswith(f"{name}|h")) == runs
@@ -63,6 +69,7 @@ def test_a_worker_writes_what_ran_with_its_heartbeat(ns, r, start_worker, tkey):
     s = m.job(sleepy)
     assert s is not None and (s.runs, s.failures, s.timed) == (3, 0, 3)
     assert 0.25 < s.p50 <= 0.5 and 0.25 < s.p95 <= 0.5 and 0.3 <= s.average < 0.5
+    assert 0.3 <= s.longest < 0.5 and s.p50 <= s.longest and s.p95 <= s.longest  # not 0.375 and 0.49 (the bucket)
     b = m.job(broken)
     assert b is not None and (b.runs, b.failures) == (5, 5)
     assert sum(x.runs for x in m.series()) == 38 and sum(x.failures for x in m.series(broken)) == 5
@@ -104,14 +111,37 @@ def test_a_failed_beat_keeps_the_counts_for_the_next(ns, r):
         "job.a|h500": 2,
         "job.a|h60000": 1,
         "job.a|hinf": 1,
+        "job.a|max_us": 4000 * 1_000_000,
         "unknown|runs": 2,
         "unknown|failed": 1,
         "unknown|ms": 2,
         "unknown|h5": 2,
+        "unknown|max_us": 1000,
     }
     # A tally kept through an outage longer than the metrics live is dropped, not written into expired minutes.
     counters.give_back_jobs({(int(time.time() // 60) - 9 * 60, "job.a"): [1] * ROW})
     assert counters.jobs == {}
+
+
+def test_the_longest_run_per_minute_bounds_the_percentiles(ns, r):
+    counters = Counters(known=lambda name: True)
+    monitor = Monitor(r, ns.keys, "host:1:abc", {}, counters, None, lambda: 0, dict, interval=1)  # type: ignore[arg-type]
+    for seconds in (0.3, 0.26):
+        counters.record("job.b", seconds, False)
+    assert monitor.beat() is True
+    counters.record("job.b", 0.27, False)  # a later beat (or another worker) with a shorter longest run
+    assert monitor.beat() is True
+    assert max_field(r, ns, "job.b|max_us") == 300_000  # a maximum, not a sum, nor the last one written
+    s = api.Metrics(10).job("job.b")
+    assert s is not None and s.runs == 3 and s.longest == pytest.approx(0.3)
+    assert estimate(s.histogram, 0.95) > 0.45  # the estimate inside the (0.25 s, 0.5 s] bucket alone
+    assert s.p95 == pytest.approx(0.3) and s.p50 <= 0.3
+    data = json.loads(gj(ns, "metrics", "--json", "--job", "job.b", "--minutes", "10").stdout)
+    assert data["jobs"][0]["p95"] == pytest.approx(0.3) and data["jobs"][0]["longest"] == pytest.approx(0.3)
+    assert all(p is None or p <= 0.3 for p in data["p95"])  # per minute too
+    counters.record("job.b", 0.45, False)
+    assert monitor.beat() is True
+    assert api.Metrics(10).job("job.b").longest == pytest.approx(0.45)
 
 
 def test_estimates_and_the_reading_window(ns, r):
@@ -152,7 +182,10 @@ def test_gjiggler_metrics(ns, r):
     detail = gj(ns, "metrics", "--job", "j.x", "--minutes", "5").stdout.splitlines()
     assert detail[1:] == ["  <= 0.5s: 4"]
     data = json.loads(gj(ns, "metrics", "--json", "--job", "j.x").stdout)
-    assert data["jobs"][0]["runs"] == 4 and data["runs"][-1] == 4 and data["histogram"][6]["count"] == 4
+    # Read by the minute written, not as the last one: the calls above may have crossed into the next minute.
+    written = data["minutes"].index(minute * 60)
+    assert data["runs"][written] == 4 and sum(data["runs"]) == 4
+    assert data["jobs"][0]["runs"] == 4 and data["histogram"][6]["count"] == 4
     bad = gj(ns, "metrics", "--minutes", "481")
     assert bad.returncode == 2 and "481" in bad.stderr
     assert "--redis-url" in gj(ns, "metrics", "--help").stdout

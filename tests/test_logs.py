@@ -50,7 +50,8 @@ def test_every_worker_log_line_is_a_json_object(ns, r, start_worker, tkey, proce
     entries = parse_every_line(w.output())
 
     done = [e for e in entries if e.get("jid") == ok and e["message"].startswith("done ")]
-    assert len(done) == 1 and done[0]["job"] == "tests.jobs.record" and done[0]["level"] == "DEBUG"
+    assert len(done) == 1 and done[0]["job"] == "tests.jobs.record" and done[0]["level"] == "INFO"
+    assert done[0]["logger"] == "jiggler_gevent.jobs"
     fail = [e for e in entries if e.get("jid") == failed and e["message"].startswith("fail ")]
     assert len(fail) == 1, entries
     assert fail[0]["job"] == "tests.jobs.always_fail" and fail[0]["level"] == "WARNING"
@@ -73,6 +74,52 @@ def test_text_stays_the_default(ns, r, start_worker, tkey):
     out = w.output()
     assert f"tests.jobs.always_fail jid={failed}" in out and "\nTraceback" in out
     assert not any(line.startswith("{") for line in out.splitlines())
+
+
+JOB_LINE = re.compile(r" INFO jiggler_gevent\.jobs: (\w+) (\S+) jid=(\w+) in (\d+\.\d{3})s")
+
+
+def test_each_finished_job_gets_one_info_line_with_its_outcome_and_run_time(ns, r, start_worker, tkey):
+    expected = {
+        jobs.record.enqueue(tkey("ok"), "v"): ("done", "tests.jobs.record"),
+        jobs.fail_times.enqueue(tkey("retry"), 5): ("retry", "tests.jobs.fail_times"),
+        jobs.always_fail.enqueue(tkey("dead")): ("dead", "tests.jobs.always_fail"),
+        jobs.fail_and_vanish.enqueue(tkey("gone")): ("failed", "tests.jobs.fail_and_vanish"),
+        jobs.nap.enqueue(tkey("nap"), 0.3): ("done", "tests.jobs.nap"),
+    }
+    w = start_worker("-c", "5")
+    wait_for(lambda: len(JOB_LINE.findall(w.output())) == len(expected), 20, "a line per job")
+    assert w.stop() == 0
+    lines = JOB_LINE.findall(w.output())
+    assert {jid: (outcome, name) for outcome, name, jid, _ in lines} == expected
+    seconds = {jid: float(took) for _, _, jid, took in lines}
+    assert 0.3 <= seconds[next(j for j, (_, n) in expected.items() if n == "tests.jobs.nap")] < 2
+    assert len(lines) == len(expected)  # one each: not counting the failures' WARNING lines with their tracebacks
+
+
+def test_job_log_off_writes_no_job_lines_and_is_a_django_setting_too(ns, r, start_worker, tkey):
+    jobs.record.enqueue(tkey("ok"), "v")
+    jobs.always_fail.enqueue(tkey("dead"))
+    w = start_worker("-c", "2", "--job-log", "off")
+    wait_for(lambda: r.llen(tkey("ok")) == 1 and r.zcard(ns.keys.dead) == 1, 20, "both jobs")
+    assert w.stop() == 0
+    out = w.output()
+    assert "jiggler_gevent.jobs" not in out and "WARNING jiggler_gevent.processor: fail" in out
+    params = worker_command.make_context("worker", conf.worker_args({"JOB_LOG": "debug"}, [])).params
+    assert params["job_log"] == "debug"
+    assert worker_command.make_context("worker", []).params["job_log"] == "info"
+
+
+def test_verbose_shows_our_debug_lines_not_the_redis_clients(ns, r, start_worker, tkey):
+    chatty = log_jobs.chatty.enqueue(tkey("done"), "x", 1)
+    w = start_worker("-r", "tests.log_jobs", "-c", "2", "-v")
+    wait_for(lambda: r.llen(tkey("done")) == 1, 20, "the job")
+    assert w.stop() == 0
+    out = w.output()
+    assert f"DEBUG jiggler_gevent.processor: start tests.log_jobs.chatty jid={chatty}" in out, out
+    debug_loggers = set(re.findall(r" DEBUG (\S+):", out))
+    assert debug_loggers and all(name.startswith("jiggler_gevent.") for name in debug_loggers), debug_loggers
+    assert "INFO tests.log_jobs [tests.log_jobs.chatty" in out  # the job's own INFO lines still show
 
 
 def test_a_bad_log_format_is_a_usage_error():

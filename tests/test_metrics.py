@@ -10,7 +10,7 @@ import pytest
 
 from jiggler_gevent import payload as payload_mod
 from tests import jobs
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -164,6 +164,77 @@ def test_a_port_in_use_is_a_usage_error(ns, start_worker):
         w = start_worker("--metrics-port", str(s.getsockname()[1]))
         assert w.proc.wait(30) == 2
     assert "--metrics-port" in w.output()
+
+
+@pytest.fixture
+def without_prometheus_client(tmp_path) -> dict:
+    """An environment where `import prometheus_client` fails, as where the [metrics] extra is not installed: a
+    package of that name first on the path that raises ImportError."""
+    package = tmp_path / "prometheus_client"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError(\"No module named 'prometheus_client'\")\n")
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+
+
+def taken_port() -> socket.socket:
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("case", ["out of range", "taken", "no prometheus_client"])
+def test_metrics_port_mistakes_end_with_one_line_and_exit_2(
+    ns, r, start_worker, without_prometheus_client, case, processes
+):
+    env, taken = None, None
+    port = "99999"
+    if case == "taken":
+        taken = taken_port()
+        port = str(taken.getsockname()[1])
+    elif case == "no prometheus_client":
+        env, port = without_prometheus_client, str(free_port())
+    try:
+        w = start_worker("-p", processes, "--metrics-port", port, env=env)
+        assert w.proc.wait(30) == 2
+    finally:
+        if taken is not None:
+            taken.close()
+    out = w.output()
+    errors = [line for line in out.splitlines() if line.startswith("gjiggler: error:")]
+    assert len(errors) == 1 and "metrics-port" in errors[0], out
+    assert "Traceback" not in out and "WARNING" not in out, out
+    if case == "no prometheus_client":
+        assert "pip install 'jiggler_gevent[metrics]'" in errors[0]
+    assert r.scard(ns.keys.processes) == 0
+
+
+def test_metrics_host_chooses_the_listening_address(ns, start_worker):
+    port = free_port()
+    w = start_worker("--metrics-port", str(port), "--metrics-host", "127.0.0.2")
+    scraped = wait_for(lambda: _reachable(f"http://127.0.0.2:{port}/metrics"), 20, "/metrics on 127.0.0.2")
+    assert "jiggler_concurrency" in scraped
+    assert _reachable(f"http://127.0.0.1:{port}/metrics") is None  # only the address asked for
+    assert f"http://127.0.0.2:{port}/metrics" in w.output()
+    assert w.stop() == 0
+
+
+def test_metrics_host_is_a_django_setting_too():
+    from jiggler_gevent.cli import worker as worker_command
+    from jiggler_gevent.contrib.django import conf
+
+    params = worker_command.make_context("worker", conf.worker_args({"METRICS_HOST": "127.0.0.2"}, [])).params
+    assert params["metrics_host"] == "127.0.0.2"
+    assert worker_command.make_context("worker", []).params["metrics_host"] == "0.0.0.0"
+
+
+def _reachable(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
 
 
 def _ctx(name: str, queue: str, seconds: float, exception: BaseException | None = None, disposition: str = "ack"):

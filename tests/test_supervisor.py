@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.options import WorkerOptions
 from jiggler_gevent.server import supervisor
@@ -169,6 +171,17 @@ def test_a_usage_error_in_the_children_stops_the_supervisor_with_code_2(ns, star
     w = start_worker("-p", "2", "-r", "no_such_module_for_jiggler_tests")
     assert w.proc.wait(60) == 2
     assert "no_such_module_for_jiggler_tests" in w.output()
+
+
+@pytest.mark.parametrize("processes", [["-p", "2"], []], ids=["p2", "p1"])
+def test_a_module_that_raises_at_import_shows_its_error_once_and_stops_the_worker(ns, r, start_worker, processes):
+    w = start_worker(*processes, "-r", "tests.raising_jobs")
+    assert w.proc.wait(30) == 2  # under -p it used to restart the children forever, a traceback each time
+    out = w.output()
+    assert out.count("gjiggler: error: -r/--require tests.raising_jobs: importing it raised RuntimeError") == 1, out
+    assert out.count("Traceback") == 1 and 'raising_jobs.py", line' in out, out  # the module's frames, once
+    assert "restarting" not in out and "failed to start" not in out
+    assert r.scard(ns.keys.processes) == 0
 
 
 def test_children_stop_cleanly_when_the_supervisor_is_killed(ns, r, start_worker):

@@ -28,6 +28,7 @@ from .. import config, scripts
 from .. import payload as payload_mod
 from ..errors import JobCancelled, JobFailed
 from ..keys import Keys
+from ..sidekiq import seconds
 from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits
@@ -165,7 +166,8 @@ class Queue(_Paged):
         if raw is None:
             return 0.0
         entry = Entry(raw, self)
-        ready = max(x for x in (entry._get("enqueued_at"), entry._get("at"), 0.0) if isinstance(x, (int, float)))
+        times = (seconds(entry._get("enqueued_at")), seconds(entry._get("at")), 0.0)  # Sidekiq 8 writes ms
+        ready = max(x for x in times if isinstance(x, (int, float)))
         return max(0.0, time.time() - ready) if ready else 0.0
 
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
@@ -310,14 +312,15 @@ class ProcessSet:
         identities = sorted(cast("set[str]", self.redis.smembers(self.keys.processes)))
         with self.redis.pipeline(transaction=False) as pipe:
             for identity in identities:
-                pipe.hget(self.keys.process(identity), "info")
+                pipe.hmget(self.keys.process(identity), HEARTBEAT_FIELDS)
                 pipe.hgetall(self.keys.work(identity))
             replies = pipe.execute()
         processes = []
         for i, identity in enumerate(identities):
-            info, work = replies[2 * i], replies[2 * i + 1]
-            if info:
-                processes.append(Process(identity, json.loads(info), {k: json.loads(v) for k, v in work.items()}))
+            fields, work = replies[2 * i], replies[2 * i + 1]
+            if fields[0]:
+                info = _heartbeat(fields)
+                processes.append(Process(identity, info, {k: json.loads(v) for k, v in work.items()}))
         return processes
 
     def __iter__(self) -> Iterator[Process]:
@@ -325,6 +328,28 @@ class ProcessSet:
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+HEARTBEAT_FIELDS = ("info", "busy", "quiet", "beat", "rss")
+
+
+def _heartbeat(fields: list[str | None]) -> dict[str, Any]:
+    """A process's info from its heartbeat hash: the JSON `info` field, with Sidekiq's separate fields (busy, quiet,
+    beat, rss in KB), which a Ruby Sidekiq process keeps out of `info`, read over it when present."""
+    info: dict[str, Any] = json.loads(cast(str, fields[0]))
+    busy, quiet, beat, rss = fields[1:]
+    try:
+        if busy is not None:
+            info["busy"] = int(busy)
+        if quiet is not None:
+            info["quiet"] = quiet == "true"
+        if beat is not None:
+            info["beat"] = float(beat)
+        if rss is not None:
+            info["rss"] = int(rss) * 1024
+    except ValueError:
+        pass  # a field another writer filled oddly: what `info` says stands
+    return info
 
 
 class History(TypedDict, total=False):

@@ -1,7 +1,8 @@
 """Metrics, JobSummary: the per-job execution metrics the workers' heartbeats add to NS:metrics:<minute> (runs,
-failures, total run time and a run-time histogram per job per UTC minute, kept JOB_METRICS_TTL), read for the last
-N minutes in one round trip. Percentiles are estimated from the histogram, as Prometheus' histogram_quantile does.
-Re-exported by api.py.
+failures, total run time, a run-time histogram and the longest run per job per UTC minute, kept JOB_METRICS_TTL),
+read for the last N minutes in one round trip. Percentiles are estimated from the histogram, as Prometheus'
+histogram_quantile does, and never exceed the longest run (an estimate inside a wide bucket could). Re-exported by
+api.py.
 """
 
 import time
@@ -20,11 +21,13 @@ ROW = len(config.JOB_METRIC_FIELDS)
 class JobSummary:
     """One job's metrics over some minutes: `name` (its wire name, or "unknown" for payloads naming no registered
     job), `runs`, `failures`, `total` (seconds of run time) and `histogram` (runs per bucket of
-    config.JOB_TIME_BUCKETS, one more for longer runs). Runs of payloads that could not run have no time."""
+    config.JOB_TIME_BUCKETS, one more for longer runs), `longest` (seconds, the slowest run; None when unknown).
+    Runs of payloads that could not run have no time."""
 
-    def __init__(self, name: str, row: list[int] | None = None) -> None:
+    def __init__(self, name: str, row: list[int] | None = None, longest_us: int = 0) -> None:
         self.name = name
         self.row = row if row is not None else [0] * ROW
+        self.longest_us = longest_us  # microseconds; 0: no run with a time, or written before it was recorded
 
     @property
     def runs(self) -> int:
@@ -41,6 +44,11 @@ class JobSummary:
     @property
     def histogram(self) -> list[int]:
         return self.row[HISTOGRAM:]
+
+    @property
+    def longest(self) -> float | None:
+        """The slowest run in seconds (to the microsecond, rounded up), or None when not recorded."""
+        return self.longest_us / 1_000_000 if self.longest_us else None
 
     @property
     def timed(self) -> int:
@@ -64,12 +72,21 @@ class JobSummary:
 
     def percentile(self, q: float) -> float | None:
         """The run time below which a fraction `q` of the timed runs fall, interpolated linearly inside its bucket;
-        the last bound (config.JOB_TIME_BUCKETS[-1]) when it falls among the longer runs; None without runs."""
-        return estimate(self.histogram, q)
+        the last bound (config.JOB_TIME_BUCKETS[-1]) when it falls among the longer runs; never more than the
+        longest run when that is known; None without runs."""
+        value = estimate(self.histogram, q)
+        if value is None or not self.longest_us:
+            return value
+        return min(value, self.longest_us / 1_000_000)
 
-    def add(self, row: list[int]) -> None:
-        """Add a row of counts (by config.JOB_METRIC_FIELDS)."""
+    def add(self, row: list[int], longest_us: int = 0) -> None:
+        """Add a row of counts (by config.JOB_METRIC_FIELDS) and the longest run (microseconds) they include."""
         self.row = [a + b for a, b in zip(self.row, row, strict=True)]
+        self.longest_us = max(self.longest_us, longest_us)
+
+    def merge(self, other: "JobSummary") -> None:
+        """Add `other`'s runs to these."""
+        self.add(other.row, other.longest_us)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields above, as `gjiggler metrics --json` prints them."""
@@ -81,6 +98,7 @@ class JobSummary:
             "average": self.average,
             "p50": self.p50,
             "p95": self.p95,
+            "longest": self.longest,
         }
 
     def __repr__(self) -> str:
@@ -120,11 +138,11 @@ class Metrics:
         self._by_minute = self._load()
         totals: dict[str, JobSummary] = {}
         for rows in self._by_minute:
-            for name, row in rows.items():
-                totals.setdefault(name, JobSummary(name)).add(row)
+            for name, summary in rows.items():
+                totals.setdefault(name, JobSummary(name)).merge(summary)
         self.jobs = sorted(totals.values(), key=lambda j: (-j.total, -j.runs, j.name))
 
-    def _load(self) -> list[dict[str, list[int]]]:
+    def _load(self) -> list[dict[str, JobSummary]]:
         with self.redis.pipeline(transaction=False) as pipe:
             for start in self.minutes:
                 pipe.hgetall(self.keys.metrics(start // 60))
@@ -146,9 +164,9 @@ class Metrics:
         out = []
         for rows in self._by_minute:
             summary = JobSummary(name or "*")
-            for job, row in rows.items():
+            for job, found in rows.items():
                 if name is None or job == name:
-                    summary.add(row)
+                    summary.merge(found)
             out.append(summary)
         return out
 
@@ -172,12 +190,17 @@ class Metrics:
         return out
 
 
-def _rows(reply: dict[str, str]) -> dict[str, list[int]]:
-    """A minute's hash as job name -> row of counts."""
-    rows: dict[str, list[int]] = {}
+def _rows(reply: dict[str, str]) -> dict[str, JobSummary]:
+    """A minute's hash as job name -> its summary for that minute."""
+    rows: dict[str, JobSummary] = {}
     for field, value in reply.items():
         name, _, kind = field.rpartition("|")
+        if not name:
+            continue
         index = FIELD_INDEX.get(kind)
-        if name and index is not None:
-            rows.setdefault(name, [0] * ROW)[index] += int(value)
+        if index is not None:
+            rows.setdefault(name, JobSummary(name)).row[index] += int(value)
+        elif kind == config.JOB_MAX_FIELD:
+            summary = rows.setdefault(name, JobSummary(name))
+            summary.longest_us = max(summary.longest_us, int(value))
     return rows

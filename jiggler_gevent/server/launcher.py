@@ -47,6 +47,7 @@ log = logging.getLogger("jiggler_gevent.launcher")
 REPORT_FD_ENV = "JIGGLER_REPORT_FD"  # set by the supervisor: the pipe a child writes its recycling reason to
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two looks at the resident memory (--max-memory)
 MB = 1024 * 1024
+JOB_LOG_LEVEL_OF: dict[str, int | None] = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}  # --job-log
 
 
 def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> middleware.Chain:
@@ -78,8 +79,14 @@ class Launcher:
             from .metrics import single_process  # prometheus_client is loaded only with --metrics-port
 
             queues = tuple(q for q, _ in opts.queues)
-            self.metrics = single_process(opts.metrics_port, self.redis, keys, queues, opts.concurrency)
-        self.processor = Processor(self.acker, server_chain(self.counters, self.metrics), on_failure=self._unrunnable)
+            port, host = opts.metrics_port, opts.metrics_host
+            self.metrics = single_process(port, host, self.redis, keys, queues, opts.concurrency)
+        self.processor = Processor(
+            self.acker,
+            server_chain(self.counters, self.metrics),
+            on_failure=self._unrunnable,
+            job_log_level=JOB_LOG_LEVEL_OF[opts.job_log],
+        )
         self.manager = Manager(
             self.fetch,
             self.processor,

@@ -326,17 +326,18 @@ def _age(raw: str | None, now: float) -> float:
     return max(0.0, now - enqueued) if isinstance(enqueued, (int, float)) else 0.0
 
 
-def serve(port: int, registry: CollectorRegistry) -> None:
-    """Serve `registry` at /metrics on `port` (all interfaces); a greenlet-backed thread once gevent patched."""
+def serve(port: int, host: str, registry: CollectorRegistry) -> None:
+    """Serve `registry` at /metrics on `host`:`port`; a greenlet-backed thread once gevent patched. ConfigError
+    when it cannot listen there (the port is taken, the address is not this host's)."""
     try:
-        start_http_server(port, registry=registry)
+        start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise ConfigError(f"--metrics-port {port}: cannot listen: {exc}") from None
-    log.info("Prometheus metrics at http://0.0.0.0:%d/metrics", port)
+        raise ConfigError(f"--metrics-port {port} on {host}: cannot listen: {exc.strerror or exc}") from None
+    log.info("Prometheus metrics at http://%s:%d/metrics", host, port)
 
 
 def single_process(
-    port: int, client: redis.Redis, keys: Keys, queues: "tuple[str, ...]", concurrency: int
+    port: int, host: str, client: redis.Redis, keys: Keys, queues: "tuple[str, ...]", concurrency: int
 ) -> JobMetrics:
     """One worker process: its metrics, and the server unless a supervisor serves them."""
     directory = supervised()
@@ -346,16 +347,16 @@ def single_process(
     registry = CollectorRegistry(auto_describe=True)
     registry.register(JobCollector(metrics.state))
     registry.register(RedisCollector(client, keys))
-    serve(port, registry)
+    serve(port, host, registry)
     return metrics
 
 
-def serve_supervised(port: int, client: redis.Redis, keys: Keys) -> None:
+def serve_supervised(port: int, host: str, client: redis.Redis, keys: Keys) -> None:
     """In the supervisor: serve the sum of the children's snapshots and the Redis sizes."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(JobCollector(Snapshots(os.environ[DIR_ENV]).read))
     registry.register(RedisCollector(client, keys))
-    serve(port, registry)
+    serve(port, host, registry)
 
 
 def forget_process(pid: int) -> None:

@@ -3,16 +3,18 @@
 Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
 concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), the processed and
 failed counts gathered in memory since the last beat, the per-job metrics of those runs (HINCRBY into one hash per
-minute, NS:metrics:<minute>), and, when the process has periodic entries, their table
-(NS:cron:table:<signature>, shared by the processes with the same entries: each beat renews its TTL, and writes
-it again only when it has gone). Then it asks Recovery to adopt the jobs of any
-process whose record has expired. On a clean stop it flushes the counts and deletes its record.
+minute, NS:metrics:<minute>), and, when the process has periodic entries, their table (NS:cron:table:<signature>,
+shared by the processes with the same entries: each beat renews its TTL, and writes it again only when it has gone).
+When jobs ran, one more call comes first: job_max.lua raises each job's longest run in the same hashes. Then it asks
+Recovery to adopt the jobs of any process whose record has expired. On a clean stop it flushes the counts and deletes
+its record.
 """
 
 import bisect
 import datetime as dt
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -23,7 +25,7 @@ from typing import Any
 import gevent
 import redis
 
-from .. import __version__, config, wire
+from .. import __version__, config, scripts, wire
 from ..gevent_types import Greenlet
 from ..job import lookup
 from ..keys import Keys
@@ -36,9 +38,11 @@ log = logging.getLogger("jiggler_gevent.monitor")
 DAILY_STATS_TTL = 5 * 365 * 24 * 3600
 WORK_ARGS_LIMIT = 2000
 UNKNOWN = "unknown"  # the per-job metrics name of every payload naming no registered job
-# A per-job tally row, by config.JOB_METRIC_FIELDS: runs, failures, total ms, then one count per histogram bucket.
+# A per-job tally row, by config.JOB_METRIC_FIELDS: runs, failures, total ms, then one count per histogram bucket
+# (ROW numbers, added up); then the longest run in microseconds (LONGEST, a maximum: config.JOB_MAX_FIELD).
 RUNS, FAILED, MS, HISTOGRAM = 0, 1, 2, 3
 ROW = len(config.JOB_METRIC_FIELDS)
+LONGEST = ROW
 JobTally = dict[tuple[int, str], list[int]]  # (UTC minute, job name) -> row
 
 
@@ -84,7 +88,7 @@ class Counters(ServerMiddleware):
         key = (int(time.time() // 60), job)
         row = self.jobs.get(key)
         if row is None:
-            row = self.jobs[key] = [0] * ROW
+            row = self.jobs[key] = [0] * (ROW + 1)
         row[RUNS] += 1
         if failed:
             row[FAILED] += 1
@@ -92,6 +96,9 @@ class Counters(ServerMiddleware):
             seconds = max(0.0, seconds)
             row[MS] += round(seconds * 1000)
             row[HISTOGRAM + bisect.bisect_left(config.JOB_TIME_BUCKETS, seconds)] += 1
+            micros = math.ceil(seconds * 1_000_000) or 1  # 0 means "no run with a time"
+            if micros > row[LONGEST]:
+                row[LONGEST] = micros
 
     def take(self) -> "tuple[int, int]":
         """The counts since the last take, zeroed."""
@@ -119,7 +126,8 @@ class Counters(ServerMiddleware):
             if mine is None:
                 self.jobs[key] = row
             else:
-                self.jobs[key] = [a + b for a, b in zip(mine, row, strict=True)]
+                merged = [a + b for a, b in zip(mine[:ROW], row[:ROW], strict=True)]
+                self.jobs[key] = [*merged, max(mine[LONGEST], row[LONGEST])]
 
 
 def rss_bytes() -> int:
@@ -191,10 +199,12 @@ class Monitor:
             self.greenlet.kill()
             self.greenlet = None
         try:
+            jobs = self.counters.take_jobs()
+            self._raise_longest(jobs)
             with self.redis.pipeline(transaction=True) as pipe:
                 processed, failed = self.counters.take()
                 self._queue_counts(pipe, processed, failed)
-                self._queue_job_metrics(pipe, self.counters.take_jobs())
+                self._queue_job_metrics(pipe, jobs)
                 pipe.srem(self.keys.processes, self.identity)
                 pipe.delete(self.keys.process(self.identity), *self.keys.work_keys(self.identity))
                 pipe.execute()
@@ -215,6 +225,7 @@ class Monitor:
         processed, failed = self.counters.take()
         jobs = self.counters.take_jobs()
         try:
+            self._raise_longest(jobs)
             with self.redis.pipeline(transaction=True) as pipe:
                 self._queue_counts(pipe, processed, failed)
                 self._queue_job_metrics(pipe, jobs)
@@ -263,12 +274,25 @@ class Monitor:
         expiring: set[int] = set()
         for (minute, job), row in jobs.items():
             key = self.keys.metrics(minute)
-            for field, n in zip(config.JOB_METRIC_FIELDS, row, strict=True):
+            for field, n in zip(config.JOB_METRIC_FIELDS, row[:ROW], strict=True):
                 if n:
                     pipe.hincrby(key, f"{job}|{field}", n)
             expiring.add(minute)
         for minute in expiring:
             pipe.expireat(self.keys.metrics(minute), minute * 60 + config.JOB_METRICS_TTL)
+
+    def _raise_longest(self, jobs: JobTally) -> None:
+        """Raise each job's longest run of each minute in NS:metrics:<minute> (job_max.lua, one call per minute).
+
+        Before the beat's pipeline, not in it: a Cluster pipeline cannot reload a script that EVALSHA misses. A
+        maximum can be written twice, so when the beat fails after this, the tally given back is written again."""
+        longest: dict[int, list[str | int]] = {}  # minute -> job_max.lua's ARGV
+        for (minute, job), row in jobs.items():
+            if row[LONGEST]:
+                longest.setdefault(minute, []).extend((f"{job}|{config.JOB_MAX_FIELD}", row[LONGEST]))
+        job_max = scripts.register(self.redis).job_max
+        for minute, pairs in longest.items():
+            job_max(keys=[self.keys.metrics(minute)], args=pairs)
 
     def _queue_heartbeat(self, pipe: Any) -> None:
         k = self.keys

@@ -33,15 +33,29 @@ from .acker import Acker, Outcome
 from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
+job_log = logging.getLogger("jiggler_gevent.jobs")  # one INFO line per finished job: its outcome and run time
+OUTCOMES = {
+    Disposition.ACK: "done",
+    Disposition.RETRY: "retry",
+    Disposition.DEAD: "dead",
+    Disposition.DROP: "failed",  # out of retries with dead=False: dropped
+    Disposition.CANCEL: "cancelled",
+    Disposition.RESCHEDULE: "rescheduled",
+}
 
 
 class Processor:
     """Turns raw payloads into job runs and outcomes."""
 
     def __init__(
-        self, acker: Acker, chain: Chain | None = None, on_failure: Callable[[dict[str, Any]], None] | None = None
+        self,
+        acker: Acker,
+        chain: Chain | None = None,
+        on_failure: Callable[[dict[str, Any]], None] | None = None,
+        job_log_level: int | None = logging.INFO,
     ) -> None:
         self.acker = acker
+        self.job_log_level = job_log_level  # of the line per finished job (--job-log); None: no line
         self.wire = wire.of(acker.keys)  # the payload format on the wire (jiggler's or Sidekiq's)
         self.chain = chain if chain is not None else middleware.server
         self.running: dict[int, JobContext] = {}  # by id() of the greenlet running the job
@@ -188,15 +202,10 @@ class Processor:
 
     def _finish(self, ctx: JobContext) -> None:
         elapsed = time.time() - ctx.started_at
-        fields = job_fields(ctx.name, ctx.jid)
-        if ctx.disposition == Disposition.RESCHEDULE:
-            log.info("over limit %s jid=%s: %s; rescheduled", ctx.name, ctx.jid, ctx.exception, extra=fields)
-        elif ctx.disposition == Disposition.CANCEL:
-            log.info("cancelled %s jid=%s after %.3fs: stopped", ctx.name, ctx.jid, elapsed, extra=fields)
-        elif ctx.exception is None:
-            log.debug("done %s jid=%s in %.3fs", ctx.name, ctx.jid, elapsed, extra=fields)
-        else:
-            exc = ctx.exception
+        if self.job_log_level is not None and job_log.isEnabledFor(self.job_log_level):
+            self._log_outcome(ctx, elapsed)
+        exc = ctx.exception
+        if exc is not None and ctx.disposition not in (Disposition.RESCHEDULE, Disposition.CANCEL):
             log.warning(
                 "fail %s jid=%s after %.3fs: %s: %s -> %s",
                 ctx.name,
@@ -206,10 +215,20 @@ class Processor:
                 exc,
                 ctx.disposition,
                 exc_info=(type(exc), exc, exc.__traceback__),
-                extra=fields,
+                extra=job_fields(ctx.name, ctx.jid),
             )
             middleware.notify_error(exc, ctx)
         self._commit(ctx)
+
+    def _log_outcome(self, ctx: JobContext, elapsed: float) -> None:
+        """The job's one line (at INFO unless --job-log says otherwise), as Sidekiq's done/fail lines: `OUTCOME NAME
+        jid=JID in SECONDSs` (and why, when it was put back over a limit)."""
+        d = ctx.disposition
+        outcome = "dead" if d == Disposition.RETRY and ctx.retry_at is None else OUTCOMES.get(d, str(d))
+        why = f": {ctx.exception}" if d == Disposition.RESCHEDULE else ""
+        fields = job_fields(ctx.name, ctx.jid)
+        level = self.job_log_level or logging.INFO
+        job_log.log(level, "%s %s jid=%s in %.3fs%s", outcome, ctx.name, ctx.jid, elapsed, why, extra=fields)
 
     def _commit(self, ctx: JobContext) -> None:
         d, p = ctx.disposition, ctx.payload

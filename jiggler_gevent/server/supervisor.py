@@ -8,7 +8,9 @@ A child that stops by itself past --max-jobs or --max-memory (exit 0, its reason
 pipe named in $JIGGLER_REPORT_FD) is replaced at once, with one log line saying why.
 SIGTERM/SIGINT are forwarded and the supervisor exits 0 once every child has stopped (a second one is
 forwarded too, so the children stop at once); SIGTSTP is forwarded. A child that exits with code 2 (a
-usage error, such as a module that -r cannot import) is not restarted: everything stops, exit code 2.
+usage error, such as a module that -r cannot import, or that raises while imported) is not restarted: everything
+stops, exit code 2. A forked child writes its usage error to its pipe instead of stderr, and the supervisor shows
+the first one, so N children failing alike show it once.
 Children run in their own process group, so a Ctrl-C in a terminal reaches them once, through the
 supervisor, and they receive SIGTERM if the supervisor itself is killed (Linux).
 
@@ -47,6 +49,7 @@ from .worker import Prepare, run_process
 log = logging.getLogger("jiggler_gevent.supervisor")
 
 USAGE_ERROR = 2
+REPORT_LIMIT = 16_000  # bytes a child writes to its pipe at most: a pipe holds 64 KiB, read once the child has exited
 MIN_UPTIME = 10.0  # a child that dies younger than this counts towards the crash back-off
 MAX_BACKOFF = 30.0
 RECOVERY_GUARD_TTL = 60
@@ -79,7 +82,7 @@ def report_pipe() -> tuple[int, int]:
 def read_report(reader: int) -> str | None:
     """What the exited child wrote to its pipe (None: nothing), closing the read end."""
     try:
-        data = os.read(reader, 4096)
+        data = os.read(reader, 65536)
     except BlockingIOError:  # nothing written; another child may still hold the write end
         data = b""
     except OSError:
@@ -137,7 +140,7 @@ def fork_child(opts: WorkerOptions, prepare: Prepare, report: int | None = None)
             os.environ[REPORT_FD_ENV] = str(report)
         code = run_process(child_options(opts), prepare)
     except ConfigError as exc:
-        print_error(str(exc))
+        report_usage_error(str(exc), report)
         code = USAGE_ERROR
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -146,6 +149,18 @@ def fork_child(opts: WorkerOptions, prepare: Prepare, report: int | None = None)
     finally:
         logging.shutdown()
         os._exit(code)
+
+
+def report_usage_error(message: str, report: int | None) -> None:
+    """In a forked child: hand the usage error to the supervisor through its pipe (it shows the first child's
+    only), or print it when there is no pipe."""
+    if report is not None:
+        try:
+            os.write(report, message.encode("utf-8", "replace")[:REPORT_LIMIT])
+            return
+        except OSError:
+            pass
+    print_error(message)
 
 
 class Supervisor:
@@ -189,11 +204,11 @@ class Supervisor:
             from .metrics import serve_supervised
 
             try:
-                serve_supervised(self.opts.metrics_port, self.redis, self.cfg.keys)
+                serve_supervised(self.opts.metrics_port, self.opts.metrics_host, self.redis, self.cfg.keys)
             except ConfigError as exc:
-                log.error("%s; stopping", exc)
                 self.exit_code = USAGE_ERROR
                 self._stop()
+                print_error(str(exc))
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
@@ -203,30 +218,29 @@ class Supervisor:
         return self.exit_code
 
     def _keep(self, slot: int, first: Child) -> None:
-        """Run the child of one slot again and again until stopping (`first` is already running)."""
+        """Run the child of one slot again and again until stopping (`first` is already running, and is waited
+        for even when the stop came first: the metrics port could not be served)."""
         quick_deaths = 0
         proc: Child | None = first
-        while not self.stopping.is_set():
+        while proc is not None or not self.stopping.is_set():
             started = time.monotonic()
+            spawned = proc is None
             if proc is None:
                 proc = self._spawn()
             self.children[slot] = proc
-            if self.stopping.is_set():  # the stop came while Popen waited for the exec: not forwarded to it
+            if spawned and self.stopping.is_set():  # the stop came while Popen waited for the exec: not forwarded
                 proc.send_signal(signal.SIGTERM)
             code = proc.wait()
             self.children[slot] = None
             reason = read_report(self.reports.pop(proc.pid))
+            if code == USAGE_ERROR and not self.stopping.is_set():
+                self._usage_error(proc.pid, reason)
             if self.opts.metrics_port is not None:
                 from .metrics import forget_process
 
                 forget_process(proc.pid)
             self._recover(proc.pid)
             if self.stopping.is_set():
-                return
-            if code == USAGE_ERROR:
-                log.error("worker process %d exited with a usage error; stopping", proc.pid)
-                self.exit_code = USAGE_ERROR
-                self._stop()
                 return
             if code == 0 and reason is not None:
                 log.info("worker process %d stopped: %s; starting a fresh one", proc.pid, reason)
@@ -237,6 +251,15 @@ class Supervisor:
             log.warning("worker process %d exited with code %s; restarting it in %.1fs", proc.pid, code, delay)
             proc = None
             self.stopping.wait(delay)
+
+    def _usage_error(self, pid: int, message: str | None) -> None:
+        """A child exited with a usage error: stop every child (before anything that yields, so that the others'
+        same error is not shown again), then show it; exit code 2."""
+        self.exit_code = USAGE_ERROR
+        self._stop()
+        if message:
+            print_error(message)
+        log.error("worker process %d exited with a usage error; stopping", pid)
 
     def _fork(self) -> ForkedChild:
         """Fork a child (before any greenlet exists), with its report pipe."""
