@@ -202,6 +202,8 @@ def test_every_line_of_a_two_process_worker_is_json_job_code_warnings_and_gevent
         30,
         "the three jobs ended",
     )
+    # Both children must be running (not still starting) for each to log its last line at the stop.
+    wait_for(lambda: r.scard(ns.keys.processes) == 2, 30, "both worker processes registered")
     assert w.stop() == 0
     entries = parse_every_line(w.output())
 
