@@ -13,6 +13,7 @@ import redis
 
 from jiggler_gevent import Batch, api, job, scripts
 from jiggler_gevent import payload as payload_mod
+from jiggler_gevent.client import Client
 from jiggler_gevent.server.acker import Outcome, settle
 from tests import batch_jobs
 from tests.conftest import held_jobs, identity_of, wait_for
@@ -355,7 +356,9 @@ def test_an_unrunnable_member_counts_as_a_failure(ns, r, start_worker, tkey):
     with batch:
         batch_jobs.member.enqueue(key, "ok")
         unknown = not_loaded_by_workers.enqueue(key)
-        bad_arguments = batch_jobs.member.enqueue()  # checked by the worker: buried as unrunnable
+        # enqueue() refuses arguments that do not bind; a raw push (as another producer could make) reaches the
+        # worker, which checks again and buries it as unrunnable.
+        bad_arguments = Client().push(payload_mod.build(batch_jobs.member.name, []))
     start_worker(*LOAD, "-c", "2")
     wait_for(lambda: r.zcard(ns.keys.dead) == 2 and r.scard(key + ":ok") == 1 and _idle(r, ns), 20, "2 jobs buried")
     wait_for(lambda: r.llen(key + ":complete"), 10, "on_complete after the unrunnable jobs were buried")

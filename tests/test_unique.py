@@ -65,9 +65,10 @@ def test_release_on_start(ns, r, tkey, start_worker):
     key = tkey("start")
     assert limit_jobs.unique_start_nap.enqueue(key, 5) is not None
     assert limit_jobs.unique_start_nap.enqueue(key, 5) is None
+    assert _lock(r, ns, limit_jobs.unique_start_nap, key, 5) is not None
     start_worker(*LOAD, "-c", "1")
     wait_for(lambda: r.llen(key) == 1, 20, "the job started")
-    wait_for(lambda: _lock(r, ns, limit_jobs.unique_start_nap, key) is None, 5, "the lock released at start")
+    wait_for(lambda: _lock(r, ns, limit_jobs.unique_start_nap, key, 5) is None, 5, "the lock released at start")
     assert limit_jobs.unique_start_nap.enqueue(key, 5) is not None
 
 
