@@ -5,7 +5,7 @@ nothing of the worker (server/) or the admin side (admin/): the `gjiggler` entry
 before it patches gevent.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .batch import Batch
 from .config import configure
