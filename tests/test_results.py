@@ -127,8 +127,9 @@ def test_status_goes_scheduled_queued_running_done(ns, r, tkey, start_worker):
     _status_becomes(jid, "queued")
     assert _runs(r, key) == 0
     start_worker(*LOAD, "-q", "later")
-    _status_becomes(jid, "running")
-    assert r.hget(ns.keys.result(jid), "status") == "running"
+    _status_becomes(jid, "running")  # read from the working list, from the fetch on
+    # The stored status is written when the job starts, a moment after the fetch.
+    wait_for(lambda: r.hget(ns.keys.result(jid), "status") == "running", 10, "the stored status running")
     assert job_.result(timeout=20) == {"ok": 1}
     assert job_.status == "done"
     assert r.lrange(key, 0, -1) == ["run", "end"]
