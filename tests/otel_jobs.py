@@ -2,7 +2,7 @@
 
 In the worker (JIGGLER_OTEL_EXPORT=redis), importing this module sets up an SDK TracerProvider whose spans are
 written as JSON lines to the Redis list NS:t:otel-spans of the worker's namespace, then calls instrument(), as
-the README tells users to do. The test process imports it only for the job objects.
+docs/observability.md tells users to do. The test process imports it only for the job objects.
 """
 
 import json

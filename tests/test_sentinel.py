@@ -3,7 +3,7 @@
 
 Jobs of the failover test record their runs on the shared test Redis, which no failover touches, so lost and
 doubled jobs can be counted. There the replica lags LAG seconds behind the master (a proxy), so that pushes the
-master acknowledged can be lost without `wait_replicas` (the README's Redis Sentinel section has the figures).
+master acknowledged can be lost without `wait_replicas` (docs/high-availability.md has the figures).
 """
 
 import json

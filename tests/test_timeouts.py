@@ -67,7 +67,7 @@ def test_a_job_done_in_time_succeeds_and_its_timer_hits_nothing_after(r, ns, sta
 
 
 def test_without_the_switcher_a_cpu_bound_job_outlives_its_timeout(r, ns, start_worker):
-    # What --preempt 0 gives up (README): the timer can only fire when the job yields.
+    # What --preempt 0 gives up (docs/preemption.md): the timer can only fire when the job yields.
     # Here it is only stopped at its first wait after the CPU loop, 1.5 s in.
     start_worker("-c", "1", "--preempt", "0")
     key = _key(ns, "unstoppable")

@@ -2,6 +2,11 @@
 
 `gjiggler web` and `gjiggler worker` run as subprocesses on the test namespace. Screenshots go to
 test-artifacts/. Without Chromium the tests are skipped locally, and fail when CI=true.
+
+Some tests also take the screenshots the documentation shows (docs/dashboard.md), with `docs_shot`: into docs/images/
+when JIGGLER_DOCS_SCREENSHOTS=1 (`JIGGLER_DOCS_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_web_browser.py
+tests/test_web_metrics.py`, then commit the PNGs), otherwise into the test's tmp dir, so that a normal run takes them
+too but leaves the tree alone.
 """
 
 import os
@@ -19,6 +24,8 @@ from tests.conftest import ROOT, gjiggler_command, wait_for
 
 CHROMIUM = os.environ.get("JIGGLER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+DOCS_IMAGES = ROOT / "docs" / "images"
+DOCS_IMAGE_MAX_BYTES = 200_000  # each PNG committed for the documentation stays small
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -99,11 +106,21 @@ def shot(page, name: str, **kw) -> Path:
     return path
 
 
+def docs_shot(page, name: str, tmp_path: Path) -> Path:
+    """The documentation's screenshot `name`.png of the page as it is now (see the module's docstring)."""
+    folder = DOCS_IMAGES if os.environ.get("JIGGLER_DOCS_SCREENSHOTS") == "1" else tmp_path
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    size = path.stat().st_size
+    assert 1000 < size < DOCS_IMAGE_MAX_BYTES, f"{path.name} is {size} bytes"
+    return path
+
+
 def _key(label: str) -> str:
     return f"{config.current().namespace}:{label}"
 
 
-def test_dashboard_numbers_and_chart_update_after_jobs_run(page, dashboard_url, start_worker, r):
+def test_dashboard_numbers_and_chart_update_after_jobs_run(page, dashboard_url, start_worker, r, tmp_path):
     from playwright.sync_api import expect
 
     start_worker("-c", "4")
@@ -122,10 +139,18 @@ def test_dashboard_numbers_and_chart_update_after_jobs_run(page, dashboard_url, 
     expect(page.locator("[data-live-chart] polyline")).to_have_count(2, timeout=30_000)
     assert page.locator('[data-redis="version"]').inner_text() == api.redis_info()["version"]
     shot(page, "dashboard-after")
+    docs_shot(page, "dashboard", tmp_path)
+    assert page.errors == []
+    # the Busy page while a job runs (a process shows its running jobs from its next heartbeat on)
+    jobs.nap.enqueue(_key("browser:nap"), 30)
+    wait_for(lambda: api.Stats().busy == 1, 40, "the worker's heartbeat to show the running job")
+    page.goto(dashboard_url + "/busy")
+    assert "tests.jobs.nap" in page.locator("main").inner_text()
+    docs_shot(page, "busy", tmp_path)
     assert page.errors == []
 
 
-def test_retry_a_dead_job_by_clicking(page, dashboard_url, start_worker, r):
+def test_retry_a_dead_job_by_clicking(page, dashboard_url, start_worker, r, tmp_path):
     start_worker("-q", "work", "-c", "2")
     key = _key("browser:dead")
     jid = jobs.fail_times.set(queue="work", retries=0).enqueue(key, 1)  # fails once, then succeeds
@@ -134,6 +159,7 @@ def test_retry_a_dead_job_by_clicking(page, dashboard_url, start_worker, r):
     row = page.locator("tr", has_text=jid)
     assert "planned failure 1 of 1" in row.inner_text()
     shot(page, "dead-before")
+    docs_shot(page, "dead", tmp_path)
     row.locator('button[name="retry"]').click()
     page.wait_for_url(re.compile(r"/dead\?page=1&per=25&flash=retried&n=1$"))
     assert "1 job(s) sent back to their queue." in page.locator(".flash").inner_text()
@@ -145,7 +171,7 @@ def test_retry_a_dead_job_by_clicking(page, dashboard_url, start_worker, r):
     assert page.errors == []
 
 
-def test_clear_a_queue_by_clicking(page, dashboard_url):
+def test_clear_a_queue_by_clicking(page, dashboard_url, tmp_path):
     for i in range(5):
         jobs.record.set(queue="parked").enqueue(_key("browser:parked"), i)
     page.goto(dashboard_url + "/queues")
@@ -157,6 +183,7 @@ def test_clear_a_queue_by_clicking(page, dashboard_url):
 
     page.on("dialog", accept)
     shot(page, "queues-before")
+    docs_shot(page, "queues", tmp_path)
     page.locator("tr", has_text="parked").locator('button[value="clear"]').click()
     page.wait_for_url(re.compile(r"/queues\?flash=cleared&n=5$"))
     assert dialogs == ["Delete all 5 job(s) in queue parked?"]
@@ -182,9 +209,11 @@ def test_script_in_arguments_renders_as_text(page, dashboard_url, start_worker):
     shot(page, "xss-detail")
 
 
-def _fit_a_phone(browser, dashboard_url, pages) -> None:
+def _fit_a_phone(
+    browser, dashboard_url, pages, docs: dict[str, str] | None = None, tmp_path: Path | None = None
+) -> None:
     """Each (path, screenshot name) on a 390 px phone screen: the page itself never scrolls sideways (wide
-    tables scroll inside their own box)."""
+    tables scroll inside their own box). `docs` names the paths whose screenshot the documentation shows too."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     pg = context.new_page()
     try:
@@ -193,11 +222,13 @@ def _fit_a_phone(browser, dashboard_url, pages) -> None:
             width = pg.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
             shot(pg, name)
+            if docs and path in docs and tmp_path is not None:
+                docs_shot(pg, docs[path], tmp_path)
     finally:
         context.close()
 
 
-def test_phone_sized_screens(browser, dashboard_url, start_worker):
+def test_phone_sized_screens(browser, dashboard_url, start_worker, tmp_path):
     start_worker("-q", "work")
     jobs.always_fail.set(queue="work").enqueue(_key("browser:phone"))
     jobs.record.enqueue_in(600, _key("browser:phone"), "later")
@@ -206,10 +237,12 @@ def test_phone_sized_screens(browser, dashboard_url, start_worker):
         browser,
         dashboard_url,
         (("/", "phone-dashboard"), ("/dead", "phone-dead"), ("/busy", "phone-busy"), ("/cron", "phone-cron")),
+        docs={"/": "phone-dashboard"},
+        tmp_path=tmp_path,
     )
 
 
-def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r):
+def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r, tmp_path):
     key = _key("browser:cron")
     env = {"JIGGLER_TEST_CRON": "parked,hourly", "JIGGLER_TEST_CRON_KEY": key}
     start_worker("-r", "tests.cron_jobs", "-q", "reports", "--heartbeat-interval", "0.5", env=env)
@@ -219,6 +252,7 @@ def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r)
     assert "0 * * * *" in row.inner_text() and "Europe/Berlin" in row.inner_text() and "never" in row.inner_text()
     assert page.locator('tr[data-entry="every-second"]').count() == 1
     shot(page, "cron-before")
+    docs_shot(page, "cron", tmp_path)
     row.locator('button[name="enqueue"]').click()
     page.wait_for_url(re.compile(r"/cron\?flash=enqueued&n=1$"))
     assert "1 periodic job(s) enqueued now." in page.locator(".flash").inner_text()
@@ -228,7 +262,7 @@ def test_cron_page_enqueue_now_by_clicking(page, dashboard_url, start_worker, r)
     assert page.errors == []
 
 
-def test_batches_page_draws_progress_and_links_to_a_failed_job(browser, page, dashboard_url):
+def test_batches_page_draws_progress_and_links_to_a_failed_job(browser, page, dashboard_url, tmp_path):
     batch = Batch(description="browser import")
     with batch:
         jids = [jobs.record.set(queue="parked").enqueue(_key("browser:batch"), i) for i in range(4)]
@@ -240,9 +274,11 @@ def test_batches_page_draws_progress_and_links_to_a_failed_job(browser, page, da
     failed = row.locator('[role="progressbar"] rect.bad').bounding_box()
     assert track["width"] > 50 and abs(failed["width"] - track["width"] / 4) < 2  # 1 of 4 jobs, drawn in red
     shot(page, "batches")
+    docs_shot(page, "batches", tmp_path)
     row.locator("a").click()
     page.locator("table[data-failed] a", has_text=jids[0]).click()
     assert page.locator("[data-status]").inner_text() == "cancelled"
     shot(page, "job-cancelled")
+    docs_shot(page, "job-status", tmp_path)
     _fit_a_phone(browser, dashboard_url, (("/batches", "phone-batches"), (f"/jobs/{jids[1]}", "phone-job")))
     assert page.errors == []

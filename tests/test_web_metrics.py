@@ -13,7 +13,7 @@ from jiggler_gevent.web import create_app
 from tests import metric_jobs
 from tests.conftest import wait_for
 from tests.test_web import Browser
-from tests.test_web_browser import browser, dashboard_url, page, shot  # noqa: F401 (fixtures)
+from tests.test_web_browser import browser, dashboard_url, docs_shot, page, shot  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_job_names_are_escaped_and_quoted(web, ns, r):
     assert detail.code == 200 and "<img" not in detail.text and "<dt>Runs</dt><dd>1</dd>" in detail.text
 
 
-def test_metrics_pages_in_a_browser_and_on_a_phone(browser, page, dashboard_url, start_worker, r, tkey):  # noqa: F811
+def test_metrics_pages_in_a_browser_and_on_a_phone(browser, page, dashboard_url, start_worker, r, tkey, tmp_path):  # noqa: F811
     metric_jobs.quick.enqueue_bulk([(tkey("quick"),)] * 20)
     metric_jobs.broken.enqueue_bulk([(tkey("broken"),)] * 3)
     metric_jobs.sleepy.enqueue_bulk([(tkey("sleepy"), 0.3)] * 2)
@@ -99,12 +99,14 @@ def test_metrics_pages_in_a_browser_and_on_a_phone(browser, page, dashboard_url,
     _assert_drawn(page, "section.panel svg rect.ok")
     _assert_drawn(page, "section.panel svg rect.bad")
     shot(page, "metrics")
+    docs_shot(page, "metrics", tmp_path)
     page.locator('tr[data-job="tests.metric_jobs.sleepy"] a').click()
     page.wait_for_url(re.compile(r"/metrics/tests\.metric_jobs\.sleepy\?minutes=60$"))
     box = _assert_drawn(page, '[data-chart="histogram"] rect.ok')
     assert box["height"] > 100  # the one bucket holding every run is the tallest bar
     assert page.locator("svg polyline.ok").count() == 1
     shot(page, "metrics-job")
+    docs_shot(page, "metrics-job", tmp_path)
     assert page.errors == []
 
     phone = browser.new_context(viewport={"width": 375, "height": 812}, device_scale_factor=2, is_mobile=True)
