@@ -441,11 +441,13 @@ def in_flight() -> int:
 
 
 def redis_info() -> dict[str, Any]:
-    """Version, memory, clients and uptime of the Redis server in use."""
+    """Server (Redis or Valkey) and version, memory, clients and uptime of the server in use."""
     client, _ = _client_and_keys()
     info = client.info()
+    valkey = "valkey_version" in info  # Valkey also reports redis_version, as 7.2.4, for its clients' sake
     return {
-        "version": info.get("redis_version"),
+        "server": "Valkey" if valkey else "Redis",
+        "version": info.get("valkey_version" if valkey else "redis_version"),
         "used_memory": info.get("used_memory_human"),
         "peak_memory": info.get("used_memory_peak_human"),
         "clients": info.get("connected_clients"),

@@ -55,12 +55,13 @@ def dashboard(view: View) -> Safe:
     )
     info = api.redis_info()
     redis_box = render(
-        '<dl class="facts"><div><dt>Redis</dt><dd data-redis="version">{v}</dd></div>'
+        '<dl class="facts"><div><dt>{server}</dt><dd data-redis="version">{v}</dd></div>'
         '<div><dt>Memory</dt><dd data-redis="used_memory">{m}</dd></div>'
         '<div><dt>Peak</dt><dd data-redis="peak_memory">{p}</dd></div>'
         '<div><dt>Clients</dt><dd data-redis="clients">{c}</dd></div>'
         '<div><dt>Uptime</dt><dd>{u} d</dd></div><div><dt>Processes</dt><dd data-stat="processes">{n}</dd></div>'
         "</dl>",
+        server=info["server"],
         v=info["version"],
         m=info["used_memory"],
         p=info["peak_memory"],
