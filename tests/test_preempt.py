@@ -218,6 +218,12 @@ def test_stop_ends_the_thread_and_restores_the_signal():
     assert result["gap_after_stop"] > 0.5, result  # stopped means stopped: the hog is not cut any more
 
 
+@pytest.mark.xfail(
+    sys.version_info[:2] == (3, 13),
+    reason="CPython 3.13: an exception raised by a signal handler in a loop can skip the loop's try/except, with "
+    "or without gevent (python/cpython#108214); docs/preemption.md says so",
+    strict=True,
+)
 def test_a_user_gevent_timeout_in_cpu_code_lands_in_the_users_code():
     result = _run_patched("""
         s = Switcher(0.05)
