@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import config, scripts
+from .connect import block_for
 
 if TYPE_CHECKING:
     import redis
@@ -160,7 +161,7 @@ class Concurrent(Limiter):
     # and one release wakes one waiter, not all. The wait is also capped at the earliest holder's expiry, so a
     # slot freed by a dead holder's timeout is found without any release.
     def _wait(self, client: "redis.Redis", keys: "Keys", seconds: float) -> None:
-        client.blpop([keys.limit_free(self.name)], timeout=max(0.01, seconds))
+        client.blpop([keys.limit_free(self.name)], timeout=block_for(seconds))  # acquire() loops until its deadline
 
     def release(self, token: str) -> None:
         client, keys = self._redis()
