@@ -3,7 +3,7 @@
 import json
 import time
 
-from jiggler_gevent import config, scripts
+from jiggler_gevent import config, limits, scripts
 from jiggler_gevent.server.recovery import Recovery
 from tests import jobs
 from tests.conftest import wait_for
@@ -48,6 +48,32 @@ def test_adoption_is_exactly_once_and_only_after_the_heartbeat_expired(ns, r):
     assert all(p["recoveries"] == 1 for p in back)
     assert r.llen(k.working("me-a")) == 0 and r.llen(k.working("me-b")) == 0
     assert not r.sismember(k.processes, "dead-one")
+
+
+def test_recovery_gives_back_the_slots_and_the_lease_of_the_dead_process(ns, r):
+    client = config.redis_client(ns.url)
+    s, k = scripts.register(client), ns.keys
+    limiter = limits.concurrent("c", 1)
+    limits.set_holder("dead-one")  # as a worker process does
+    try:
+        limiter.acquire()
+    finally:
+        limits.set_holder("")
+    lease = s.cron_lease(
+        keys=[k.cron_leader("sig"), k.cron_seen("sig"), k.holds("dead-one")], args=["dead-one", 60_000, 60, "sig"]
+    )
+    assert lease[0] == 1 and r.get(k.cron_leader("sig")) == "dead-one"
+    parked = json.dumps({"jid": "p1", "name": "tests.jobs.record", "args": ["x", "y"], "queue": "q"})
+    r.zadd(k.schedule, {parked: time.time() + 300})
+    r.rpush(k.limit_parked("c"), parked)
+    r.sadd(k.processes, "dead-one")  # no heartbeat: dead
+    assert r.zcard(k.limit("c")) == 1 and r.hlen(k.holds("dead-one")) == 2
+    Recovery(client, k, "me", s).sweep()
+    assert r.zcard(k.limit("c")) == 0 and r.llen(k.limit_free("c")) == 1  # freed, and a waiter woken
+    assert r.lrange(k.queue("q"), 0, -1) == [parked] and r.zcard(k.schedule) == 0  # the parked job woken
+    assert not r.exists(k.cron_leader("sig")) and not r.exists(k.holds("dead-one"))
+    token = limiter.acquire()  # the slot is free now, 60 s before its lock timeout
+    limiter.release(token)
 
 
 def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_set(ns, r, start_worker, tkey):

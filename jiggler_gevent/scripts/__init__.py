@@ -25,7 +25,7 @@ SOURCES = {
     for name in (
         *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
         *("push_each", "unique_release", "concurrent_acquire", "concurrent_release"),
-        *("window_acquire", "bucket_acquire", "cancel"),
+        *("window_acquire", "bucket_acquire", "cancel", "release_holds"),
     )
 }
 _ATTRIBUTE = "_jiggler_gevent_scripts"
@@ -50,6 +50,7 @@ class Scripts:
     window_acquire: Script
     bucket_acquire: Script
     cancel: Script
+    release_holds: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

@@ -26,6 +26,7 @@ from ..batch import running_bid
 from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
+from ..limits import OverLimit
 from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext
 from . import tracking
@@ -215,7 +216,11 @@ class Processor:
         d, p = ctx.disposition, ctx.payload
         if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
             make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
-            self.acker.add(make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p))  # a unique lock stays held
+            outcome = make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p)  # a unique lock stays held
+            full = ctx.exception
+            if d == Disposition.RESCHEDULE and isinstance(full, OverLimit) and full.kind == "concurrent":
+                outcome.parking(full.name)  # woken by the limiter's next release (settle.lua, lib_holds.lua)
+            self.acker.add(outcome)
         elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.

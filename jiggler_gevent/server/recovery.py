@@ -2,7 +2,9 @@
 
 Guarantee: exactly one live process recovers each orphaned job. A live process finds identities in
 NS:processes whose heartbeat key has expired and adopts each one's working list with one Lua script
-(adopt.lua), so the jobs move into its own working list. It then settles each adopted payload with one
+(adopt.lua), so the jobs move into its own working list; in the same step the `concurrent` slots and the
+scheduler lease the dead process held are given back (lib_holds.lua), so they are free from the moment the
+process is declared dead, not when their timeouts pass. It then settles each adopted payload with one
 settle.lua call: back to the front of its queue with its `recoveries` count raised by one, or, past
 MAX_RECOVERIES, to the dead set (a job that keeps killing its workers must not loop forever). If it dies in
 between, its own working list holds the jobs and they are adopted again: run twice at worst, never lost.
@@ -44,14 +46,26 @@ class Recovery:
         """Take over `dead_identity`'s held jobs (if its heartbeat is gone, or `force`) and requeue them."""
         k = self.keys
         raws = self.scripts.adopt(
-            keys=[k.process(dead_identity), k.working(dead_identity), self.working, k.processes, k.work(dead_identity)],
-            args=[dead_identity, "force" if force else ""],
+            keys=[k.process(dead_identity), k.working(dead_identity), self.working, k.processes, k.work(dead_identity)]
+            + [k.holds(dead_identity), k.schedule, k.queues, k.wake],
+            args=[dead_identity, "force" if force else "", *self._release_args()],
         )
         if not raws:
             return 0
         log.warning("process %s died holding %d job(s); putting them back", dead_identity, len(raws))
         self._release(raws, dead_identity)
         return len(raws)
+
+    def release_own(self) -> int:
+        """At a clean stop: give back the slots and lease this process still holds (those of jobs killed at the
+        end of the shutdown wait); returns how many slots were freed."""
+        k = self.keys
+        keys = [k.holds(self.identity), k.schedule, k.queues, k.wake]
+        return int(self.scripts.release_holds(keys=keys, args=[self.identity, *self._release_args()]))
+
+    def _release_args(self) -> list[str]:
+        k = self.keys
+        return [k.limit_prefix, k.cron_leader_prefix, k.queue_prefix, config.DEFAULT_QUEUE]
 
     def _release(self, raws: list[str], dead_identity: str) -> None:
         outcomes = [self._recovered(raw, dead_identity) for raw in raws]
