@@ -8,6 +8,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:retry                  sorted set, payload -> unix time of the next attempt
   NS:dead                   sorted set, payload -> unix time it died
   NS:processes              set of process identities that have started and not stopped cleanly
+  NS:deaths                 sorted set, identity of a process that died holding several jobs -> when its death was
+                            recovered (ms, Redis clock); kept for the blame window (server/recovery.py)
   NS:process:<identity>     hash, the heartbeat of one process; expires when the process stops beating
   NS:work:<identity>        hash, jobs running now in that process (for display)
   NS:working:<identity>     list, raw payloads fetched by that process and not yet acknowledged
@@ -106,6 +108,10 @@ class Keys:
 
     def process(self, identity: str) -> str:
         return self._k("process", identity)
+
+    @property
+    def deaths(self) -> str:
+        return self._k("deaths")
 
     def work(self, identity: str) -> str:
         return self._k("work", identity)

@@ -1,7 +1,8 @@
 --#include lib_ending
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
 -- held then goes on, by its disposition: "ack", "drop" and "cancel" nowhere, "retry" and "dead" into that
--- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue. In the same step: a
+-- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue, "recover" (its process
+-- died) to the back of its queue, behind the jobs that waited meanwhile. In the same step: a
 -- unique job's lock named with the outcome is released if it still holds that jid (so a job is never done
 -- while its lock stays held because of a crash between the two), a tracked job's status is written, and a
 -- batch member is counted (lib_ending). A payload no longer held (settled already, or adopted by another
@@ -25,14 +26,15 @@
 -- ARGV[9]  the limiter key prefix NS:limit:
 -- ARGV[10] how long a limiter's parked list is kept after its last push (ms)
 -- ARGV     then groups of 10: payload held, disposition, payload to store, the score (retry, dead, reschedule)
---          or the queue name (requeue), the unique lock key to release ('' = none), the jid, its batch id
+--          or the queue name (requeue, recover), the unique lock key to release ('' = none), the jid, its batch id
 --          ('' = none), its result_ttl ('' = untracked), its result or error as JSON ('' = none), and the
 --          limiter to park a rescheduled job on ('' = none)
 -- returns  how many payloads were still held
 local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], pending_ttl = ARGV[7],
             batch_ttl = ARGV[8] }
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
-                 reschedule = 'scheduled', requeue = 'queued' }
+                 reschedule = 'scheduled', requeue = 'queued', recover = 'queued' }
+local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
 local held, buried, requeued = 0, false, false
 for i = 11, #ARGV, 10 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
@@ -50,14 +52,14 @@ for i = 11, #ARGV, 10 do
         redis.call('RPUSH', parked, ARGV[i + 2])
         redis.call('PEXPIRE', parked, ARGV[10])
       end
-    elseif disposition == 'requeue' then
-      redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+    elseif BACK[disposition] ~= nil then
+      redis.call(BACK[disposition] and 'LPUSH' or 'RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
       redis.call('SADD', KEYS[4], ARGV[i + 3])
       requeued = true
     end
     if ARGV[i + 4] ~= '' and redis.call('GET', ARGV[i + 4]) == jid then redis.call('DEL', ARGV[i + 4]) end
     if ARGV[i + 7] ~= '' then track(E, ARGV[4] .. jid, STATUS[disposition], ARGV[i + 8], ARGV[i + 7]) end
-    if ARGV[i + 6] ~= '' and disposition ~= 'requeue' and disposition ~= 'reschedule' then
+    if ARGV[i + 6] ~= '' and BACK[disposition] == nil and disposition ~= 'reschedule' then
       batch_end(E, ARGV[5] .. ARGV[i + 6], jid, disposition == 'ack')
     end
   end

@@ -87,6 +87,11 @@ class Outcome:
         """Not run: `new_raw` back to the front of `queue`."""
         return cls(raw, Disposition.REQUEUE, new_raw, queue)
 
+    @classmethod
+    def recover(cls, raw: str, new_raw: str, queue: str) -> "Outcome":
+        """Held by a process that died: `new_raw` to the back of `queue`."""
+        return cls(raw, Disposition.RECOVER, new_raw, queue)
+
     @property
     def plain(self) -> bool:
         """True when nothing is stored: the payload is only removed (a job done, or dropped), and no lock

@@ -91,7 +91,7 @@ class Launcher:
             on_max_jobs=lambda: self.recycle(f"max jobs reached ({opts.max_jobs} jobs)"),
         )
         self.cancels = CancelListener(self.redis, keys, self.processor)
-        self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
+        self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts, opts.heartbeat_interval)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
         entries = periodic_entries()
         self.scheduler = (

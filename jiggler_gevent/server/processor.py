@@ -14,6 +14,7 @@ the job's frames from the worker's. `cancel` uses it to stop a running job; a pa
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import CodeType
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext
 from . import tracking
 from .acker import Acker, Outcome
+from .recovery import suspect
 from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
@@ -54,6 +56,9 @@ class Processor:
         self._ending: set[int] = set()  # id() of the contexts whose function has ended: their after-hooks run
         self.cancelled: dict[str, float] = {}  # jid -> when it was cancelled (cancels.py keeps it)
         self.cancel_within = 1.0  # seconds a cancelled job may wait for a safe point before it is given up on
+        # Runs a suspect job (recovery.suspect) alone: entered with the payload, it yields False when the job
+        # was put back instead (manager.py sets it).
+        self.isolate: Callable[[str], AbstractContextManager[bool]] | None = None
 
     @property
     def call_site(self) -> CodeType:
@@ -91,6 +96,18 @@ class Processor:
             self.acker.add(outcome.ending(payload, _error(ctx, None)))
             return
         ctx.func = func.func
+        if self.isolate is not None and "recoveries" in payload and suspect(payload):
+            log.warning(
+                "%s jid=%s was held by %d processes as they died: running it alone",
+                ctx.name,
+                ctx.jid,
+                payload["recoveries"],
+                extra=job_fields(ctx.name, ctx.jid),
+            )
+            with self.isolate(raw) as alone:
+                if alone and self._run(ctx):
+                    self._finish(ctx)
+            return
         if self._run(ctx):
             self._finish(ctx)
 
