@@ -53,7 +53,11 @@ for i = 11, #ARGV, 10 do
         redis.call('PEXPIRE', parked, ARGV[10])
       end
     elseif BACK[disposition] ~= nil then
-      redis.call(BACK[disposition] and 'LPUSH' or 'RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      if BACK[disposition] then
+        redis.call('LPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      else
+        redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      end
       redis.call('SADD', KEYS[4], ARGV[i + 3])
       requeued = true
     end
