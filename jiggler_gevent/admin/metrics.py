@@ -178,6 +178,6 @@ def _rows(reply: dict[str, str]) -> dict[str, list[int]]:
     for field, value in reply.items():
         name, _, kind = field.rpartition("|")
         index = FIELD_INDEX.get(kind)
-        if name and index is not None:
+        if name and index is not None and value.isdigit():  # a count the heartbeat wrote (HINCRBY); else skipped
             rows.setdefault(name, [0] * ROW)[index] += int(value)
     return rows
