@@ -21,6 +21,7 @@ import redis
 
 from . import config, middleware, scripts, wire
 from . import payload as payload_mod
+from .connect import block_for
 from .errors import EnqueueError
 
 # Set by jiggler_gevent.testing to divert pushes (inline or fake mode); None means push to Redis.
@@ -48,6 +49,19 @@ def durability(cfg: config.Config) -> tuple[int, float]:
     many seconds (default 0: no wait, Redis' asynchronous replication; 1.0 s)."""
     replicas = int(cfg.extra.get("wait_replicas") or 0)
     return replicas, float(cfg.extra.get("wait_timeout") or config.DEFAULT_WAIT_TIMEOUT)
+
+
+def _queue_waits(pipe: Any, replicas: int, timeout: float) -> None:
+    """Queue WAITs for `replicas` after the write in `pipe`: `timeout` seconds in all, in blocks of at most
+    MAX_BLOCK (connect.py), so each reply comes within the socket timeout. They share the write's connection,
+    so each waits for that write; once enough replicas have it, the rest answer at once."""
+    left = timeout
+    while True:
+        block = block_for(left)
+        pipe.wait(replicas, int(block * 1000))
+        left -= block
+        if left <= 0:
+            return
 
 
 def _needs_each(payload: dict[str, Any]) -> bool:
@@ -121,8 +135,9 @@ class Client:
         try:
             reply = self._issue(target, payloads, at, batch)
             if replicas:
-                target.wait(replicas, int(timeout * 1000))
-                reply, acked = target.execute()
+                _queue_waits(target, replicas, timeout)
+                reply, *acks = target.execute()
+                acked = acks[-1]
         except redis.RedisError as exc:
             # The class names what redis-py strips from Redis' reply (OOM, READONLY, NOREPLICAS...).
             reason = f"{type(exc).__name__}: {exc}"

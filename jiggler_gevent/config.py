@@ -30,7 +30,14 @@ DEFAULT_WAIT_TIMEOUT = 1.0  # seconds a push waits for `wait_replicas` replicas 
 HEARTBEAT_TTL_BEATS = 12  # a process is presumed dead after 12 missed beats: 60 s at the default 5 s
 DEAD_MAX_JOBS = 10_000
 DEAD_MAX_AGE = 180 * 24 * 3600
+# Which deaths count against a job (server/recovery.py has the rule): a job held by MAX_RECOVERIES + 1 processes as
+# they died is buried once BLAMED_DEATHS of those deaths were blamed on it; one held at SUSPECT_DEATHS deaths runs
+# alone from then on (the worker that takes it runs nothing else meanwhile). A death alone is blamed unless another
+# process died holding several jobs within BLAME_WINDOW_BEATS heartbeat intervals before it was recovered.
 MAX_RECOVERIES = 3
+SUSPECT_DEATHS = 2
+BLAMED_DEATHS = 2
+BLAME_WINDOW_BEATS = 2 * HEARTBEAT_TTL_BEATS
 RESULT_PENDING_TTL = 30 * 24 * 3600  # a tracked job's status lives this long while it waits or runs
 CANCEL_KEEP = 7 * 24 * 3600  # a cancellation is remembered this long (NS:cancelled)
 BATCH_TTL = 30 * 24 * 3600  # a batch's data expires this long after its last change (its success, at the latest)

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jiggler_gevent.connect")
 
+# Blocking commands and the socket timeout, the rule: every connection gives up on a reply after SOCKET_TIMEOUT
+# (so a cut network is noticed), and no command blocks longer than MAX_BLOCK, well inside it. BLMOVE, BZPOPMIN,
+# BLPOP and WAIT block for at most block_for(left) seconds; a longer wait (a limiter's wait_timeout,
+# Job.result(timeout), wait_replicas' wait_timeout) is a loop of such blocks until its deadline. Pub/sub reads (the
+# cancel listener) are the one exception: redis-py reads a subscription without a timeout.
+SOCKET_TIMEOUT = 5.0
+MAX_BLOCK = 2.0
+
 SENTINEL_SCHEME = "redis+sentinel://"
 SENTINEL_TIMEOUT = 2.0  # seconds a sentinel may take to answer before the next one is asked
 FAILOVER_RETRIES = 8  # back-off 0.2, 0.4, 0.8, then 1 s: a command waits about 6 s for a reachable master
@@ -52,6 +60,7 @@ def pool_options(max_connections: int) -> dict[str, Any]:
     return {
         "max_connections": max_connections,
         "timeout": 20,
+        "socket_timeout": SOCKET_TIMEOUT,  # ours, whatever redis-py's default is
         "decode_responses": True,
         # Bytes that are not UTF-8 (a foreign producer's payload) must not kill the fetcher: they decode
         # to lone surrogates, and payload.wire() turns them back into the same bytes.
@@ -73,6 +82,12 @@ def no_client_setinfo() -> dict[str, Any]:
     except ImportError:
         return {"lib_name": None, "lib_version": None}
     return {"driver_info": None}
+
+
+def block_for(left: float) -> float:
+    """Seconds the next blocking command of a wait with `left` seconds to go may block: at most MAX_BLOCK, and
+    never 0 (which Redis reads as "forever")."""
+    return max(0.01, min(left, MAX_BLOCK))
 
 
 def client_for(url: str, max_connections: int) -> "redis.Redis":

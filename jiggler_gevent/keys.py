@@ -8,6 +8,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:retry                  sorted set, payload -> unix time of the next attempt
   NS:dead                   sorted set, payload -> unix time it died
   NS:processes              set of process identities that have started and not stopped cleanly
+  NS:deaths                 sorted set, identity of a process that died holding several jobs -> when its death was
+                            recovered (ms, Redis clock); kept for the blame window (server/recovery.py)
   NS:process:<identity>     hash, the heartbeat of one process; expires when the process stops beating
   NS:work:<identity>        hash, jobs running now in that process (for display)
   NS:working:<identity>     list, raw payloads fetched by that process and not yet acknowledged
@@ -25,6 +27,11 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
                             set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
   NS:limit:<name>:free      list a concurrent limiter's release pushes to, and its waiters block on (BLPOP)
+  NS:limit:<name>:parked    list of the payloads (as stored in NS:schedule) of jobs rescheduled because that
+                            concurrent limiter was full; each release moves the first still scheduled to its queue
+  NS:holds:<identity>       hash, what one worker process holds besides its jobs: 'slot:<limiter>:<token>' ->
+                            '<size>,<lock timeout ms>', 'lease:<sig>' -> '1' (scripts/lib_holds.lua); the
+                            recovery that declares the process dead gives them back
   NS:result:<jid>           hash, the status of a job with `result_ttl` (status, result or error, times); kept
                             RESULT_PENDING_TTL while the job waits or runs, `result_ttl` seconds after it ends
   NS:result:<jid>:done      list with one member once that job has ended; result() waits on it with a BLMOVE
@@ -103,6 +110,10 @@ class Keys:
     def process(self, identity: str) -> str:
         return self._k("process", identity)
 
+    @property
+    def deaths(self) -> str:
+        return self._k("deaths")
+
     def work(self, identity: str) -> str:
         return self._k("work", identity)
 
@@ -138,6 +149,20 @@ class Keys:
 
     def limit_free(self, name: str) -> str:
         return self._k("limit", name, "free")
+
+    def limit_parked(self, name: str) -> str:
+        return self._k("limit", name, "parked")
+
+    @property
+    def limit_prefix(self) -> str:
+        return self._k("limit", "")
+
+    def holds(self, identity: str) -> str:
+        return self._k("holds", identity)
+
+    @property
+    def cron_leader_prefix(self) -> str:
+        return self._k("cron", "leader", "")
 
     def result(self, jid: str) -> str:
         return self._k("result", jid)

@@ -11,7 +11,13 @@ processes and hosts whatever their clocks. Waiting is cooperative in a worker (i
 gevent's) and plain blocking elsewhere; this module imports neither gevent nor anything of the worker.
 
 In a job, OverLimit is not a failure: the worker puts the job back in the scheduled set after
-`reschedule_delay(k)` seconds for its k-th reschedule (no retry used), and fails it after MAX_RESCHEDULES.
+`reschedule_delay(k)` seconds for its k-th reschedule (no retry used), and fails it after MAX_RESCHEDULES. A job
+rescheduled because a `concurrent` limiter was full is parked on it: the next release of a slot moves it to its
+queue at once (scripts/lib_holds.lua).
+
+In a worker process (`set_holder`), every `concurrent` slot taken is recorded under the process's identity in the
+same script call, so the recovery that declares the process dead frees the slot at once; `lock_timeout` is what
+frees the slots of any other process that dies.
 """
 
 import json
@@ -23,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import config, scripts
+from .connect import block_for
 
 if TYPE_CHECKING:
     import redis
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
     from .keys import Keys
 
 MAX_RESCHEDULES = 20
+MAX_RESCHEDULE_DELAY = 300.0
 MAX_NAME = 200
 KINDS = ("concurrent", "window", "bucket")
 
@@ -39,7 +47,17 @@ def reschedule_delay(k: int, rand: random.Random | None = None) -> float:
 
     2 to 3 s the first time, growing by 1.6 each time, at most 5 minutes.
     """
-    return min(300.0, 2 * 1.6**k + (rand or random).random())
+    return min(MAX_RESCHEDULE_DELAY, 2 * 1.6**k + (rand or random).random())
+
+
+_holder = ""  # the identity of this worker process ("" outside a worker): the slots it takes are recorded under it
+
+
+def set_holder(identity: str) -> None:
+    """Record the `concurrent` slots this process takes from now on under worker identity `identity` (the worker
+    calls it as it starts), so that the recovery that declares the process dead frees them at once."""
+    global _holder
+    _holder = identity
 
 
 class OverLimit(Exception):
@@ -146,7 +164,8 @@ class Concurrent(Limiter):
         script = scripts.register(client).concurrent_acquire
         ms = max(1, int(self.lock_timeout * 1000))
         taken, retry_ms = script(
-            keys=[keys.limit(self.name), keys.limits], args=[self.name, self.size, ms, token, self._description]
+            keys=[keys.limit(self.name), keys.limits, keys.holds(_holder)],
+            args=[self.name, self.size, ms, token, self._description, "1" if _holder else ""],
         )
         return bool(taken), int(retry_ms)
 
@@ -160,14 +179,15 @@ class Concurrent(Limiter):
     # and one release wakes one waiter, not all. The wait is also capped at the earliest holder's expiry, so a
     # slot freed by a dead holder's timeout is found without any release.
     def _wait(self, client: "redis.Redis", keys: "Keys", seconds: float) -> None:
-        client.blpop([keys.limit_free(self.name)], timeout=max(0.01, seconds))
+        client.blpop([keys.limit_free(self.name)], timeout=block_for(seconds))  # acquire() loops until its deadline
 
     def release(self, token: str) -> None:
         client, keys = self._redis()
         ms = max(1000, int(self.lock_timeout * 1000))
-        scripts.register(client).concurrent_release(
-            keys=[keys.limit(self.name), keys.limit_free(self.name)], args=[token, self.size, ms]
-        )
+        name = self.name
+        k = [keys.limit(name), keys.limit_free(name), keys.limit_parked(name), keys.holds(_holder), keys.schedule]
+        args: list[str | int] = [token, self.size, ms, name, keys.queue_prefix, config.DEFAULT_QUEUE]
+        scripts.register(client).concurrent_release(keys=[*k, keys.queues, keys.wake], args=args)
 
 
 class Window(Limiter):

@@ -7,10 +7,15 @@ jobs never see each other's. A greenlet a job spawns starts with an empty contex
 
 With `--log-format json` every line on stderr is one JSON object: besides the log records, the tracebacks
 gevent's hub prints, `warnings`, and exceptions no code caught are turned into records too.
+
+In text (the default), a line at column 0 always begins a record: a record's first line has its control
+characters escaped (a newline in a job's name or an error message shows as \n), and the lines after it (a
+traceback, a stack) are indented by two spaces, so nothing a payload carries can forge a line.
 """
 
 import json
 import logging
+import re
 import sys
 import threading
 from contextvars import ContextVar
@@ -44,19 +49,44 @@ class JobFilter(logging.Filter):
         return True
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # what can end or rewrite a line; not tab
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\x1b", "\u2028"
+
+
+def one_line(value: object) -> str:
+    """str(value) with every character that could end or rewrite a line escaped as Python writes it (\n, \r...)."""
+    return _CONTROL.sub(_escape, str(value))
+
+
 class TextFormatter(logging.Formatter):
     """LOG_FORMAT; a job line whose message does not name its jid (one the job's own code logged) shows
-    `[job jid=...]` after the logger's name."""
+    `[job jid=...]` after the logger's name. One record's first line is one line (one_line), the traceback and
+    stack after it are indented: see the module's docstring."""
 
     def __init__(self) -> None:
         super().__init__(LOG_FORMAT)
         self._job_style = logging.PercentStyle(JOB_LOG_FORMAT)
 
+    def format(self, record: logging.LogRecord) -> str:
+        first, newline, rest = super().format(record).partition("\n")
+        if not newline:
+            return first
+        return first + "".join("\n  " + _CONTROL_BUT_NEWLINE.sub(_escape, line) for line in rest.split("\n"))
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        jid = getattr(record, "jid", None)
-        if jid is not None and hasattr(record, "job") and f"jid={jid}" not in record.message:
-            return self._job_style.format(record)
-        return super().formatMessage(record)
+        fields = {"message": one_line(record.message)}
+        for name in JOB_FIELDS:
+            if hasattr(record, name):
+                fields[name] = one_line(getattr(record, name))
+        clean = logging.makeLogRecord(dict(record.__dict__, **fields))
+        jid = getattr(clean, "jid", None)
+        if jid is not None and hasattr(clean, "job") and f"jid={jid}" not in clean.message:
+            return self._job_style.format(clean)
+        return super().formatMessage(clean)
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,7 +23,8 @@ class Disposition(enum.StrEnum):
     RETRY = "retry"  # it failed: to the retry set, due at `retry_at`
     DEAD = "dead"  # it failed for good: to the dead set
     DROP = "drop"  # it failed for good with `dead=False`: removed
-    REQUEUE = "requeue"  # not run (shutdown, recovery): back to the front of its queue
+    REQUEUE = "requeue"  # not run (shutdown): back to the front of its queue
+    RECOVER = "recover"  # held by a process that died (recovery): to the back of its queue
     RESCHEDULE = "reschedule"  # over a limit (limits.OverLimit): to the scheduled set at `retry_at`, no retry used
     CANCEL = "cancel"  # cancelled (api.Job.cancel): removed, not retried, not buried, never run again
 

@@ -2,7 +2,8 @@
 
 A payload is a JSON object. Fields: jid, name, args, kwargs, queue, retries, dead, timeout,
 created_at, enqueued_at; `at` when it was scheduled; after a failure retry_count, error_class,
-error_message, error_backtrace, failed_at; `recoveries` when it was recovered from a dead process;
+error_message, error_backtrace, failed_at; `recoveries` (deaths it was held at), `deaths_blamed` and `died_in`
+(the identities of those deaths, the last 10) when it was recovered from a dead process (server/recovery.py);
 `reschedules` when it was put back over a limit (limits.OverLimit). A unique job also has unique_for,
 unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>). A job whose status and
 result are kept has `result_ttl` (seconds); a member of a batch has `bid`. With contrib.opentelemetry

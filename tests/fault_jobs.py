@@ -19,7 +19,7 @@ import psycopg2
 import redis
 from greenlet import greenlet
 
-from jiggler_gevent import job, middleware
+from jiggler_gevent import job, limits, middleware
 
 _jids: dict[int, str] = {}
 _recorders: dict[str, redis.Redis] = {}
@@ -149,3 +149,31 @@ def report_census(url: str, key: str) -> None:
     """RPUSH this process's census (pid, greenlets, fds, rss) to `key` as `pid greenlets fds rss`."""
     c = census()
     _recorder(url).rpush(key, f"{os.getpid()} {c['greenlets']} {c['fds']} {c['rss']}")
+
+
+@job(retries=0)
+def hold_limiter(url: str, key: str, name: str, size: int, seconds: float) -> None:
+    """Hold a slot of limits.concurrent(name, size) for `seconds`, then RPUSH this jid to `key` at `url`."""
+    with limits.concurrent(name, size, wait_timeout=30):
+        time.sleep(seconds)
+    _recorder(url).rpush(key, current_jid())
+
+
+@job(concurrency=2, retries=0)
+def two_at_a_time(url: str, key: str, seconds: float) -> None:
+    """At most two run at once (`concurrency=2`): sleep, then RPUSH this jid to `key` at `url`."""
+    time.sleep(seconds)
+    _recorder(url).rpush(key, current_jid())
+
+
+@job(concurrency=1, retries=0)
+def one_at_a_time(url: str, key: str, seconds: float) -> None:
+    """At most one runs at once (`concurrency=1`): RPUSH this jid to `key` at `url`, then sleep."""
+    _recorder(url).rpush(key, current_jid())
+    time.sleep(seconds)
+
+
+@job(retries=0)
+def batch_ended(bid: str, url: str, key: str) -> None:
+    """A batch callback: RPUSH the batch id to `key` at `url`."""
+    _recorder(url).rpush(key, bid)

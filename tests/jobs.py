@@ -70,6 +70,14 @@ def exit_process(key: str) -> None:
 
 
 @job
+def exit_after(key: str, seconds: float) -> None:
+    """Record, then after `seconds` kill the worker process outright (as a job that blows its memory would)."""
+    _redis().rpush(key, str(os.getpid()))
+    time.sleep(seconds)
+    os._exit(9)
+
+
+@job
 def raise_system_exit(key: str) -> None:
     _redis().rpush(key, "run")
     raise SystemExit(3)

@@ -4,6 +4,7 @@ Each records into Redis under keys the test passes in. Holders count themselves 
 section with one Lua call each (INCR and keep the maximum), so the test reads the most seen at once.
 """
 
+import os
 import time
 
 from jiggler_gevent import config, job, limits
@@ -96,3 +97,13 @@ def unique_start_nap(key: str, seconds: float) -> None:
     """Released when it starts; records the start, then sleeps."""
     _redis().rpush(key, "started")
     time.sleep(seconds)
+
+
+@job(concurrency=1, retries=0)
+def one_at_a_time(key: str, seconds: float) -> None:
+    """At most one of these runs at once (`concurrency=1`): records `start <time>` and `end <time>` (RPUSH), and
+    `<pid>` under KEY:pids, so a test sees when each run held the slot and in which process."""
+    _redis().rpush(key + ":pids", str(os.getpid()))
+    _redis().rpush(key, f"start {time.time()!r}")
+    time.sleep(seconds)
+    _redis().rpush(key, f"end {time.time()!r}")

@@ -27,6 +27,13 @@ def fails_after_logging(key: str) -> None:
     raise ValueError("first line\nsecond line")
 
 
+@job(retries=0)
+def fails_with(key: str, message: str) -> None:
+    """Record a run, then fail with `message`."""
+    config.redis_client().rpush(key, "run")
+    raise ValueError(message)
+
+
 @job
 def noisy(key: str) -> None:
     """What else can write to stderr: a warning, and a spawned greenlet that dies (gevent's hub reports it)."""

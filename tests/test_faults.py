@@ -5,6 +5,7 @@ was held by a process at the moment that process was killed.
 """
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -12,9 +13,9 @@ import time
 
 import pytest
 
+from jiggler_gevent import Batch, api, config, scripts
 from jiggler_gevent import client as client_mod
-from jiggler_gevent import config, scripts
-from tests import fault_jobs
+from tests import batch_jobs, fault_jobs, jobs
 from tests.conftest import held_jobs, identity_of, wait_for
 from tests.redis_servers import DroppingProxy, cpu_seconds
 
@@ -89,6 +90,65 @@ def test_kill_storm_loses_no_job(ns, r, start_worker, pg_create_database, capsys
     assert len(held_at_kill) >= STORM_SECONDS / 2 * 0.8
     assert duplicates <= sum(held_at_kill), "more re-runs than jobs held by the killed processes"
     assert r.zcard(ns.keys.dead) == 0
+
+
+STORM_BATCH = 500
+BATCH_STORM_CONCURRENCY = 20
+BATCH_STORM_JOB = 1.0  # seconds each member runs
+BATCH_STORM_KILLS = 21
+BATCH_STORM_EVERY = (0.5, 0.8)  # seconds between kills: each run of a member is cut short about one time in three
+
+
+@pytest.mark.slow
+def test_a_kill_storm_buries_no_innocent_job_and_the_batch_succeeds(ns, r, start_worker, tkey, capsys):
+    """21 SIGKILLs, one every 0.5-0.8 s, over 4 workers running a 500-job batch of 1 s jobs and a poison pill
+    beside it: only the pill is buried (recovery.py's rule), every member succeeds, each callback fires once.
+    Before the rule, 33 members held at four of the kills were buried with it and on_success never fired."""
+    key, pill_key = tkey("storm"), tkey("pill")
+    args = ("-r", "tests.batch_jobs", "-r", "tests.jobs", "-c", str(BATCH_STORM_CONCURRENCY), *FAST)
+    workers = [start_worker(*args) for _ in range(STORM_WORKERS)]
+    wait_for(lambda: all(identity_of(r, ns, w.pid) for w in workers), 30, "every worker's heartbeat")
+    batch = Batch(
+        description="storm", on_success=batch_jobs.on_success, on_complete=batch_jobs.on_complete, callback_args=(key,)
+    )
+    with batch:
+        for i in range(STORM_BATCH):
+            batch_jobs.member.enqueue(key, i, BATCH_STORM_JOB)
+    pill = jobs.exit_after.enqueue(pill_key, 0.5)
+    held_at_kill: list[int] = []
+    next_kill = time.monotonic() + random.uniform(*BATCH_STORM_EVERY)
+
+    def storm() -> bool:
+        nonlocal next_kill
+        for i, w in enumerate(workers):
+            if w.proc.poll() is not None:  # the pill killed it: a service manager would restart it
+                workers[i] = start_worker(*args)
+        if time.monotonic() >= next_kill and len(held_at_kill) < BATCH_STORM_KILLS:
+            i = random.randrange(STORM_WORKERS)
+            identity = identity_of(r, ns, workers[i].pid)
+            held_at_kill.append(r.llen(ns.keys.working(identity)) if identity else 0)
+            workers[i].kill()
+            workers[i] = start_worker(*args)
+            next_kill = time.monotonic() + random.uniform(*BATCH_STORM_EVERY)
+        return r.llen(key + ":complete") and r.zcard(ns.keys.dead) and held_jobs(r, ns) == 0
+
+    wait_for(storm, 240, "every member run and the pill buried", interval=0.05)
+    wait_for(lambda: all(identity_of(r, ns, w.pid) for w in workers), 30, "every worker's heartbeat")
+    assert [w.stop() for w in workers] == [0] * STORM_WORKERS
+    buried = [json.loads(x) for x in r.zrange(ns.keys.dead, 0, -1)]
+    innocents_buried = sum(1 for p in buried if p["jid"] != pill)
+    status = api.BatchStatus(batch.bid)
+    with capsys.disabled():
+        print(
+            f"\nkill storm over a {STORM_BATCH}-job batch: {len(held_at_kill)} SIGKILLs holding {sum(held_at_kill)} "
+            f"jobs, {r.llen(pill_key)} deaths of the pill, {innocents_buried} innocent jobs dead, callbacks fired: "
+            f"on_complete {r.llen(key + ':complete')}, on_success {r.llen(key + ':success')}"
+        )
+    assert len(held_at_kill) >= 15 and sum(held_at_kill) >= 40, "the storm hit too few jobs to show anything"
+    assert innocents_buried == 0
+    assert [p["jid"] for p in buried] == [pill] and buried[0]["error_class"] == "ProcessDied"
+    assert r.scard(key + ":ok") == STORM_BATCH and status.success and status.failures == 0
+    assert r.llen(key + ":complete") == 1 and r.llen(key + ":success") == 1
 
 
 def _recorded(r, key: str) -> set:

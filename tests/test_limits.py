@@ -6,13 +6,22 @@ import time
 
 import pytest
 
-from jiggler_gevent import api, limits
+from jiggler_gevent import api, config, limits
 from jiggler_gevent import payload as payload_mod
+from jiggler_gevent.server.guards import job_limiter_name
 from jiggler_gevent.server.retry import RetryMiddleware
 from tests import limit_jobs
-from tests.conftest import wait_for
+from tests.conftest import identity_of, wait_for
 
 LOAD = ("-r", "tests.limit_jobs")
+FAST = ("--heartbeat-interval", "0.2")  # a SIGKILLed process is presumed dead after 12 beats
+EXPIRY = 0.2 * config.HEARTBEAT_TTL_BEATS  # 2.4 s
+ONE = job_limiter_name(limit_jobs.one_at_a_time.name)
+
+
+def _times(r, key: str) -> list[tuple[str, float]]:
+    """The `start`/`end` records of limit_jobs.one_at_a_time under `key`."""
+    return [(what, float(at)) for what, at in (x.split() for x in r.lrange(key, 0, -1))]
 
 
 def test_concurrent_never_has_more_than_n_holders_across_4_processes(ns, r, tkey, start_worker):
@@ -185,3 +194,50 @@ def test_retry_middleware_counts_reschedules_separately():
     RetryMiddleware(clock=lambda: 1000.0).after_process(ctx)
     assert ctx.disposition == Disposition.RESCHEDULE and 1002 <= ctx.retry_at <= 1003
     assert ctx.payload == {"name": "j", "retries": 0, "reschedules": 1}
+
+
+def test_a_sigkilled_workers_concurrency_slot_is_back_within_the_heartbeats_expiry(ns, r, tkey, start_worker):
+    """The slot of a job whose worker was SIGKILLed is freed by the recovery that declares the worker dead, not
+    by its 60 s lock timeout: the recovered job runs again at once, in the survivor, without a reschedule."""
+    key = tkey("slot")
+    doomed = start_worker(*LOAD, "-c", "2", *FAST)
+    limit_jobs.one_at_a_time.enqueue(key, 60)
+    wait_for(lambda: r.llen(key) == 1, 20, "the job holding the slot")
+    dead_identity = identity_of(r, ns, doomed.pid)
+    survivor = start_worker(*LOAD, "-c", "2", *FAST, "--poll-interval", "0.2")
+    wait_for(lambda: r.scard(ns.keys.processes) == 2, 20, "both heartbeats")
+    doomed.kill()
+    killed = time.time()
+    wait_for(lambda: r.llen(key) == 2, EXPIRY + 10, "the job started again")
+    restarted = _times(r, key)[1][1]
+    assert restarted - killed <= EXPIRY + 1.5, restarted - killed
+    assert r.lrange(key + ":pids", 0, -1) == [str(doomed.pid), str(survivor.pid)]
+    assert r.zcard(ns.keys.limit(ONE)) == 1  # the re-run's slot only
+    assert not r.exists(ns.keys.holds(dead_identity))
+    assert "over limit" not in survivor.output()
+
+
+def test_a_job_refused_by_a_full_concurrency_limit_starts_when_the_slot_is_released(ns, r, tkey, start_worker):
+    """The refused job is rescheduled with a growing delay, but parked on the limiter: the release wakes it."""
+    first, second = tkey("first"), tkey("second")
+    w = start_worker(*LOAD, "-c", "3", "--poll-interval", "0.2")
+    limit_jobs.one_at_a_time.enqueue(first, 4.5)
+    wait_for(lambda: r.llen(first) == 1, 20, "the first job holding the slot")
+    limit_jobs.one_at_a_time.enqueue(second, 0)
+    wait_for(lambda: r.llen(second) == 2, 20, "the second job run")
+    ended, started = _times(r, first)[1][1], _times(r, second)[0][1]
+    # Refused at 0 s and again at 2-3 s, it was next due at 5.2 s at the soonest; the release at 4.5 s woke it.
+    assert 0 <= started - ended < 0.5, started - ended
+    assert w.output().count("over limit") >= 2
+    assert r.llen(ns.keys.limit_parked(ONE)) == 0 and r.zcard(ns.keys.schedule) == 0
+
+
+def test_a_clean_stop_gives_back_the_slots_of_the_jobs_it_stopped(ns, r, tkey, start_worker):
+    key = tkey("stopped")
+    w = start_worker(*LOAD, "-c", "2", "-t", "0.5")
+    limit_jobs.one_at_a_time.enqueue(key, 60)
+    wait_for(lambda: r.llen(key) == 1, 20, "the job holding the slot")
+    assert r.zcard(ns.keys.limit(ONE)) == 1
+    assert w.stop() == 0
+    assert r.zcard(ns.keys.limit(ONE)) == 0  # not left to the 60 s lock timeout
+    assert r.llen(ns.keys.queue("default")) == 1  # the job itself was put back

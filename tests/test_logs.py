@@ -72,7 +72,7 @@ def test_text_stays_the_default(ns, r, start_worker, tkey):
     wait_for(lambda: r.zcard(ns.keys.dead) == 1, 10, "the failed job in the dead set")
     w.stop()
     out = w.output()
-    assert f"tests.jobs.always_fail jid={failed}" in out and "\nTraceback" in out
+    assert f"tests.jobs.always_fail jid={failed}" in out and "\n  Traceback" in out
     assert not any(line.startswith("{") for line in out.splitlines())
 
 
@@ -120,6 +120,35 @@ def test_verbose_shows_our_debug_lines_not_the_redis_clients(ns, r, start_worker
     debug_loggers = set(re.findall(r" DEBUG (\S+):", out))
     assert debug_loggers and all(name.startswith("jiggler_gevent.") for name in debug_loggers), debug_loggers
     assert "INFO tests.log_jobs [tests.log_jobs.chatty" in out  # the job's own INFO lines still show
+
+
+FORGED = "FORGED 2026-01-01 00:00:00,000 pid=1 ERROR jiggler_gevent.processor: nothing happened"
+
+
+def test_a_newline_in_a_job_name_or_error_forges_no_text_line(ns, r, start_worker, tkey):
+    """A name pushed with `gjiggler enqueue` and an error message, each with a newline and a made-up record after
+    it: the worker's lines keep them escaped on the record's line, or indented in its traceback."""
+    pushed = subprocess.run(gjiggler_command(ns, "enqueue", "a\n" + FORGED), cwd=ROOT, capture_output=True, timeout=60)
+    assert pushed.returncode == 0, pushed.stderr
+    log_jobs.fails_with.enqueue(tkey("f"), "boom\n" + FORGED)
+    w = start_worker("-r", "tests.log_jobs", "-c", "2")
+    wait_for(lambda: r.zcard(ns.keys.dead) == 2, 15, "both jobs dead")
+    assert w.stop() == 0
+    out = w.output()
+    assert "dead a\\nFORGED" in out and "ValueError: boom" in out
+    records = [line for line in out.splitlines() if line and not line.startswith(" ")]
+    assert records and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} pid=", x) for x in records), records
+
+
+def test_the_text_formatter_escapes_the_first_line_and_indents_the_rest():
+    try:
+        raise ValueError("two\nlines\r")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "a\nb %s", ("c\x1b[2K",), sys.exc_info())
+    record.jid, record.job = "abc", "app.jobs\nthing"
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith(" ERROR x [app.jobs\\nthing jid=abc]: a\\nb c\\x1b[2K")
+    assert rest[0] == "  Traceback (most recent call last):" and rest[-2:] == ["  ValueError: two", "  lines\\r"]
 
 
 def test_a_bad_log_format_is_a_usage_error():

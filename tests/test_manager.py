@@ -16,6 +16,7 @@ import gevent.event
 import pytest
 
 from jiggler_gevent import config, job
+from jiggler_gevent import payload as payload_mod
 from jiggler_gevent.server.acker import Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
 from jiggler_gevent.server.launcher import server_chain
@@ -24,7 +25,7 @@ from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests.conftest import gevent_wait_for as wait_for
 
-STATE = SimpleNamespace(active=0, peak=0, done=0)
+STATE = SimpleNamespace(active=0, peak=0, done=0, seen=[])
 GATE = gevent.event.Event()  # what `gated` waits for
 
 
@@ -40,6 +41,14 @@ def counted(seconds: float) -> None:
     STATE.done += 1
 
 
+@job(retries=0)
+def looks_around(working: str) -> None:
+    """Record, a few times while it runs, how many `counted` jobs run beside it and how many payloads are held."""
+    for _ in range(5):
+        STATE.seen.append((STATE.active, config.redis_client().llen(working)))
+        gevent.sleep(0.04)
+
+
 @job
 def gated() -> None:
     GATE.wait()
@@ -49,6 +58,7 @@ def gated() -> None:
 def build(ns):
     """build(concurrency) -> a Manager on the test namespace, not started; stopped and cleaned up after the test."""
     STATE.active = STATE.peak = STATE.done = 0
+    STATE.seen = []
     GATE.clear()
     made: list[Manager] = []
 
@@ -227,3 +237,18 @@ def test_the_fetcher_carries_plain_acknowledgements_under_load(build, r, ns):
     assert sum(carried) + written_by_acker == 200, (carried, flushes)
     assert sum(carried) >= 180, (carried, flushes)  # nearly all rode on a fetch
     assert len([n for n in flushes if n]) <= 5, flushes  # the Acker's own script calls: a handful, not one per job
+
+
+def test_a_suspect_job_runs_alone(build, r, ns):
+    """A job held at two deaths (recovery.py) waits for the jobs fetched with it, and nothing is fetched until it
+    has ended: while it runs, this process holds it and nothing else."""
+    manager = build(4)
+    counted.enqueue_bulk([(0.3,)] * 3)
+    suspect = payload_mod.build(looks_around.name, [manager.fetch.working])
+    suspect["recoveries"] = config.SUSPECT_DEATHS
+    r.lpush(ns.keys.queue("default"), payload_mod.encode(suspect))
+    counted.enqueue_bulk([(0.05,)] * 3)  # queued behind it: fetched only once it has ended
+    manager.start()
+    wait_for(lambda: STATE.done == 6 and len(STATE.seen) == 5, message="every job done")
+    assert STATE.seen == [(0, 1)] * 5
+    wait_for(lambda: r.llen(manager.fetch.working) == 0, message="every acknowledgement written")

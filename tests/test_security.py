@@ -12,28 +12,18 @@ import uuid
 import pytest
 import redis
 
+from jiggler_gevent import Batch, acl, api, config, limits
 from jiggler_gevent import client as client_mod
-from jiggler_gevent import config
-from tests import jobs
+from jiggler_gevent.web import create_app
+from tests import fault_jobs, jobs, result_jobs
 from tests.conftest import ROOT, wait_for
-
-# The commands jiggler_gevent needs, worker and admin side (stats, web, set actions). The README lists the same.
-WORKER_COMMANDS = (
-    "ping hello auth select info "
-    "multi exec discard evalsha script|load "
-    "lpush rpush rpop rpoplpush blmove lrange lrem llen lindex bzpopmin "
-    "sadd srem smembers "
-    "zadd zrem zrange zrangebyscore zremrangebyscore zremrangebyrank zcard "
-    "hset hget hgetall del exists expire pexpire get mget incrby "
-    "set hmget time "
-    "subscribe unsubscribe publish hincrby hsetnx sismember scard type zscore zscan expireat"
-).split()
+from tests.test_web import Browser
 
 
 def worker_acl(namespace: str) -> str:
-    """The ACL rule for a user that may run workers and admin commands on one namespace, and nothing else."""
-    rule = f"resetkeys ~{namespace}:* resetchannels &{namespace}:* -@all "
-    return rule + " ".join(f"+{c}" for c in WORKER_COMMANDS)
+    """The ACL rule for a user that may run workers and admin commands on one namespace, and nothing else: the
+    one jiggler_gevent.acl derives, as the docs' security page gives it."""
+    return acl.rule(namespace)
 
 
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2", "-t", "1")
@@ -153,6 +143,101 @@ def test_an_acl_user_limited_to_the_namespace_can_run_periodic_entries(redis_ser
     assert w.stop() == 0
     denied = admin.execute_command("ACL", "LOG")
     assert not denied, f"the scheduler or `gjiggler cron` was refused: {denied}"
+
+
+def _limiters() -> None:
+    """Every limiter path in this process: take, wait (BLPOP) until OverLimit, release, and the rate limiters."""
+    concurrent = limits.concurrent("acl-c", 1, wait_timeout=0.3)
+    token = concurrent.acquire()
+    with pytest.raises(limits.OverLimit):
+        concurrent.acquire()
+    concurrent.release(token)
+    with limits.window("acl-w", 5, per=60), limits.bucket("acl-b", 5, per=60):
+        pass
+
+
+def _pages(jid: str, bid: str, dead_key: str) -> list[tuple[str, int]]:
+    """Every dashboard page, and its actions, as the ACL user; (path, status) of those that did not answer 2xx/3xx."""
+    web = Browser(create_app())
+    paths = ["/", "/busy", "/queues", "/queues/default", "/scheduled", "/retries", "/dead", f"/dead/{dead_key}"]
+    paths += ["/metrics", f"/metrics/{fault_jobs.two_at_a_time.name}", "/batches", f"/batches/{bid}", "/cron"]
+    paths += ["/limits", "/jobs", f"/jobs/{jid}", "/stats.json"]
+    bad = [(p, page.code) for p in paths if (page := web.get(p)).code >= 400]
+    actions = [
+        ("/retries", {"bulk": "retry-all"}),
+        ("/dead", {"retry": dead_key}),
+        ("/queues/default", {"bulk": "clear"}),
+    ]
+    bad += [(p, page.code) for p, form in actions if (page := web.post(p, form)).code >= 400]
+    return bad
+
+
+def _exercise_features(url: str, ns, worker_at, rec: redis.Redis, tkey) -> None:
+    """What issue 25 found missing from the rule: limiters (in a job, `@job(concurrency=N)` with a refused job
+    parked and woken, in this process), the recovery that frees a dead worker's slots, results, cancellation,
+    unique jobs, batches, wait_replicas' WAIT, api.Limits, every `gjiggler` reading command, the dashboard.
+    The jobs record into `rec`, another Redis, so that only jiggler_gevent's own commands reach this one."""
+    _use(url, ns)
+    back = rec.connection_pool.connection_kwargs
+    home = f"redis://{back['host']}:{back['port']}/{back.get('db', 0)}"
+    load = ("-r", "tests.result_jobs", *FAST)
+    doomed = worker_at(url, "-c", "4", *load)
+    fault_jobs.one_at_a_time.enqueue(home, tkey("slot"), 60)  # its slot is freed by the recovery of its worker
+    wait_for(lambda: rec.llen(tkey("slot")) == 1, 20, "the job holding the slot")
+    survivor = worker_at(url, "-c", "6", "-q", "default", "-q", "other", *load)  # several queues: BZPOPMIN
+    doomed.kill()
+    wait_for(lambda: rec.llen(tkey("slot")) == 2, 20, "the killed worker's job run again")
+    fault_jobs.hold_limiter.enqueue_bulk([(home, tkey("x"), "x", 2, 0.2)] * 4)
+    fault_jobs.two_at_a_time.enqueue_bulk([(home, tkey("two"), 0.5)] * 3)  # the third is refused, parked, woken
+    assert fault_jobs.mark.set(unique_for=60).enqueue(home, tkey("u"))
+    assert fault_jobs.mark.set(unique_for=60).enqueue(home, tkey("u")) is None
+    _limiters()
+    assert api.Job(result_jobs.give.enqueue(tkey("g"), 2)).result(10) == 2
+    running = result_jobs.sleep_long.enqueue(tkey("long"), 60)
+    wait_for(lambda: api.Job(running).status == "running", 20, "the long job running")
+    assert api.Job(running).cancel()
+    later = result_jobs.give.enqueue_in(3600, tkey("later"), 1)
+    ended = fault_jobs.batch_ended
+    batch = Batch(description="acl", on_success=ended, on_complete=ended, callback_args=(home, tkey("cb")))
+    with batch:
+        fault_jobs.mark.enqueue_bulk([(home, tkey("b"))] * 3)
+    fault_jobs.mark_then_fail.enqueue(home, tkey("died"))
+    wait_for(lambda: rec.llen(tkey("x")) == 4 and rec.llen(tkey("two")) == 3, 30, "the limited jobs")
+    wait_for(lambda: api.Job(running).status == "cancelled", 20, "the running job cancelled")
+    wait_for(lambda: rec.llen(tkey("cb")) == 2 and len(api.DeadSet()) == 1, 30, "the batch and the dead job")
+    config.configure(wait_replicas=1, wait_timeout=0.1)
+    with pytest.raises(client_mod.EnqueueError, match="acknowledged"):  # WAIT ran, and no replica answered
+        fault_jobs.mark.enqueue(home, tkey("w"))
+    config.configure(wait_replicas=0)
+    assert {x.name for x in api.Limits()} >= {"acl-c", "acl-w", "acl-b", "x"}
+    options = ("--redis-url", url, "--namespace", ns.namespace)
+    commands = [["limits", "--json"], ["batches"], ["batch", batch.bid], ["status", running], ["cancel", later]]
+    commands += [["metrics", "--json"], ["cron"], ["stats", "--json"]]
+    for command in commands:
+        out = _gj(*command, *options)
+        assert out.returncode == 0, (command, out.stderr)
+    [dead] = api.DeadSet()
+    assert _pages(running, batch.bid, f"{dead.jid}@{dead.score!r}") == []
+    assert survivor.stop() == 0
+
+
+def test_an_acl_user_limited_to_the_namespace_can_use_every_feature(redis_server, worker_at, ns, r, tkey):
+    """Every path as a user with acl.rule(): no command refused, and none counted by Redis outside the rule."""
+    server, admin = acl_server(redis_server, ns)
+    admin.config_resetstat()
+    _exercise_features(server.url, ns, worker_at, redis.Redis.from_url(ns.url, decode_responses=True), tkey)
+    denied = admin.execute_command("ACL", "LOG")
+    assert not denied, f"a command was refused: {denied}"
+    used = {name.removeprefix("cmdstat_") for name in admin.info("commandstats")}
+    assert used - set(acl.commands()) <= {"acl|log", "info", "config|resetstat"}  # those are the admin's own
+    assert all(k.startswith(ns.namespace + ":") for k in admin.scan_iter("*"))
+
+
+def test_the_docs_give_the_derived_acl_rule():
+    page = (ROOT / "docs" / "security.md").read_text()
+    block = page.split("ACL SETUSER jiggler on >PASSWORD ", 1)[1].split("```", 1)[0]
+    assert " ".join(block.split()) == acl.rule("jiggler")
+    assert {"pttl", "ltrim", "blpop", "zcount", "hgetall", "lpop"} <= set(acl.commands())  # issue 25, item 3
 
 
 def test_tls_with_a_generated_ca(redis_server, worker_at, ns, tkey):

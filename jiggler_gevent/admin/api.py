@@ -71,6 +71,20 @@ def _client_and_keys() -> "tuple[redis.Redis, Keys]":
     return config.redis_client(cfg.url), cfg.keys
 
 
+def _object(text: str) -> dict[str, Any]:
+    """A JSON object a worker wrote (a heartbeat, a running job); {} for anything else, so that one damaged
+    record does not make every reader fail."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 class Entry:
     """One job as stored: in a queue (`score` None) or in a sorted set (`score` is its time)."""
 
@@ -319,8 +333,7 @@ class ProcessSet:
         for i, identity in enumerate(identities):
             fields, work = replies[2 * i], replies[2 * i + 1]
             if fields[0]:
-                info = _heartbeat(fields)
-                processes.append(Process(identity, info, {k: json.loads(v) for k, v in work.items()}))
+                processes.append(Process(identity, _heartbeat(fields), {k: _object(v) for k, v in work.items()}))
         return processes
 
     def __iter__(self) -> Iterator[Process]:
@@ -336,7 +349,7 @@ HEARTBEAT_FIELDS = ("info", "busy", "quiet", "beat", "rss")
 def _heartbeat(fields: list[str | None]) -> dict[str, Any]:
     """A process's info from its heartbeat hash: the JSON `info` field, with Sidekiq's separate fields (busy, quiet,
     beat, rss in KB), which a Ruby Sidekiq process keeps out of `info`, read over it when present."""
-    info: dict[str, Any] = json.loads(cast(str, fields[0]))
+    info = _object(cast(str, fields[0]))
     busy, quiet, beat, rss = fields[1:]
     try:
         if busy is not None:
@@ -384,7 +397,7 @@ class Stats:
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)
-        self.busy = sum(int(p.info.get("busy", 0)) for p in self.process_list)
+        self.busy = sum(_count(p.info.get("busy")) for p in self.process_list)
 
     def history(self, days: int = 30) -> History:
         """Processed and failed per day, oldest first, for the last `days` days (UTC)."""

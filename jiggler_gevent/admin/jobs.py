@@ -16,12 +16,12 @@ import redis
 
 from .. import config, scripts
 from .. import payload as payload_mod
+from ..connect import MAX_BLOCK, block_for
 from ..errors import JobCancelled, JobFailed
 from ..keys import Keys
 
 STATUSES = ("scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown")
 ENDED = ("done", "dead", "cancelled")
-WAIT_SLICE = 5.0  # result() re-reads the status at least this often while it blocks (a missed wake-up costs this)
 LIST_WINDOW = 1000
 
 
@@ -129,11 +129,12 @@ class Job:
                 return json.loads(tracked.get("result", "null"))
             if status in ("dead", "cancelled"):
                 self._raise_ended(status, tracked.get("error", "{}"))
-            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"job {self.jid} did not end within {timeout}s (status: {status})")
             done = key + ":done"
-            wait: Any = min(left, WAIT_SLICE)  # redis-py types BLMOVE's timeout as int; Redis takes fractions
+            # Blocks at most MAX_BLOCK (connect.py), then reads the status again: a missed wake-up costs that much.
+            wait: Any = block_for(left)  # redis-py types BLMOVE's timeout as int; Redis takes fractions
             self.redis.blmove(done, done, wait, "RIGHT", "LEFT")
 
     def _untracked(self) -> Any:

@@ -1,11 +1,15 @@
 """Limits, Limit: the limiters used on the namespace (each records itself in NS:limits when first used), with
-how much of each is in use now, read on Redis' clock. Re-exported by api.py."""
+how much of each is in use now, read on Redis' clock. Re-exported by api.py.
 
+What Redis holds is read as data, never trusted: a description or a count that is not what a limiter writes
+(another program's, or a damaged one) gives a limiter of kind "?" or a count of 0, never an exception."""
+
+import math
 from collections.abc import Iterator
 from typing import Any, cast
 
 from .. import config
-from ..limits import describe
+from ..limits import KINDS, describe
 
 FIELDS = ("name", "kind", "size", "per", "in_use")
 
@@ -37,24 +41,26 @@ class Limits:
         names = sorted(table)
         seconds, micros = self.redis.time()
         now = seconds + micros / 1e6
-        found = [(name, describe(table[name])) for name in names]
+        found = [(name, _described(table[name])) for name in names]
         with self.redis.pipeline(transaction=False) as pipe:
             for name, d in found:
                 self._queue_count(pipe, name, d, now)
             replies = pipe.execute()
         return [
-            Limit(name, str(d.get("kind", "?")), int(d.get("size", 0)), float(d.get("per", 0)), _in_use(d, r, now))
+            Limit(name, d["kind"], d["size"], d["per"], _in_use(d, r, now))
             for (name, d), r in zip(found, replies, strict=True)
         ]
 
     def _queue_count(self, pipe: Any, name: str, d: dict[str, Any], now: float) -> None:
         key = self.keys.limit(name)
-        if d.get("kind") == "concurrent":
+        if d["kind"] == "concurrent":
             pipe.zcount(key, f"({now * 1000:.0f}", "+inf")
-        elif d.get("kind") == "window":
-            pipe.zcount(key, f"({(now - float(d.get('per', 0))) * 1e6:.0f}", "+inf")
-        else:
+        elif d["kind"] == "window":
+            pipe.zcount(key, f"({(now - d['per']) * 1e6:.0f}", "+inf")
+        elif d["kind"] == "bucket":
             pipe.hmget(key, "interval", "count")
+        else:
+            pipe.exists(key)  # a reply in its place, not read
 
     def __iter__(self) -> Iterator[Limit]:
         return iter(self._load())
@@ -67,10 +73,29 @@ class Limits:
         return next((x for x in self._load() if x.name == name), None)
 
 
+def _described(raw: str) -> dict[str, Any]:
+    """A limiter's description as Limit takes it: kind (one of KINDS, else "?"), size and per (0 if unreadable)."""
+    d = describe(raw)
+    kind = d.get("kind") if d.get("kind") in KINDS else "?"
+    return {"kind": kind, "size": int(_number(d.get("size"))), "per": _number(d.get("per"))}
+
+
+def _number(value: object) -> float:
+    """A non-negative finite number, or 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return min(float(value), 1e15)
+
+
 def _in_use(d: dict[str, Any], reply: Any, now: float) -> int:
-    if d.get("kind") != "bucket":
+    if d["kind"] in ("concurrent", "window"):
         return int(reply)
+    if d["kind"] != "bucket":
+        return 0
     interval, count = reply
-    per_ms = float(d.get("per", 0)) * 1000
-    current = int(now * 1000 // per_ms) if per_ms > 0 else None
-    return int(count or 0) if interval is not None and current is not None and int(interval) == current else 0
+    per_ms = d["per"] * 1000
+    try:
+        current = int(now * 1000 // per_ms) if per_ms > 0 else None
+        return int(count or 0) if interval is not None and current is not None and int(interval) == current else 0
+    except ValueError:  # not what bucket_acquire.lua writes
+        return 0

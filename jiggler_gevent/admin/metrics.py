@@ -198,6 +198,8 @@ def _rows(reply: dict[str, str]) -> dict[str, JobSummary]:
         if not name:
             continue
         index = FIELD_INDEX.get(kind)
+        if not value.isdigit():  # what the heartbeat wrote is whole numbers (HINCRBY, the max script); else skipped
+            continue
         if index is not None:
             rows.setdefault(name, JobSummary(name)).row[index] += int(value)
         elif kind == config.JOB_MAX_FIELD:

@@ -25,7 +25,7 @@ SOURCES = {
     for name in (
         *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
         *("push_each", "unique_release", "concurrent_acquire", "concurrent_release"),
-        *("window_acquire", "bucket_acquire", "cancel", "job_max"),
+        *("window_acquire", "bucket_acquire", "cancel", "job_max", "release_holds"),
     )
 }
 _ATTRIBUTE = "_jiggler_gevent_scripts"
@@ -51,6 +51,7 @@ class Scripts:
     bucket_acquire: Script
     cancel: Script
     job_max: Script
+    release_holds: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

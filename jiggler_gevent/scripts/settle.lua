@@ -1,12 +1,14 @@
 --#include lib_ending
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
 -- held then goes on, by its disposition: "ack", "drop" and "cancel" nowhere, "retry" and "dead" into that
--- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue. In the same step: a
+-- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue, "recover" (its process
+-- died) to the back of its queue, behind the jobs that waited meanwhile. In the same step: a
 -- unique job's lock named with the outcome is released if it still holds that jid (so a job is never done
 -- while its lock stays held because of a crash between the two), a tracked job's status is written, and a
 -- batch member is counted (lib_ending). A payload no longer held (settled already, or adopted by another
 -- process) goes nowhere, so nothing is stored, counted or run twice. The dead set is trimmed by age and size
--- whenever something is buried.
+-- whenever something is buried. A job rescheduled because a `concurrent` limiter was full is also parked on it
+-- (RPUSH NS:limit:<name>:parked): the next release of a slot of that limiter moves it to its queue (lib_holds).
 -- KEYS[1]  NS:working:<identity>
 -- KEYS[2]  NS:retry
 -- KEYS[3]  NS:dead
@@ -21,16 +23,20 @@
 -- ARGV[6]  now (unix seconds)
 -- ARGV[7]  seconds a tracked job's status is kept while it waits
 -- ARGV[8]  seconds a batch is kept after its last change
--- ARGV     then groups of 9: payload held, disposition, payload to store, the score (retry, dead, reschedule)
---          or the queue name (requeue), the unique lock key to release ('' = none), the jid, its batch id
---          ('' = none), its result_ttl ('' = untracked), and its result or error as JSON ('' = none)
+-- ARGV[9]  the limiter key prefix NS:limit:
+-- ARGV[10] how long a limiter's parked list is kept after its last push (ms)
+-- ARGV     then groups of 10: payload held, disposition, payload to store, the score (retry, dead, reschedule)
+--          or the queue name (requeue, recover), the unique lock key to release ('' = none), the jid, its batch id
+--          ('' = none), its result_ttl ('' = untracked), its result or error as JSON ('' = none), and the
+--          limiter to park a rescheduled job on ('' = none)
 -- returns  how many payloads were still held
 local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], pending_ttl = ARGV[7],
             batch_ttl = ARGV[8] }
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
-                 reschedule = 'scheduled', requeue = 'queued' }
+                 reschedule = 'scheduled', requeue = 'queued', recover = 'queued' }
+local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
 local held, buried, requeued = 0, false, false
-for i = 9, #ARGV, 9 do
+for i = 11, #ARGV, 10 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
     held = held + 1
     local disposition, jid = ARGV[i + 1], ARGV[i + 5]
@@ -41,14 +47,23 @@ for i = 9, #ARGV, 9 do
       buried = true
     elseif disposition == 'reschedule' then
       redis.call('ZADD', KEYS[6], ARGV[i + 3], ARGV[i + 2])
-    elseif disposition == 'requeue' then
-      redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      if ARGV[i + 9] ~= '' then
+        local parked = ARGV[9] .. ARGV[i + 9] .. ':parked'
+        redis.call('RPUSH', parked, ARGV[i + 2])
+        redis.call('PEXPIRE', parked, ARGV[10])
+      end
+    elseif BACK[disposition] ~= nil then
+      if BACK[disposition] then
+        redis.call('LPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      else
+        redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
+      end
       redis.call('SADD', KEYS[4], ARGV[i + 3])
       requeued = true
     end
     if ARGV[i + 4] ~= '' and redis.call('GET', ARGV[i + 4]) == jid then redis.call('DEL', ARGV[i + 4]) end
     if ARGV[i + 7] ~= '' then track(E, ARGV[4] .. jid, STATUS[disposition], ARGV[i + 8], ARGV[i + 7]) end
-    if ARGV[i + 6] ~= '' and disposition ~= 'requeue' and disposition ~= 'reschedule' then
+    if ARGV[i + 6] ~= '' and BACK[disposition] == nil and disposition ~= 'reschedule' then
       batch_end(E, ARGV[5] .. ARGV[i + 6], jid, disposition == 'ack')
     end
   end

@@ -22,18 +22,22 @@ from .. import payload as payload_mod
 from ..cluster import is_cluster
 from ..gevent_types import Event
 from ..keys import Keys
+from ..limits import MAX_RESCHEDULE_DELAY
 from ..middleware import Disposition
 from .backoff import Backoff
 
 log = logging.getLogger("jiggler_gevent.acker")
 
 PLAIN = (Disposition.ACK, Disposition.DROP)
+# A limiter's parked list outlives its last push by the longest reschedule delay and a minute: by then every
+# payload in it has become due, so the Poller has moved it and the entry is stale.
+PARKED_KEEP_MS = int((MAX_RESCHEDULE_DELAY + 60) * 1000)
 
 
 class Outcome:
     """What to write for one held payload (`raw`): its disposition and what, if anything, to store where."""
 
-    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid", "bid", "ttl", "detail")
+    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid", "bid", "ttl", "detail", "park")
 
     def __init__(
         self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "", where: float | str = 0.0
@@ -44,6 +48,7 @@ class Outcome:
         self.bid = ""  # the batch that counts this outcome ('' none)
         self.ttl: int | str = ""  # the job's result_ttl when its status is tracked ('' untracked)
         self.detail = ""  # JSON: the job's result (done) or {"error_class", "error_message"} (dead, cancelled)
+        self.park = ""  # a rescheduled job: the `concurrent` limiter whose next release moves it to its queue
 
     def releasing(self, lock_key: str, jid: str) -> "Outcome":
         """This outcome, also releasing the unique lock `lock_key` (if it still holds `jid`) in the same step."""
@@ -55,6 +60,11 @@ class Outcome:
         ttl, bid = payload_mod.result_ttl(payload), payload_mod.batch_id(payload)
         if ttl is not None or bid is not None:
             self.jid, self.bid, self.ttl, self.detail = payload["jid"], bid or "", "" if ttl is None else ttl, detail
+        return self
+
+    def parking(self, limiter: str) -> "Outcome":
+        """This reschedule, also parked on `limiter` (a full `concurrent` one): its next release wakes the job."""
+        self.park = limiter
         return self
 
     @classmethod
@@ -77,6 +87,11 @@ class Outcome:
         """Not run: `new_raw` back to the front of `queue`."""
         return cls(raw, Disposition.REQUEUE, new_raw, queue)
 
+    @classmethod
+    def recover(cls, raw: str, new_raw: str, queue: str) -> "Outcome":
+        """Held by a process that died: `new_raw` to the back of `queue`."""
+        return cls(raw, Disposition.RECOVER, new_raw, queue)
+
     @property
     def plain(self) -> bool:
         """True when nothing is stored: the payload is only removed (a job done, or dropped), and no lock
@@ -93,10 +108,10 @@ def settle(
         return 0
     now = time.time()
     args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
-    args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL]
+    args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL, keys.limit_prefix, PARKED_KEEP_MS]
     for o in outcomes:
         args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where, o.unlock, o.jid]
-        args += [o.bid, o.ttl, o.detail]
+        args += [o.bid, o.ttl, o.detail, o.park]
     script_keys = [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule]
     return int(script(keys=script_keys, args=args, client=client))
 

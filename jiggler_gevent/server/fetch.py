@@ -17,16 +17,17 @@ import redis
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
+from ..connect import MAX_BLOCK
 from ..keys import Keys
 from .acker import Outcome, dedicated, settle
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
 QueueWeights = Sequence[tuple[str, int]]
-SINGLE_QUEUE_BLOCK = 2  # seconds an idle worker on one queue blocks in BLMOVE
+SINGLE_QUEUE_BLOCK = int(MAX_BLOCK)  # seconds an idle worker on one queue blocks in BLMOVE
 # Seconds an idle worker on several queues blocks on NS:wake. Every push through jiggler_gevent wakes it at once;
 # a payload a foreign producer LPUSHes without touching NS:wake waits for the next try, at most this long.
-WAKE_BLOCK = 1.0
+WAKE_BLOCK = 1.0  # within connect.MAX_BLOCK
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:

@@ -4,7 +4,9 @@ ConcurrencyMiddleware takes a slot of a `concurrent` limiter named after the job
 it back after. When the limiter is full it refuses the run with limits.OverLimit (it sets `ctx.exception`, so
 the job function is not called), and RetryMiddleware reschedules the job as for any OverLimit. Slots are
 taken with a lock timeout of SLOT_TIMEOUT and renewed every third of it while the job runs, so a job may run
-for longer, and a worker that is SIGKILLed frees its slots within SLOT_TIMEOUT.
+for longer. A worker that is SIGKILLed has its slots freed by the recovery that declares it dead (lib_holds.lua:
+at its heartbeat's expiry, or at once under a supervisor), SLOT_TIMEOUT being only the bound for a process
+nobody recovers. A job refused here is parked on the limiter: the next release of a slot moves it to its queue.
 
 UniqueStartMiddleware releases the unique lock of a job with `unique_until="start"` as it starts.
 """

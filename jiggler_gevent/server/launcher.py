@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
+import redis
 
-from .. import config, middleware
+from .. import config, limits, middleware
 from ..config import Config
 from ..gevent_types import Event, Greenlet
 from ..options import WorkerOptions
@@ -71,6 +72,7 @@ class Launcher:
         config.set_pool_size(opts.pool_size)
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
+        limits.set_holder(self.identity)  # the slots this process takes are freed by the recovery of its death
         self.fetch = ReliableFetch(self.redis, keys, self.identity, opts.queues, opts.strict)
         self.acker = Acker(self.redis, keys, self.fetch.working)
         self.counters = Counters()
@@ -96,7 +98,7 @@ class Launcher:
             on_max_jobs=lambda: self.recycle(f"max jobs reached ({opts.max_jobs} jobs)"),
         )
         self.cancels = CancelListener(self.redis, keys, self.processor)
-        self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts)
+        self.recovery = Recovery(self.redis, keys, self.identity, self.fetch.scripts, opts.heartbeat_interval)
         self.poller = Poller(self.redis, keys, self.fetch.scripts, opts.poll_interval)
         entries = periodic_entries()
         self.scheduler = (
@@ -206,6 +208,7 @@ class Launcher:
         requeued = self.manager.stop(0)
         self.cancels.stop()
         self.poller.stop()
+        self._release_holds()
         self.monitor.stop()
         if self.switcher is not None:
             self.switcher.stop()
@@ -214,6 +217,15 @@ class Launcher:
         if self.metrics is not None:
             self.metrics.stop()
         log.info("stopped; %d unfinished job(s) put back", requeued)
+
+    def _release_holds(self) -> None:
+        try:
+            freed = self.recovery.release_own()
+        except redis.RedisError as exc:
+            log.warning("could not give back the slots this process held (their lock timeout frees them): %s", exc)
+            return
+        if freed:
+            log.info("gave back %d concurrency slot(s) of jobs stopped at shutdown", freed)
 
     def _wait_for_jobs(self, timeout: float) -> None:
         joiner: Greenlet = gevent.spawn(self.manager.join)

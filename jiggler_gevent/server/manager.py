@@ -8,20 +8,27 @@ start, quiet (stop fetching), stop(deadline) (quiet, let the workers finish what
 deadline, kill the rest, write every outcome, put every payload still held back in its queue). See fetch.py
 and acker.py for the delivery guarantee. With `max_jobs` the fetcher takes exactly that many payloads in the
 process's life, then ends and calls `on_max_jobs` (--max-jobs: the process is then replaced).
+
+A suspect job (held by processes as they died: recovery.py) runs alone. Guarantee: while it runs, this process
+holds no other payload, so if it dies then, the recovery blames that job alone. The fetcher takes nothing from
+the moment the suspect comes until it has ended; the suspect starts once the jobs already running have ended
+and their outcomes are written; a second suspect that comes meanwhile is put back in its queue.
 """
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import gevent
+import gevent.event
 import gevent.lock
 import gevent.queue
 import redis
 from greenlet import GreenletExit
 
-from ..gevent_types import BoundedSemaphore, Greenlet, Queue
+from ..gevent_types import BoundedSemaphore, Event, Greenlet, Queue
 from .acker import Acker
 from .backoff import Backoff
 from .fetch import ReliableFetch
@@ -30,6 +37,7 @@ from .processor import Processor
 log = logging.getLogger("jiggler_gevent.manager")
 
 _FINISH = None  # put in the inbox once per worker: finish what came before it, then end
+ALONE_POLL = 0.02  # seconds between looks, while a suspect job waits to be alone
 
 
 class Manager:
@@ -58,6 +66,11 @@ class Manager:
         self.in_hand: dict[str, int] = {}  # raw payloads handed to the workers and not yet processed
         self.running_jobs = 0
         self.finishing = False
+        self.gate: Event = gevent.event.Event()  # cleared while a suspect job waits or runs: no fetch then
+        self.gate.set()
+        self.fetching = False  # a fetch is on its way to Redis (what it brings will run)
+        self.solo: str | None = None  # the suspect job running alone (or waiting to)
+        processor.isolate = self.alone
 
     @property
     def busy(self) -> int:
@@ -137,6 +150,11 @@ class Manager:
             self.acker.ride(True)
             self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
+            if not self.gate.is_set():  # a suspect job is to run alone: take nothing until it has ended
+                self.acker.ride(False)
+                self.gate.wait()
+                continue
+            self.fetching = True
             acks = self.acker.take_plain()
             try:
                 if backoff.failing:
@@ -147,12 +165,14 @@ class Manager:
                     raws = self.fetch.wait(self._most())
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
+                self.fetching = False
                 self.acker.give_back(acks)
                 if not isinstance(exc, redis.RedisError):
                     raise
                 self.acker.ride(False)
                 gevent.sleep(self._fetch_failed(backoff, exc))
                 continue
+            self.fetching = False
             self.taken += len(raws)
             for raw in raws:
                 self.idle.acquire(blocking=False)
@@ -215,6 +235,34 @@ class Manager:
             if left:
                 self.in_hand[raw] = left
             self.idle.release()
+
+    @contextlib.contextmanager
+    def alone(self, raw: str) -> Iterator[bool]:
+        """Run the suspect job `raw` alone (the guarantee above): yields True once this process holds nothing
+        else, or False when another suspect runs alone here already and `raw` was put back instead."""
+        if self.solo is not None:
+            self._put_back(raw)
+            yield False
+            return
+        self.solo = raw
+        self.gate.clear()
+        self.acker.ride(False)  # plain acknowledgements are written now, not carried by a fetch that waits
+        try:
+            while not self._holds_only(raw):
+                gevent.sleep(ALONE_POLL)
+            yield True
+        finally:
+            self.solo = None
+            self.gate.set()
+
+    def _holds_only(self, raw: str) -> bool:
+        return self.running_jobs == 1 and not self.fetching and set(self.in_hand) == {raw} and not self.acker.holding()
+
+    def _put_back(self, raw: str) -> None:
+        try:
+            self.fetch.requeue([raw])
+        except redis.RedisError as exc:  # it stays held: the next orphan sweep or the shutdown puts it back
+            log.warning("could not put back a suspect job while another one runs alone: %s", exc)
 
     def _put_back_orphans(self, acks: list[bytes]) -> None:
         """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.

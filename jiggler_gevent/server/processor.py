@@ -14,6 +14,7 @@ the job's frames from the worker's. `cancel` uses it to stop a running job; a pa
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import CodeType
 from typing import Any
 
@@ -26,10 +27,12 @@ from ..batch import running_bid
 from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
+from ..limits import OverLimit
 from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext
 from . import tracking
 from .acker import Acker, Outcome
+from .recovery import suspect
 from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
@@ -67,6 +70,9 @@ class Processor:
         self._ending: set[int] = set()  # id() of the contexts whose function has ended: their after-hooks run
         self.cancelled: dict[str, float] = {}  # jid -> when it was cancelled (cancels.py keeps it)
         self.cancel_within = 1.0  # seconds a cancelled job may wait for a safe point before it is given up on
+        # Runs a suspect job (recovery.suspect) alone: entered with the payload, it yields False when the job
+        # was put back instead (manager.py sets it).
+        self.isolate: Callable[[str], AbstractContextManager[bool]] | None = None
 
     @property
     def call_site(self) -> CodeType:
@@ -104,6 +110,18 @@ class Processor:
             self.acker.add(outcome.ending(payload, _error(ctx, None)))
             return
         ctx.func = func.func
+        if self.isolate is not None and "recoveries" in payload and suspect(payload):
+            log.warning(
+                "%s jid=%s was held by %d processes as they died: running it alone",
+                ctx.name,
+                ctx.jid,
+                payload["recoveries"],
+                extra=job_fields(ctx.name, ctx.jid),
+            )
+            with self.isolate(raw) as alone:
+                if alone and self._run(ctx):
+                    self._finish(ctx)
+            return
         if self._run(ctx):
             self._finish(ctx)
 
@@ -234,7 +252,11 @@ class Processor:
         d, p = ctx.disposition, ctx.payload
         if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
             make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
-            self.acker.add(make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p))  # a unique lock stays held
+            outcome = make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p)  # a unique lock stays held
+            full = ctx.exception
+            if d == Disposition.RESCHEDULE and isinstance(full, OverLimit) and full.kind == "concurrent":
+                outcome.parking(full.name)  # woken by the limiter's next release (settle.lua, lib_holds.lua)
+            self.acker.add(outcome)
         elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.

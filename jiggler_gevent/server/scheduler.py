@@ -162,8 +162,8 @@ class Scheduler:
 
     def _lease_call(self, lease_ms: int) -> tuple[int, int, int]:
         reply = self.scripts.cron_lease(
-            keys=[self.lease_key, self.keys.cron_seen(self.table.signature)],
-            args=[self.identity, lease_ms, SEEN_TTL],
+            keys=[self.lease_key, self.keys.cron_seen(self.table.signature), self.keys.holds(self.identity)],
+            args=[self.identity, lease_ms, SEEN_TTL, self.table.signature],
             client=self.redis,
         )
         held, seen, redis_now = (int(x) for x in cast("list[Any]", reply))

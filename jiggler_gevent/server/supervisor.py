@@ -175,7 +175,8 @@ class Supervisor:
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
         self.reports: dict[int, int] = {}  # child pid -> read end of its report pipe
-        self.recovery = Recovery(self.redis, self.cfg.keys, self.identity, scripts.register(self.redis))
+        s = scripts.register(self.redis)
+        self.recovery = Recovery(self.redis, self.cfg.keys, self.identity, s, opts.heartbeat_interval)
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""

@@ -62,11 +62,15 @@ class Dashboard:
         return [] if environ.get("REQUEST_METHOD", "GET").upper() == "HEAD" else [resp.body]
 
     def respond(self, req: Request) -> Response:
+        """The response to `req`; a failure is a 503 (Redis) or a 500, with the same headers as any page."""
         try:
             return self.handle(req)
         except redis.RedisError as exc:
             log.warning("redis error serving %s: %s", req.path, exc)
             return Response(f"Redis did not answer: {exc}", "503 Service Unavailable", "text/plain; charset=utf-8")
+        except Exception:
+            log.exception("error serving %s", req.path)
+            return Response("internal error: see the dashboard's log", "500 Internal Server Error", "text/plain")
 
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/static/"):

@@ -1,20 +1,19 @@
 """The Batches pages: recent batches with their counts and a progress bar; one batch with the jids that failed."""
 
-from urllib.parse import quote
-
 from ... import config
 from .. import api
-from .html import Safe, join, number, render, timestamp
+from .html import Safe, clip, join, number, path_part, render, timestamp
 from .jobs import job_path
 from .layout import View
 
 PATH = "/batches"
+LISTED = 200  # characters of a description a listing shows (html.SHOWN on the batch's own page)
 FAILED_SHOWN = 500  # failed jids listed on a batch's page; the rest are counted
 
 
 def batch_path(bid: str) -> str:
     """The app path of one batch's page (the bid URL-quoted)."""
-    return f"{PATH}/{quote(bid, safe='')}"
+    return f"{PATH}/{path_part(bid)}"
 
 
 def progress(b: api.BatchStatus, css: str = "") -> Safe:
@@ -68,7 +67,7 @@ def listing(view: View) -> Safe:
             '<td data-label="state">{state}</td><td class="bar">{bar}</td></tr>',
             bid=b.bid,
             href=view.url(batch_path(b.bid)),
-            desc=b.description or "(no description)",
+            desc=clip(b.description, LISTED) or "(no description)",
             created=timestamp(b.created_at, view.now),
             total=number(b.total),
             pending=number(b.pending),
@@ -103,7 +102,7 @@ def detail(view: View, bid: str) -> Safe | None:
         return None
     facts = [
         ("Batch", render('<span class="mono">{bid}</span>', bid=b.bid)),
-        ("Description", b.description or "(none)"),
+        ("Description", clip(b.description) or "(none)"),
         ("Created", timestamp(b.created_at, view.now)),
         ("State", state(b)),
         ("Total", number(b.total)),

@@ -7,9 +7,18 @@ escaped). Payload fields never reach the output any other way.
 import datetime as dt
 import html
 import json
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, unquote
+
+# The most of one value a page shows (an argument list, a result, a description, a backtrace...): the rest is
+# counted, not rendered, so that no payload or batch, however large, makes a page larger than a few of these.
+SHOWN = 20_000
+# Unix times a date can show (years 1 to 9999): any other number is shown as it is, not as a date.
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC).timestamp()
+LATEST = dt.datetime.max.replace(tzinfo=dt.UTC).timestamp()
 
 
 class Safe(str):
@@ -35,15 +44,37 @@ def join(parts: Iterable[Any], sep: str = "") -> Safe:
     return Safe(sep.join(esc(p) for p in parts))
 
 
-def as_json(value: Any, indent: int | None = None, limit: int = 0) -> str:
-    """A JSON rendering of a payload value (plain text; escape it when placing it)."""
+def as_json(value: Any, indent: int | None = None, limit: int = SHOWN) -> str:
+    """A JSON rendering of a payload value, at most `limit` characters (plain text; escape it when placing it)."""
     try:
         text = json.dumps(value, indent=indent, sort_keys=indent is not None, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
-    if limit and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
+    return clip(text, limit)
+
+
+def clip(value: Any, limit: int = SHOWN) -> str:
+    """`value` (str() of it) cut to `limit` characters, saying how many more there were."""
+    text = "" if value is None else str(value)
+    if len(text) <= limit:
+        return text
+    more = len(text) - limit
+    return text[:limit] + (f"… ({more:,} more characters)" if more > 100 else "…")
+
+
+def form_text(value: str) -> str:
+    """A value a form sent back that the page wrote with path_part (a key or a jid), as text again."""
+    return unquote(value, errors="surrogateescape")
+
+
+def path_part(text: str) -> str:
+    """`text` as one segment of a URL path, or as a form's value: UTF-8, percent-quoted; bytes kept by
+    surrogateescape (a payload that was not UTF-8) are quoted as those bytes, so the page or row they name is found
+    again (http.Request.path, form_text), where HTML would have shown them as U+FFFD."""
+    try:
+        return str(quote(text, safe="", errors="surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: it cannot round-trip
+        return str(quote(text, safe="", errors="replace"))
 
 
 def number(n: Any) -> str:
@@ -75,9 +106,12 @@ def duration(seconds: float) -> str:
 
 
 def timestamp(ts: Any, now: float | None = None) -> Safe:
-    """A <time> element: relative text ('3 min ago', 'in 5 s'), the UTC date and time as its title."""
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    """A <time> element: relative text ('3 min ago', 'in 5 s'), the UTC date and time as its title; a dash for
+    anything that is not a time a date can show (a string, NaN, infinity, a year past 9999)."""
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
         return Safe("–")
+    if not EARLIEST < ts < LATEST:
+        return render('<span title="not a valid time">{ts}</span>', ts=f"{ts:g}")
     now = time.time() if now is None else now
     delta = ts - now
     text = duration(delta)

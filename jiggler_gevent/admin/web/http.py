@@ -24,7 +24,7 @@ class Request:
         self.environ = environ
         self.method = environ.get("REQUEST_METHOD", "GET").upper()
         self.root: str = environ.get("SCRIPT_NAME", "").rstrip("/")
-        self.path = environ.get("PATH_INFO", "") or "/"
+        self.path = _native(environ.get("PATH_INFO", "")) or "/"
         self.query = _flat(parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         self.cookies = _cookies(environ.get("HTTP_COOKIE", ""))
         self.form_lists = self._read_form() if self.method == "POST" else {}
@@ -37,8 +37,8 @@ class Request:
             length = 0
         if length <= 0 or length > MAX_FORM_BYTES:
             return {}
-        body = self.environ["wsgi.input"].read(length).decode("utf-8", "replace")
-        return parse_qs(body, keep_blank_values=True)
+        body = self.environ["wsgi.input"].read(length).decode("utf-8", "surrogateescape")
+        return parse_qs(body, keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
 
     def url(self, path: str) -> str:
         """An absolute path inside the app (honours SCRIPT_NAME when mounted under a prefix)."""
@@ -62,7 +62,7 @@ class Response:
         content_type: str = "text/html; charset=utf-8",
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.body = utf8(body) if isinstance(body, str) else body
         self.status = status
         self.headers = [("Content-Type", content_type)] + list(headers or [])
 
@@ -70,6 +70,28 @@ class Response:
     def redirect(cls, location: str) -> "Response":
         """303 See Other: the browser follows with a GET (post/redirect/get)."""
         return cls(b"", "303 See Other", headers=[("Location", location)])
+
+
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (a byte of a payload that was not UTF-8) becomes U+FFFD, not an error."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _native(path: str) -> str:
+    """PATH_INFO as text: a WSGI server gives the path's bytes as latin-1 (PEP 3333); they are UTF-8, and a byte
+    that is not is kept by surrogateescape, as Redis replies are (html.path_part quotes it back)."""
+    try:
+        return path.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # not from a WSGI server: text already
+        return path
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any characters (hmac.compare_digest takes ASCII str only)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 def _flat(lists: dict[str, list[str]]) -> dict[str, str]:
@@ -92,7 +114,7 @@ class Csrf:
         self.secret = secret or secrets.token_bytes(32)
 
     def _sign(self, nonce: str) -> str:
-        return hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self.secret, nonce.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def new_token(self) -> str:
         nonce = secrets.token_urlsafe(18)
@@ -101,7 +123,7 @@ class Csrf:
     def valid(self, token: str) -> bool:
         """True when `token` was signed with this secret."""
         nonce, _, signature = token.partition(".")
-        return bool(nonce) and hmac.compare_digest(signature, self._sign(nonce))
+        return bool(nonce) and _same(signature, self._sign(nonce))
 
     def token_for(self, req: Request) -> tuple[str, bool]:
         """The request's token, and whether it is new (so the response must set the cookie)."""
@@ -113,7 +135,7 @@ class Csrf:
     def check(self, req: Request) -> bool:
         """True when the POST carries the cookie's token in its form and the token is ours."""
         cookie, field = req.cookies.get(CSRF_COOKIE, ""), req.form.get(CSRF_FIELD, "")
-        return bool(cookie) and hmac.compare_digest(cookie, field) and self.valid(cookie)
+        return bool(cookie) and _same(cookie, field) and self.valid(cookie)
 
     @staticmethod
     def cookie_header(token: str, req: Request) -> tuple[str, str]:

@@ -5,11 +5,10 @@ where it waits or runs (api.Job), which costs a scan, so this page reads one job
 """
 
 from typing import Any
-from urllib.parse import quote
 
 from ... import config
 from .. import api
-from .html import Safe, as_json, join, render, timestamp
+from .html import Safe, as_json, clip, form_text, join, path_part, render, timestamp
 from .http import Request, Response
 from .layout import View
 
@@ -34,7 +33,7 @@ WHERE = {  # status -> (page that lists the job, its label)
 
 def job_path(jid: str) -> str:
     """The app path of one job's status page (the jid URL-quoted)."""
-    return f"{PATH}/{quote(jid, safe='')}"
+    return f"{PATH}/{path_part(jid)}"
 
 
 def lookup_form(view: View, jid: str = "") -> Safe:
@@ -82,17 +81,18 @@ def detail(view: View, jid: str) -> Safe:
     if status in NOT_ENDED:
         button = render(
             '<div class="toolbar"><button name="cancel" value="{jid}" class="danger">Cancel job</button></div>',
-            jid=jid,
+            jid=path_part(jid),  # read back with form_text
         )
         parts.append(view.form(job_path(jid), button, confirm=f"Cancel job {jid}?", css="cancel"))
     if "result" in info:
         parts.append(render('<h2>Result</h2><pre class="code">{v}</pre>', v=as_json(info["result"], indent=2)))
+        # as_json shows at most html.SHOWN characters: a result of megabytes does not make a page of megabytes
     if info.get("error_class") or info.get("error_message"):
         parts.append(
             render(
                 '<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>',
-                cls=info.get("error_class"),
-                msg=info.get("error_message"),
+                cls=clip(info.get("error_class"), 200),
+                msg=clip(info.get("error_message")),
             )
         )
     parts.append(_note(status, tracked="updated_at" in info))
@@ -121,7 +121,7 @@ def _note(status: str, tracked: bool) -> Safe:
 
 def action(req: Request, jid: str) -> tuple[dict[str, Any], str] | None:
     """POST /jobs/JID: cancel the job; the flash to show and the page to go back to (None: not understood)."""
-    if req.form.get("cancel") != jid:
+    if form_text(req.form.get("cancel", "")) != jid:
         return None
     found = api.Job(jid).cancel()
     return ({"flash": "cancelled", "n": 1} if found else {"flash": "not-cancelled"}), job_path(jid)

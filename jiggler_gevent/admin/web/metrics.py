@@ -4,11 +4,10 @@ or style), with a viewBox and the full width, so they shrink to a phone's screen
 
 import time
 from collections.abc import Sequence
-from urllib.parse import quote
 
 from ... import config
 from .. import api
-from .html import Safe, join, number, render
+from .html import Safe, join, number, path_part, render
 from .layout import View
 
 PATH = "/metrics"
@@ -18,7 +17,7 @@ WIDTH, HEIGHT, TOP = 600, 160, 150  # the charts' viewBox, and the height of the
 
 def job_path(name: str) -> str:
     """The app path of one job's metrics page (the name URL-quoted)."""
-    return f"{PATH}/{quote(name, safe='')}"
+    return f"{PATH}/{path_part(name)}"
 
 
 def seconds(value: float | None) -> str:

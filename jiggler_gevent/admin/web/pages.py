@@ -2,10 +2,9 @@
 
 import time
 from typing import Any, cast
-from urllib.parse import quote
 
 from .. import api
-from .html import Safe, as_json, duration, human_bytes, join, number, render, timestamp
+from .html import Safe, as_json, clip, duration, form_text, human_bytes, join, number, path_part, render, timestamp
 from .http import Request, Response
 from .layout import View
 
@@ -23,7 +22,7 @@ POLL_CHOICES = (2, 5, 10, 30)
 
 def queue_path(name: str) -> str:
     """The app path of one queue's page (the name URL-quoted)."""
-    return "/queues/" + quote(name, safe="")
+    return "/queues/" + path_part(name)
 
 
 def live_numbers() -> dict[str, Any]:
@@ -156,7 +155,7 @@ def busy(view: View) -> Safe:
                 quiet=quiet,
                 identity=p.identity,
                 pid=info.get("pid"),
-                queues=", ".join(str(q) for q in info.get("queues", []) or []),
+                queues=", ".join(str(q) for q in _listed(info.get("queues"))),
                 busy=info.get("busy", 0),
                 conc=info.get("concurrency"),
                 rss=human_bytes(info.get("rss")),
@@ -190,6 +189,10 @@ def busy(view: View) -> Safe:
             Safe('<p class="hint">As of each process’s last heartbeat (every few seconds).</p>'),
         ]
     )
+
+
+def _listed(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _running_row(view: View, p: api.Process, work: dict[str, Any]) -> Safe:
@@ -259,11 +262,11 @@ def queue(view: View, name: str) -> Safe:
             '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
             '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
             pos=number(offset + i + 1),
-            name=e.name,
-            jid=e.jid,
+            name=clip(e.name, 200),
+            jid=clip(e.jid, 200),
             args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
             enq=timestamp(e.enqueued_at, view.now),
-            key=f"{e.jid}@{offset + i}",
+            key=path_part(f"{e.jid}@{offset + i}"),  # read back with form_text
         )
         for i, e in enumerate(q.page(offset, per))
     ]
@@ -299,7 +302,7 @@ def queue_action(req: Request, name: str) -> tuple[dict[str, Any], str] | None:
     q = api.Queue(name)
     if req.form.get("bulk") == "clear":
         return {"flash": "cleared", "n": q.clear()}, "/queues"
-    jid, _, pos = req.form.get("delete", "").rpartition("@")
+    jid, _, pos = form_text(req.form.get("delete", "")).rpartition("@")
     if not jid or not pos.isdigit():
         return None
     entry = api.queue_entry_near(q, int(pos), jid)

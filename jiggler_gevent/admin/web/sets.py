@@ -5,10 +5,9 @@ so neither a page nor an action scans the set.
 """
 
 from typing import Any
-from urllib.parse import quote
 
 from .. import api
-from .html import Safe, as_json, join, number, render, timestamp
+from .html import Safe, as_json, clip, form_text, join, number, path_part, render, timestamp
 from .http import Request
 from .layout import View
 
@@ -43,11 +42,14 @@ def entry_key(e: api.Entry) -> str:
 
 
 def parse_key(key: str) -> tuple[str, float] | None:
+    """(jid, score) of a row's name; None when it names none (no jid, or a score that is not a number: NaN is
+    none, as no sorted-set score is NaN)."""
     jid, _, score = key.rpartition("@")
     try:
-        return (jid, float(score)) if jid else None
+        value = float(score)
     except ValueError:
         return None
+    return (jid, value) if jid and value == value else None
 
 
 def find(kind: Kind, key: str) -> api.Entry | None:
@@ -56,7 +58,7 @@ def find(kind: Kind, key: str) -> api.Entry | None:
 
 
 def job_path(kind: Kind, e: api.Entry) -> str:
-    return f"{kind.path}/{quote(entry_key(e), safe='')}"
+    return f"{kind.path}/{path_part(entry_key(e))}"
 
 
 def listing(view: View, kind: Kind) -> Safe:
@@ -99,11 +101,11 @@ def listing(view: View, kind: Kind) -> Safe:
 
 
 def _row(view: View, kind: Kind, e: api.Entry) -> Safe:
-    key = entry_key(e)
+    key = path_part(entry_key(e))  # what the form sends back: action() reads it with form_text
     error = (
         render(
             '<td class="error"><b>{cls}</b> {msg}<br><small>retried {n}×</small></td>',
-            cls=e.error_class,
+            cls=clip(e.error_class, 200),
             msg=_short(e.error_message),
             n=e.retry_count,
         )
@@ -119,8 +121,8 @@ def _row(view: View, kind: Kind, e: api.Entry) -> Safe:
         key=key,
         when=timestamp(e.score, view.now),
         href=view.url(job_path(kind, e)),
-        name=e.name or "(no name)",
-        jid=e.jid,
+        name=clip(e.name, 200) or "(no name)",
+        jid=clip(e.jid, 200),
         queue=e.queue,
         args=as_json(e.args, limit=300),
         error=error,
@@ -160,11 +162,10 @@ def detail(view: View, kind: Kind, key: str) -> Safe | None:
     if e.kwargs:
         parts.append(render('<h2>Keyword arguments</h2><pre class="code">{kw}</pre>', kw=as_json(e.kwargs, indent=2)))
     if e.error_class or e.error_message:
-        parts.append(
-            render('<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>', cls=e.error_class, msg=e.error_message)
-        )
+        cls, msg = clip(e.error_class, 200), clip(e.error_message)
+        parts.append(render('<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>', cls=cls, msg=msg))
     if e.error_backtrace:
-        parts.append(render('<pre class="code trace">{bt}</pre>', bt=e.error_backtrace))
+        parts.append(render('<pre class="code trace">{bt}</pre>', bt=clip(e.error_backtrace)))
     parts.append(
         render(
             '<details><summary>Payload as stored</summary><pre class="code">{raw}</pre></details>',
@@ -174,7 +175,7 @@ def detail(view: View, kind: Kind, key: str) -> Safe | None:
     buttons = render(
         '<div class="toolbar"><button name="retry" value="{key}">{retry}</button>'
         '<button name="delete" value="{key}" class="danger">Delete</button></div>',
-        key=key,
+        key=path_part(key),
         retry=kind.can_retry,
     )
     return join([view.form(kind.path, buttons)] + parts)
@@ -184,9 +185,9 @@ def action(req: Request, kind: Kind) -> dict[str, Any]:
     """POST to a set page: retry or delete one row, the selected rows, or all; the flash to show."""
     form = req.form
     if form.get("retry"):
-        return _one(kind, form["retry"], retry=True)
+        return _one(kind, form_text(form["retry"]), retry=True)
     if form.get("delete"):
-        return _one(kind, form["delete"], retry=False)
+        return _one(kind, form_text(form["delete"]), retry=False)
     bulk = form.get("bulk", "")
     s = kind.cls()
     if bulk == "retry-all":
@@ -195,7 +196,7 @@ def action(req: Request, kind: Kind) -> dict[str, Any]:
         return {"flash": "deleted", "n": s.clear()}
     keys = req.form_lists.get("key", [])
     if bulk in ("retry-selected", "delete-selected") and keys:
-        entries = [e for e in (find(kind, k) for k in keys[:1000]) if e is not None]
+        entries = [e for e in (find(kind, form_text(k)) for k in keys[:1000]) if e is not None]
         done = sum(1 for e in entries if (e.retry() if bulk == "retry-selected" else e.delete()))
         return {"flash": "retried" if bulk == "retry-selected" else "deleted", "n": done}
     return {"flash": "nothing"}

@@ -44,7 +44,7 @@ def wsgi_environ(request: HttpRequest, path: str) -> dict[str, Any]:
         {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": prefix.rstrip("/"),
-            "PATH_INFO": "/" + path,
+            "PATH_INFO": ("/" + path).encode("utf-8", "surrogateescape").decode("latin-1"),  # as WSGI (PEP 3333)
             "QUERY_STRING": request.META.get("QUERY_STRING", ""),
             "CONTENT_LENGTH": str(len(body)),
             "CONTENT_TYPE": "application/x-www-form-urlencoded",

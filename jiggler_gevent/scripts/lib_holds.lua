@@ -1,0 +1,60 @@
+-- lib_holds: what a worker process holds besides its jobs, and giving it back. Included by concurrent_release,
+-- adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
+-- recorded in NS:holds:<identity> in the same step that takes it, so whoever ends that process's tenure (the
+-- recovery that declares it dead, in adopt; the process itself at a clean stop, in release_holds) gives every one
+-- back at once, instead of leaving it to its timeout. Fields of NS:holds:<identity>:
+--   'slot:<limiter name>:<token>'  -> '<limiter size>,<lock timeout ms>'
+--   'lease:<signature>'            -> '1' (NS:cron:leader:<signature> holds the identity while it is its lease)
+-- A freed slot wakes one waiter (a push to NS:limit:<name>:free, kept to the limiter's size) and one job parked
+-- on the limiter (wake_parked). `H` holds what these need: limit_prefix (NS:limit:), leader_prefix
+-- (NS:cron:leader:), schedule (NS:schedule), queues (NS:queues), wake (NS:wake), qprefix (NS:queue:), queue (the
+-- queue of a payload that names none).
+
+-- A job rescheduled because this limiter was full waits in NS:schedule and is named in NS:limit:<name>:parked
+-- (settle.lua). Move the first one still scheduled to the back of its queue now, rather than at its delay's end.
+local function wake_parked(H, parked_key)
+  for _ = 1, 20 do
+    local p = redis.call('LPOP', parked_key)
+    if not p then return end
+    if redis.call('ZREM', H.schedule, p) == 1 then
+      local ok, job = pcall(cjson.decode, p)
+      local queue = H.queue
+      if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then queue = job.queue end
+      redis.call('LPUSH', H.qprefix .. queue, p)
+      redis.call('SADD', H.queues, queue)
+      redis.call('ZADD', H.wake, 0, 'wake')
+      return
+    end
+  end
+end
+
+-- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken).
+local function release_slot(H, limit_key, free_key, parked_key, token, size, keep_ms)
+  if redis.call('ZREM', limit_key, token) == 0 then return 0 end
+  redis.call('LPUSH', free_key, '1')
+  redis.call('LTRIM', free_key, 0, size - 1)
+  redis.call('PEXPIRE', free_key, keep_ms)
+  wake_parked(H, parked_key)
+  return 1
+end
+
+-- Give back everything NS:holds:<identity> records, and forget it; returns how many slots were freed.
+local function release_holds(H, holds_key, identity)
+  local fields = redis.call('HGETALL', holds_key)
+  local freed = 0
+  for i = 1, #fields, 2 do
+    local name, token = string.match(fields[i], '^slot:([^:]+):(.+)$')
+    local size, keep = string.match(fields[i + 1], '^(%d+),(%d+)$')
+    if name and size then
+      local key = H.limit_prefix .. name
+      local keep_ms = math.max(1000, tonumber(keep))
+      freed = freed + release_slot(H, key, key .. ':free', key .. ':parked', token, tonumber(size), keep_ms)
+    end
+    local signature = string.match(fields[i], '^lease:(.+)$')
+    if signature and redis.call('GET', H.leader_prefix .. signature) == identity then
+      redis.call('DEL', H.leader_prefix .. signature)
+    end
+  end
+  redis.call('DEL', holds_key)
+  return freed
+end
