@@ -28,7 +28,7 @@ from .. import config, scripts
 from .. import payload as payload_mod
 from ..errors import JobCancelled, JobFailed
 from ..keys import Keys
-from ..sidekiq import seconds
+from ..wire.sidekiq import seconds
 from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits

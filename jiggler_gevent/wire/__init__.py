@@ -3,14 +3,50 @@
 The rest of the code knows one payload, the internal one (payload.py). A Wire turns raw payloads off Redis into it
 (`decode`, `salvage`) and back (`encode`), and says what a process's heartbeat holds (`process_fields`,
 `work_entry`). `Wire` itself is jiggler's own format, where internal and wire payloads are the same; Sidekiq's
-(`wire="sidekiq"`) is in sidekiq.py. `of(keys)` picks the one that goes with a key layout.
+(`wire="sidekiq"`) is in wire/sidekiq.py. `of(keys)` picks the one that goes with a key layout.
+
+A format may leave a job's options to the job (Sidekiq's `retry: true`): it reads them from the registry that
+job.py hands over with `use_registry` when it is imported. The wire imports neither job.py nor client.py: they sit
+above it.
 """
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from . import payload as payload_mod
-from .keys import Keys
+from .. import payload as payload_mod
+from ..keys import Keys
+
+
+class JobDefaults(Protocol):
+    """What a format may read of a registered job: its own options."""
+
+    @property
+    def retries(self) -> int: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+
+Registry = Callable[[str], JobDefaults | None]
+
+
+def _nothing_registered(name: str) -> JobDefaults | None:
+    return None
+
+
+_registry: Registry = _nothing_registered
+
+
+def use_registry(find: Registry) -> None:
+    """Where the formats find a registered job's options by wire name (job.py calls it once, on import)."""
+    global _registry
+    _registry = find
+
+
+def registered(name: str) -> JobDefaults | None:
+    """The options of the job registered under wire name `name`, or None (also while no job module is loaded)."""
+    return _registry(name)
 
 
 class Wire:
