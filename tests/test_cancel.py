@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from jiggler_gevent import Batch, api
+from jiggler_gevent import Batch, api, config
 from tests import result_jobs
 from tests.conftest import wait_for
 
@@ -348,3 +348,27 @@ def test_a_cancel_that_arrives_while_the_job_ends_leaves_it_ended_once(ns, r, tk
     assert "unexpected error" not in worker.output(), worker.output()
     _nothing_left(r, ns)  # not put back in its queue at the shutdown: it would run again
     assert r.lrange(key, 0, -1) == ["run", "after-hook"]
+
+
+@pytest.mark.parametrize("where", ["queued", "scheduled"])
+def test_in_sidekiq_wire_mode_cancelling_a_unique_job_of_a_batch_releases_its_lock_and_counts_it(ns, r, tkey, where):
+    """With `wire="sidekiq"` the payloads are Sidekiq's (our fields nested under `jiggler`): the API reads them
+    through the wire, so the lock and the batch of the job it cancels are found as in jiggler's format."""
+    config.configure(wire="sidekiq")  # Sidekiq's keys, under NS: as redis-namespace puts them
+    key = tkey("runs")
+    with Batch(description="sidekiq wire") as batch:
+        if where == "queued":
+            jid = result_jobs.unique_sleep.enqueue(key, 60)
+        else:
+            jid = result_jobs.unique_sleep.enqueue_in(3600, key, 60)
+    assert jid is not None and result_jobs.unique_sleep.enqueue(key, 60) is None  # held
+    keys = config.current().keys
+    raw = (r.lrange(keys.queue("default"), 0, -1) or r.zrange(keys.schedule, 0, -1))[0]
+    assert '"class":"tests.result_jobs.unique_sleep"' in raw and '"unique_key"' in raw  # Sidekiq's shape
+    assert api.Job(jid).status == where
+    assert api.Job(jid).cancel() is True
+    _ends_cancelled(jid)
+    status = api.BatchStatus(batch.bid)
+    assert (status.total, status.failures, status.complete, status.failed_jids) == (1, 1, True, [jid])
+    again = result_jobs.unique_sleep.enqueue(key, 60)
+    assert again is not None and again != jid

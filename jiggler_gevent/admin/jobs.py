@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import redis
 
-from .. import config, scripts
+from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..connect import MAX_BLOCK, block_for
 from ..errors import JobCancelled, JobFailed
@@ -51,7 +51,8 @@ class Job:
             raise TypeError(f"jid must be a string, not {type(jid).__name__}")
         self.jid = jid
         self.redis, self.keys = _client_and_keys()
-        self._needle = f'"jid":{payload_mod.encode(jid)}'
+        self.wire = wire.of(self.keys)  # payloads are read through it: jiggler's format or Sidekiq's
+        self._needle = self.wire.marker(jid)
 
     @property
     def status(self) -> str:
@@ -142,7 +143,7 @@ class Job:
         if found.status in ("dead", "cancelled"):
             error = "{}"
             if found.status == "dead":
-                item = json.loads(found.raw or "{}")
+                item = self.wire.read(found.raw) if found.raw else {}
                 error = json.dumps({f: item.get(f, "") for f in ("error_class", "error_message")})
             self._raise_ended(found.status, error)
         raise ValueError(
@@ -167,7 +168,7 @@ class Job:
         item: dict[str, Any] = {}
         if found.raw:
             try:
-                item = payload_mod.decode(found.raw)
+                item = self.wire.decode(found.raw)
             except payload_mod.PayloadError:
                 item = {}
         lock, bid, ttl = payload_mod.unique_lock(item), payload_mod.batch_id(item), payload_mod.result_ttl(item)

@@ -133,6 +133,9 @@ class SidekiqWire(Wire):
     def decode(self, raw: str) -> dict[str, Any]:
         return payload_mod.checked(internal(payload_mod.parse(raw)))
 
+    def unwrap(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        return internal(parsed)
+
     def encode(self, payload: dict[str, Any]) -> str:
         return payload_mod.encode(external(payload))
 
