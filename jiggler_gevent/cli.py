@@ -180,7 +180,7 @@ def _enqueue_registered(
 
     The modules are imported first, so that --redis-url and --namespace win over a configure() call in them."""
     from .job import lookup
-    from .server.worker import import_user_modules
+    from .server.process import import_user_modules
 
     import_user_modules(requires)
     apply_redis_options(redis_url, namespace)
