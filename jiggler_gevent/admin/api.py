@@ -6,7 +6,7 @@
     ProcessSet()     live worker processes
     PeriodicSet()    periodic entries the live processes published: next_at, last_at, enqueue_now() (cron.py)
     Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
-    Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled (jobs.py)
+    Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled, CancelRefused (jobs.py)
     BatchStatus(bid) one batch: total, pending, failures, complete, success, failed_jids; Batches() (jobs.py)
     Metrics(minutes) per-job runs, failures, run time, p50/p95 over the last minutes, per minute (metrics.py)
 
@@ -28,7 +28,7 @@ import redis
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
-from ..errors import JobCancelled, JobFailed
+from ..errors import CancelRefused, JobCancelled, JobFailed
 from ..keys import Keys
 from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
@@ -58,6 +58,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobCancelled",
+    "CancelRefused",
     "BatchStatus",
     "Batches",
     "Metrics",
