@@ -396,6 +396,9 @@ def test_in_sidekiq_wire_mode_a_job_a_ruby_process_runs_is_refused_with_a_clear_
         work_key = keys.work_keys(identity)[1 if sidekiq == "6" else 0]
         payload = running if sidekiq == "6" else json.dumps(running)
         r.hset(work_key, "tid", json.dumps({"queue": "rb", "payload": payload, "run_at": int(time.time())}))
+    if sidekiq == "7":  # the API reads <identity>:work through the wire too: the job in the internal form
+        running = {p.identity: p.jobs for p in api.ProcessSet()}[ruby]
+        assert [(w["payload"]["name"], w["payload"]["jid"]) for w in running] == [("HardJob", jid)]
     with pytest.raises(api.CancelRefused, match=f"job {jid} is running in {ruby}.*Ruby Sidekiq.*cannot be cancelled"):
         api.Job(jid).cancel()
     assert r.zscore(keys.cancelled, jid) is None and api.Job(jid).status == "unknown"

@@ -74,7 +74,7 @@ def _client_and_keys() -> "tuple[redis.Redis, Keys]":
 
 
 def _object(text: str) -> dict[str, Any]:
-    """A JSON object a worker wrote (a heartbeat, a running job); {} for anything else, so that one damaged
+    """A JSON object a worker wrote (its heartbeat's info); {} for anything else, so that one damaged
     record does not make every reader fail."""
     try:
         value = json.loads(text)
@@ -333,8 +333,8 @@ class ProcessSet:
         for i, identity in enumerate(identities):
             fields, work = replies[2 * i], replies[2 * i + 1]
             if fields[0]:
-                work = {k: self.wire.read_work(v) for k, v in work.items()}
-                processes.append(Process(identity, _heartbeat(fields), work))
+                running = {k: self.wire.read_work(v) for k, v in work.items()}
+                processes.append(Process(identity, _heartbeat(fields), running))
         return processes
 
     def __iter__(self) -> Iterator[Process]:
