@@ -180,7 +180,7 @@ def _enqueue_registered(
 
     The modules are imported first, so that --redis-url and --namespace win over a configure() call in them."""
     from .job import lookup
-    from .server.worker import import_user_modules
+    from .server.process import import_user_modules
 
     import_user_modules(requires)
     apply_redis_options(redis_url, namespace)
@@ -317,15 +317,26 @@ def _seconds(value: float | None) -> str:
 
 @cli.command()
 @click.argument("jids", metavar="JID...", nargs=-1, required=True)
+@_options("wire")
 @redis_options
-def cancel(jids: tuple[str, ...], redis_url: str | None, namespace: str | None) -> None:
-    """Cancel jobs: a waiting one never starts, a running one stops at its next safe point."""
+def cancel(jids: tuple[str, ...], wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Cancel jobs: a waiting one never starts, a running one stops at its next safe point (exit code 1 when one
+    is refused: with --wire sidekiq, a job a Ruby Sidekiq process runs)."""
     from .admin.jobs import Job
+    from .errors import CancelRefused
 
-    apply_redis_options(redis_url, namespace)
+    apply_redis_options(redis_url, namespace, wire)
+    refused = False
     for jid in jids:
-        found = Job(jid).cancel()
+        try:
+            found = Job(jid).cancel()
+        except CancelRefused as exc:
+            click.echo(f"{jid}: refused: {exc}", err=True)
+            refused = True
+            continue
         click.echo(f"{jid}: cancelled" if found else f"{jid}: not found waiting or running (unknown, or already ended)")
+    if refused:
+        sys.exit(1)
 
 
 @cli.command()

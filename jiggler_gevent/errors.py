@@ -31,6 +31,12 @@ class CancelJob(BaseException):
         self.stop_within = stop_within
 
 
+class CancelRefused(RuntimeError):
+    """What `api.Job(jid).cancel()` raises for a job it cannot cancel: with `wire="sidekiq"`, one that a process
+    other than a jiggler worker of the namespace (a Ruby Sidekiq process) is running, which never reads jiggler's
+    cancellations. Nothing is recorded."""
+
+
 class JobFailed(Exception):
     """What `api.Job(jid).result()` raises for a job that failed for good (dead, or out of retries)."""
 

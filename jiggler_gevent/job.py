@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional, overload
 
-from . import config
+from . import config, wire
 from . import payload as payload_mod
 
 _registry: dict[str, "JobFunction"] = {}
@@ -25,6 +25,15 @@ def lookup(name: str) -> Optional["JobFunction"]:
 def registered() -> list[str]:
     """Names of every registered job."""
     return sorted(_registry)
+
+
+def _defaults(name: str) -> Optional["JobCall"]:
+    """The options of the job registered under `name`: what a wire format reads when a payload leaves them out."""
+    job = _registry.get(name)
+    return job.defaults if job is not None else None
+
+
+wire.use_registry(_defaults)
 
 
 def _timestamp(when: When) -> float:

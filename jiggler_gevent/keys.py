@@ -71,7 +71,7 @@ class Keys:
     """Key names for one namespace."""
 
     namespace: str = "jiggler"
-    wire: ClassVar[str] = "jiggler"  # the payload format that goes with this layout (wire.py)
+    wire: ClassVar[str] = "jiggler"  # the payload format that goes with this layout (wire/__init__.py)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.namespace,) + parts)

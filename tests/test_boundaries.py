@@ -4,6 +4,7 @@
   neither `jiggler_gevent.api` nor `jiggler_gevent.web` nor anything under `jiggler_gevent.admin`.
 - User code that imports jiggler_gevent, defines a job and enqueues it loads nothing of the worker, of the
   admin side, of the CLI, nor gevent.
+- The wire reads a registered job's options through the registry job.py hands it, and loads no client.
 """
 
 import json
@@ -99,4 +100,32 @@ print(json.dumps({{"jids": jids, "modules": sorted(sys.modules)}}))
     result = json.loads(out.stdout)
     assert result["jids"][0] is not None and result["jids"][1] is None
     forbidden = ("jiggler_gevent.server", "jiggler_gevent.cli", "jiggler_gevent.demo", "gevent", *ADMIN)
+    assert [m for m in result["modules"] if _is_under(m, forbidden)] == []
+
+
+def test_the_wire_reads_sidekiq_payloads_with_the_jobs_options_without_loading_the_client():
+    """wire/ sits under job and client (setup.cfg): a job's own options reach it through the registry job.py hands
+    over, not through an import, and reading a payload loads no client (nor redis)."""
+    code = """
+import json, sys
+from jiggler_gevent import job
+from jiggler_gevent.config import sidekiq_keys
+from jiggler_gevent.wire import of
+
+@job(name="Resize", retries=3, timeout=7)
+def resize(path):
+    pass
+
+wire = of(sidekiq_keys("jiggler"))
+known = wire.decode(json.dumps({"class": "Resize", "args": ["/a.png"], "retry": True, "jid": "j1"}))
+unknown = wire.decode(json.dumps({"class": "Other", "args": [], "retry": True, "jid": "j2"}))
+print(json.dumps({"known": known, "unknown": unknown, "modules": sorted(sys.modules)}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["known"]["retries"], result["known"]["timeout"], result["known"]["args"]) == (3, 7, ["/a.png"])
+    assert result["unknown"]["retries"] == 25 and "timeout" not in result["unknown"]
+    assert "jiggler_gevent.wire.sidekiq" in result["modules"]
+    forbidden = ("jiggler_gevent.client", "jiggler_gevent.sidekiq", "jiggler_gevent.server", "redis", *ADMIN)
     assert [m for m in result["modules"] if _is_under(m, forbidden)] == []

@@ -7,14 +7,16 @@ runs, so "never ran" is read from Redis after a later job on the same worker (`-
 hang detectors: the contract's bound for a running job is max(10 x preempt, 1 s), here 1 s.
 """
 
+import json
 import signal
+import subprocess
 import time
 
 import pytest
 
-from jiggler_gevent import Batch, api
+from jiggler_gevent import Batch, api, config
 from tests import result_jobs
-from tests.conftest import wait_for
+from tests.conftest import ROOT, gjiggler_command, wait_for
 
 LOAD = ("-r", "tests.result_jobs")
 FAST_POLL = ("--poll-interval", "0.2")
@@ -348,3 +350,61 @@ def test_a_cancel_that_arrives_while_the_job_ends_leaves_it_ended_once(ns, r, tk
     assert "unexpected error" not in worker.output(), worker.output()
     _nothing_left(r, ns)  # not put back in its queue at the shutdown: it would run again
     assert r.lrange(key, 0, -1) == ["run", "after-hook"]
+
+
+@pytest.mark.parametrize("where", ["queued", "scheduled"])
+def test_in_sidekiq_wire_mode_cancelling_a_unique_job_of_a_batch_releases_its_lock_and_counts_it(ns, r, tkey, where):
+    """With `wire="sidekiq"` the payloads are Sidekiq's (our fields nested under `jiggler`): the API reads them
+    through the wire, so the lock and the batch of the job it cancels are found as in jiggler's format."""
+    config.configure(wire="sidekiq")  # Sidekiq's keys, under NS: as redis-namespace puts them
+    key = tkey("runs")
+    with Batch(description="sidekiq wire") as batch:
+        if where == "queued":
+            jid = result_jobs.unique_sleep.enqueue(key, 60)
+        else:
+            jid = result_jobs.unique_sleep.enqueue_in(3600, key, 60)
+    assert jid is not None and result_jobs.unique_sleep.enqueue(key, 60) is None  # held
+    keys = config.current().keys
+    raw = (r.lrange(keys.queue("default"), 0, -1) or r.zrange(keys.schedule, 0, -1))[0]
+    assert '"class":"tests.result_jobs.unique_sleep"' in raw and '"unique_key"' in raw  # Sidekiq's shape
+    assert api.Job(jid).status == where
+    assert api.Job(jid).cancel() is True
+    _ends_cancelled(jid)
+    status = api.BatchStatus(batch.bid)
+    assert (status.total, status.failures, status.complete, status.failed_jids) == (1, 1, True, [jid])
+    again = result_jobs.unique_sleep.enqueue(key, 60)
+    assert again is not None and again != jid
+
+
+@pytest.mark.parametrize("sidekiq", ["6", "7"])
+def test_in_sidekiq_wire_mode_a_job_a_ruby_process_runs_is_refused_with_a_clear_error(ns, r, sidekiq):
+    """A Ruby Sidekiq process sharing the queues never reads jiggler's cancellations: cancelling a job it runs
+    raises CancelRefused and records nothing, where it used to return False as for an unknown jid. The stale work
+    entry of a jiggler worker of the namespace is not a refusal (its job has ended)."""
+    config.configure(wire="sidekiq")
+    keys = config.current().keys
+    jid, ours = "a" * 24, "b" * 24
+    job = {"class": "HardJob", "args": [1], "queue": "rb", "jid": jid, "retry": True, "enqueued_at": time.time()}
+    ruby, python = "rubyhost:77:abc", "pyhost:78:def"
+    for identity, info, running in (
+        (ruby, {"hostname": "rubyhost"}, job),
+        (python, {"namespace": ns.namespace}, dict(job, jid=ours)),
+    ):
+        r.sadd(keys.processes, identity)
+        r.hset(keys.process(identity), mapping={"info": json.dumps(dict(info, identity=identity)), "busy": "1"})
+        # Sidekiq 6 writes <identity>:workers with the job as an object, Sidekiq 7 <identity>:work with a string.
+        work_key = keys.work_keys(identity)[1 if sidekiq == "6" else 0]
+        payload = running if sidekiq == "6" else json.dumps(running)
+        r.hset(work_key, "tid", json.dumps({"queue": "rb", "payload": payload, "run_at": int(time.time())}))
+    if sidekiq == "7":  # the API reads <identity>:work through the wire too: the job in the internal form
+        running = {p.identity: p.jobs for p in api.ProcessSet()}[ruby]
+        assert [(w["payload"]["name"], w["payload"]["jid"]) for w in running] == [("HardJob", jid)]
+    with pytest.raises(api.CancelRefused, match=f"job {jid} is running in {ruby}.*Ruby Sidekiq.*cannot be cancelled"):
+        api.Job(jid).cancel()
+    assert r.zscore(keys.cancelled, jid) is None and api.Job(jid).status == "unknown"
+    assert api.Job(ours).cancel() is False
+    assert api.Job("c" * 24).cancel() is False
+    out = subprocess.run(
+        gjiggler_command(ns, "cancel", jid, "--wire", "sidekiq"), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1 and "refused" in out.stderr and "Ruby Sidekiq" in out.stderr, out

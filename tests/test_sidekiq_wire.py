@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from jiggler_gevent import config, sidekiq
+from jiggler_gevent import api, config, sidekiq
 from tests.conftest import wait_for
 from tests.sidekiq_jobs import FAILED_ONCE, RUNS, STARTED
 from tests.sidekiq_ruby import SidekiqProcess, SidekiqWeb, claimed_db, require_ruby_sidekiq, run_ruby
@@ -29,6 +29,13 @@ class HardJob
   include Sidekiq::Worker
   def perform(a, b)
     Sidekiq.redis { |c| c.rpush("jiggler:t:ruby", "#{a}+#{b}=#{a + b}") }
+  end
+end
+
+class NapJob
+  include Sidekiq::Worker
+  def perform(seconds)
+    sleep(seconds)
   end
 end
 """
@@ -145,6 +152,20 @@ def test_python_push_runs_in_a_real_ruby_sidekiq(db: str, r) -> None:
         wait_for(lambda: r.lrange("jiggler:t:ruby", 0, -1), 30, "the Ruby job to run")
         assert r.lrange("jiggler:t:ruby", 0, -1) == ["2+3=5"], ruby.log()
         assert len(jid) == 24 and "ERROR" not in ruby.log() and r.zcard("retry") == 0
+
+
+def test_cancelling_a_job_a_real_ruby_sidekiq_runs_is_refused(db: str, r) -> None:
+    config.configure(wire="sidekiq")
+    with SidekiqProcess(db, RUBY_JOBS, queues=("rb",)) as ruby:
+        jid = sidekiq.push("NapJob", [30], queue="rb")
+        wait_for(
+            lambda: any(jid in entry for key in r.keys("*:work*") for entry in r.hvals(key)),
+            30,
+            "the Ruby job in its process's work hash (written with each heartbeat)",
+        )
+        with pytest.raises(api.CancelRefused, match="Ruby Sidekiq"):
+            api.Job(jid).cancel()
+        assert r.zcard("jiggler:cancelled") == 0, ruby.log()
 
 
 def test_web_ui_lists_our_process_retries_its_failure_and_quiets_and_stops_it(db: str, r, workers) -> None:

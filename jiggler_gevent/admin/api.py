@@ -6,12 +6,14 @@
     ProcessSet()     live worker processes
     PeriodicSet()    periodic entries the live processes published: next_at, last_at, enqueue_now() (cron.py)
     Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
-    Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled (jobs.py)
+    Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled, CancelRefused (jobs.py)
     BatchStatus(bid) one batch: total, pending, failures, complete, success, failed_jids; Batches() (jobs.py)
     Metrics(minutes) per-job runs, failures, run time, p50/p95 over the last minutes, per minute (metrics.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
-retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole.
+retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole. Payloads are read and
+written through the wire of the configured key layout (wire.of), never parsed here: with `wire="sidekiq"` an entry
+shows a Sidekiq job as the worker sees it.
 
 The clients come from config.redis_client, which decodes replies: the `bytes | str` that redis-py's types
 allow for a reply is always `str` here, hence the casts.
@@ -24,11 +26,10 @@ from typing import Any, TypedDict, cast
 
 import redis
 
-from .. import config, scripts
+from .. import config, scripts, wire
 from .. import payload as payload_mod
-from ..errors import JobCancelled, JobFailed
+from ..errors import CancelRefused, JobCancelled, JobFailed
 from ..keys import Keys
-from ..sidekiq import seconds
 from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits
@@ -57,6 +58,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobCancelled",
+    "CancelRefused",
     "BatchStatus",
     "Batches",
     "Metrics",
@@ -72,7 +74,7 @@ def _client_and_keys() -> "tuple[redis.Redis, Keys]":
 
 
 def _object(text: str) -> dict[str, Any]:
-    """A JSON object a worker wrote (a heartbeat, a running job); {} for anything else, so that one damaged
+    """A JSON object a worker wrote (its heartbeat's info); {} for anything else, so that one damaged
     record does not make every reader fail."""
     try:
         value = json.loads(text)
@@ -90,12 +92,7 @@ class Entry:
 
     def __init__(self, raw: str, container: "Queue | SortedSet", score: float | None = None) -> None:
         self.raw, self.container, self.score = raw, container, score
-        try:
-            self.item: dict[str, Any] = json.loads(raw)
-            if not isinstance(self.item, dict):
-                self.item = {"raw": raw}
-        except (ValueError, RecursionError):
-            self.item = {"raw": raw, "error_class": "PayloadError", "error_message": "payload is not valid JSON"}
+        self.item: dict[str, Any] = container.wire.read(raw)  # the internal form, whatever the wire
 
     def _get(self, field: str, default: Any = None) -> Any:
         return self.item.get(field, default)
@@ -159,6 +156,7 @@ class Queue(_Paged):
         self.name = name
         self.redis, self.keys = _client_and_keys()
         self.key = self.keys.queue(name)
+        self.wire = wire.of(self.keys)
 
     @classmethod
     def all(cls) -> list["Queue"]:
@@ -179,8 +177,8 @@ class Queue(_Paged):
         raw = cast("str | None", self.redis.lindex(self.key, -1))
         if raw is None:
             return 0.0
-        entry = Entry(raw, self)
-        times = (seconds(entry._get("enqueued_at")), seconds(entry._get("at")), 0.0)  # Sidekiq 8 writes ms
+        entry = Entry(raw, self)  # times in seconds, also from Sidekiq 8 (which writes milliseconds)
+        times = (entry._get("enqueued_at"), entry._get("at"), 0.0)
         ready = max(x for x in times if isinstance(x, (int, float)))
         return max(0.0, time.time() - ready) if ready else 0.0
 
@@ -218,6 +216,7 @@ class SortedSet(_Paged):
         self.redis, self.keys = _client_and_keys()
         self.key = getattr(self.keys, self.key_name)
         self.scripts = scripts.register(self.redis)
+        self.wire = wire.of(self.keys)
 
     def __len__(self) -> int:
         return int(self.redis.zcard(self.key))
@@ -242,7 +241,7 @@ class SortedSet(_Paged):
         to_push = item.get("raw") if isinstance(item.get("raw"), str) else None
         if to_push is None:
             item["enqueued_at"] = time.time()
-            to_push = payload_mod.encode(item)
+            to_push = self.wire.encode(item)
         queue = entry.queue
         moved = self.scripts.move_one(
             keys=[self.key, self.keys.queues, self.keys.queue(queue), self.keys.wake], args=[entry.raw, to_push, queue]
@@ -321,6 +320,7 @@ class ProcessSet:
 
     def __init__(self) -> None:
         self.redis, self.keys = _client_and_keys()
+        self.wire = wire.of(self.keys)
 
     def _load(self) -> list[Process]:
         identities = sorted(cast("set[str]", self.redis.smembers(self.keys.processes)))
@@ -333,7 +333,8 @@ class ProcessSet:
         for i, identity in enumerate(identities):
             fields, work = replies[2 * i], replies[2 * i + 1]
             if fields[0]:
-                processes.append(Process(identity, _heartbeat(fields), {k: _object(v) for k, v in work.items()}))
+                running = {k: self.wire.read_work(v) for k, v in work.items()}
+                processes.append(Process(identity, _heartbeat(fields), running))
         return processes
 
     def __iter__(self) -> Iterator[Process]:

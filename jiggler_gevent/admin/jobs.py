@@ -14,10 +14,10 @@ from typing import Any, cast
 
 import redis
 
-from .. import config, scripts
+from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..connect import MAX_BLOCK, block_for
-from ..errors import JobCancelled, JobFailed
+from ..errors import CancelRefused, JobCancelled, JobFailed
 from ..keys import Keys
 
 STATUSES = ("scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown")
@@ -51,7 +51,8 @@ class Job:
             raise TypeError(f"jid must be a string, not {type(jid).__name__}")
         self.jid = jid
         self.redis, self.keys = _client_and_keys()
-        self._needle = f'"jid":{payload_mod.encode(jid)}'
+        self.wire = wire.of(self.keys)  # payloads are read through it: jiggler's format or Sidekiq's
+        self._needle = self.wire.marker(jid)
 
     @property
     def status(self) -> str:
@@ -142,7 +143,7 @@ class Job:
         if found.status in ("dead", "cancelled"):
             error = "{}"
             if found.status == "dead":
-                item = json.loads(found.raw or "{}")
+                item = self.wire.read(found.raw) if found.raw else {}
                 error = json.dumps({f: item.get(f, "") for f in ("error_class", "error_message")})
             self._raise_ended(found.status, error)
         raise ValueError(
@@ -158,8 +159,11 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel the job: one waiting never starts; one running is stopped at its next safe point, also while it
-        computes. True when it was found not yet ended."""
+        computes. True when it was found not yet ended. CancelRefused (wire="sidekiq"): a Ruby Sidekiq process runs
+        it, which no cancellation reaches."""
         found = self._locate()
+        if found.status == "unknown":
+            self._refuse_if_run_elsewhere()
         if found.status in ENDED or found.status == "unknown":
             return False  # an unknown jid is not recorded: its status must not read "cancelled" later
         now = time.time()
@@ -167,7 +171,7 @@ class Job:
         item: dict[str, Any] = {}
         if found.raw:
             try:
-                item = payload_mod.decode(found.raw)
+                item = self.wire.decode(found.raw)
             except payload_mod.PayloadError:
                 item = {}
         lock, bid, ttl = payload_mod.unique_lock(item), payload_mod.batch_id(item), payload_mod.result_ttl(item)
@@ -179,8 +183,38 @@ class Job:
         scripts.register(self.redis).cancel(keys=keys, args=args, client=self.redis)
         return True
 
+    def _refuse_if_run_elsewhere(self) -> None:
+        """With Sidekiq's key layout, other processes may share the queues: CancelRefused when a live one that is
+        not a jiggler worker of this namespace (its heartbeat names no such namespace) shows this job in its work
+        hash. A jiggler worker's running jobs are in its working list (found by _locate): what its work hash still
+        shows there has ended."""
+        k = self.keys
+        if k.wire != "sidekiq":
+            return
+        for identity in sorted(cast("set[str]", self.redis.smembers(k.processes))):
+            info = cast("str | None", self.redis.hget(k.process(identity), "info"))
+            if info is None or _namespace_of(info) == k.namespace:
+                continue
+            for work_key in k.work_keys(identity):
+                for text in cast("list[str]", self.redis.hvals(work_key)):
+                    payload = self.wire.read_work(text).get("payload")
+                    if isinstance(payload, dict) and payload.get("jid") == self.jid:
+                        raise CancelRefused(
+                            f"job {self.jid} is running in {identity}, a process that is not a jiggler worker (a "
+                            "Ruby Sidekiq process): it never reads jiggler's cancellations, so it cannot be cancelled"
+                        )
+
     def __repr__(self) -> str:
         return f"<Job {self.jid}>"
+
+
+def _namespace_of(info: str) -> object:
+    """The namespace a heartbeat's JSON info names (a jiggler worker's does; a Ruby Sidekiq process's does not)."""
+    try:
+        value = json.loads(info)
+    except (ValueError, RecursionError):
+        return None
+    return value.get("namespace") if isinstance(value, dict) else None
 
 
 class BatchStatus:

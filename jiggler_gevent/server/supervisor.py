@@ -43,8 +43,8 @@ from ..options import WorkerOptions
 from .backoff import exponential
 from .launcher import REPORT_FD_ENV
 from .monitor import new_identity
+from .process import Prepare, run_process
 from .recovery import Recovery
-from .worker import Prepare, run_process
 
 log = logging.getLogger("jiggler_gevent.supervisor")
 

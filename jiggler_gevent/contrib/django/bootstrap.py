@@ -40,7 +40,7 @@ def setup_worker() -> None:
     import django
     from django.utils.module_loading import autodiscover_modules
 
-    from ...server.worker import import_user_modules
+    from ...server.process import import_user_modules
 
     import_user_modules(())  # puts the current directory on sys.path, as for -r
     worker_cfg = config.current()
