@@ -28,6 +28,7 @@ from ..options import WorkerOptions
 from ..periodic import entries as periodic_entries
 from .acker import Acker
 from .cancels import CancelListener
+from .cron import Scheduler
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
 from .manager import Manager
@@ -37,7 +38,6 @@ from .preempt import Switcher, resolve_threshold
 from .processor import Processor
 from .recovery import Recovery
 from .retry import RetryMiddleware
-from .scheduler import Scheduler
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:

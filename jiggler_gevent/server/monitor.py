@@ -30,8 +30,8 @@ from ..gevent_types import Greenlet
 from ..job import lookup
 from ..keys import Keys
 from ..middleware import Disposition, JobContext, ServerMiddleware
+from .cron import Table
 from .recovery import Recovery
-from .scheduler import Table
 
 log = logging.getLogger("jiggler_gevent.monitor")
 
