@@ -41,7 +41,7 @@ from .retry import RetryMiddleware
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:
-    from .metrics import JobMetrics
+    from .prometheus import JobMetrics
 
 log = logging.getLogger("jiggler_gevent.launcher")
 
@@ -78,7 +78,7 @@ class Launcher:
         self.counters = Counters()
         self.metrics: JobMetrics | None = None
         if opts.metrics_port is not None:
-            from .metrics import single_process  # prometheus_client is loaded only with --metrics-port
+            from .prometheus import single_process  # prometheus_client is loaded only with --metrics-port
 
             queues = tuple(q for q, _ in opts.queues)
             port, host = opts.metrics_port, opts.metrics_host
