@@ -17,7 +17,7 @@ import time
 
 from benchmarks.drain import alternate, jobs_per_second, report
 from jiggler_gevent import config, job
-from jiggler_gevent.server import monitor
+from jiggler_gevent.server import heartbeat as monitor
 
 if os.environ.get("BENCH_JOB_METRICS") == "off":
     monitor.Counters.record = lambda self, name, seconds, failed: None  # type: ignore[method-assign]

@@ -31,8 +31,8 @@ from .cancels import CancelListener
 from .cron import Scheduler
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
+from .heartbeat import Counters, Monitor, new_identity, rss_bytes
 from .manager import Manager
-from .monitor import Counters, Monitor, new_identity, rss_bytes
 from .poller import Poller
 from .preempt import Switcher, resolve_threshold
 from .processor import Processor

@@ -41,8 +41,8 @@ from ..gevent_types import Event
 from ..logs import print_error
 from ..options import WorkerOptions
 from .backoff import exponential
+from .heartbeat import new_identity
 from .launcher import REPORT_FD_ENV
-from .monitor import new_identity
 from .recovery import Recovery
 from .worker import Prepare, run_process
 
