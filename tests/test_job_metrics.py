@@ -10,7 +10,8 @@ import redis
 
 from jiggler_gevent import api, config, payload
 from jiggler_gevent.admin.metrics import estimate
-from jiggler_gevent.server.heartbeat import ROW, Counters, Monitor
+from jiggler_gevent.server.heartbeat import Monitor
+from jiggler_gevent.server.job_metrics import ROW, Counters
 from tests import metric_jobs
 from tests.conftest import wait_for
 from tests.test_cli_results import gj

@@ -20,7 +20,7 @@ from jiggler_gevent.errors import JobTimeout
 from jiggler_gevent.middleware import Disposition
 from jiggler_gevent.server.acker import Acker
 from jiggler_gevent.server.fetch import ReliableFetch
-from jiggler_gevent.server.heartbeat import Counters
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.server.launcher import server_chain
 from jiggler_gevent.server.processor import Processor
 from tests import jobs

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from jiggler_gevent import api
-from jiggler_gevent.server.heartbeat import Counters, Monitor
+from jiggler_gevent.server.heartbeat import Monitor
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.web import create_app
 from tests import metric_jobs
 from tests.conftest import wait_for

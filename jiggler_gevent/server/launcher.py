@@ -31,7 +31,8 @@ from .cancels import CancelListener
 from .cron import Scheduler
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
-from .heartbeat import Counters, Monitor, new_identity, rss_bytes
+from .heartbeat import Monitor, new_identity, rss_bytes
+from .job_metrics import Counters
 from .manager import Manager
 from .poller import Poller
 from .preempt import Switcher, resolve_threshold
