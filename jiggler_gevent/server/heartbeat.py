@@ -20,15 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import gevent
 import redis
 
 from .. import __version__, config, scripts, wire
-from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..middleware import JobContext
 from .cron import Table
 from .job_metrics import LONGEST, ROW, Counters, JobTally
+from .loop import Loop
 from .recovery import Recovery
 
 log = logging.getLogger("jiggler_gevent.monitor")
@@ -89,7 +88,8 @@ class Monitor:
         self.interval = interval
         self.ttl_ms = int(interval * config.HEARTBEAT_TTL_BEATS * 1000)
         self.quiet = False
-        self.greenlet: Greenlet | None = None
+        self.loop = Loop(self._tick)
+        self.next_beat = 0.0  # monotonic time of the next beat: a fixed rate, whatever a beat and a sweep take
         self.last_beat = 0.0
         self.failing_since: float | None = None  # monotonic time of the first failed beat of an outage
         self.sweep_after = 0.0
@@ -98,13 +98,13 @@ class Monitor:
         """Beat once now (so the process is visible before it takes jobs), then every interval."""
         self.beat()
         self.sweep()
-        self.greenlet = gevent.spawn(self._loop)
+        self.next_beat = time.monotonic()
+        self.loop.first_wait = self._until_next_beat()
+        self.loop.start()
 
     def stop(self) -> None:
         """Stop beating, flush the counts and remove this process's record."""
-        if self.greenlet is not None:
-            self.greenlet.kill()
-            self.greenlet = None
+        self.loop.stop()
         try:
             jobs = self.counters.take_jobs()
             self._raise_longest(jobs)
@@ -118,14 +118,14 @@ class Monitor:
         except redis.RedisError as exc:
             log.error("could not remove this process's record at stop: %s", exc)
 
-    def _loop(self) -> None:
-        next_beat = time.monotonic()
-        while True:
-            # A fixed rate: the time a beat and a sweep take is not added to the interval.
-            next_beat += self.interval * random.uniform(0.9, 1.1)
-            gevent.sleep(max(0.0, next_beat - time.monotonic()))
-            if self.beat() and time.monotonic() >= self.sweep_after:
-                self.sweep()
+    def _tick(self) -> float:
+        if self.beat() and time.monotonic() >= self.sweep_after:
+            self.sweep()
+        return self._until_next_beat()
+
+    def _until_next_beat(self) -> float:
+        self.next_beat += self.interval * random.uniform(0.9, 1.1)
+        return max(0.0, self.next_beat - time.monotonic())
 
     def beat(self) -> bool:
         """Write the heartbeat and the counts in one round trip; False when Redis could not be reached."""
