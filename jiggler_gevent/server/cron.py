@@ -6,7 +6,7 @@ enqueues, sleeping until the next fire time, and the others ask for the lease ab
 fire goes through one script call (cron_fire.lua) that checks the lease and pushes a fire time only if it
 is later than the last one recorded for the entry. Processes with other entries (another -r module, another
 release during a deploy) have their own lease; an entry that several sets share is still enqueued once per
-fire time, by that same check. The Monitor publishes the table with each heartbeat (NS:cron:table:<sig>).
+fire time, by that same check. The heartbeat publishes the table (cron_table.py: NS:cron:table:<sig>).
 """
 
 # What is guaranteed. At most once: a fire time of an entry is enqueued at most once per namespace, however many

@@ -1,38 +1,32 @@
-"""The Monitor: heartbeat, stats flush and the periodic recovery sweep of one worker process.
+"""The Heartbeat: this worker process's record in Redis, written every `interval` seconds (default 5).
 
-Every `interval` seconds (default 5) it writes, in one round trip, the process record (identity,
-concurrency, queues, busy count, RSS, the jobs running now) with a TTL of 12 intervals (60 s), the processed and
-failed counts gathered in memory since the last beat, the per-job metrics of those runs (HINCRBY into one hash per
-minute, NS:metrics:<minute>), and, when the process has periodic entries, their table (NS:cron:table:<signature>,
-shared by the processes with the same entries: each beat renews its TTL, and writes it again only when it has gone).
-When jobs ran, one more call comes first: job_max.lua raises each job's longest run in the same hashes. Then it asks
-Recovery to adopt the jobs of any process whose record has expired. On a clean stop it flushes the counts and deletes
-its record.
+Each beat is one round trip (a MULTI pipeline): the process record (identity, concurrency, queues, busy count, RSS,
+the jobs running now) with a TTL of 12 intervals (60 s), and the commands of the beat's parts, each a module of its
+own: the processed and failed counts (stats.py), the per-job metrics (job_metrics_flush.py), a signal sent through
+Redis (redis_signals.py), the periodic table (cron_table.py). After each beat the recovery sweep (sweep.py) may run.
+A part takes what it writes before the round trip and gets it back when the beat fails, so nothing counted is lost
+while Redis is away. On a clean stop the parts that flush counts write them once more, and the record is deleted.
 """
 
-import datetime as dt
 import json
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from .. import __version__, config, scripts, wire
+from .. import __version__, config, wire
 from ..keys import Keys
 from ..middleware import JobContext
-from .cron import Table
-from .job_metrics import LONGEST, ROW, Counters, JobTally
 from .loop import Loop
-from .recovery import Recovery
 
-log = logging.getLogger("jiggler_gevent.monitor")
+log = logging.getLogger("jiggler_gevent.monitor")  # the name the heartbeat's log lines have always had
 
-DAILY_STATS_TTL = 5 * 365 * 24 * 3600
 WORK_ARGS_LIMIT = 2000
 
 
@@ -52,52 +46,75 @@ def new_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
-class Monitor:
-    """Writes this process's heartbeat and counts, and sweeps for dead processes."""
+def _no_jobs() -> dict[int, JobContext]:
+    return {}
+
+
+@dataclass(frozen=True)
+class HeartbeatOptions:
+    """What the process record shows, and how often it is written."""
+
+    interval: float = config.DEFAULT_HEARTBEAT_INTERVAL
+    info: Mapping[str, Any] = field(default_factory=dict)  # shown as given: concurrency, queues, namespace, cron
+    busy: Callable[[], int] = lambda: 0  # the jobs running now
+    running: Callable[[], dict[int, JobContext]] = _no_jobs  # those jobs, for the work hash
+
+    @property
+    def ttl(self) -> float:
+        """Seconds the record (and what lives as long as it) outlives the last beat."""
+        return self.interval * config.HEARTBEAT_TTL_BEATS
+
+
+class BeatPart:
+    """Something done with each beat, its commands in the beat's round trip. Every hook is a no-op by default."""
+
+    at_stop = False  # its commands are written once more at a clean stop (counts that must not be lost)
+
+    def take(self, client: redis.Redis) -> None:
+        """Before the round trip: take what is to be written (and make any call a Cluster pipeline cannot carry)."""
+
+    def queue(self, pipe: Any) -> None:
+        """Queue its commands in the beat's pipeline."""
+
+    def written(self, replies: list[Any]) -> None:
+        """The round trip succeeded: the replies to its own commands, in order."""
+
+    def failed(self) -> None:
+        """The round trip failed: keep what was taken for the next beat."""
+
+    def after(self, ok: bool) -> None:
+        """The beat is over; `ok` when it reached Redis."""
+
+
+class Heartbeat:
+    """Writes this process's record, with its parts, every interval until stopped."""
 
     def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        identity: str,
-        info: dict[str, Any],
-        counters: Counters,
-        recovery: Recovery,
-        busy: Callable[[], int],
-        running: Callable[[], dict[int, JobContext]],
-        interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
-        cron: Table | None = None,
-        on_signal: Callable[[str], None] | None = None,
+        self, client: redis.Redis, keys: Keys, identity: str, opts: HeartbeatOptions, parts: Iterable[BeatPart] = ()
     ) -> None:
-        self.redis, self.keys, self.identity = client, keys, identity
+        self.redis, self.keys, self.identity, self.opts = client, keys, identity, opts
+        self.parts = list(parts)
         self.wire = wire.of(keys)
-        self.on_signal = on_signal  # called with each signal name popped from keys.signals (Sidekiq's Web UI)
-        self.cron = cron
-        self.cron_published = False  # the table was there at the last beat: renewing its TTL is enough
-        self.info = dict(
-            info,
-            cron=cron.signature if cron is not None else None,
+        info = dict(opts.info)
+        info.setdefault("cron", None)
+        info.update(
             identity=identity,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             started_at=time.time(),
             version=__version__,
         )
-        self.counters, self.recovery = counters, recovery
-        self.busy, self.running = busy, running
-        self.interval = interval
-        self.ttl_ms = int(interval * config.HEARTBEAT_TTL_BEATS * 1000)
+        self.info = info
+        self.ttl_ms = int(opts.ttl * 1000)
         self.quiet = False
         self.loop = Loop(self._tick)
         self.next_beat = 0.0  # monotonic time of the next beat: a fixed rate, whatever a beat and a sweep take
         self.last_beat = 0.0
         self.failing_since: float | None = None  # monotonic time of the first failed beat of an outage
-        self.sweep_after = 0.0
 
     def start(self) -> None:
         """Beat once now (so the process is visible before it takes jobs), then every interval."""
         self.beat()
-        self.sweep()
         self.next_beat = time.monotonic()
         self.loop.first_wait = self._until_next_beat()
         self.loop.start()
@@ -105,13 +122,13 @@ class Monitor:
     def stop(self) -> None:
         """Stop beating, flush the counts and remove this process's record."""
         self.loop.stop()
+        final = [part for part in self.parts if part.at_stop]
         try:
-            jobs = self.counters.take_jobs()
-            self._raise_longest(jobs)
+            for part in final:
+                part.take(self.redis)
             with self.redis.pipeline(transaction=True) as pipe:
-                processed, failed = self.counters.take()
-                self._queue_counts(pipe, processed, failed)
-                self._queue_job_metrics(pipe, jobs)
+                for part in final:
+                    part.queue(pipe)
                 pipe.srem(self.keys.processes, self.identity)
                 pipe.delete(self.keys.process(self.identity), *self.keys.work_keys(self.identity))
                 pipe.execute()
@@ -119,92 +136,54 @@ class Monitor:
             log.error("could not remove this process's record at stop: %s", exc)
 
     def _tick(self) -> float:
-        if self.beat() and time.monotonic() >= self.sweep_after:
-            self.sweep()
+        self.beat()
         return self._until_next_beat()
 
     def _until_next_beat(self) -> float:
-        self.next_beat += self.interval * random.uniform(0.9, 1.1)
+        self.next_beat += self.opts.interval * random.uniform(0.9, 1.1)
         return max(0.0, self.next_beat - time.monotonic())
 
     def beat(self) -> bool:
-        """Write the heartbeat and the counts in one round trip; False when Redis could not be reached."""
-        processed, failed = self.counters.take()
-        jobs = self.counters.take_jobs()
+        """Write the record and the parts' commands in one round trip; False when Redis could not be reached."""
+        ok = self._write()
+        for part in self.parts:
+            part.after(ok)
+        return ok
+
+    def _write(self) -> bool:
         try:
-            self._raise_longest(jobs)
+            for part in self.parts:
+                part.take(self.redis)
             with self.redis.pipeline(transaction=True) as pipe:
-                self._queue_counts(pipe, processed, failed)
-                self._queue_job_metrics(pipe, jobs)
-                self._queue_heartbeat(pipe)
-                signal_at = self._queue_signal(pipe)
-                self._queue_cron_table(pipe)
+                ends = []
+                for part in self.parts:
+                    part.queue(pipe)
+                    ends.append(len(pipe))
+                self._queue_record(pipe)
                 replies = pipe.execute()
             self.last_beat = time.time()
-            if self.cron is not None:
-                self.cron_published = bool(replies[-1])
-            if signal_at is not None:
-                self._act_on(replies[signal_at])
+            start = 0
+            for part, end in zip(self.parts, ends, strict=True):
+                part.written(replies[start:end])
+                start = end
         except redis.RedisError as exc:
-            self.counters.give_back(processed, failed)
-            self.counters.give_back_jobs(jobs)
+            for part in self.parts:
+                part.failed()
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
-                log.warning("heartbeat failed, retrying every %.1fs until Redis answers: %s", self.interval, exc)
+                log.warning("heartbeat failed, retrying every %.1fs until Redis answers: %s", self.opts.interval, exc)
             else:
                 log.debug("heartbeat failed again: %s", exc)
             return False
         if self.failing_since is not None:
             log.info("heartbeat restored after %.1fs without Redis", time.monotonic() - self.failing_since)
             self.failing_since = None
-            # The other processes' heartbeats may have expired during the outage too: give them a full TTL
-            # to beat again before their held jobs are taken for a dead process's.
-            self.sweep_after = time.monotonic() + self.ttl_ms / 1000
         return True
 
-    def sweep(self) -> None:
-        """Recover the jobs of processes whose heartbeat expired."""
-        try:
-            self.recovery.sweep()
-        except redis.RedisError as exc:
-            log.warning("recovery sweep failed: %s", exc)
-
-    def _queue_counts(self, pipe: Any, processed: int, failed: int) -> None:
-        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        for name, n in (("processed", processed), ("failed", failed)):
-            if n:
-                pipe.incrby(self.keys.stat(name), n)
-                pipe.incrby(self.keys.stat(name, day), n)
-                pipe.expire(self.keys.stat(name, day), DAILY_STATS_TTL)
-
-    def _queue_job_metrics(self, pipe: Any, jobs: JobTally) -> None:
-        expiring: set[int] = set()
-        for (minute, job), row in jobs.items():
-            key = self.keys.metrics(minute)
-            for field, n in zip(config.JOB_METRIC_FIELDS, row[:ROW], strict=True):
-                if n:
-                    pipe.hincrby(key, f"{job}|{field}", n)
-            expiring.add(minute)
-        for minute in expiring:
-            pipe.expireat(self.keys.metrics(minute), minute * 60 + config.JOB_METRICS_TTL)
-
-    def _raise_longest(self, jobs: JobTally) -> None:
-        """Raise each job's longest run of each minute in NS:metrics:<minute> (job_max.lua, one call per minute).
-
-        Before the beat's pipeline, not in it: a Cluster pipeline cannot reload a script that EVALSHA misses. A
-        maximum can be written twice, so when the beat fails after this, the tally given back is written again."""
-        longest: dict[int, list[str | int]] = {}  # minute -> job_max.lua's ARGV
-        for (minute, job), row in jobs.items():
-            if row[LONGEST]:
-                longest.setdefault(minute, []).extend((f"{job}|{config.JOB_MAX_FIELD}", row[LONGEST]))
-        job_max = scripts.register(self.redis).job_max
-        for minute, pairs in longest.items():
-            job_max(keys=[self.keys.metrics(minute)], args=pairs)
-
-    def _queue_heartbeat(self, pipe: Any) -> None:
+    def _queue_record(self, pipe: Any) -> None:
         k = self.keys
         now = time.time()
-        record = dict(self.info, busy=self.busy(), rss=rss_bytes(), beat=now, quiet=self.quiet)
+        record = dict(self.info, busy=self.opts.busy(), rss=rss_bytes(), beat=now, quiet=self.quiet)
         pipe.sadd(k.processes, self.identity)
         pipe.hset(k.process(self.identity), mapping=self.wire.process_fields(record))
         pipe.pexpire(k.process(self.identity), self.ttl_ms)
@@ -215,32 +194,9 @@ class Monitor:
                 pipe.hset(key, mapping=work)
                 pipe.pexpire(key, self.ttl_ms)
 
-    def _queue_signal(self, pipe: Any) -> int | None:
-        """Pop one signal sent through Redis, as Sidekiq does, if the layout has a list for them; the index of
-        its reply in the pipeline's, or None."""
-        key = self.keys.signals(self.identity)
-        if key is None:
-            return None
-        pipe.rpop(key)
-        return len(pipe) - 1
-
-    def _act_on(self, signal_name: object) -> None:
-        if signal_name and self.on_signal is not None:
-            log.info("signal %s received through Redis", signal_name)
-            self.on_signal(str(signal_name))
-
-    def _queue_cron_table(self, pipe: Any) -> None:
-        if self.cron is None:
-            return
-        key = self.keys.cron_table(self.cron.signature)
-        if self.cron_published:
-            pipe.pexpire(key, self.ttl_ms)
-        else:
-            pipe.set(key, self.cron.json, px=self.ttl_ms)
-
     def _work(self) -> dict[str, str]:
         work: dict[str, str] = {}
-        for key, ctx in list(self.running().items()):
+        for key, ctx in list(self.opts.running().items()):
             work[str(key)] = json.dumps(
                 self.wire.work_entry(ctx.payload.get("queue"), _summary(ctx.payload), ctx.started_at)
             )
