@@ -73,10 +73,10 @@ class Launcher:
     """One worker process: Manager, Poller, Heartbeat, Scheduler and switcher, with their lifecycle."""
 
     def __init__(self, opts: WorkerOptions, cfg: Config | None = None) -> None:
+        """Built by run_process (worker.py), which has sized the connection pool before the user's modules."""
         self.opts = opts
         self.cfg = cfg or config.current()
         keys = self.cfg.keys
-        config.set_pool_size(opts.pool_size)
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
         limits.set_holder(self.identity)  # the slots this process takes are freed by the recovery of its death
