@@ -17,10 +17,13 @@ import time
 
 from benchmarks.drain import alternate, jobs_per_second, report
 from jiggler_gevent import config, job
-from jiggler_gevent.server import monitor
+from jiggler_gevent.server import job_metrics
+from jiggler_gevent.server.heartbeat import Heartbeat, HeartbeatOptions
+from jiggler_gevent.server.job_metrics_flush import JobMetricsFlush
+from jiggler_gevent.server.stats import StatsFlush
 
 if os.environ.get("BENCH_JOB_METRICS") == "off":
-    monitor.Counters.record = lambda self, name, seconds, failed: None  # type: ignore[method-assign]
+    job_metrics.Counters.record = lambda self, name, seconds, failed: None  # type: ignore[method-assign]
 
 
 @job(name="benchmarks.bench_job_metrics.noop")  # named: this file also runs as __main__
@@ -32,7 +35,7 @@ def recording_cost(jobs: int = 200_000) -> float:
     """CPU microseconds of Counters.after_process per finished job (count and per-job record)."""
     from jiggler_gevent.middleware import JobContext
 
-    counters = monitor.Counters()
+    counters = job_metrics.Counters()
     ctx = JobContext({"name": "benchmarks.bench_job_metrics.noop", "queue": "default"}, "")
     ctx.started_at = time.time()
     started = time.process_time()
@@ -42,12 +45,14 @@ def recording_cost(jobs: int = 200_000) -> float:
 
 
 def beat_cost(url: str, names: int = 50, beats: int = 200) -> tuple[float, float, int]:
-    """Milliseconds of one Monitor.beat, without and with `names` jobs' metrics of one minute (each with runs,
+    """Milliseconds of one Heartbeat.beat, without and with `names` jobs' metrics of one minute (each with runs,
     failures, time and three buckets used), and the Redis commands those metrics add to the beat."""
     config.configure(redis_url=url, namespace="bench-job-metrics")
     client = config.redis_client()
-    counters = monitor.Counters(known=lambda name: True)
-    beat = monitor.Monitor(client, config.current().keys, "bench:1:x", {}, counters, None, lambda: 0, dict)  # type: ignore[arg-type]
+    counters = job_metrics.Counters(known=lambda name: True)
+    keys = config.current().keys
+    parts = [StatsFlush(keys, counters), JobMetricsFlush(keys, counters)]
+    beat = Heartbeat(client, keys, "bench:1:x", HeartbeatOptions(), parts)
     times: dict[bool, list[float]] = {False: [], True: []}
     for i in range(beats):
         with_jobs = i % 2 == 1

@@ -78,7 +78,7 @@ def recording_cost(jobs: int = 200_000) -> tuple[float, float]:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     from jiggler_gevent.middleware import JobContext
-    from jiggler_gevent.server.metrics import BUCKETS, JobMetrics
+    from jiggler_gevent.server.prometheus import BUCKETS, JobMetrics
 
     ctx = JobContext({"name": "benchmarks.bench_metrics.noop", "queue": "default"}, "")
     ctx.started_at = time.time()

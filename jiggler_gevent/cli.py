@@ -4,10 +4,12 @@ Reached only through patch.main, so gevent is patched first. Nothing here import
 admin side (admin/) at import time: each command imports what it runs, so a worker never loads the admin API.
 """
 
+import functools
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -205,70 +207,94 @@ def _json_or_text(arg: str) -> Any:
     return value
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_options("wire")
-@redis_options
-def stats(as_json: bool, wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+@dataclass(frozen=True)
+class Shown:
+    """What a read command prints: `data` as JSON with --json, else `lines` (`empty` when there are none)."""
+
+    data: Any
+    lines: Iterable[str]  # a generator: made only when printed
+    empty: str = ""
+    sort_keys: bool = False
+
+
+def read_command(name: str | None = None, *, wire: bool = False) -> Callable[[Callable[..., Shown]], click.Command]:
+    """A command that prints what it reads (stats, cron, limits, metrics, status, batches, batch): after its own
+    arguments and options come --json, --wire when `wire`, and the Redis options, which are in force before the
+    function runs; the function returns what it shows."""
+
+    def decorate(f: Callable[..., Shown]) -> click.Command:
+        def command(as_json: bool, redis_url: str | None, namespace: str | None, **values: Any) -> None:
+            apply_redis_options(redis_url, namespace, values.pop("wire", None))
+            shown = f(**values)
+            if as_json:
+                click.echo(json.dumps(shown.data, indent=2, sort_keys=shown.sort_keys))
+                return
+            lines = list(shown.lines)
+            if not lines and shown.empty:
+                click.echo(shown.empty)
+            for line in lines:
+                click.echo(line)
+
+        functools.update_wrapper(command, f, updated=())
+        command = redis_options(command)
+        if wire:
+            command = _options("wire")(command)
+        command = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
+        command.__click_params__.extend(getattr(f, "__click_params__", ()))  # type: ignore[attr-defined]
+        return cli.command(name)(command)
+
+    return decorate
+
+
+@read_command(wire=True)
+def stats() -> Shown:
     """Counts, queues, sets and live processes (with --wire sidekiq: Sidekiq's own, as its Web UI shows them)."""
     from .admin.api import Stats, stats_dict
 
-    apply_redis_options(redis_url, namespace, wire)
     data = stats_dict(Stats())
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    click.echo(
-        f"processed {data['processed']}  failed {data['failed']}  enqueued {data['enqueued']}  busy {data['busy']}"
-    )
-    click.echo(f"scheduled {data['scheduled_size']}  retries {data['retry_size']}  dead {data['dead_size']}")
-    for q in data["queues"]:
-        click.echo(f"queue {q['name']}: {q['size']} job(s), latency {q['latency']:.1f}s")
-    for p in data["processes"]:
-        click.echo(
-            f"process {p['identity']}: busy {p['busy']}/{p['concurrency']}, queues {','.join(p['queues'])}"
-            f"{' (quiet)' if p['quiet'] else ''}"
+
+    def lines() -> Iterator[str]:
+        yield (
+            f"processed {data['processed']}  failed {data['failed']}  enqueued {data['enqueued']}  busy {data['busy']}"
         )
+        yield f"scheduled {data['scheduled_size']}  retries {data['retry_size']}  dead {data['dead_size']}"
+        for q in data["queues"]:
+            yield f"queue {q['name']}: {q['size']} job(s), latency {q['latency']:.1f}s"
+        for p in data["processes"]:
+            yield (
+                f"process {p['identity']}: busy {p['busy']}/{p['concurrency']}, queues {','.join(p['queues'])}"
+                f"{' (quiet)' if p['quiet'] else ''}"
+            )
+
+    return Shown(data, lines(), sort_keys=True)
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def cron(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+@read_command()
+def cron() -> Shown:
     """Periodic entries of the running workers: schedule, job, queue, next fire time, last enqueue."""
     from .admin.api import PeriodicSet
 
-    apply_redis_options(redis_url, namespace)
     rows = [e.as_dict() for e in PeriodicSet()]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no periodic entries: no running worker has published any")
-    for row in rows:
-        click.echo(
-            f"{row['name']}: {row['cron']!r} {row['tz']} -> {row['job']} on {row['queue']}; "
-            f"next {_when(row['next_at'])}, last {_when(row['last_at'])}"
-        )
+    lines = (
+        f"{row['name']}: {row['cron']!r} {row['tz']} -> {row['job']} on {row['queue']}; "
+        f"next {_when(row['next_at'])}, last {_when(row['last_at'])}"
+        for row in rows
+    )
+    return Shown(rows, lines, "no periodic entries: no running worker has published any")
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def limits(as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+@read_command()
+def limits() -> Shown:
     """Limiters used on the namespace: kind, size, and how much is in use now."""
     from .admin.limits import Limits
 
-    apply_redis_options(redis_url, namespace)
     rows = [x.as_dict() for x in Limits()]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no limiters: none has been used on this namespace")
-    for row in rows:
+
+    def line(row: dict[str, Any]) -> str:
         per = f" per {row['per']:g}s" if row["kind"] != "concurrent" else ""
-        click.echo(f"{row['name']}: {row['kind']} {row['in_use']}/{row['size']}{per}")
+        return f"{row['name']}: {row['kind']} {row['in_use']}/{row['size']}{per}"
+
+    return Shown(rows, map(line, rows), "no limiters: none has been used on this namespace")
 
 
 class NotFound(click.ClickException):
@@ -277,7 +303,7 @@ class NotFound(click.ClickException):
     exit_code = 2
 
 
-@cli.command()
+@read_command()
 @click.option(
     "--minutes",
     type=click.IntRange(1, config.JOB_METRICS_TTL // 60),
@@ -286,29 +312,26 @@ class NotFound(click.ClickException):
     help="How many of the last minutes to add up.",
 )
 @click.option("--job", "job_name", metavar="NAME", help="One job: its histogram and per-minute p50/p95 too.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def metrics(minutes: int, job_name: str | None, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+def metrics(minutes: int, job_name: str | None) -> Shown:
     """Per-job metrics: runs, failures, total and p50/p95 run time over the last minutes, by total time."""
     from .admin.metrics import Metrics
 
-    apply_redis_options(redis_url, namespace)
     found = Metrics(minutes)
-    if as_json:
-        click.echo(json.dumps(found.as_dict(job_name), indent=2))
-        return
     rows = [j for j in found.jobs if job_name is None or j.name == job_name]
-    if not rows:
-        click.echo(f"no runs in the last {minutes} min" + (f" of {job_name}" if job_name else ""))
-    for j in rows:
-        click.echo(
-            f"{j.name}: {j.runs} runs, {j.failures} failed, {j.total:.3f}s total, "
-            f"p50 {_seconds(j.p50)}, p95 {_seconds(j.p95)}"
-        )
-    if job_name is not None and rows:
-        for bound, n in zip((*config.JOB_TIME_BUCKETS, None), rows[0].histogram, strict=True):
-            if n:
-                click.echo(f"  {'<= ' + format(bound, 'g') + 's' if bound is not None else 'longer'}: {n}")
+
+    def lines() -> Iterator[str]:
+        for j in rows:
+            yield (
+                f"{j.name}: {j.runs} runs, {j.failures} failed, {j.total:.3f}s total, "
+                f"p50 {_seconds(j.p50)}, p95 {_seconds(j.p95)}"
+            )
+        if job_name is not None and rows:
+            for bound, n in zip((*config.JOB_TIME_BUCKETS, None), rows[0].histogram, strict=True):
+                if n:
+                    yield f"  {'<= ' + format(bound, 'g') + 's' if bound is not None else 'longer'}: {n}"
+
+    empty = f"no runs in the last {minutes} min" + (f" of {job_name}" if job_name else "")
+    return Shown(found.as_dict(job_name), lines(), empty)
 
 
 def _seconds(value: float | None) -> str:
@@ -339,72 +362,62 @@ def cancel(jids: tuple[str, ...], wire: str | None, redis_url: str | None, names
         sys.exit(1)
 
 
-@cli.command()
+@read_command()
 @click.argument("jid")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def status(jid: str, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+def status(jid: str) -> Shown:
     """A job's status, and the result or error of a job enqueued with result_ttl."""
     from .admin.jobs import Job
 
-    apply_redis_options(redis_url, namespace)
     info = Job(jid).info()
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    note = " (not found, or ended without result_ttl)" if info["status"] == "unknown" else ""
-    click.echo(f"{jid}: {info['status']}{note}")
-    for field, label in (("started_at", "started"), ("updated_at", "last change")):
-        if field in info:
-            click.echo(f"  {label}: {_when(info[field])}")
-    if "result" in info:
-        click.echo(f"  result: {json.dumps(info['result'])}")
-    if "error_class" in info:
-        message = info.get("error_message")
-        click.echo(f"  error: {info['error_class']}{': ' + message if message else ''}")
+
+    def lines() -> Iterator[str]:
+        note = " (not found, or ended without result_ttl)" if info["status"] == "unknown" else ""
+        yield f"{jid}: {info['status']}{note}"
+        for field, label in (("started_at", "started"), ("updated_at", "last change")):
+            if field in info:
+                yield f"  {label}: {_when(info[field])}"
+        if "result" in info:
+            yield f"  result: {json.dumps(info['result'])}"
+        if "error_class" in info:
+            message = info.get("error_message")
+            yield f"  error: {info['error_class']}{': ' + message if message else ''}"
+
+    return Shown(info, lines())
 
 
-@cli.command()
+@read_command()
 @click.option("--limit", type=click.IntRange(min=1), default=25, show_default=True, help="How many, newest first.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def batches(limit: int, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+def batches(limit: int) -> Shown:
     """Recent batches, newest first, with their counts."""
     from .admin.jobs import Batches
 
-    apply_redis_options(redis_url, namespace)
     rows = [b.as_dict() for b in Batches().page(0, limit)]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no batches: none created on this namespace, or all expired")
-    for row in rows:
-        click.echo(f"{row['bid']} {row['description']!r}: {_batch_counts(row)}; created {_when(row['created_at'])}")
+    lines = (
+        f"{row['bid']} {row['description']!r}: {_batch_counts(row)}; created {_when(row['created_at'])}" for row in rows
+    )
+    return Shown(rows, lines, "no batches: none created on this namespace, or all expired")
 
 
-@cli.command()
+@read_command()
 @click.argument("bid")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@redis_options
-def batch(bid: str, as_json: bool, redis_url: str | None, namespace: str | None) -> None:
+def batch(bid: str) -> Shown:
     """One batch: counts, completion and success times, and the jids that failed."""
     from .admin.jobs import BatchStatus
 
-    apply_redis_options(redis_url, namespace)
     try:
         row = BatchStatus(bid).as_dict()
     except LookupError as exc:
         raise NotFound(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(row, indent=2))
-        return
-    click.echo(f"{row['bid']} {row['description']!r}: {_batch_counts(row)}")
-    click.echo(f"  created: {_when(row['created_at'])}")
-    click.echo(f"  complete: {_when(row['complete_at']) if row['complete'] else 'not yet'}")
-    click.echo(f"  success: {_when(row['success_at']) if row['success'] else 'not yet'}")
-    for jid in row["failed_jids"]:
-        click.echo(f"  failed: {jid}")
+
+    def lines() -> Iterator[str]:
+        yield f"{row['bid']} {row['description']!r}: {_batch_counts(row)}"
+        yield f"  created: {_when(row['created_at'])}"
+        yield f"  complete: {_when(row['complete_at']) if row['complete'] else 'not yet'}"
+        yield f"  success: {_when(row['success_at']) if row['success'] else 'not yet'}"
+        for jid in row["failed_jids"]:
+            yield f"  failed: {jid}"
+
+    return Shown(row, lines())
 
 
 def _batch_counts(row: dict[str, Any]) -> str:

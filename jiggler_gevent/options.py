@@ -51,7 +51,7 @@ class WorkerOptions:
     @property
     def pool_size(self) -> int:
         """Redis connections a worker process needs: one per job greenlet that enqueues, plus its own few
-        (the blocking fetch, the Acker, the Monitor, the Poller, the cancellation listener)."""
+        (the blocking fetch, the Acker, the heartbeat, the Poller, the cancellation listener)."""
         return self.concurrency + 10
 
 

@@ -5,7 +5,7 @@
     periodic("0 * * * * 30", probe)                                  # a 6th field: seconds (here :00:30)
 
 Called at import time of a module the worker loads. Every worker process runs the scheduler for the entries it
-loaded (server/scheduler.py), and each fire time is enqueued once per namespace. This module is the app side:
+loaded (server/cron.py), and each fire time is enqueued once per namespace. This module is the app side:
 importing it, or calling periodic(), loads nothing of the worker or the admin side; croniter is imported only
 where a fire time is computed.
 

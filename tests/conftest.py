@@ -37,7 +37,7 @@ for _variable in ("REDIS_URL", "JIGGLER_REDIS_URL"):
 # Entries are test files, or a test file and one test in it.
 CORE = (
     "test_job.py test_processor.py test_fetch.py test_acker.py test_manager.py test_retry.py test_poller.py "
-    "test_monitor.py test_worker.py test_recovery.py test_cluster.py test_unique.py test_batches.py test_results.py "
+    "test_heartbeat.py test_worker.py test_recovery.py test_cluster.py test_unique.py test_batches.py test_results.py "
     "test_periodic.py test_patch.py test_preempt.py test_middleware.py "
     "test_sentinel.py::test_sentinel_urls_are_read_checked_and_redacted "
     "test_sentinel.py::test_the_whole_path_through_sentinel_and_a_failover"
@@ -152,32 +152,28 @@ def gjiggler_command(cfg: config.Config, *args: str) -> list[str]:
 
 
 class Worker:
-    """A `gjiggler worker` subprocess."""
+    """A `gjiggler worker` subprocess (tests.jobs on the test namespace, with `args`), its output in a log file."""
 
     def __init__(self, args: list[str], cfg: config.Config, env: dict | None = None) -> None:
-        self.log_path = ROOT / "test-artifacts" / f"worker-{cfg.namespace}-{uuid.uuid4().hex[:6]}.log"
+        args = ["-r", "tests.jobs", "--redis-url", cfg.url, "--namespace", cfg.namespace, *args]
+        self.launch(args, f"worker-{cfg.namespace}", env)
+
+    def launch(
+        self,
+        args: list[str],
+        name: str,
+        env: dict | None = None,
+        command: Callable[[list[str]], list[str]] = lambda argv: argv,
+    ) -> None:
+        """Start `python -m jiggler_gevent worker ARGS` (through `command`, which may wrap it), its output in
+        test-artifacts/<name>-<random>.log; `env` is added to this process's environment (it may replace
+        PYTHONPATH too)."""
+        self.log_path = ROOT / "test-artifacts" / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self.log = open(self.log_path, "wb")
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # env may replace PYTHONPATH too
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jiggler_gevent",
-                "worker",
-                "-r",
-                "tests.jobs",
-                "--redis-url",
-                cfg.url,
-                "--namespace",
-                cfg.namespace,
-                *args,
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        argv = command([sys.executable, "-m", "jiggler_gevent", "worker", *args])
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:

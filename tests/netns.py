@@ -15,15 +15,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
 from jiggler_gevent import config
-from tests.conftest import ROOT, Worker
+from tests.conftest import Worker
 
 PREFIX = "jgp"
 LOCK_PATH = "/tmp/jiggler-netns.lock"  # held while a run picks its /24 and claims it on its bridge
@@ -155,10 +153,5 @@ class HostWorker(Worker):
     """A `gjiggler worker` process inside a host's namespace, told its host's name in $JIGGLER_TEST_HOST."""
 
     def __init__(self, host: Host, redis_url: str, cfg: config.Config, args: Sequence[str]) -> None:
-        self.log_path = ROOT / "test-artifacts" / f"worker-{cfg.namespace}-{host.name}-{uuid.uuid4().hex[:6]}.log"
-        self.log_path.parent.mkdir(exist_ok=True)
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONPATH=str(ROOT), JIGGLER_TEST_HOST=host.name)
-        argv = [sys.executable, "-m", "jiggler_gevent", "worker", "--redis-url", redis_url]
-        argv += ["--namespace", cfg.namespace, *args]
-        self.proc = subprocess.Popen(host.command(argv), cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        args = ["--redis-url", redis_url, "--namespace", cfg.namespace, *args]
+        self.launch(args, f"worker-{cfg.namespace}-{host.name}", {"JIGGLER_TEST_HOST": host.name}, host.command)

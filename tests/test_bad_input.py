@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from jiggler_gevent import cli, config
 from jiggler_gevent.server.acker import Acker
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.server.launcher import server_chain
-from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests import fault_jobs, jobs  # noqa: F401 (registers the jobs the Processor looks up)
 from tests.conftest import ROOT, wait_for

@@ -10,12 +10,21 @@ import redis
 
 from jiggler_gevent import api, config, payload
 from jiggler_gevent.admin.metrics import estimate
-from jiggler_gevent.server.monitor import ROW, Counters, Monitor
+from jiggler_gevent.server.heartbeat import Heartbeat, HeartbeatOptions
+from jiggler_gevent.server.job_metrics import ROW, Counters
+from jiggler_gevent.server.job_metrics_flush import JobMetricsFlush
+from jiggler_gevent.server.stats import StatsFlush
 from tests import metric_jobs
 from tests.conftest import wait_for
 from tests.test_cli_results import gj
 
 H500 = 3 + config.JOB_TIME_BUCKETS.index(0.5)  # the row index of runs that took 0.25 s to 0.5 s
+
+
+def beater(client, keys, counters: Counters) -> Heartbeat:
+    """A heartbeat that writes what `counters` tallied (the counts and the per-job metrics), as a worker's does."""
+    parts = [StatsFlush(keys, counters), JobMetricsFlush(keys, counters)]
+    return Heartbeat(client, keys, "host:1:abc", HeartbeatOptions(interval=1), parts)
 
 
 def metric_keys(r: redis.Redis, ns: config.Config) -> list[str]:
@@ -95,7 +104,7 @@ def test_a_failed_beat_keeps_the_counts_for_the_next(ns, r):
     counters.record(None, 0.001, True)
     counters.count(False)
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    monitor = Monitor(dead, ns.keys, "host:1:abc", {}, counters, None, lambda: 0, dict, interval=1)  # type: ignore[arg-type]
+    monitor = beater(dead, ns.keys, counters)
     assert monitor.beat() is False
     assert counters.processed == 1 and counters.jobs  # given back
     counters.record("job.a", 0.02, False)
@@ -125,7 +134,7 @@ def test_a_failed_beat_keeps_the_counts_for_the_next(ns, r):
 
 def test_the_longest_run_per_minute_bounds_the_percentiles(ns, r):
     counters = Counters(known=lambda name: True)
-    monitor = Monitor(r, ns.keys, "host:1:abc", {}, counters, None, lambda: 0, dict, interval=1)  # type: ignore[arg-type]
+    monitor = beater(r, ns.keys, counters)
     for seconds in (0.3, 0.26):
         counters.record("job.b", seconds, False)
     assert monitor.beat() is True

@@ -19,9 +19,9 @@ from jiggler_gevent import config, job
 from jiggler_gevent import payload as payload_mod
 from jiggler_gevent.server.acker import Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.server.launcher import server_chain
 from jiggler_gevent.server.manager import Manager
-from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests.conftest import gevent_wait_for as wait_for
 

@@ -7,8 +7,8 @@ import pytest
 
 from jiggler_gevent import config, middleware, payload
 from jiggler_gevent.server.acker import Acker
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.server.launcher import server_chain
-from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests import jobs
 

@@ -20,8 +20,8 @@ from jiggler_gevent.errors import JobTimeout
 from jiggler_gevent.middleware import Disposition
 from jiggler_gevent.server.acker import Acker
 from jiggler_gevent.server.fetch import ReliableFetch
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.server.launcher import server_chain
-from jiggler_gevent.server.monitor import Counters
 from jiggler_gevent.server.processor import Processor
 from tests import jobs
 from tests.conftest import gevent_wait_for as wait_for

@@ -4,24 +4,18 @@ and its Web UI (tests/sidekiq_ruby.py). Sidekiq's keys have no namespace, so eac
 """
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from jiggler_gevent import api, config, sidekiq
-from tests.conftest import wait_for
+from tests.conftest import Worker, wait_for
 from tests.sidekiq_jobs import FAILED_ONCE, RUNS, STARTED
 from tests.sidekiq_ruby import SidekiqProcess, SidekiqWeb, claimed_db, require_ruby_sidekiq, run_ruby
 
-ROOT = Path(__file__).resolve().parent.parent
 COUNT = "tests.sidekiq_jobs.count"
 
 RUBY_JOBS = """\
@@ -41,27 +35,14 @@ end
 """
 
 
-class PyWorker:
+class PyWorker(Worker):
     """A `gjiggler worker --wire sidekiq` subprocess on `url` (no namespace: Sidekiq's bare keys)."""
 
     def __init__(self, url: str, *args: str) -> None:
-        self.log_path = ROOT / "test-artifacts" / f"sidekiq-wire-worker-{uuid.uuid4().hex[:8]}.log"
-        self.log_path.parent.mkdir(exist_ok=True)
-        self.log = open(self.log_path, "wb")
-        command = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", "tests.sidekiq_jobs", "--wire", "sidekiq"]
-        command += ["--redis-url", url, "--heartbeat-interval", "0.5", "--poll-interval", "0.2", *args]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self.log.close()
+        fast = ["--heartbeat-interval", "0.5", "--poll-interval", "0.2"]
+        self.launch(
+            ["-r", "tests.sidekiq_jobs", "--wire", "sidekiq", "--redis-url", url, *fast, *args], "sidekiq-wire-worker"
+        )
 
 
 @pytest.fixture

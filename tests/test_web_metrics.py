@@ -1,4 +1,4 @@
-"""The Metrics pages: their data at the WSGI level (metrics written by a Monitor's beat in this process), and in
+"""The Metrics pages: their data at the WSGI level (metrics written by a heartbeat in this process), and in
 headless Chromium after a real worker (`-r tests.metric_jobs`) ran jobs: the charts are drawn, on a desktop and on
 a 375 px phone screen without sideways scrolling."""
 
@@ -8,10 +8,11 @@ import time
 import pytest
 
 from jiggler_gevent import api
-from jiggler_gevent.server.monitor import Counters, Monitor
+from jiggler_gevent.server.job_metrics import Counters
 from jiggler_gevent.web import create_app
 from tests import metric_jobs
 from tests.conftest import wait_for
+from tests.test_job_metrics import beater
 from tests.test_web import Browser
 from tests.test_web_browser import browser, dashboard_url, docs_shot, page, shot  # noqa: F401 (fixtures)
 
@@ -26,8 +27,7 @@ def write(ns, r, runs: list[tuple[str, float, bool]]) -> None:
     counters = Counters(known=lambda name: name.startswith("app."))
     for name, seconds, failed in runs:
         counters.record(name, seconds, failed)
-    monitor = Monitor(r, ns.keys, "host:1:abc", {}, counters, None, lambda: 0, dict, interval=1)  # type: ignore[arg-type]
-    assert monitor.beat()
+    assert beater(r, ns.keys, counters).beat()
 
 
 def _row(text: str, name: str) -> str:

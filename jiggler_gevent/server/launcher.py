@@ -1,7 +1,7 @@
 """The Launcher: builds one worker process's parts, runs them, and stops them on a signal.
 
 Start order (run_worker has imported the user's modules): cancellation listener (subscribed and caught up first),
-Monitor (first heartbeat and a recovery sweep), Poller, Scheduler (when the modules registered periodic entries),
+Heartbeat (first beat and a recovery sweep), Poller, Scheduler (when the modules registered periodic entries),
 switcher, Manager.
 SIGTERM/SIGINT: stop the Scheduler (so that another process takes its lease over at once), stop fetching, wait up
 to the shutdown timeout for running jobs, put the unfinished ones back, remove the heartbeat, exit 0; a second
@@ -24,24 +24,31 @@ import redis
 from .. import config, limits, middleware
 from ..config import Config
 from ..gevent_types import Event, Greenlet
+from ..keys import Keys
 from ..options import WorkerOptions
 from ..periodic import entries as periodic_entries
 from .acker import Acker
 from .cancels import CancelListener
+from .cron import Scheduler
+from .cron_table import CronTablePublisher
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
+from .heartbeat import BeatPart, Heartbeat, HeartbeatOptions, new_identity, rss_bytes
+from .job_metrics import Counters
+from .job_metrics_flush import JobMetricsFlush
 from .manager import Manager
-from .monitor import Counters, Monitor, new_identity, rss_bytes
 from .poller import Poller
 from .preempt import Switcher, resolve_threshold
 from .processor import Processor
 from .recovery import Recovery
+from .redis_signals import RedisSignals
 from .retry import RetryMiddleware
-from .scheduler import Scheduler
+from .stats import StatsFlush
+from .sweep import Sweeper
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:
-    from .metrics import JobMetrics
+    from .prometheus import JobMetrics
 
 log = logging.getLogger("jiggler_gevent.launcher")
 
@@ -63,13 +70,13 @@ def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> mid
 
 
 class Launcher:
-    """One worker process: Manager, Poller, Monitor, Scheduler and switcher, with their lifecycle."""
+    """One worker process: Manager, Poller, Heartbeat, Scheduler and switcher, with their lifecycle."""
 
     def __init__(self, opts: WorkerOptions, cfg: Config | None = None) -> None:
+        """Built by run_process (worker.py), which has sized the connection pool before the user's modules."""
         self.opts = opts
         self.cfg = cfg or config.current()
         keys = self.cfg.keys
-        config.set_pool_size(opts.pool_size)
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
         limits.set_holder(self.identity)  # the slots this process takes are freed by the recovery of its death
@@ -78,7 +85,7 @@ class Launcher:
         self.counters = Counters()
         self.metrics: JobMetrics | None = None
         if opts.metrics_port is not None:
-            from .metrics import single_process  # prometheus_client is loaded only with --metrics-port
+            from .prometheus import single_process  # prometheus_client is loaded only with --metrics-port
 
             queues = tuple(q for q, _ in opts.queues)
             port, host = opts.metrics_port, opts.metrics_host
@@ -106,26 +113,39 @@ class Launcher:
             if entries
             else None
         )
-        info = {"concurrency": opts.concurrency, "queues": [q for q, _ in opts.queues], "namespace": self.cfg.namespace}
-        self.monitor = Monitor(
-            self.redis,
-            keys,
-            self.identity,
-            info,
-            self.counters,
-            self.recovery,
-            busy=lambda: self.manager.busy,
-            running=lambda: self.processor.running,
-            interval=opts.heartbeat_interval,
-            cron=self.scheduler.table if self.scheduler is not None else None,
-            on_signal=self._on_redis_signal,
-        )
+        self.heartbeat = self._heartbeat(keys)
         self.stop_requested: Event = gevent.event.Event()
         self.force: Event = gevent.event.Event()
         self.switcher: Switcher | None = None
         self.recycle_reason: str | None = None
         self.memory_watch: Greenlet | None = None
         self.report_fd = _take_report_fd()
+
+    def _heartbeat(self, keys: Keys) -> Heartbeat:
+        """The heartbeat, with what goes with each beat: counts, per-job metrics, signals sent through Redis,
+        the periodic table, then the recovery sweep."""
+        opts = self.opts
+        info = {
+            "concurrency": opts.concurrency,
+            "queues": [q for q, _ in opts.queues],
+            "namespace": self.cfg.namespace,
+            "cron": self.scheduler.table.signature if self.scheduler is not None else None,
+        }
+        beat = HeartbeatOptions(
+            interval=opts.heartbeat_interval,
+            info=info,
+            busy=lambda: self.manager.busy,
+            running=lambda: self.processor.running,
+        )
+        parts: list[BeatPart] = [
+            StatsFlush(keys, self.counters),
+            JobMetricsFlush(keys, self.counters),
+            RedisSignals(keys, self.identity, self._on_redis_signal),
+        ]
+        if self.scheduler is not None:
+            parts.append(CronTablePublisher(keys, self.scheduler.table, beat.ttl))
+        parts.append(Sweeper(self.recovery, beat.ttl))
+        return Heartbeat(self.redis, keys, self.identity, beat, parts)
 
     def _unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
@@ -139,7 +159,7 @@ class Launcher:
         # Know the cancellations kept in Redis before taking a job: a cancelled job recovered or held would start.
         if not self.cancels.subscribed.wait(timeout=10):
             log.warning("not listening for cancellations yet after 10s; taking jobs anyway")
-        self.monitor.start()
+        self.heartbeat.start()
         self.poller.start()
         if self.scheduler is not None:
             self.scheduler.start()
@@ -195,7 +215,7 @@ class Launcher:
     def quiet(self) -> None:
         """Stop taking jobs; running ones finish."""
         log.info("quiet: no new jobs will be fetched")
-        self.monitor.quiet = True
+        self.heartbeat.quiet = True
         self.manager.quiet()
 
     def stop(self) -> None:
@@ -209,7 +229,7 @@ class Launcher:
         self.cancels.stop()
         self.poller.stop()
         self._release_holds()
-        self.monitor.stop()
+        self.heartbeat.stop()
         if self.switcher is not None:
             self.switcher.stop()
         if self.memory_watch is not None:

@@ -9,13 +9,12 @@ import logging
 import random
 import time
 
-import gevent
 import redis
 
 from .. import config
-from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..scripts import Scripts
+from .loop import Loop
 
 log = logging.getLogger("jiggler_gevent.poller")
 
@@ -30,32 +29,29 @@ class Poller:
     ) -> None:
         self.redis, self.keys, self.scripts = client, keys, scripts
         self.interval = interval
-        self.greenlet: Greenlet | None = None
+        self.loop = Loop(self._poll)
+        self.failing_since: float | None = None  # one warning per outage (Redis away or refusing writes), not per poll
 
     def start(self) -> None:
         """Poll once now, then every interval or so."""
-        self.greenlet = gevent.spawn(self._loop)
+        self.loop.start()
 
     def stop(self) -> None:
         """Stop polling."""
-        if self.greenlet is not None:
-            self.greenlet.kill()
-            self.greenlet = None
+        self.loop.stop()
 
-    def _loop(self) -> None:
-        failing_since: float | None = None  # one warning per outage (Redis away or refusing writes), not per poll
-        while True:
-            try:
-                self.enqueue_due()
-            except redis.RedisError as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.warning("polling the scheduled and retry sets failed, retrying every poll: %s", exc)
-            else:
-                if failing_since is not None:
-                    log.info("polling works again after %.1fs", time.monotonic() - failing_since)
-                    failing_since = None
-            gevent.sleep(self.interval * random.uniform(0.5, 1.5))
+    def _poll(self) -> float:
+        try:
+            self.enqueue_due()
+        except redis.RedisError as exc:
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                log.warning("polling the scheduled and retry sets failed, retrying every poll: %s", exc)
+        else:
+            if self.failing_since is not None:
+                log.info("polling works again after %.1fs", time.monotonic() - self.failing_since)
+                self.failing_since = None
+        return self.interval * random.uniform(0.5, 1.5)
 
     def enqueue_due(self, now: float | None = None) -> int:
         """Move every job due by `now` to its queue; returns how many moved."""

@@ -41,8 +41,8 @@ from ..gevent_types import Event
 from ..logs import print_error
 from ..options import WorkerOptions
 from .backoff import exponential
+from .heartbeat import new_identity
 from .launcher import REPORT_FD_ENV
-from .monitor import new_identity
 from .process import Prepare, run_process
 from .recovery import Recovery
 
@@ -185,7 +185,7 @@ class Supervisor:
             return self._run()
         finally:
             if metrics_dir is not None:
-                from .metrics import remove_multiprocess_dir
+                from .prometheus import remove_multiprocess_dir
 
                 remove_multiprocess_dir(metrics_dir)
 
@@ -202,7 +202,7 @@ class Supervisor:
         first = [self._fork() for _ in self.children]
         self.children[:] = first  # from here on, signals are forwarded to them
         if self.opts.metrics_port is not None:
-            from .metrics import serve_supervised
+            from .prometheus import serve_supervised
 
             try:
                 serve_supervised(self.opts.metrics_port, self.opts.metrics_host, self.redis, self.cfg.keys)
@@ -237,7 +237,7 @@ class Supervisor:
             if code == USAGE_ERROR and not self.stopping.is_set():
                 self._usage_error(proc.pid, reason)
             if self.opts.metrics_port is not None:
-                from .metrics import forget_process
+                from .prometheus import forget_process
 
                 forget_process(proc.pid)
             self._recover(proc.pid)

@@ -6,7 +6,7 @@ enqueues, sleeping until the next fire time, and the others ask for the lease ab
 fire goes through one script call (cron_fire.lua) that checks the lease and pushes a fire time only if it
 is later than the last one recorded for the entry. Processes with other entries (another -r module, another
 release during a deploy) have their own lease; an entry that several sets share is still enqueued once per
-fire time, by that same check. The Monitor publishes the table with each heartbeat (NS:cron:table:<sig>).
+fire time, by that same check. The heartbeat publishes the table (cron_table.py: NS:cron:table:<sig>).
 """
 
 # What is guaranteed. At most once: a fire time of an entry is enqueued at most once per namespace, however many
@@ -31,15 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import gevent
 import redis
 
 from .. import config, middleware, wire
-from ..gevent_types import Greenlet
 from ..keys import Keys
 from ..periodic import Entry
 from ..scripts import Scripts
 from .backoff import Backoff
+from .loop import Loop
 
 log = logging.getLogger("jiggler_gevent.scheduler")
 
@@ -97,7 +96,7 @@ class Scheduler:
         self.next_at: dict[str, float] = {}  # per entry, its next fire time
         self.backoff = Backoff(0.5, 5.0)
         self.failing_since: float | None = None
-        self.greenlet: Greenlet | None = None
+        self.loop = Loop(self._step)
 
     @property
     def lease_key(self) -> str:
@@ -105,13 +104,11 @@ class Scheduler:
 
     def start(self) -> None:
         """Ask for the lease now, then schedule until stopped."""
-        self.greenlet = gevent.spawn(self._loop)
+        self.loop.start()
 
     def stop(self) -> None:
         """Stop scheduling and give the lease back, so that another process takes over at once."""
-        if self.greenlet is not None:
-            self.greenlet.kill()
-            self.greenlet = None
+        self.loop.stop()
         if self.leader:
             self.leader = False
             try:
@@ -119,18 +116,17 @@ class Scheduler:
             except redis.RedisError as exc:
                 log.warning("could not give the periodic scheduler's lease back (it lapses by itself): %s", exc)
 
-    def _loop(self) -> None:
-        while True:
-            try:
-                delay = self.step()
-            except redis.RedisError as exc:
-                delay = self._failed(exc)
-            except Exception:  # a bug must not end periodic jobs for good: log it and try again
-                log.exception("the periodic scheduler failed; trying again")
-                delay = self.backoff.failed()
-            else:
-                self._succeeded()
-            gevent.sleep(delay)
+    def _step(self) -> float:
+        """One step, whatever it raises; the seconds to wait before the next."""
+        try:
+            delay = self.step()
+        except redis.RedisError as exc:
+            return self._failed(exc)
+        except Exception:  # a bug must not end periodic jobs for good: log it and try again
+            log.exception("the periodic scheduler failed; trying again")
+            return self.backoff.failed()
+        self._succeeded()
+        return delay
 
     def _failed(self, exc: redis.RedisError) -> float:
         if self.failing_since is None:

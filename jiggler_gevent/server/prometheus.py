@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import gevent
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -39,10 +38,10 @@ from prometheus_client.registry import Collector
 
 from ..config import JOB_TIME_BUCKETS
 from ..errors import ConfigError
-from ..gevent_types import Greenlet
 from ..job import lookup
 from ..keys import Keys
 from ..middleware import Disposition, JobContext, ServerMiddleware
+from .loop import Loop
 
 log = logging.getLogger("jiggler_gevent.metrics")
 
@@ -102,7 +101,7 @@ class JobMetrics(ServerMiddleware):
         self.known = known
         self.totals: Totals = {}
         self._cache: dict[tuple[str, str], Series] = {}
-        self._flusher: Greenlet | None = None
+        self._flusher = Loop(self._flush_step, first_wait=FLUSH_INTERVAL)
         self._path: str | None = None
 
     def _series(self, name: object, queue: object) -> Series:
@@ -149,20 +148,17 @@ class JobMetrics(ServerMiddleware):
         if self.directory is not None:
             self._path = os.path.join(self.directory, f"{os.getpid()}.json")
             self.flush()
-            self._flusher = gevent.spawn(self._flush_loop)
+            self._flusher.start()
 
     def stop(self) -> None:
         """The process stops: a last snapshot, with every job counted."""
-        if self._flusher is not None:
-            self._flusher.kill()
-            self._flusher = None
+        self._flusher.stop()
         if self._path is not None:
             self.flush()
 
-    def _flush_loop(self) -> None:
-        while True:
-            gevent.sleep(FLUSH_INTERVAL)
-            self.flush()
+    def _flush_step(self) -> float:
+        self.flush()
+        return FLUSH_INTERVAL
 
     def flush(self) -> None:
         """Replace this process's snapshot file (write then rename: a reader sees the old or the new one)."""

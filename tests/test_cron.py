@@ -14,7 +14,7 @@ import pytest
 
 from jiggler_gevent import api, config, periodic, scripts
 from jiggler_gevent.periodic import clear as clear_entries
-from jiggler_gevent.server.scheduler import Scheduler, Table
+from jiggler_gevent.server.cron import Scheduler, Table
 from tests import jobs
 from tests.conftest import wait_for
 

@@ -153,7 +153,7 @@ def test_without_the_option_prometheus_client_is_not_loaded(ns, r, start_worker)
     wait_for(lambda: r.exists(key), 20, "the module list")
     loaded = r.lrange(key, 0, -1)
     assert "jiggler_gevent.server.launcher" in loaded
-    assert "jiggler_gevent.server.metrics" not in loaded  # the one module that imports prometheus_client
+    assert "jiggler_gevent.server.prometheus" not in loaded  # the one module that imports prometheus_client
     assert w.stop() == 0
 
 
@@ -251,7 +251,7 @@ def _exposed(read) -> dict:
     """{(sample name, sorted labels): value} of a JobCollector over `read`, as exposed and parsed."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from jiggler_gevent.server.metrics import JobCollector
+    from jiggler_gevent.server.prometheus import JobCollector
 
     registry = CollectorRegistry()
     registry.register(JobCollector(read))
@@ -264,7 +264,7 @@ def _exposed(read) -> dict:
 
 
 def test_jobs_are_counted_in_buckets_by_bounded_labels_and_rescheduled_ones_not_at_all():
-    from jiggler_gevent.server.metrics import JobMetrics
+    from jiggler_gevent.server.prometheus import JobMetrics
 
     metrics = JobMetrics(("default",), 7, known=lambda name: name == "app.ok")
     metrics.start(lambda: 3)
@@ -294,7 +294,7 @@ def test_jobs_are_counted_in_buckets_by_bounded_labels_and_rescheduled_ones_not_
 
 def _child_writes_snapshot(directory: str, jobs: int) -> int:
     """Fork a process that runs `jobs` jobs with metrics written to `directory`, stops and exits; its pid."""
-    from jiggler_gevent.server.metrics import JobMetrics
+    from jiggler_gevent.server.prometheus import JobMetrics
 
     pid = os.fork()
     if pid == 0:
@@ -313,7 +313,7 @@ def _child_writes_snapshot(directory: str, jobs: int) -> int:
 
 
 def test_snapshots_sum_the_children_and_keep_an_exited_ones_totals_but_not_its_gauges(tmp_path):
-    from jiggler_gevent.server.metrics import Snapshots
+    from jiggler_gevent.server.prometheus import Snapshots
 
     first, second = _child_writes_snapshot(str(tmp_path), 3), _child_writes_snapshot(str(tmp_path), 4)
     snapshots = Snapshots(str(tmp_path))
