@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from jiggler_gevent import api
 from tests import jobs
 from tests.conftest import wait_for
 
@@ -185,4 +186,20 @@ def test_an_idle_worker_on_three_queues_starts_a_job_pushed_to_any_of_them_at_on
         wait_for(lambda n=n: r.llen(key) == n + 1, 10, f"job {n} on {queue}")
     waits = [float(x) for x in r.lrange(key, 0, -1)]
     assert max(waits) < 0.5, waits
+    assert w.stop() == 0
+
+
+def test_a_quiet_worker_idle_on_one_queue_leaves_a_later_push_in_the_queue(ns, r, start_worker):
+    """Idle on one queue, the fetcher waits in a BLMOVE. Quieting kills it; the BLMOVE must die with its connection,
+    or Redis would still move the next job pushed into the working list of a process that no longer fetches."""
+    w = start_worker("-c", "2", "--heartbeat-interval", "0.2")
+    wait_for(lambda: len(api.ProcessSet()) == 1, 20, "the worker's heartbeat")
+    time.sleep(0.3)  # not a synchronisation: gives the idle fetcher time to be inside its BLMOVE, the case tested
+    w.signal(signal.SIGTSTP)
+    wait_for(lambda: [p.info.get("quiet") for p in api.ProcessSet()] == [True], 20, "the worker heartbeating quiet")
+    key = f"{ns.namespace}:t:after-quiet"
+    jobs.record.enqueue(key, "x")
+    time.sleep(2.5)  # longer than a BLMOVE blocks (2 s): a pending one would have taken the job by now
+    assert r.llen(ns.keys.queue("default")) == 1
+    assert sum(r.llen(k) for k in r.scan_iter(ns.keys.working("*"))) == 0 and r.llen(key) == 0
     assert w.stop() == 0

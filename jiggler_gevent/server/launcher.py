@@ -215,8 +215,8 @@ class Launcher:
     def quiet(self) -> None:
         """Stop taking jobs; running ones finish."""
         log.info("quiet: no new jobs will be fetched")
-        self.heartbeat.quiet = True
         self.manager.quiet()
+        self.heartbeat.quiet = True  # said once it is so: the fetcher has ended
 
     def stop(self) -> None:
         """Graceful stop within the shutdown timeout (shorter if forced)."""
