@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from . import payload as payload_mod
+
 if TYPE_CHECKING:
     from .gevent_types import Timeout
 
@@ -36,10 +38,22 @@ class JobContext:
     equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead",
     "drop", "reschedule" (at `retry_at`) or "cancel"; hooks may change `payload` before it is stored again. A
     before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
-    see that exception as if the job had raised it.
+    see that exception as if the job had raised it. `view` is what the server reads of the payload (payload.View),
+    read at its first use.
     """
 
-    __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at", "timer")
+    __slots__ = (
+        "payload",
+        "raw",
+        "func",
+        "result",
+        "exception",
+        "disposition",
+        "retry_at",
+        "started_at",
+        "timer",
+        "_view",
+    )
 
     def __init__(self, payload: dict[str, Any], raw: str) -> None:
         self.payload = payload
@@ -51,6 +65,15 @@ class JobContext:
         self.retry_at: float | None = None
         self.started_at = 0.0
         self.timer: Timeout | None = None
+        self._view: payload_mod.View | None = None
+
+    @property
+    def view(self) -> payload_mod.View:
+        """What the server reads of `payload` (jid, name, queue, tracking, batch, unique lock), read once."""
+        view = self._view
+        if view is None:
+            view = self._view = payload_mod.View(self.payload)
+        return view
 
     @property
     def name(self) -> str:
