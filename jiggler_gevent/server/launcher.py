@@ -15,7 +15,7 @@ supervisor named in $JIGGLER_REPORT_FD; the supervisor then starts a fresh proce
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -38,6 +38,7 @@ from .processor import Processor
 from .recovery import Recovery
 from .retry import RetryMiddleware
 from .scheduler import Scheduler
+from .tally import Tally
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:
@@ -51,13 +52,13 @@ MB = 1024 * 1024
 JOB_LOG_LEVEL_OF: dict[str, int | None] = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}  # --job-log
 
 
-def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> middleware.Chain:
-    """Built-in middleware around the user's: the Prometheus metrics (when on), counters and retry outermost,
-    then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
+def server_chain(counters: "Tally | Counters", metrics: "JobMetrics | None" = None) -> middleware.Chain:
+    """Built-in middleware around the user's: the tally (feeding the counters and the Prometheus metrics when on)
+    and retry outermost, then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
     chain = middleware.Chain()
     guards = (UniqueStartMiddleware(), ConcurrencyMiddleware())
-    outer = (metrics, counters) if metrics is not None else (counters,)
-    for entry in (*outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
+    outer = counters if isinstance(counters, Tally) else Tally((counters, metrics))
+    for entry in (outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
         chain.add(entry)
     return chain
 
@@ -83,10 +84,11 @@ class Launcher:
             queues = tuple(q for q, _ in opts.queues)
             port, host = opts.metrics_port, opts.metrics_host
             self.metrics = single_process(port, host, self.redis, keys, queues, opts.concurrency)
+        self.tally = Tally((self.counters, self.metrics))  # one decision per finished job, fed to both
         self.processor = Processor(
             self.acker,
-            server_chain(self.counters, self.metrics),
-            on_failure=self._unrunnable,
+            server_chain(self.tally),
+            on_failure=self.tally.unrunnable,
             job_log_level=JOB_LOG_LEVEL_OF[opts.job_log],
         )
         self.manager = Manager(
@@ -126,12 +128,6 @@ class Launcher:
         self.recycle_reason: str | None = None
         self.memory_watch: Greenlet | None = None
         self.report_fd = _take_report_fd()
-
-    def _unrunnable(self, entry: dict[str, Any]) -> None:
-        """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
-        self.counters.unrunnable(entry)
-        if self.metrics is not None:
-            self.metrics.unrunnable(entry)
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""
