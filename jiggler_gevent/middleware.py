@@ -39,7 +39,7 @@ class JobContext:
     "drop", "reschedule" (at `retry_at`) or "cancel"; hooks may change `payload` before it is stored again. A
     before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
     see that exception as if the job had raised it. `view` is what the server reads of the payload (payload.View),
-    read at its first use.
+    read as the context is made.
     """
 
     __slots__ = (
@@ -52,7 +52,7 @@ class JobContext:
         "retry_at",
         "started_at",
         "timer",
-        "_view",
+        "view",
     )
 
     def __init__(self, payload: dict[str, Any], raw: str) -> None:
@@ -65,15 +65,7 @@ class JobContext:
         self.retry_at: float | None = None
         self.started_at = 0.0
         self.timer: Timeout | None = None
-        self._view: payload_mod.View | None = None
-
-    @property
-    def view(self) -> payload_mod.View:
-        """What the server reads of `payload` (jid, name, queue, tracking, batch, unique lock), read once."""
-        view = self._view
-        if view is None:
-            view = self._view = payload_mod.View(self.payload)
-        return view
+        self.view = payload_mod.View(payload)  # what the server reads of it: jid, name, queue, tracking, batch, lock
 
     @property
     def name(self) -> str:

@@ -149,7 +149,7 @@ class View:
     accessor (result_ttl, batch_id, unique_lock above), which the client shares: "is this job tracked?" has one
     answer."""
 
-    __slots__ = ("jid", "name", "queue", "result_ttl", "bid", "unique_lock", "unique_until")
+    __slots__ = ("jid", "name", "queue", "result_ttl", "tracked", "bid", "unique_lock", "unique_until")
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         get = payload.get
@@ -158,14 +158,10 @@ class View:
         self.name: str = name if isinstance(name, str) else "?"
         self.queue: str | None = queue if isinstance(queue, str) else None
         self.result_ttl: int | None = result_ttl(payload)  # None: not tracked
+        self.tracked = self.result_ttl is not None  # its status and result are kept
         self.bid: str | None = batch_id(payload)  # None: in no batch
         self.unique_lock: str | None = unique_lock(payload)  # the lock's digest; None: not unique
         self.unique_until: str | None = get("unique_until") if self.unique_lock is not None else None
-
-    @property
-    def tracked(self) -> bool:
-        """True when the job's status and result are kept (it has a valid `result_ttl`)."""
-        return self.result_ttl is not None
 
 
 def encode(payload: object) -> str:

@@ -77,7 +77,7 @@ def test_both_sinks_record_the_same_job_failure_and_bucket(generated):
                 ctx.disposition = Disposition.RESCHEDULE
             ctx.started_at = time.time() - seconds
             tally.after_process(ctx)
-            expected = set() if outcome == "rescheduled" else {(decide(name, queue, failed, 0, known).job, failed, 0)}
+            expected = set() if outcome == "rescheduled" else {(decide(name, queue, failed, 0, known)[0], failed, 0)}
         in_redis, in_prometheus = _counters_saw(counters), _prometheus_saw(metrics, before)
         assert in_redis == in_prometheus  # the same (job, failed, bucket) in both sinks
         assert {(j, f) for j, f, _ in in_redis} == {(j, f) for j, f, _ in expected}
@@ -88,9 +88,9 @@ def test_both_sinks_record_the_same_job_failure_and_bucket(generated):
 
 
 def test_a_name_no_registered_job_has_is_unknown_and_run_times_share_the_redis_buckets():
-    assert decide("no.such.job", "q", False, 0.3).job == UNKNOWN
+    assert decide("no.such.job", "q", False, 0.3)[0] == UNKNOWN
     assert decide(["not", "a", "name"], None, True, None) == (UNKNOWN, None, True, None, None)
     bounds = config.JOB_TIME_BUCKETS
-    assert decide("x", None, False, bounds[0], lambda _: True).bucket == 0  # a bound holds itself (`le`)
-    assert decide("x", None, False, bounds[-1] + 1, lambda _: True).bucket == len(bounds)  # past the last: +Inf
-    assert decide("x", None, False, -1.0, lambda _: True).seconds == 0.0  # a clock step back is no negative time
+    assert decide("x", None, False, bounds[0], lambda _: True)[4] == 0  # a bound holds itself (`le`)
+    assert decide("x", None, False, bounds[-1] + 1, lambda _: True)[4] == len(bounds)  # past the last: +Inf
+    assert decide("x", None, False, -1.0, lambda _: True)[3] == 0.0  # a clock step back is no negative time

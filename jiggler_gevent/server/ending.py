@@ -64,6 +64,8 @@ def of(
 def of_run(ctx: JobContext, disposition: Disposition, keys: Keys) -> Ending | None:
     """The Ending of a job that ran (or was refused by a before-hook) and ends as `disposition`."""
     view = ctx.view
+    if view.unique_lock is None and view.bid is None and not view.tracked and disposition != Disposition.RESCHEDULE:
+        return None  # a job that uses none of these pays for nothing more
     started_unlocked = view.unique_until == "start"  # UniqueStartMiddleware released it as the job started
     detail, park = "", ""
     if disposition == Disposition.ACK:

@@ -115,18 +115,17 @@ class JobMetrics(ServerMiddleware):
 
     def add(self, tallied: Tallied) -> None:
         """One finished job, as tally.py decided it."""
-        series = self._series(tallied.job, tallied.queue)
+        job, queue, failed, seconds, bucket = tallied
+        series = self._series(job, queue)
         series.processed += 1
-        if tallied.failed:
+        if failed:
             series.failed += 1
-        if tallied.seconds is not None and tallied.bucket is not None:
-            series.seconds += tallied.seconds
-            series.counts[tallied.bucket] += 1  # bucket `le` holds seconds <= le
+        if seconds is not None and bucket is not None:
+            series.seconds += seconds
+            series.counts[bucket] += 1  # bucket `le` holds seconds <= le
 
     def after_process(self, ctx: JobContext) -> None:
-        tallied = tally.of_run(ctx, self.known)
-        if tallied is not None:
-            self.add(tallied)
+        tally.Tally((self,), self.known).after_process(ctx)  # on its own; in a worker the chain's Tally feeds it
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""

@@ -72,40 +72,37 @@ class Counters(ServerMiddleware):
         if failed:
             self.failed += 1
 
-    def add(self, tallied: Tallied) -> None:
-        """One finished job, as tally.py decided it."""
-        self.processed += 1
-        if tallied.failed:
-            self.failed += 1
-        self._add_row(tallied)
+    def add(self, tallied: Tallied, processed: bool = True) -> None:
+        """One finished job, as tally.py decided it; `processed` False: in its per-job row only."""
+        job, _, failed, seconds, bucket = tallied
+        if processed:
+            self.processed += 1
+            if failed:
+                self.failed += 1
+        key = (int(time.time() // 60), job)
+        row = self.jobs.get(key)
+        if row is None:
+            row = self.jobs[key] = [0] * (ROW + 1)
+        row[RUNS] += 1
+        if failed:
+            row[FAILED] += 1
+        if seconds is not None and bucket is not None:
+            row[MS] += round(seconds * 1000)
+            row[HISTOGRAM + bucket] += 1
+            micros = math.ceil(seconds * 1_000_000) or 1  # 0 means "no run with a time"
+            if micros > row[LONGEST]:
+                row[LONGEST] = micros
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""
         self.add(tally.of_unrunnable(entry, self.known))
 
     def after_process(self, ctx: JobContext) -> None:
-        tallied = tally.of_run(ctx, self.known)
-        if tallied is not None:
-            self.add(tallied)
+        tally.Tally((self,), self.known).after_process(ctx)  # on its own; in a worker the chain's Tally feeds it
 
     def record(self, name: object, seconds: float | None, failed: bool) -> None:
         """One run of job `name` ending now, that took `seconds` (None: it could not run): its per-job row only."""
-        self._add_row(tally.decide(name, None, failed, seconds, self.known))
-
-    def _add_row(self, t: Tallied) -> None:
-        key = (int(time.time() // 60), t.job)
-        row = self.jobs.get(key)
-        if row is None:
-            row = self.jobs[key] = [0] * (ROW + 1)
-        row[RUNS] += 1
-        if t.failed:
-            row[FAILED] += 1
-        if t.seconds is not None and t.bucket is not None:
-            row[MS] += round(t.seconds * 1000)
-            row[HISTOGRAM + t.bucket] += 1
-            micros = math.ceil(t.seconds * 1_000_000) or 1  # 0 means "no run with a time"
-            if micros > row[LONGEST]:
-                row[LONGEST] = micros
+        self.add(tally.decide(name, None, failed, seconds, self.known), processed=False)
 
     def take(self) -> "tuple[int, int]":
         """The counts since the last take, zeroed."""

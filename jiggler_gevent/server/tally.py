@@ -16,7 +16,7 @@ decides and feeds them; the sinks only add up.
 import bisect
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from ..config import JOB_TIME_BUCKETS
 from ..job import lookup
@@ -30,20 +30,18 @@ def registered(name: str) -> bool:
     return lookup(name) is not None
 
 
-class Tallied(NamedTuple):
-    """One finished job as every sink counts it."""
-
-    job: str  # its wire name, or UNKNOWN
-    queue: object  # its payload's queue as read (a sink bounds it if it labels by queue)
-    failed: bool
-    seconds: float | None  # its run time, None when it could not run
-    bucket: int | None  # the run-time bucket (index into JOB_TIME_BUCKETS, its length past the last), or None
+# One finished job as every sink counts it: (job, queue, failed, seconds, bucket). `job` is its wire name or UNKNOWN;
+# `queue` its payload's queue as read (a sink that labels by queue bounds it); `seconds` its run time, None when it
+# could not run; `bucket` the index of that run time among JOB_TIME_BUCKETS (their length past the last), or None.
+# A plain tuple: one is made per finished job, and a class would cost more than the rest of the decision.
+Tallied = tuple[str, object, bool, float | None, int | None]
 
 
 class Sink(Protocol):
     """What the tally feeds: adds one finished job to its counts (plain arithmetic, never a Redis call)."""
 
-    def add(self, tallied: Tallied) -> None: ...
+    def add(self, tallied: Tallied) -> None:
+        """Count one finished job."""
 
 
 def decide(
@@ -52,17 +50,9 @@ def decide(
     """One finished job: `name` bounded to the known ones, `seconds` (None: it could not run) to its bucket."""
     job = name if isinstance(name, str) and known(name) else UNKNOWN
     if seconds is None:
-        return Tallied(job, queue, failed, None, None)
+        return job, queue, failed, None, None
     seconds = max(0.0, seconds)
-    return Tallied(job, queue, failed, seconds, bisect.bisect_left(JOB_TIME_BUCKETS, seconds))
-
-
-def of_run(ctx: JobContext, known: Callable[[str], bool] = registered) -> Tallied | None:
-    """A job whose run has just ended (after-hooks); None for one rescheduled over a limit (not run, put back)."""
-    if ctx.disposition == Disposition.RESCHEDULE:
-        return None
-    view = ctx.view
-    return decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, known)
+    return job, queue, failed, seconds, bisect.bisect_left(JOB_TIME_BUCKETS, seconds)
 
 
 def of_unrunnable(entry: dict[str, Any], known: Callable[[str], bool] = registered) -> Tallied:
@@ -78,10 +68,13 @@ class Tally(ServerMiddleware):
         self.known = known
 
     def after_process(self, ctx: JobContext) -> None:
-        tallied = of_run(ctx, self.known)
-        if tallied is not None:
-            for sink in self.sinks:
-                sink.add(tallied)
+        """A job whose run has just ended; one rescheduled over a limit was not run (put back): not counted."""
+        if ctx.disposition == Disposition.RESCHEDULE:
+            return
+        view = ctx.view
+        tallied = decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self.known)
+        for sink in self.sinks:
+            sink.add(tallied)
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
