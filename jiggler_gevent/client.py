@@ -65,7 +65,10 @@ def _queue_waits(pipe: Any, replicas: int, timeout: float) -> None:
 
 
 def _needs_each(payload: dict[str, Any]) -> bool:
-    return "unique_key" in payload or "result_ttl" in payload or "bid" in payload
+    """True when a payload needs push_each.lua: a unique lock, a tracked status or a batch (payload.py's accessors,
+    which the server's payload.View reads too)."""
+    p = payload_mod
+    return p.unique_lock(payload) is not None or p.result_ttl(payload) is not None or p.batch_id(payload) is not None
 
 
 class Client:

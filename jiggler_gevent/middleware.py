@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from . import payload as payload_mod
+
 if TYPE_CHECKING:
     from .gevent_types import Timeout
 
@@ -36,10 +38,22 @@ class JobContext:
     equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead",
     "drop", "reschedule" (at `retry_at`) or "cancel"; hooks may change `payload` before it is stored again. A
     before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
-    see that exception as if the job had raised it.
+    see that exception as if the job had raised it. `view` is what the server reads of the payload (payload.View),
+    read as the context is made.
     """
 
-    __slots__ = ("payload", "raw", "func", "result", "exception", "disposition", "retry_at", "started_at", "timer")
+    __slots__ = (
+        "payload",
+        "raw",
+        "func",
+        "result",
+        "exception",
+        "disposition",
+        "retry_at",
+        "started_at",
+        "timer",
+        "view",
+    )
 
     def __init__(self, payload: dict[str, Any], raw: str) -> None:
         self.payload = payload
@@ -51,6 +65,7 @@ class JobContext:
         self.retry_at: float | None = None
         self.started_at = 0.0
         self.timer: Timeout | None = None
+        self.view = payload_mod.View(payload)  # what the server reads of it: jid, name, queue, tracking, batch, lock
 
     @property
     def name(self) -> str:

@@ -143,6 +143,27 @@ def unique_lock(payload: Mapping[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+class View:
+    """What the server reads of a checked payload, one typed field each, read once per run (JobContext.view).
+    The wire format stays the JSON object: this is a view of it, never written back. Each field is read by one
+    accessor (result_ttl, batch_id, unique_lock above), which the client shares: "is this job tracked?" has one
+    answer."""
+
+    __slots__ = ("jid", "name", "queue", "result_ttl", "tracked", "bid", "unique_lock", "unique_until")
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        get = payload.get
+        jid, name, queue = get("jid"), get("name"), get("queue")
+        self.jid: str = jid if isinstance(jid, str) else "?"
+        self.name: str = name if isinstance(name, str) else "?"
+        self.queue: str | None = queue if isinstance(queue, str) else None
+        self.result_ttl: int | None = result_ttl(payload)  # None: not tracked
+        self.tracked = self.result_ttl is not None  # its status and result are kept
+        self.bid: str | None = batch_id(payload)  # None: in no batch
+        self.unique_lock: str | None = unique_lock(payload)  # the lock's digest; None: not unique
+        self.unique_until: str | None = get("unique_until") if self.unique_lock is not None else None
+
+
 def encode(payload: object) -> str:
     """The wire form of a payload (or any JSON value): compact JSON, no NaN."""
     return _ENCODER.encode(payload)

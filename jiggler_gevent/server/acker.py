@@ -24,7 +24,10 @@ from ..gevent_types import Event
 from ..keys import Keys
 from ..limits import MAX_RESCHEDULE_DELAY
 from ..middleware import Disposition
+from ..payload import View
+from . import ending
 from .backoff import Backoff
+from .ending import Ending
 
 log = logging.getLogger("jiggler_gevent.acker")
 
@@ -35,36 +38,25 @@ PARKED_KEEP_MS = int((MAX_RESCHEDULE_DELAY + 60) * 1000)
 
 
 class Outcome:
-    """What to write for one held payload (`raw`): its disposition and what, if anything, to store where."""
+    """What to write for one held payload (`raw`): its disposition, what to store where, and, for a job that used
+    a unique lock, tracking, a batch or a limiter, its Ending (ending.py): the rest of its settle arguments."""
 
-    __slots__ = ("raw", "disposition", "new_raw", "where", "unlock", "jid", "bid", "ttl", "detail", "park")
+    __slots__ = ("raw", "disposition", "new_raw", "where", "end")
 
     def __init__(
-        self, raw: str, disposition: Disposition = Disposition.ACK, new_raw: str = "", where: float | str = 0.0
+        self,
+        raw: str,
+        disposition: Disposition = Disposition.ACK,
+        new_raw: str = "",
+        where: float | str = 0.0,
+        end: Ending | None = None,
     ) -> None:
-        self.raw, self.disposition, self.new_raw, self.where = raw, disposition, new_raw, where
-        self.unlock = ""  # a unique job's lock key, released with this outcome if it still holds `jid`
-        self.jid = ""
-        self.bid = ""  # the batch that counts this outcome ('' none)
-        self.ttl: int | str = ""  # the job's result_ttl when its status is tracked ('' untracked)
-        self.detail = ""  # JSON: the job's result (done) or {"error_class", "error_message"} (dead, cancelled)
-        self.park = ""  # a rescheduled job: the `concurrent` limiter whose next release moves it to its queue
-
-    def releasing(self, lock_key: str, jid: str) -> "Outcome":
-        """This outcome, also releasing the unique lock `lock_key` (if it still holds `jid`) in the same step."""
-        self.unlock, self.jid = lock_key, jid
-        return self
+        self.raw, self.disposition, self.new_raw, self.where, self.end = raw, disposition, new_raw, where, end
 
     def ending(self, payload: dict[str, Any], detail: str = "") -> "Outcome":
-        """This outcome, also writing the job's tracked status and counting it in its batch, if it has them."""
-        ttl, bid = payload_mod.result_ttl(payload), payload_mod.batch_id(payload)
-        if ttl is not None or bid is not None:
-            self.jid, self.bid, self.ttl, self.detail = payload["jid"], bid or "", "" if ttl is None else ttl, detail
-        return self
-
-    def parking(self, limiter: str) -> "Outcome":
-        """This reschedule, also parked on `limiter` (a full `concurrent` one): its next release wakes the job."""
-        self.park = limiter
+        """This outcome, also writing the job's tracked status and counting it in its batch, if it has them
+        (no lock released: the Processor builds the whole Ending of the jobs it ran, ending.of_run)."""
+        self.end = ending.of(View(payload), self.disposition, None, detail)
         return self
 
     @classmethod
@@ -73,9 +65,9 @@ class Outcome:
         return cls(raw, Disposition.RETRY, new_raw, at)
 
     @classmethod
-    def dead(cls, raw: str, new_raw: str, at: float) -> "Outcome":
+    def dead(cls, raw: str, new_raw: str, at: float, end: Ending | None = None) -> "Outcome":
         """Failed for good: `new_raw` to the dead set, died at unix time `at`."""
-        return cls(raw, Disposition.DEAD, new_raw, at)
+        return cls(raw, Disposition.DEAD, new_raw, at, end)
 
     @classmethod
     def reschedule(cls, raw: str, new_raw: str, at: float) -> "Outcome":
@@ -97,7 +89,12 @@ class Outcome:
         """True when nothing is stored: the payload is only removed (a job done, or dropped), and no lock
         released, status written or batch counted (the fetch script, which carries plain acknowledgements,
         does none of these)."""
-        return self.disposition in PLAIN and not self.unlock and not self.jid
+        return self.end is None and self.disposition in PLAIN
+
+    def argv(self) -> tuple[Any, ...]:
+        """Its ten arguments to settle.lua, in the order of the script's header."""
+        end = ending.NONE if self.end is None else self.end.argv()
+        return (payload_mod.wire(self.raw), self.disposition.value, payload_mod.wire(self.new_raw), self.where, *end)
 
 
 def settle(
@@ -110,8 +107,7 @@ def settle(
     args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
     args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL, keys.limit_prefix, PARKED_KEEP_MS]
     for o in outcomes:
-        args += [payload_mod.wire(o.raw), o.disposition.value, payload_mod.wire(o.new_raw), o.where, o.unlock, o.jid]
-        args += [o.bid, o.ttl, o.detail, o.park]
+        args += o.argv()
     script_keys = [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule]
     return int(script(keys=script_keys, args=args, client=client))
 

@@ -19,6 +19,7 @@ from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..connect import MAX_BLOCK
 from ..keys import Keys
+from . import ending
 from .acker import Outcome, dedicated, settle
 
 log = logging.getLogger("jiggler_gevent.fetch")
@@ -117,7 +118,7 @@ class ReliableFetch:
             outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:
-                    outcome.ending(wire.of(self.keys).decode(raw))
+                    outcome.end = ending.of_put_back(wire.of(self.keys).decode(raw))
                 except payload_mod.PayloadError:
                     pass
             outcomes.append(outcome)

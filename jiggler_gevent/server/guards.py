@@ -16,7 +16,6 @@ import logging
 import gevent
 
 from .. import config, limits, scripts
-from .. import payload as payload_mod
 from ..gevent_types import Greenlet
 from ..job import lookup
 from ..middleware import JobContext, ServerMiddleware
@@ -80,8 +79,8 @@ class UniqueStartMiddleware(ServerMiddleware):
     """Releases the unique lock of a job with `unique_until="start"` when it starts (if it still holds its jid)."""
 
     def before_process(self, ctx: JobContext) -> None:
-        digest = payload_mod.unique_lock(ctx.payload)
-        if digest is None or ctx.payload.get("unique_until") != "start":
+        digest = ctx.view.unique_lock
+        if digest is None or ctx.view.unique_until != "start":
             return
         cfg = config.current()
         client = config.redis_client(cfg.url)

@@ -15,7 +15,7 @@ supervisor named in $JIGGLER_REPORT_FD; the supervisor then starts a fresh proce
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -45,6 +45,7 @@ from .redis_signals import RedisSignals
 from .retry import RetryMiddleware
 from .stats import StatsFlush
 from .sweep import Sweeper
+from .tally import Tally
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:
@@ -58,13 +59,13 @@ MB = 1024 * 1024
 JOB_LOG_LEVEL_OF: dict[str, int | None] = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}  # --job-log
 
 
-def server_chain(counters: Counters, metrics: "JobMetrics | None" = None) -> middleware.Chain:
-    """Built-in middleware around the user's: the Prometheus metrics (when on), counters and retry outermost,
-    then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
+def server_chain(counters: "Tally | Counters", metrics: "JobMetrics | None" = None) -> middleware.Chain:
+    """Built-in middleware around the user's: the tally (feeding the counters and the Prometheus metrics when on)
+    and retry outermost, then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
     chain = middleware.Chain()
     guards = (UniqueStartMiddleware(), ConcurrencyMiddleware())
-    outer = (metrics, counters) if metrics is not None else (counters,)
-    for entry in (*outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
+    outer = counters if isinstance(counters, Tally) else Tally((counters, metrics))
+    for entry in (outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
         chain.add(entry)
     return chain
 
@@ -90,10 +91,11 @@ class Launcher:
             queues = tuple(q for q, _ in opts.queues)
             port, host = opts.metrics_port, opts.metrics_host
             self.metrics = single_process(port, host, self.redis, keys, queues, opts.concurrency)
+        self.tally = Tally((self.counters, self.metrics))  # one decision per finished job, fed to both
         self.processor = Processor(
             self.acker,
-            server_chain(self.counters, self.metrics),
-            on_failure=self._unrunnable,
+            server_chain(self.tally),
+            on_failure=self.tally.unrunnable,
             job_log_level=JOB_LOG_LEVEL_OF[opts.job_log],
         )
         self.manager = Manager(
@@ -146,12 +148,6 @@ class Launcher:
             parts.append(CronTablePublisher(keys, self.scheduler.table, beat.ttl))
         parts.append(Sweeper(self.recovery, beat.ttl))
         return Heartbeat(self.redis, keys, self.identity, beat, parts)
-
-    def _unrunnable(self, entry: dict[str, Any]) -> None:
-        """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
-        self.counters.unrunnable(entry)
-        if self.metrics is not None:
-            self.metrics.unrunnable(entry)
 
     def start(self) -> None:
         """Start every part; the process takes jobs from here on."""

@@ -27,10 +27,9 @@ from ..batch import running_bid
 from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
-from ..limits import OverLimit
 from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext
-from . import tracking
+from . import ending, tracking
 from .acker import Acker, Outcome
 from .recovery import suspect
 from .timeouts import disarm
@@ -104,10 +103,9 @@ class Processor:
             self._bury_unrunnable(raw, mismatch, payload)
             return
         ctx = JobContext(payload, raw)
-        if (self.cancelled and ctx.jid in self.cancelled) or ("result_ttl" in payload and tracking.start(ctx)):
+        if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx)):
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
-            outcome = self._unlocking(ctx, Outcome(raw, Disposition.CANCEL), started=False)
-            self.acker.add(outcome.ending(payload, _error(ctx, None)))
+            self.acker.add(Outcome(raw, Disposition.CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return
         ctx.func = func.func
         if self.isolate is not None and "recoveries" in payload and suspect(payload):
@@ -133,10 +131,10 @@ class Processor:
         self._greenlets[key] = glet
         ctx.started_at = time.time()
         log.debug("start %s jid=%s", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
-        bid = ctx.payload.get("bid")
-        batch_token = running_bid.set(bid) if bid is not None else None
+        view = ctx.view
+        batch_token = running_bid.set(view.bid) if view.bid is not None else None
         log_token = current_job.set((ctx.name, ctx.jid))  # what the job's own log lines carry (logs.JobFilter)
-        tracked = "result_ttl" in ctx.payload
+        tracked = view.tracked
         try:
             try:
                 self.chain.before("before_process", ctx)
@@ -249,53 +247,28 @@ class Processor:
         job_log.log(level, "%s %s jid=%s in %.3fs%s", outcome, ctx.name, ctx.jid, elapsed, why, extra=fields)
 
     def _commit(self, ctx: JobContext) -> None:
+        """Hand the job's outcome to the Acker: its payload moved by its disposition, and its Ending (ending.py)."""
         d, p = ctx.disposition, ctx.payload
         if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
             make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
-            outcome = make(ctx.raw, self.wire.encode(p), ctx.retry_at).ending(p)  # a unique lock stays held
-            full = ctx.exception
-            if d == Disposition.RESCHEDULE and isinstance(full, OverLimit) and full.kind == "concurrent":
-                outcome.parking(full.name)  # woken by the limiter's next release (settle.lua, lib_holds.lua)
-            self.acker.add(outcome)
+            outcome = make(ctx.raw, self.wire.encode(p), ctx.retry_at)  # a unique lock stays held
         elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
             outcome = Outcome.dead(ctx.raw, self.wire.encode(p), time.time())
-            self.acker.add(self._unlocking(ctx, outcome).ending(p, _error(ctx, ctx.exception)))
-            middleware.notify_death(p, ctx.exception)
-        elif d in (Disposition.DROP, Disposition.CANCEL):
-            self.acker.add(self._unlocking(ctx, Outcome(ctx.raw, d)).ending(p, _error(ctx, ctx.exception)))
         else:
-            detail = payload_mod.encode(ctx.result) if "result_ttl" in p else ""
-            self.acker.add(self._unlocking(ctx, Outcome(ctx.raw)).ending(p, detail))
-
-    def _unlocking(self, ctx: JobContext, outcome: Outcome, started: bool = True) -> Outcome:
-        """The outcome of a job that ended for good, releasing its unique lock in the same settle step."""
-        digest = payload_mod.unique_lock(ctx.payload)
-        if digest is None or (started and ctx.payload.get("unique_until") == "start"):  # released when it started
-            return outcome
-        return outcome.releasing(self.acker.keys.unique(digest), ctx.jid)
+            outcome = Outcome(ctx.raw, d)  # ack, drop, cancel
+        outcome.end = ending.of_run(ctx, outcome.disposition, self.acker.keys)
+        self.acker.add(outcome)
+        if outcome.disposition == Disposition.DEAD:
+            middleware.notify_death(p, ctx.exception)
 
     def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
         entry = self.wire.salvage(raw, error)
         name = str(entry.get("name", "?"))
         log.error("dead %s jid=%s: %s", name, entry["jid"], error, extra=job_fields(name, entry["jid"]))
-        outcome = Outcome.dead(raw, self.wire.encode(entry), time.time())
-        if payload is not None:  # a valid payload: counted in its batch, its tracked status written
-            tracked = "result_ttl" in payload
-            detail = payload_mod.encode({"error_class": "PayloadError", "error_message": error}) if tracked else ""
-            outcome.ending(payload, detail)
-        self.acker.add(outcome)
+        end = ending.of_unrunnable(payload, error) if payload is not None else None  # a valid payload: its batch
+        self.acker.add(Outcome.dead(raw, self.wire.encode(entry), time.time(), end))
         if self.on_failure is not None:
             self.on_failure(entry)
         middleware.notify_death(entry, None)
-
-
-def _error(ctx: JobContext, exc: BaseException | None) -> str:
-    """A tracked job's error as stored with its status (JSON), or '' for an untracked job."""
-    if "result_ttl" not in ctx.payload:
-        return ""
-    detail: dict[str, Any] = {"error_class": "JobCancelled", "error_message": f"job {ctx.jid} was cancelled"}
-    if exc is not None and not isinstance(exc, CancelJob):
-        detail = {"error_class": type(exc).__name__, "error_message": str(exc)[:2000]}
-    return payload_mod.encode(detail)

@@ -1,7 +1,8 @@
 """Prometheus metrics of a worker (`--metrics-port PORT`): per-job counts and run times, and Redis sizes on scrape.
 
 Imported only when --metrics-port is given, so nothing of prometheus_client is loaded otherwise.
-`JobMetrics` is server middleware (outermost in the chain): every finished job counts in
+`JobMetrics` is a sink of tally.Tally (server middleware, outermost in the chain), which decides what counts:
+every finished job counts in
 `jiggler_jobs_processed_total{job,queue}`, failures also in `jiggler_jobs_failed_total`, as in Sidekiq; a job that
 ran observes `jiggler_job_duration_seconds`; a payload that could not run (unknown name, bad arguments, not a
 payload) counts as processed and failed. The `job` label is the wire name of a job registered in this worker, else
@@ -21,7 +22,6 @@ gauges. So totals never go down when a child is replaced; a child stopped gracef
 loses at most its last FLUSH_INTERVAL of counts.
 """
 
-import bisect
 import json
 import logging
 import os
@@ -38,16 +38,16 @@ from prometheus_client.registry import Collector
 
 from ..config import JOB_TIME_BUCKETS
 from ..errors import ConfigError
-from ..job import lookup
 from ..keys import Keys
-from ..middleware import Disposition, JobContext, ServerMiddleware
+from ..middleware import JobContext, ServerMiddleware
+from . import tally
 from .loop import Loop
+from .tally import UNKNOWN, Tallied, registered
 
 log = logging.getLogger("jiggler_gevent.metrics")
 
 DIR_ENV = "JIGGLER_METRICS_DIR"  # set by the supervisor: its children write snapshots there, serve nothing
-UNKNOWN = "unknown"
-BUCKETS = (*JOB_TIME_BUCKETS, float("inf"))  # the same bounds as the per-job metrics in Redis
+BUCKETS = (*JOB_TIME_BUCKETS, float("inf"))  # the same bounds as the per-job metrics in Redis (tally.py's buckets)
 FLUSH_INTERVAL = 1.0
 RETIRED = "retired.json"
 _LE = tuple("+Inf" if b == float("inf") else repr(float(b)) for b in BUCKETS)  # as prometheus_client writes `le`
@@ -85,14 +85,15 @@ def supervised() -> str | None:
 
 
 class JobMetrics(ServerMiddleware):
-    """The per-job totals of one worker process, and its busy count and concurrency."""
+    """The per-job totals of one worker process, and its busy count and concurrency. A sink of tally.Tally (`add`);
+    also server middleware on its own (tests, embedders)."""
 
     def __init__(
         self,
         queues: "tuple[str, ...]",
         concurrency: int,
         directory: str | None = None,
-        known: Callable[[str], bool] = lambda name: lookup(name) is not None,
+        known: Callable[[str], bool] = registered,
     ) -> None:
         self.queues = frozenset(queues)
         self.concurrency = concurrency
@@ -100,42 +101,34 @@ class JobMetrics(ServerMiddleware):
         self.busy: Callable[[], int] = lambda: 0
         self.known = known
         self.totals: Totals = {}
-        self._cache: dict[tuple[str, str], Series] = {}
         self._flusher = Loop(self._flush_step, first_wait=FLUSH_INTERVAL)
         self._path: str | None = None
 
-    def _series(self, name: object, queue: object) -> Series:
-        """The series of a payload's job name and queue, bounded to known ones."""
-        plain = isinstance(name, str) and isinstance(queue, str)
-        if plain:
-            found = self._cache.get((name, queue))  # type: ignore[arg-type]
-            if found is not None:
-                return found
-        job = name if isinstance(name, str) and self.known(name) else UNKNOWN
+    def _series(self, job: str, queue: object) -> Series:
+        """The series of a tallied job and its payload's queue, bounded to this worker's queues."""
         q = queue if isinstance(queue, str) and queue in self.queues else UNKNOWN
         series = self.totals.get((job, q))
         if series is None:
             series = self.totals[(job, q)] = Series()
-        if plain and len(self._cache) < 10_000:  # the cache is bounded too: odd names are looked up each time
-            self._cache[(name, queue)] = series  # type: ignore[index]
         return series
 
-    def after_process(self, ctx: JobContext) -> None:
-        if ctx.disposition == Disposition.RESCHEDULE:  # over a limit: not run, put back (as Counters)
-            return
-        series = self._series(ctx.payload.get("name"), ctx.payload.get("queue"))
+    def add(self, tallied: Tallied) -> None:
+        """One finished job, as tally.py decided it."""
+        job, queue, failed, seconds, bucket = tallied
+        series = self._series(job, queue)
         series.processed += 1
-        if ctx.exception is not None:
+        if failed:
             series.failed += 1
-        elapsed = max(0.0, time.time() - ctx.started_at)
-        series.seconds += elapsed
-        series.counts[bisect.bisect_left(BUCKETS, elapsed)] += 1  # bucket `le` holds elapsed <= le
+        if seconds is not None and bucket is not None:
+            series.seconds += seconds
+            series.counts[bucket] += 1  # bucket `le` holds seconds <= le
+
+    def after_process(self, ctx: JobContext) -> None:
+        tally.Tally((self,), self.known).after_process(ctx)  # on its own; in a worker the chain's Tally feeds it
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""
-        series = self._series(entry.get("name"), entry.get("queue"))
-        series.processed += 1
-        series.failed += 1
+        self.add(tally.of_unrunnable(entry, self.known))
 
     def state(self) -> State:
         """A copy of the totals, and the gauges now."""
