@@ -14,14 +14,23 @@ ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[bool, tuple[list[float], list[float]]]  # off/on -> (jobs/s, CPU us per job) of each run
 
 
-def jobs_per_second(argv: list[str], queue: str, namespace: str, jobs: int, log: IO[bytes] | None = None) -> float:
+def jobs_per_second(
+    argv: list[str],
+    queue: str,
+    namespace: str,
+    jobs: int,
+    log: IO[bytes] | None = None,
+    tree: Path = ROOT,
+    pythonpath: str | None = None,
+) -> float:
     """Start the worker `argv` on `jobs` queued jobs; jobs/s from its first take until the queue and every working
     list of `namespace` are empty. Fails if any job died (the worker did not load the jobs' module). Its stderr
-    goes to `log` (a file, as a service manager's would), else nowhere."""
+    goes to `log` (a file, as a service manager's would), else nowhere. It runs in `tree` (another checkout's, to
+    compare revisions) with `pythonpath` (default: `tree`)."""
     client = config.redis_client()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=pythonpath or str(tree))
     sink = log if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink)
+    proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=sink)
     try:
         while client.llen(queue) == jobs:
             time.sleep(0.001)
