@@ -221,8 +221,8 @@ def test_stop_ends_the_thread_and_restores_the_signal():
 @pytest.mark.xfail(
     sys.version_info[:2] == (3, 13),
     reason="CPython 3.13: an exception raised by a signal handler in a loop can skip the loop's try/except, with "
-    "or without gevent (python/cpython#108214); docs/preemption.md says so",
-    strict=True,
+    "or without gevent, depending on the instruction it lands on (python/cpython#108214); docs/preemption.md",
+    strict=False,  # seen both ways on 3.13.0: 6 of 6 runs failed in one session, the next CI run passed
 )
 def test_a_user_gevent_timeout_in_cpu_code_lands_in_the_users_code():
     result = _run_patched("""
