@@ -150,10 +150,15 @@ class SentinelPair:
         return int(port)
 
     def wait_ready(self, timeout: float = 20) -> None:
-        """Until the replica is in sync and the sentinel knows it (else a failover has nothing to promote)."""
+        """Until the replica is in sync and the sentinel knows it (else a failover has nothing to promote).
+
+        The roles are read from the sentinel each time: under load it may fail over once more by itself (a master
+        that misses its pings for DOWN_AFTER_MS), and then `master` and `replica` follow what it says."""
         deadline = time.monotonic() + timeout
         while True:
             try:
+                if self.master_port() == self.replica.port:
+                    self.master, self.replica = self.replica, self.master
                 replicas = self.sentinel_client().sentinel_slaves(MASTER_NAME)
                 synced = self.replica.client().info("replication").get("master_link_status") == "up"
                 if synced and any("s_down" not in r.get("flags", "") for r in replicas):
