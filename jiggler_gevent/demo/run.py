@@ -4,6 +4,7 @@ It uses a namespace of its own and removes it afterwards; if no Redis answers it
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def run_demo(n: int, redis_url: str | None, namespace: str | None) -> int:
             worker.kill()
         http.stop()
         _cleanup(ns)
+        shutil.rmtree(out_dir, ignore_errors=True)
         if private is not None:
             private.stop()
             print(f"stopped and removed {private.description}")
