@@ -51,9 +51,14 @@ JOB_METRIC_FIELDS = ("runs", "failed", "ms", *JOB_TIME_FIELDS)  # what a job has
 JOB_MAX_FIELD = "max_us"  # and its longest run that minute (whole microseconds): a maximum, to bound percentiles
 
 
+def given_redis_url(explicit: str | None = None) -> str | None:
+    """The URL the user named, by the lookup order: explicit, JIGGLER_REDIS_URL, REDIS_URL; None when none."""
+    return explicit or os.environ.get("JIGGLER_REDIS_URL") or os.environ.get("REDIS_URL") or None
+
+
 def resolve_redis_url(explicit: str | None = None) -> str:
-    """Apply the lookup order: explicit, JIGGLER_REDIS_URL, REDIS_URL, the local default."""
-    return explicit or os.environ.get("JIGGLER_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    """Apply the lookup order: the URL the user named (given_redis_url), else the local default."""
+    return given_redis_url(explicit) or DEFAULT_REDIS_URL
 
 
 @dataclass(frozen=True)

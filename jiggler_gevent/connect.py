@@ -84,6 +84,14 @@ def no_client_setinfo() -> dict[str, Any]:
     return {"driver_info": None}
 
 
+def server_and_version(info: dict[str, Any]) -> tuple[str, str]:
+    """("Valkey", "9.1.2") or ("Redis", "7.0.15") from a server's INFO: Valkey also reports a redis_version (7.2.4,
+    for its clients' sake), so its own name and version come from valkey_version."""
+    if "valkey_version" in info:
+        return "Valkey", str(info["valkey_version"])
+    return "Redis", str(info.get("redis_version", "?"))
+
+
 def block_for(left: float) -> float:
     """Seconds the next blocking command of a wait with `left` seconds to go may block: at most MAX_BLOCK, and
     never 0 (which Redis reads as "forever")."""

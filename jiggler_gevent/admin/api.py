@@ -28,6 +28,7 @@ import redis
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
+from ..connect import server_and_version
 from ..errors import CancelRefused, JobCancelled, JobFailed
 from ..keys import Keys
 from .cron import PeriodicEntry, PeriodicSet
@@ -458,10 +459,10 @@ def redis_info() -> dict[str, Any]:
     """Server (Redis or Valkey) and version, memory, clients and uptime of the server in use."""
     client, _ = _client_and_keys()
     info = client.info()
-    valkey = "valkey_version" in info  # Valkey also reports redis_version, as 7.2.4, for its clients' sake
+    server, version = server_and_version(info)
     return {
-        "server": "Valkey" if valkey else "Redis",
-        "version": info.get("valkey_version" if valkey else "redis_version"),
+        "server": server,
+        "version": version,
         "used_memory": info.get("used_memory_human"),
         "peak_memory": info.get("used_memory_peak_human"),
         "clients": info.get("connected_clients"),

