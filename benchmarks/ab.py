@@ -1,6 +1,6 @@
 """This tree against a git revision, on the plain path: noop jobs drained by one worker of each, in alternating rounds.
 
-    python -m benchmarks.ab REV [--jobs 20000] [--rounds 5] [--concurrency 10]
+    python -m benchmarks.ab REV [--jobs 20000] [--rounds 5] [--concurrency 10] [--kind noop|sleep]
 
 REV is checked out into a temporary git worktree. Each round drains `--jobs` noop jobs with a worker of REV, then
 with a worker of this tree (the order alternates), on one private server; the enqueue side is this tree's, so only
@@ -23,13 +23,20 @@ from jiggler_gevent.demo.local_redis import start_private
 
 HERE = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench-ab"
-JOBS_DIR = tempfile.mkdtemp(prefix="jiggler-ab-jobs-")  # holds ab_jobs.py, the noop job both sides load
-JOBS_MODULE = """from jiggler_gevent import job
+JOBS_DIR = tempfile.mkdtemp(prefix="jiggler-ab-jobs-")  # holds ab_jobs.py, the jobs both sides load
+JOBS_MODULE = """import time
+
+from jiggler_gevent import job
 
 
 @job(name="ab.noop")
 def noop():
     pass
+
+
+@job(name="ab.sleep")
+def sleep():
+    time.sleep(0.2)
 """
 
 
@@ -59,13 +66,14 @@ def _env(tree: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{JOBS_DIR}")
 
 
-def drain(url: str, tree: Path, argv: list[str], jobs: int) -> tuple[float, float]:
-    """Jobs per second of one worker of `tree` draining `jobs` noops, and its CPU microseconds per job."""
+def drain(url: str, tree: Path, argv: list[str], jobs: int, kind: str) -> tuple[float, float]:
+    """Jobs per second of one worker of `tree` draining `jobs` jobs of `kind` (noop, or a 0.2 s sleep), and its CPU
+    microseconds per job."""
     config.configure(redis_url=url, namespace=NAMESPACE)
     config.redis_client().flushdb()
-    from ab_jobs import noop  # type: ignore[import-not-found]  # written to JOBS_DIR at start
+    import ab_jobs  # type: ignore[import-not-found]  # written to JOBS_DIR at start
 
-    noop.enqueue_bulk([()] * jobs)
+    getattr(ab_jobs, kind).enqueue_bulk([()] * jobs)
     before = _children_cpu()
     queue = config.current().keys.queue("default")
     rate = jobs_per_second(argv, queue, NAMESPACE, jobs, tree=tree, pythonpath=_env(tree)["PYTHONPATH"])
@@ -84,6 +92,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--kind", choices=("noop", "sleep"), default="noop", help="sleep: 0.2 s per job")
     opts = parser.parse_args()
     Path(JOBS_DIR, "ab_jobs.py").write_text(JOBS_MODULE)
     sys.path.insert(0, JOBS_DIR)
@@ -92,12 +101,14 @@ def main() -> None:
     try:
         argv = {False: worker_argv(base, url, opts.concurrency), True: worker_argv(HERE, url, opts.concurrency)}
         tree = {False: base, True: HERE}
-        samples = alternate(opts.rounds, lambda now: drain(url, tree[now], argv[now], opts.jobs), "this tree")
+        measure = lambda now: drain(url, tree[now], argv[now], opts.jobs, opts.kind)  # noqa: E731
+        samples = alternate(opts.rounds, measure, "this tree")
     finally:
         stop()
         remove(base)
         shutil.rmtree(JOBS_DIR, ignore_errors=True)
-    report(samples, f"-c {opts.concurrency}, noop, {opts.jobs} jobs", opts.rev, "this tree", opts.rev, "this tree")
+    title = f"-c {opts.concurrency}, {opts.kind}, {opts.jobs} jobs"
+    report(samples, title, opts.rev, "this tree", opts.rev, "this tree")
 
 
 if __name__ == "__main__":
