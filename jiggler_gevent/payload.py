@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import DEFAULT_QUEUE, DEFAULT_RETRIES
@@ -149,7 +149,7 @@ class View:
     accessor (result_ttl, batch_id, unique_lock above), which the client shares: "is this job tracked?" has one
     answer."""
 
-    __slots__ = ("jid", "name", "queue", "result_ttl", "tracked", "bid", "unique_lock", "unique_until")
+    __slots__ = ("jid", "name", "queue", "result_ttl", "tracked", "bid", "unique_lock", "unique_until", "plain")
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         get = payload.get
@@ -157,11 +157,14 @@ class View:
         self.jid: str = jid if isinstance(jid, str) else "?"
         self.name: str = name if isinstance(name, str) else "?"
         self.queue: str | None = queue if isinstance(queue, str) else None
-        self.result_ttl: int | None = result_ttl(payload)  # None: not tracked
+        # Each accessor answers None for a missing field: asked only when the field is there.
+        self.result_ttl: int | None = result_ttl(payload) if "result_ttl" in payload else None  # None: not tracked
         self.tracked = self.result_ttl is not None  # its status and result are kept
-        self.bid: str | None = batch_id(payload)  # None: in no batch
-        self.unique_lock: str | None = unique_lock(payload)  # the lock's digest; None: not unique
-        self.unique_until: str | None = get("unique_until") if self.unique_lock is not None else None
+        self.bid: str | None = batch_id(payload) if "bid" in payload else None  # None: in no batch
+        lock = unique_lock(payload) if "unique_key" in payload else None
+        self.unique_lock: str | None = lock  # the lock's digest; None: not unique
+        self.unique_until: str | None = get("unique_until") if lock is not None else None
+        self.plain = lock is None and self.bid is None and not self.tracked  # none of these: nothing more to write
 
 
 def encode(payload: object) -> str:
@@ -185,11 +188,19 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# The decoder's own scanner (C), without its Python wrapping; typeshed leaves the attribute out.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _loads(raw: str) -> Any:
     """json.loads that refuses NaN, Infinity and overflowing numbers, which encode() could not write back."""
-    return _DECODER.decode(raw)
+    try:
+        value, end = _SCAN(raw, 0)
+    except StopIteration:
+        end = -1
+    if end != len(raw):  # leading or trailing whitespace, extra data, or not JSON: the decoder says which
+        return _DECODER.decode(raw)
+    return value
 
 
 def decode(raw: str) -> dict[str, Any]:
