@@ -23,6 +23,7 @@ from ..job import lookup
 from ..middleware import Disposition, JobContext, ServerMiddleware
 
 UNKNOWN = "unknown"  # the job name tallied for every payload naming no registered job
+RESCHEDULE = Disposition.RESCHEDULE
 
 
 def registered(name: str) -> bool:
@@ -66,15 +67,28 @@ class Tally(ServerMiddleware):
     def __init__(self, sinks: Iterable[Sink | None], known: Callable[[str], bool] = registered) -> None:
         self.sinks = tuple(s for s in sinks if s is not None)
         self.known = known
+        self._known: set[str] = set()  # names `known` said yes to: a registered job is never unregistered
 
     def after_process(self, ctx: JobContext) -> None:
-        """A job whose run has just ended; one rescheduled over a limit was not run (put back): not counted."""
-        if ctx.disposition == Disposition.RESCHEDULE:
+        """A job whose run has just ended; one rescheduled over a limit was not run (put back): not counted.
+        The same decision as `decide`, inline: it is made once per finished job."""
+        if ctx.disposition == RESCHEDULE:
             return
         view = ctx.view
-        tallied = decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self.known)
+        name = view.name
+        seconds = time.time() - ctx.started_at
+        if seconds < 0.0:
+            seconds = 0.0
+        job = name if name in self._known or self._learn(name) else UNKNOWN
+        tallied = (job, view.queue, ctx.exception is not None, seconds, bisect.bisect_left(JOB_TIME_BUCKETS, seconds))
         for sink in self.sinks:
             sink.add(tallied)
+
+    def _learn(self, name: str) -> bool:
+        if not self.known(name):
+            return False
+        self._known.add(name)
+        return True
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""
