@@ -8,7 +8,8 @@ a hook can never kill a worker or lose a job. Retries, timeouts and stats are th
 import enum
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from operator import is_
+from typing import TYPE_CHECKING, Any
 
 from . import payload as payload_mod
 
@@ -69,11 +70,15 @@ class JobContext:
 
     @property
     def name(self) -> str:
-        return cast(str, self.payload.get("name", "?"))
+        """The job's wire name, as its payload says now ('?' when it has none)."""
+        name: str = self.payload.get("name", "?")
+        return name
 
     @property
     def jid(self) -> str:
-        return cast(str, self.payload.get("jid", "?"))
+        """The job's id, as its payload says now ('?' when it has none)."""
+        jid: str = self.payload.get("jid", "?")
+        return jid
 
 
 class ServerMiddleware:
@@ -100,12 +105,16 @@ ErrorHandler = Callable[[BaseException, JobContext], None]
 DeathHandler = Callable[[dict[str, Any], BaseException | None], None]
 
 
+Hook = Callable[[Any], None]
+
+
 class Chain:
     """An ordered list of middleware whose hooks are called safely."""
 
     def __init__(self) -> None:
         self.entries: list[Any] = []
-        self._hooks: dict[tuple[str, tuple[int, ...]], list[Callable[[Any], None]]] = {}
+        self._built: tuple[Any, ...] = ()  # the entries the cached hook lists were made of
+        self._hooks: dict[tuple[str, str, tuple[type, ...]], tuple[list[Hook], list[Hook]]] = {}
 
     def add(self, middleware: Any) -> None:
         """Append `middleware` to the chain."""
@@ -118,29 +127,49 @@ class Chain:
 
     def before(self, hook: str, arg: Any) -> None:
         """Call `hook` on each entry in order."""
-        for method in self._methods(hook, reverse=False):
-            _call_safely(method, arg)
+        call_each(self.hooks(hook, hook)[0], arg)
 
     def after(self, hook: str, arg: Any) -> None:
         """Call `hook` on each entry in reverse order."""
-        for method in self._methods(hook, reverse=True):
-            _call_safely(method, arg)
+        call_each(self.hooks(hook, hook)[1], arg)
 
-    def _methods(self, hook: str, reverse: bool) -> list[Callable[[Any], None]]:
-        """The entries' `hook` methods in calling order, leaving out the base classes' no-ops; built once
-        per hook and list of entries (`entries` may be changed directly). Keyed by identity: an entry need
-        not be hashable, and the cached bound methods keep every keyed entry alive, so no id is reused."""
-        ids = tuple(map(id, self.entries))
-        key = (hook, ids)
-        methods = self._hooks.get(key)
-        if methods is None:
-            found = (getattr(e, hook, None) for e in self.entries)
-            methods = [m for m in found if m is not None and not _is_noop(m)]
-            if reverse:
-                methods.reverse()
-            self._hooks = {k: v for k, v in self._hooks.items() if k[1] == ids}
-            self._hooks[key] = methods
-        return methods
+    def hooks(self, before: str, after: str, leave_out: tuple[type, ...] = ()) -> tuple[list[Hook], list[Hook]]:
+        """The entries' `before` methods in order and their `after` methods in reverse order, leaving out the base
+        classes' no-ops and the entries that are instances of `leave_out`. Made once per list of entries: `entries`
+        may be changed directly, and the lists follow (entries are told apart by identity, never by `==`)."""
+        entries = self.entries
+        built = self._built
+        if len(entries) != len(built) or not all(map(is_, entries, built)):
+            self._built = tuple(entries)  # held, so no entry the lists were made of is freed and its id reused
+            self._hooks = {}
+        key = (before, after, leave_out)
+        found = self._hooks.get(key)
+        if found is None:
+            kept = [e for e in self._built if not isinstance(e, leave_out)] if leave_out else self._built
+            found = self._hooks[key] = (_methods(kept, before), _methods(kept, after)[::-1])
+        return found
+
+
+def _methods(entries: "tuple[Any, ...] | list[Any]", hook: str) -> list[Hook]:
+    """The entries' `hook` methods in their order, leaving out the base classes' no-ops."""
+    found = (getattr(e, hook, None) for e in entries)
+    return [m for m in found if m is not None and not _is_noop(m)]
+
+
+def call_each(hooks: list[Hook], arg: Any) -> None:
+    """Call each of `hooks` with `arg` in order; one that raises Exception is logged and the next ones still run.
+    One loop under one try: resuming the same iterator after a failure goes on with the next hook."""
+    remaining = iter(hooks)
+    while True:
+        hook = None
+        try:
+            for hook in remaining:
+                hook(arg)
+            return
+        except Exception:
+            owner = getattr(hook, "__self__", hook)
+            name = getattr(hook, "__name__", "?")
+            log.exception("middleware %s.%s failed; going on", type(owner).__name__, name)
 
 
 _NOOPS = {
@@ -153,14 +182,6 @@ _NOOPS = {
 
 def _is_noop(method: Any) -> bool:
     return getattr(method, "__func__", None) in _NOOPS
-
-
-def _call_safely(method: Callable[[Any], None], arg: Any) -> None:
-    try:
-        method(arg)
-    except Exception:
-        owner = getattr(method, "__self__", method)
-        log.exception("middleware %s.%s failed; going on", type(owner).__name__, getattr(method, "__name__", "?"))
 
 
 server = Chain()

@@ -17,8 +17,9 @@ import gevent
 
 from .. import config, limits, scripts
 from ..gevent_types import Greenlet
-from ..job import lookup
+from ..job import JobFunction, lookup
 from ..middleware import JobContext, ServerMiddleware
+from ..payload import View
 
 log = logging.getLogger("jiggler_gevent.guards")
 
@@ -85,3 +86,12 @@ class UniqueStartMiddleware(ServerMiddleware):
         cfg = config.current()
         client = config.redis_client(cfg.url)
         scripts.register(client).unique_release(keys=[cfg.keys.unique(digest)], args=[ctx.jid], client=client)
+
+
+GUARDS = (UniqueStartMiddleware, ConcurrencyMiddleware)  # what a job that `guarded` says no to runs without
+
+
+def guarded(job: JobFunction, view: View) -> bool:
+    """Whether a guard has anything to do for a run of `job` with a payload read as `view`: a concurrency slot to
+    take, or a unique lock to release as it starts. The guards' hooks do nothing for any other run."""
+    return job.concurrency is not None or view.unique_until == "start"

@@ -28,14 +28,23 @@ from ..errors import CancelJob, JobTimeout
 from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
 from ..logs import current_job, job_fields
-from ..middleware import Chain, Disposition, JobContext
+from ..middleware import Chain, Disposition, JobContext, call_each
 from . import ending, tracking
 from .acker import Acker, Outcome
+from .guards import GUARDS, guarded
 from .recovery import suspect
 from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
 job_log = logging.getLogger("jiggler_gevent.jobs")  # one INFO line per finished job: its outcome and run time
+ACK, RETRY, DEAD, RESCHEDULE, CANCEL = (
+    Disposition.ACK,
+    Disposition.RETRY,
+    Disposition.DEAD,
+    Disposition.RESCHEDULE,
+    Disposition.CANCEL,
+)  # module-level: looking a member up on the enum costs more than the test it is used in
+BEFORE, AFTER = "before_process", "after_process"
 OUTCOMES = {
     Disposition.ACK: "done",
     Disposition.RETRY: "retry",
@@ -105,9 +114,10 @@ class Processor:
         ctx = JobContext(payload, raw)
         if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx)):
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
-            self.acker.add(Outcome(raw, Disposition.CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
+            self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return
         ctx.func = func.func
+        hooks = self.chain.hooks(BEFORE, AFTER, () if guarded(func, ctx.view) else GUARDS)
         if self.isolate is not None and "recoveries" in payload and suspect(payload):
             log.warning(
                 "%s jid=%s was held by %d processes as they died: running it alone",
@@ -117,27 +127,30 @@ class Processor:
                 extra=job_fields(ctx.name, ctx.jid),
             )
             with self.isolate(raw) as alone:
-                if alone and self._run(ctx):
+                if alone and self._run(ctx, hooks):
                     self._finish(ctx)
             return
-        if self._run(ctx):
+        if self._run(ctx, hooks):
             self._finish(ctx)
 
-    def _run(self, ctx: JobContext) -> bool:
-        """Run the job inside the server chain; False when its outcome was already written (abandoned)."""
+    def _run(self, ctx: JobContext, hooks: tuple[list[middleware.Hook], list[middleware.Hook]]) -> bool:
+        """Run the job inside the server chain's `hooks` (before, after); False when its outcome was already written
+        (abandoned)."""
         glet = gevent.getcurrent()
         key = id(glet)
         self.running[key] = ctx
         self._greenlets[key] = glet
         ctx.started_at = time.time()
-        log.debug("start %s jid=%s", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
         view = ctx.view
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("start %s jid=%s", view.name, view.jid, extra=job_fields(view.name, view.jid))
         batch_token = running_bid.set(view.bid) if view.bid is not None else None
-        log_token = current_job.set((ctx.name, ctx.jid))  # what the job's own log lines carry (logs.JobFilter)
+        log_token = current_job.set((view.name, view.jid))  # what the job's own log lines carry (logs.JobFilter)
         tracked = view.tracked
+        befores, afters = hooks
         try:
             try:
-                self.chain.before("before_process", ctx)
+                call_each(befores, ctx)
                 if self._interrupts:
                     self._raise_interrupt(ctx)  # asked for while the before-hooks ran (a hook may swallow it)
                 assert ctx.func is not None
@@ -158,11 +171,11 @@ class Processor:
                 self._abandoned.discard(id(ctx))
                 disarm(ctx)
                 return False
-            self.chain.after("after_process", ctx)
+            call_each(afters, ctx)
         except JobTimeout:
             # The timer fired after the job had returned but before it was disarmed: the job is done.
             disarm(ctx)
-            self.chain.after("after_process", ctx)
+            call_each(afters, ctx)
         finally:
             self._ending.discard(id(ctx))
             self.running.pop(key, None)
@@ -221,7 +234,7 @@ class Processor:
         if self.job_log_level is not None and job_log.isEnabledFor(self.job_log_level):
             self._log_outcome(ctx, elapsed)
         exc = ctx.exception
-        if exc is not None and ctx.disposition not in (Disposition.RESCHEDULE, Disposition.CANCEL):
+        if exc is not None and ctx.disposition not in (RESCHEDULE, CANCEL):
             log.warning(
                 "fail %s jid=%s after %.3fs: %s: %s -> %s",
                 ctx.name,
@@ -240,8 +253,8 @@ class Processor:
         """The job's one line (at INFO unless --job-log says otherwise), as Sidekiq's done/fail lines: `OUTCOME NAME
         jid=JID in SECONDSs` (and why, when it was put back over a limit)."""
         d = ctx.disposition
-        outcome = "dead" if d == Disposition.RETRY and ctx.retry_at is None else OUTCOMES.get(d, str(d))
-        why = f": {ctx.exception}" if d == Disposition.RESCHEDULE else ""
+        outcome = "dead" if d == RETRY and ctx.retry_at is None else OUTCOMES.get(d, str(d))
+        why = f": {ctx.exception}" if d == RESCHEDULE else ""
         fields = job_fields(ctx.name, ctx.jid)
         level = self.job_log_level or logging.INFO
         job_log.log(level, "%s %s jid=%s in %.3fs%s", outcome, ctx.name, ctx.jid, elapsed, why, extra=fields)
@@ -249,10 +262,13 @@ class Processor:
     def _commit(self, ctx: JobContext) -> None:
         """Hand the job's outcome to the Acker: its payload moved by its disposition, and its Ending (ending.py)."""
         d, p = ctx.disposition, ctx.payload
-        if d in (Disposition.RETRY, Disposition.RESCHEDULE) and ctx.retry_at is not None:
-            make = Outcome.retry if d == Disposition.RETRY else Outcome.reschedule
+        if d is ACK and ctx.view.plain:  # `is` first: a hook may also have set the string "ack"
+            self.acker.add(Outcome(ctx.raw))  # done, and nothing else to write: the fetcher may carry it
+            return
+        if d in (RETRY, RESCHEDULE) and ctx.retry_at is not None:
+            make = Outcome.retry if d == RETRY else Outcome.reschedule
             outcome = make(ctx.raw, self.wire.encode(p), ctx.retry_at)  # a unique lock stays held
-        elif d in (Disposition.DEAD, Disposition.RETRY, Disposition.RESCHEDULE):
+        elif d in (DEAD, RETRY, RESCHEDULE):
             # RETRY without a time means the retry middleware failed (e.g. a mistyped retry_count): bury
             # the job rather than acknowledge a failure that was never recorded anywhere.
             outcome = Outcome.dead(ctx.raw, self.wire.encode(p), time.time())
@@ -260,7 +276,7 @@ class Processor:
             outcome = Outcome(ctx.raw, d)  # ack, drop, cancel
         outcome.end = ending.of_run(ctx, outcome.disposition, self.acker.keys)
         self.acker.add(outcome)
-        if outcome.disposition == Disposition.DEAD:
+        if outcome.disposition == DEAD:
             middleware.notify_death(p, ctx.exception)
 
     def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
