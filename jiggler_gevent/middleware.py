@@ -8,7 +8,6 @@ a hook can never kill a worker or lose a job. Retries, timeouts and stats are th
 import enum
 import logging
 from collections.abc import Callable
-from operator import is_
 from typing import TYPE_CHECKING, Any
 
 from . import payload as payload_mod
@@ -108,22 +107,65 @@ DeathHandler = Callable[[dict[str, Any], BaseException | None], None]
 Hook = Callable[[Any], None]
 
 
+class _Entries(list[Any]):
+    """A chain's entries: a list that counts the changes made to it, so the hook lists made of it follow them."""
+
+    changes = 0
+
+
+def _counting(name: str) -> Callable[..., Any]:
+    change = getattr(list, name)
+
+    def changed(self: _Entries, *args: Any, **kwargs: Any) -> Any:
+        self.changes += 1
+        return change(self, *args, **kwargs)
+
+    return changed
+
+
+for _name in (
+    "append",
+    "extend",
+    "insert",
+    "remove",
+    "pop",
+    "clear",
+    "sort",
+    "reverse",
+    "__setitem__",
+    "__delitem__",
+    "__iadd__",
+    "__imul__",
+):
+    setattr(_Entries, _name, _counting(_name))
+
+
 class Chain:
     """An ordered list of middleware whose hooks are called safely."""
 
     def __init__(self) -> None:
-        self.entries: list[Any] = []
-        self._built: tuple[Any, ...] = ()  # the entries the cached hook lists were made of
+        self._entries = _Entries()
+        self._built = -1  # the number of changes to `entries` the cached hook lists were made at
         self._hooks: dict[tuple[str, str, tuple[type, ...]], tuple[list[Hook], list[Hook]]] = {}
+
+    @property
+    def entries(self) -> list[Any]:
+        """The middleware, outermost first; may be changed in place or replaced."""
+        return self._entries
+
+    @entries.setter
+    def entries(self, entries: list[Any]) -> None:
+        self._entries = _Entries(entries)
+        self._built = -1
 
     def add(self, middleware: Any) -> None:
         """Append `middleware` to the chain."""
-        self.entries.append(middleware)
+        self._entries.append(middleware)
 
     def remove(self, middleware: Any) -> None:
         """Take `middleware` out of the chain if it is there."""
-        if middleware in self.entries:
-            self.entries.remove(middleware)
+        if middleware in self._entries:
+            self._entries.remove(middleware)
 
     def before(self, hook: str, arg: Any) -> None:
         """Call `hook` on each entry in order."""
@@ -135,22 +177,20 @@ class Chain:
 
     def hooks(self, before: str, after: str, leave_out: tuple[type, ...] = ()) -> tuple[list[Hook], list[Hook]]:
         """The entries' `before` methods in order and their `after` methods in reverse order, leaving out the base
-        classes' no-ops and the entries that are instances of `leave_out`. Made once per list of entries: `entries`
-        may be changed directly, and the lists follow (entries are told apart by identity, never by `==`)."""
-        entries = self.entries
-        built = self._built
-        if len(entries) != len(built) or not all(map(is_, entries, built)):
-            self._built = tuple(entries)  # held, so no entry the lists were made of is freed and its id reused
+        classes' no-ops and the entries that are instances of `leave_out`; made once per state of `entries`."""
+        entries = self._entries
+        if entries.changes != self._built:
+            self._built = entries.changes
             self._hooks = {}
         key = (before, after, leave_out)
         found = self._hooks.get(key)
         if found is None:
-            kept = [e for e in self._built if not isinstance(e, leave_out)] if leave_out else self._built
+            kept = [e for e in entries if not isinstance(e, leave_out)]
             found = self._hooks[key] = (_methods(kept, before), _methods(kept, after)[::-1])
         return found
 
 
-def _methods(entries: "tuple[Any, ...] | list[Any]", hook: str) -> list[Hook]:
+def _methods(entries: list[Any], hook: str) -> list[Hook]:
     """The entries' `hook` methods in their order, leaving out the base classes' no-ops."""
     found = (getattr(e, hook, None) for e in entries)
     return [m for m in found if m is not None and not _is_noop(m)]
