@@ -211,7 +211,8 @@ def decode(raw: str) -> dict[str, Any]:
 def parse(raw: str) -> dict[str, Any]:
     """A raw payload's JSON object, not checked further; PayloadError when it is not one."""
     try:
-        raw.encode("utf-8")
+        if not raw.isascii():  # an ASCII text (most are) has no lone surrogate
+            raw.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise PayloadError(f"payload is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
     try:

@@ -137,7 +137,7 @@ class Processor:
         """Run the job inside the server chain's `hooks` (before, after); False when its outcome was already written
         (abandoned)."""
         glet = gevent.getcurrent()
-        key = id(glet)
+        key, cid = id(glet), id(ctx)
         self.running[key] = ctx
         self._greenlets[key] = glet
         ctx.started_at = time.time()
@@ -164,11 +164,11 @@ class Processor:
                 ctx.exception = exc  # raised by the job itself
             except BaseException as exc:  # a job's behaviour must never kill the worker
                 ctx.exception = exc
-            self._ending.add(id(ctx))  # no interrupt from here on: one landing in an after-hook would escape
+            self._ending.add(cid)  # no interrupt from here on: one landing in an after-hook would escape
             if self._interrupts:
-                self._interrupts.pop(id(ctx), None)  # the job has ended: an interrupt not delivered yet is moot
-            if id(ctx) in self._abandoned:
-                self._abandoned.discard(id(ctx))
+                self._interrupts.pop(cid, None)  # the job has ended: an interrupt not delivered yet is moot
+            if self._abandoned and cid in self._abandoned:
+                self._abandoned.discard(cid)
                 disarm(ctx)
                 return False
             call_each(afters, ctx)
@@ -177,7 +177,7 @@ class Processor:
             disarm(ctx)
             call_each(afters, ctx)
         finally:
-            self._ending.discard(id(ctx))
+            self._ending.discard(cid)
             self.running.pop(key, None)
             self._greenlets.pop(key, None)
             if batch_token is not None:

@@ -7,7 +7,7 @@ only at a safe point (safepoints.py). A JobTimeout that finds no safe point in t
 abandon the job (Processor.abandon) and stop the worker gracefully.
 """
 
-from typing import Any, cast
+from typing import cast
 
 import gevent
 
@@ -31,9 +31,9 @@ class TimeoutMiddleware(ServerMiddleware):
         disarm(ctx)
 
 
-def disarm(ctx: Any) -> None:
+def disarm(ctx: JobContext) -> None:
     """Disarm the job's timer, and drop any exception still waiting for a safe point in this greenlet."""
-    timer: Timeout | None = getattr(ctx, "timer", None)
+    timer: Timeout | None = ctx.timer
     if timer is not None:
         timer.close()
         ctx.timer = None

@@ -55,9 +55,9 @@ class Wire:
 
     name = "jiggler"
 
-    def decode(self, raw: str) -> dict[str, Any]:
-        """The internal payload of a raw one; PayloadError says what is wrong with it."""
-        return payload_mod.decode(raw)
+    # The internal payload of a raw one; PayloadError says what is wrong with it. payload.decode itself: one
+    # call less per job.
+    decode: Callable[[str], dict[str, Any]] = staticmethod(payload_mod.decode)
 
     def encode(self, payload: dict[str, Any]) -> str:
         """The raw form of an internal payload."""
