@@ -224,19 +224,25 @@ def parse(raw: str) -> dict[str, Any]:
     return payload
 
 
+_MISSING: Any = object()  # a field the payload does not have (None is a value it may have)
+
+
 def checked(payload: dict[str, Any]) -> dict[str, Any]:
     """`payload` checked for what a job run needs (name, args, kwargs, queue), with defaults filled in."""
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         raise PayloadError("payload has no job name (field 'name' must be a non-empty string)")
-    if not isinstance(payload.get("args", []), list):
+    args, kwargs = payload.get("args", _MISSING), payload.get("kwargs", _MISSING)
+    if not isinstance(args, list) and args is not _MISSING:
         raise PayloadError("payload field 'args' must be a list")
-    if not isinstance(payload.get("kwargs", {}), dict):
+    if not isinstance(kwargs, dict) and kwargs is not _MISSING:
         raise PayloadError("payload field 'kwargs' must be an object")
     if not isinstance(payload.get("queue", ""), str):
         raise PayloadError("payload field 'queue' must be a string")
-    payload.setdefault("args", [])
-    payload.setdefault("kwargs", {})
+    if args is _MISSING:
+        payload["args"] = []
+    if kwargs is _MISSING:
+        payload["kwargs"] = {}
     if not isinstance(payload.get("jid"), str):
         payload["jid"] = new_jid()
     return payload
