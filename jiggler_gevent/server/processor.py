@@ -230,10 +230,11 @@ class Processor:
         return ctx
 
     def _finish(self, ctx: JobContext) -> None:
-        elapsed = time.time() - ctx.started_at
-        if self.job_log_level is not None and job_log.isEnabledFor(self.job_log_level):
-            self._log_outcome(ctx, elapsed)
         exc = ctx.exception
+        logged = self.job_log_level is not None and job_log.isEnabledFor(self.job_log_level)
+        elapsed = time.time() - ctx.started_at if logged or exc is not None else 0.0  # only the log lines use it
+        if logged:
+            self._log_outcome(ctx, elapsed)
         if exc is not None and ctx.disposition not in (RESCHEDULE, CANCEL):
             log.warning(
                 "fail %s jid=%s after %.3fs: %s: %s -> %s",
