@@ -3,9 +3,10 @@
     python -m benchmarks.bench_io [--rounds 3] [--calls 20000] [--kinds redis,pg2,...] [--modes worker,gevent,...]
 
 Calls (`--kinds`): `redis` an INCR through a redis-py client of its own (`redis.Redis.from_url`), `jredis` the same
-through `config.redis_client()` (the worker's own pool and settings), `pg2` `SELECT 1` with psycopg2 (through
-psycogreen under gevent), `pg3` `SELECT 1` with psycopg 3, `http` a GET with requests (one keep-alive Session) to a
-local server that answers at once.
+through `config.redis_client()` (the worker's own pool and settings), `redis1` the same through a client per
+greenlet or thread, each holding one connection (`single_connection_client=True`, no pool checkout), `pg2`
+`SELECT 1` with psycopg2 (through psycogreen under gevent), `pg3` `SELECT 1` with psycopg 3, `http` a GET with
+requests (one keep-alive Session) to a local server that answers at once.
 Callers (`--modes`), ten at a time each:
 - `worker`: jobs of a real `gjiggler worker -c 10`, each making 10 calls; the worker's CPU from its /proc entry
   while it drains the jobs, less the CPU of as many jobs that make no call, divided by the calls;
@@ -47,7 +48,7 @@ PER_JOB = 10  # calls per job in `worker` mode
 WARM = 200  # calls per caller before the measured ones
 NAMESPACE = "bench-io"
 QUEUE = "io"
-KINDS = ("redis", "jredis", "pg2", "pg3", "http")
+KINDS = ("redis", "jredis", "redis1", "pg2", "pg3", "http")
 MODES = ("worker", "gevent", "threads", "ruby")
 RUBY_KINDS = ("redis", "pg2")
 COUNTER = "bench-io:n"
@@ -56,7 +57,7 @@ _made: dict[str, Callable[[], object]] = {}
 
 
 def _target(kind: str) -> str:
-    name = {"redis": "REDIS", "jredis": "REDIS", "pg2": "PG", "pg3": "PG", "http": "HTTP"}[kind]
+    name = {"redis": "REDIS", "jredis": "REDIS", "redis1": "REDIS", "pg2": "PG", "pg3": "PG", "http": "HTTP"}[kind]
     return os.environ[f"BENCH_IO_{name}"]
 
 
@@ -87,6 +88,8 @@ def _make(kind: str) -> Callable[[], object]:
     if kind == "jredis":
         shared = config.redis_client(url)
         return lambda: shared.incr(COUNTER)
+    if kind == "redis1":
+        return _per_caller(url)
     if kind == "pg2":
         import psycopg2
 
@@ -106,6 +109,21 @@ def _make(kind: str) -> Callable[[], object]:
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=64))
     return lambda: session.get(url, timeout=30).content
+
+
+def _per_caller(url: str) -> Callable[[], object]:
+    """INCR on the calling greenlet's (or thread's) own client of one connection, made on its first call."""
+    import redis
+
+    mine = threading.local()  # greenlet-local once gevent has patched threading
+
+    def call() -> object:
+        client = getattr(mine, "client", None)
+        if client is None:
+            client = mine.client = redis.Redis.from_url(url, single_connection_client=True)
+        return client.incr(COUNTER)
+
+    return call
 
 
 def _select_one(conn: Any) -> object:
