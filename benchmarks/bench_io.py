@@ -31,6 +31,7 @@ import os
 import queue
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -341,6 +342,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--modes", default=",".join(MODES))
     opts = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the servers and the worker are stopped on the way out
     kinds, modes = opts.kinds.split(","), opts.modes.split(",")
     if "ruby" in modes and not shutil.which("ruby"):
         sys.exit("--modes ruby needs Ruby and its redis and pg gems (apt-get install ruby-redis ruby-pg)")
