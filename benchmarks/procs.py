@@ -118,11 +118,20 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 
 def start_bench_worker(
-    module: str, url: str, env: dict[str, str], client: Any, keys: Any, queue: str, namespace: str, concurrency: int
+    module: str,
+    url: str,
+    env: dict[str, str],
+    client: Any,
+    keys: Any,
+    queue: str,
+    namespace: str,
+    concurrency: int,
+    extra: Sequence[str] = (),
 ) -> "tuple[subprocess.Popen[bytes], str]":
-    """One `gjiggler worker -r module` on `queue`; returns it and its working list once it idles on the queue."""
+    """One `gjiggler worker -r module` on `queue` (`extra`: more options); returns it and its working list once it
+    idles on the queue."""
     argv = [sys.executable, "-m", "jiggler_gevent", "worker", "-r", module, "-q", queue]
-    argv += ["-c", str(concurrency), "--redis-url", url, "--namespace", namespace]
+    argv += ["-c", str(concurrency), "--redis-url", url, "--namespace", namespace, *extra]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not client.smembers(keys.processes):

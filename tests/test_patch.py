@@ -104,3 +104,35 @@ def test_psycopg3_and_psycopg_pool_imported_after_the_patch_wait_cooperatively(p
     # the pool's threads are greenlets; closing the pool stops them all and does not hang
     assert found["pool_threads"] >= 1 and found["threads_left"] == 0, found
     assert found["closed"] is True and found["close"] < 5.0, found
+
+
+POLL = """
+import select, socket
+import gevent
+a, b = socket.socketpair()
+p = select.poll()
+p.register(a, select.POLLIN)
+ran = []
+gevent.spawn(ran.append, 1)  # runs as soon as anything switches to the hub
+print("nothing to read:", p.poll(0), ran)
+b.send(b"x")
+print("readable:", p.poll(0) == [(a.fileno(), select.POLLIN)], ran)
+p.modify(a.fileno(), select.POLLOUT)
+print("writable:", p.poll(0) == [(a.fileno(), select.POLLOUT)], ran)
+p.unregister(a)
+print("none registered:", p.poll(0), ran)
+c, d = socket.socketpair()
+p.register(c, select.POLLIN)
+gevent.spawn_later(0.05, d.send, b"y")
+print("waited cooperatively:", p.poll(2000) == [(c.fileno(), select.POLLIN)], ran)
+"""
+
+
+def test_poll_with_no_timeout_asks_the_os_without_yielding_and_a_timed_poll_still_waits_for_the_hub():
+    assert run(POLL).splitlines()[1:] == [
+        "nothing to read: [] []",
+        "readable: True []",
+        "writable: True []",
+        "none registered: [] []",
+        "waited cooperatively: True [1]",
+    ]
