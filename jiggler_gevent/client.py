@@ -28,6 +28,7 @@ from .errors import EnqueueError
 push_hook: Callable[[list[dict[str, Any]], float | None], None] | None = None
 
 Item = tuple[dict[str, Any], float | None]  # a payload and when it is due (None: now)
+Redis = redis.Redis  # for annotations inside Client, whose `redis` property hides the module
 
 
 @dataclass
@@ -72,16 +73,19 @@ def _needs_each(payload: dict[str, Any]) -> bool:
 
 
 class Client:
-    """Pushes jobs for one configuration (default: the configured one at creation)."""
+    """Pushes jobs for one configuration (default: the configured one at creation) to the Redis its URL named then."""
 
     def __init__(self, cfg: config.Config | None = None) -> None:
         self.cfg = cfg or config.current()
+        self.url = self.cfg.url
         self.keys = self.cfg.keys
         self.wire = wire.of(self.keys)  # the payload format: jiggler's, or Sidekiq's with wire="sidekiq"
+        self.replicas, self.wait_timeout = durability(self.cfg)
 
     @property
     def redis(self) -> redis.Redis:
-        return config.redis_client(self.cfg.url)
+        """The process's shared client of this configuration's Redis (config.redis_client)."""
+        return config.redis_client(self.url)
 
     def push(self, payload: dict[str, Any]) -> str | None:
         """Push one payload to its queue now; returns its jid, or None for a unique job whose lock is held."""
@@ -132,11 +136,12 @@ class Client:
         """
         if not payloads and batch is None:
             return []
-        replicas, timeout = durability(self.cfg)
+        replicas, timeout = self.replicas, self.wait_timeout
         client = self.redis
         target: Any = client.pipeline(transaction=False) if replicas else client
+        each = batch is not None or any(map(_needs_each, payloads))
         try:
-            reply = self._issue(target, payloads, at, batch)
+            reply = self._issue(client, target, payloads, at, batch, each)
             if replicas:
                 _queue_waits(target, replicas, timeout)
                 reply, *acks = target.execute()
@@ -151,31 +156,40 @@ class Client:
                 f"pushed {self._what(payloads, batch)} to the Redis master at {self._where}, but only {acked} of "
                 f"{replicas} replica(s) acknowledged it within {timeout:g} s: a failover now could lose it"
             )
-        if batch is not None or any(map(_needs_each, payloads)):
+        if each:
             return [bool(f) for f in reply]
         return [True] * len(payloads)
 
     @property
     def _where(self) -> str:
-        return config.redacted(self.cfg.url)
+        return config.redacted(self.url)
 
     @staticmethod
     def _what(payloads: list[dict[str, Any]], batch: BatchPush | None) -> str:
         what = payloads[0]["name"] if payloads else f"batch {batch.bid if batch else '?'}"
         return f"{len(payloads)} job(s) ({what})"
 
-    def _issue(self, target: Any, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> Any:
-        """Send the write on `target` (the client, or a pipeline that WAIT follows); its reply, or the pipeline."""
+    def _issue(
+        self,
+        client: Redis,
+        target: Any,
+        payloads: list[dict[str, Any]],
+        at: float | None,
+        batch: BatchPush | None,
+        each: bool,
+    ) -> Any:
+        """Send the write on `target` (`client`, or its pipeline that WAIT follows); its reply, or the pipeline.
+        `each`: some payload needs push_each.lua (_needs_each), or it is a batch's."""
         if batch is not None:
-            return self._send_each(target, batch.items, batch)
-        if any(map(_needs_each, payloads)):
-            return self._send_each(target, [(p, at) for p in payloads], None)
+            return self._send_each(client, target, batch.items, batch)
+        if each:
+            return self._send_each(client, target, [(p, at) for p in payloads], None)
         if at is not None:
             return target.zadd(self.keys.schedule, {self.wire.encode(p): at for p in payloads})
         keys = [self.keys.queues, self.keys.wake]
-        return scripts.register(self.redis).push(keys=keys, args=self._push_args(payloads), client=target)
+        return scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=target)
 
-    def _send_each(self, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
+    def _send_each(self, client: Redis, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
         """Push with push_each.lua: unique locks (SET NX PX) taken in the same step as their payloads' pushes,
         tracked statuses written, and the batch's totals counted. A lock lasts `unique_for` seconds from when
         the job is due (now, or its `at`). Its reply holds one flag per item: pushed or not."""
@@ -190,7 +204,7 @@ class Client:
             args += [p["queue"], self.wire.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
             args.append("" if tracked is None else tracked)
         keys = [k.queues, k.wake, k.schedule, k.batches]
-        return scripts.register(self.redis).push_each(keys=keys, args=args, client=target)
+        return scripts.register(client).push_each(keys=keys, args=args, client=target)
 
     def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:
         """The push script's ARGV: the queue key prefix, then each queue's name, count and payloads."""
@@ -203,3 +217,27 @@ class Client:
         for queue, raws in by_queue.items():
             args += [queue, len(raws), *raws]
         return args
+
+
+class Cached:
+    """One Client per configuration, kept between pushes: made again when `configure()` (or `reset()`) has put new
+    settings in force, or when the URL they resolve to has changed (an environment variable, with no explicit URL).
+
+    Thread- and greenlet-safe without a lock: the entry is replaced whole, so a race at most makes one Client twice.
+    """
+
+    def __init__(self, derive: Callable[[config.Config], config.Config] | None = None) -> None:
+        self.derive = derive  # the settings this Client uses, from those in force (sidekiq.push: Sidekiq's wire)
+        self.entry: tuple[config.Config, str, Client] | None = None
+
+    def get(self) -> Client:
+        """The Client of the settings in force now."""
+        cfg, entry = config.current(), self.entry
+        if entry is not None and entry[0] is cfg and entry[1] == cfg.url:
+            return entry[2]
+        client = Client(self.derive(cfg) if self.derive else cfg)
+        self.entry = (cfg, cfg.url, client)
+        return client
+
+
+current = Cached().get  # the Client of the settings in force: what the enqueue verbs push with
