@@ -11,6 +11,7 @@ or refuses the write (out of memory under `noeviction`, a read-only replica) rai
 and carrying Redis' reason; nothing was pushed then.
 """
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ import redis
 
 from . import config, middleware, scripts, wire
 from . import payload as payload_mod
+from .cluster import is_cluster
 from .connect import block_for
 from .errors import EnqueueError
 
@@ -63,6 +65,37 @@ def _queue_waits(pipe: Any, replicas: int, timeout: float) -> None:
         left -= block
         if left <= 0:
             return
+
+
+_KEPT = "_jiggler_gevent_push_connection"
+
+
+def _kept(client: "redis.Redis") -> "redis.Redis | None":
+    """A client on one connection of `client`'s pool, kept for pushes, now locked for this caller; None while another
+    thread or greenlet is pushing on it (the caller uses the pool then), and for a Cluster client (no one pool).
+
+    Skips the pool's checkout and release per push. Guarantees: one command at a time on the kept connection (its
+    RLock, taken without waiting, so pushes never wait on each other); a process made by fork() keeps its own, never
+    its parent's socket; checked as the pool checks a connection it hands out (closed by the server meanwhile, or with
+    unread data: reconnected). One that fails or is interrupted mid-command is closed by redis-py, as a pool's is.
+    """
+    kept: tuple[int, redis.Redis] | None = client.__dict__.get(_KEPT)
+    if kept is None or kept[0] != os.getpid():
+        if is_cluster(client):
+            return None
+        kept = (os.getpid(), redis.Redis(connection_pool=client.connection_pool, single_connection_client=True))
+        client.__dict__[_KEPT] = kept
+    own = kept[1]
+    if not own.single_connection_lock.acquire(blocking=False):
+        return None
+    try:
+        # As the pool does at each checkout: reconnect if the server closed it meanwhile (no retry would after).
+        if own.connection is not None:  # always, for a single-connection client
+            client.connection_pool.ensure_connection(own.connection)
+    except BaseException:
+        own.single_connection_lock.release()
+        raise
+    return own
 
 
 def _needs_each(payload: dict[str, Any]) -> bool:
@@ -138,9 +171,11 @@ class Client:
             return []
         replicas, timeout = self.replicas, self.wait_timeout
         client = self.redis
-        target: Any = client.pipeline(transaction=False) if replicas else client
         each = batch is not None or any(map(_needs_each, payloads))
+        kept = None
         try:
+            kept = None if replicas else _kept(client)
+            target: Any = client.pipeline(transaction=False) if replicas else kept or client
             reply = self._issue(client, target, payloads, at, batch, each)
             if replicas:
                 _queue_waits(target, replicas, timeout)
@@ -151,6 +186,9 @@ class Client:
             reason = f"{type(exc).__name__}: {exc}"
             what = self._what(payloads, batch)
             raise EnqueueError(f"could not push {what} to Redis at {self._where}: {reason}") from exc
+        finally:
+            if kept is not None:
+                kept.single_connection_lock.release()
         if replicas and acked < replicas:
             raise EnqueueError(
                 f"pushed {self._what(payloads, batch)} to the Redis master at {self._where}, but only {acked} of "

@@ -254,3 +254,44 @@ def test_sidekiq_push_follows_configure_between_pushes(ns, r):
             assert json.loads(raw)["jid"] == jid and json.loads(raw)["class"] == "HardJob"
     finally:
         r.delete(config.sidekiq_keys(moved.namespace).queue("rb"), config.sidekiq_keys(moved.namespace).queues)
+
+
+def test_pushes_from_many_threads_at_once_all_land_once(ns, r):
+    import threading
+
+    def push_many(t):
+        for i in range(200):
+            jobs.record.enqueue("k", f"{t}-{i}")
+
+    threads = [threading.Thread(target=push_many, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    values = sorted(p["args"][1] for p in queued(r, ns))
+    assert values == sorted(f"{t}-{i}" for t in range(8) for i in range(200))
+
+
+def test_a_push_after_its_kept_connection_was_killed_reconnects(ns, r):
+    from jiggler_gevent import client
+
+    jobs.record.enqueue("k", "1")
+    _, kept = r.__dict__[client._KEPT]
+    assert r.client_kill_filter(_id=kept.client_id()) == 1
+    jobs.record.enqueue("k", "2")
+    assert [p["args"] for p in queued(r, ns)] == [["k", "1"], ["k", "2"]]
+
+
+def test_a_forked_child_pushes_on_its_own_connection(ns, r):
+    import os
+
+    jobs.record.enqueue("k", "parent-before")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            jobs.record.enqueue("k", "child")
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    jobs.record.enqueue("k", "parent-after")
+    assert sorted(p["args"][1] for p in queued(r, ns)) == ["child", "parent-after", "parent-before"]
