@@ -38,6 +38,20 @@ SHAS = {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source 
 _ATTRIBUTE = "_jiggler_gevent_scripts"
 
 
+CLIENT, PIPELINE, CLUSTER_PIPELINE = "client", "pipeline", "cluster pipeline"  # what a script is called on
+
+
+def _kind(target: object) -> str:
+    """Which of CLIENT, PIPELINE or CLUSTER_PIPELINE `target` is."""
+    if isinstance(target, ClusterPipeline):
+        return CLUSTER_PIPELINE
+    return PIPELINE if isinstance(target, Pipeline) else CLIENT
+
+
+# Per class, since redis-py's clients are typing Protocols, whose isinstance checks run Python code each time.
+_KINDS: dict[type, str] = {}
+
+
 class Script(core.Script):
     """One script bound to a client: a call is EVALSHA straight on the client, and loads the script on NOSCRIPT.
 
@@ -61,9 +75,12 @@ class Script(core.Script):
         """Run the script with `keys` and `args` on `client` (default: the client it is bound to)."""
         keys = keys or ()
         argv = (*keys, *(args or ()))
-        target = self.registered_client if client is None else client
-        if isinstance(target, (Pipeline, ClusterPipeline)):
-            if isinstance(target, Pipeline):
+        target: Any = self.registered_client if client is None else client
+        kind = _KINDS.get(type(target))
+        if kind is None:
+            kind = _KINDS[type(target)] = _kind(target)
+        if kind is not CLIENT:
+            if kind is PIPELINE:
                 target.scripts.add(self)
             return target.evalsha(self.sha, len(keys), *argv)
         try:
