@@ -101,6 +101,8 @@ def _kept(client: "redis.Redis") -> "redis.Redis | None":
 def _needs_each(payload: dict[str, Any]) -> bool:
     """True when a payload needs push_each.lua: a unique lock, a tracked status or a batch (payload.py's accessors,
     which the server's payload.View reads too)."""
+    if "unique_key" not in payload and "result_ttl" not in payload and "bid" not in payload:
+        return False  # a plain payload, most of them: no accessor has anything to read
     p = payload_mod
     return p.unique_lock(payload) is not None or p.result_ttl(payload) is not None or p.batch_id(payload) is not None
 
