@@ -60,7 +60,9 @@ def alternate(rounds: int, measure: "Callable[[bool], tuple[float, float]]", wha
     return samples
 
 
-def report(samples: "Samples", title: str, off: str, on: str, off_word: str, on_word: str) -> None:
+def report(
+    samples: "Samples", title: str, off: str, on: str, off_word: str, on_word: str, cpu: str = "worker CPU per job"
+) -> None:
     """The medians of `alternate`'s samples as a table, the throughput cost and the CPU per job of each side."""
     rate_off, rate_on = (statistics.median(samples[side][0]) for side in (False, True))
     rounds = len(samples[False][0])
@@ -69,4 +71,4 @@ def report(samples: "Samples", title: str, off: str, on: str, off_word: str, on_
     print(f"\ncost: {100 * (rate_off - rate_on) / rate_off:.1f}%")
     cpu_off, cpu_on = (statistics.median(samples[side][1]) for side in (False, True))
     change = 100 * (cpu_on / cpu_off - 1)
-    print(f"worker CPU per job: {cpu_off:.1f} us {off_word}, {cpu_on:.1f} us {on_word}: {change:+.1f}%")
+    print(f"{cpu}: {cpu_off:.1f} us {off_word}, {cpu_on:.1f} us {on_word}: {change:+.1f}%")

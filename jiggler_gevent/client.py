@@ -11,6 +11,7 @@ or refuses the write (out of memory under `noeviction`, a read-only replica) rai
 and carrying Redis' reason; nothing was pushed then.
 """
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ import redis
 
 from . import config, middleware, scripts, wire
 from . import payload as payload_mod
+from .cluster import is_cluster
 from .connect import block_for
 from .errors import EnqueueError
 
@@ -28,6 +30,7 @@ from .errors import EnqueueError
 push_hook: Callable[[list[dict[str, Any]], float | None], None] | None = None
 
 Item = tuple[dict[str, Any], float | None]  # a payload and when it is due (None: now)
+Redis = redis.Redis  # for annotations inside Client, whose `redis` property hides the module
 
 
 @dataclass
@@ -64,24 +67,60 @@ def _queue_waits(pipe: Any, replicas: int, timeout: float) -> None:
             return
 
 
+_KEPT = "_jiggler_gevent_push_connection"
+
+
+def _kept(client: "redis.Redis") -> "redis.Redis | None":
+    """A client on one connection of `client`'s pool, kept for pushes, now locked for this caller; None while another
+    thread or greenlet is pushing on it (the caller uses the pool then), and for a Cluster client (no one pool).
+
+    Skips the pool's checkout and release per push. Guarantees: one command at a time on the kept connection (its
+    RLock, taken without waiting, so pushes never wait on each other); a process made by fork() keeps its own, never
+    its parent's socket; checked as the pool checks a connection it hands out (closed by the server meanwhile, or with
+    unread data: reconnected). One that fails or is interrupted mid-command is closed by redis-py, as a pool's is.
+    """
+    kept: tuple[int, redis.Redis] | None = client.__dict__.get(_KEPT)
+    if kept is None or kept[0] != os.getpid():
+        if is_cluster(client):
+            return None
+        kept = (os.getpid(), redis.Redis(connection_pool=client.connection_pool, single_connection_client=True))
+        client.__dict__[_KEPT] = kept
+    own = kept[1]
+    if not own.single_connection_lock.acquire(blocking=False):
+        return None
+    try:
+        # As the pool does at each checkout: reconnect if the server closed it meanwhile (no retry would after).
+        if own.connection is not None:  # always, for a single-connection client
+            client.connection_pool.ensure_connection(own.connection)
+    except BaseException:
+        own.single_connection_lock.release()
+        raise
+    return own
+
+
 def _needs_each(payload: dict[str, Any]) -> bool:
     """True when a payload needs push_each.lua: a unique lock, a tracked status or a batch (payload.py's accessors,
     which the server's payload.View reads too)."""
+    if "unique_key" not in payload and "result_ttl" not in payload and "bid" not in payload:
+        return False  # a plain payload, most of them: no accessor has anything to read
     p = payload_mod
     return p.unique_lock(payload) is not None or p.result_ttl(payload) is not None or p.batch_id(payload) is not None
 
 
 class Client:
-    """Pushes jobs for one configuration (default: the configured one at creation)."""
+    """Pushes jobs for one configuration (default: the configured one at creation) to the Redis its URL named then."""
 
     def __init__(self, cfg: config.Config | None = None) -> None:
         self.cfg = cfg or config.current()
+        self.url = self.cfg.url
         self.keys = self.cfg.keys
         self.wire = wire.of(self.keys)  # the payload format: jiggler's, or Sidekiq's with wire="sidekiq"
+        self.replicas, self.wait_timeout = durability(self.cfg)
 
     @property
     def redis(self) -> redis.Redis:
-        return config.redis_client(self.cfg.url)
+        """The process's shared client of this configuration's Redis (config.redis_client)."""
+        return config.redis_client(self.url)
 
     def push(self, payload: dict[str, Any]) -> str | None:
         """Push one payload to its queue now; returns its jid, or None for a unique job whose lock is held."""
@@ -132,11 +171,14 @@ class Client:
         """
         if not payloads and batch is None:
             return []
-        replicas, timeout = durability(self.cfg)
+        replicas, timeout = self.replicas, self.wait_timeout
         client = self.redis
-        target: Any = client.pipeline(transaction=False) if replicas else client
+        each = batch is not None or any(map(_needs_each, payloads))
+        kept = None
         try:
-            reply = self._issue(target, payloads, at, batch)
+            kept = None if replicas else _kept(client)
+            target: Any = client.pipeline(transaction=False) if replicas else kept or client
+            reply = self._issue(client, target, payloads, at, batch, each)
             if replicas:
                 _queue_waits(target, replicas, timeout)
                 reply, *acks = target.execute()
@@ -146,36 +188,48 @@ class Client:
             reason = f"{type(exc).__name__}: {exc}"
             what = self._what(payloads, batch)
             raise EnqueueError(f"could not push {what} to Redis at {self._where}: {reason}") from exc
+        finally:
+            if kept is not None:
+                kept.single_connection_lock.release()
         if replicas and acked < replicas:
             raise EnqueueError(
                 f"pushed {self._what(payloads, batch)} to the Redis master at {self._where}, but only {acked} of "
                 f"{replicas} replica(s) acknowledged it within {timeout:g} s: a failover now could lose it"
             )
-        if batch is not None or any(map(_needs_each, payloads)):
+        if each:
             return [bool(f) for f in reply]
         return [True] * len(payloads)
 
     @property
     def _where(self) -> str:
-        return config.redacted(self.cfg.url)
+        return config.redacted(self.url)
 
     @staticmethod
     def _what(payloads: list[dict[str, Any]], batch: BatchPush | None) -> str:
         what = payloads[0]["name"] if payloads else f"batch {batch.bid if batch else '?'}"
         return f"{len(payloads)} job(s) ({what})"
 
-    def _issue(self, target: Any, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> Any:
-        """Send the write on `target` (the client, or a pipeline that WAIT follows); its reply, or the pipeline."""
+    def _issue(
+        self,
+        client: Redis,
+        target: Any,
+        payloads: list[dict[str, Any]],
+        at: float | None,
+        batch: BatchPush | None,
+        each: bool,
+    ) -> Any:
+        """Send the write on `target` (`client`, or its pipeline that WAIT follows); its reply, or the pipeline.
+        `each`: some payload needs push_each.lua (_needs_each), or it is a batch's."""
         if batch is not None:
-            return self._send_each(target, batch.items, batch)
-        if any(map(_needs_each, payloads)):
-            return self._send_each(target, [(p, at) for p in payloads], None)
+            return self._send_each(client, target, batch.items, batch)
+        if each:
+            return self._send_each(client, target, [(p, at) for p in payloads], None)
         if at is not None:
             return target.zadd(self.keys.schedule, {self.wire.encode(p): at for p in payloads})
         keys = [self.keys.queues, self.keys.wake]
-        return scripts.register(self.redis).push(keys=keys, args=self._push_args(payloads), client=target)
+        return scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=target)
 
-    def _send_each(self, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
+    def _send_each(self, client: Redis, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
         """Push with push_each.lua: unique locks (SET NX PX) taken in the same step as their payloads' pushes,
         tracked statuses written, and the batch's totals counted. A lock lasts `unique_for` seconds from when
         the job is due (now, or its `at`). Its reply holds one flag per item: pushed or not."""
@@ -190,7 +244,7 @@ class Client:
             args += [p["queue"], self.wire.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
             args.append("" if tracked is None else tracked)
         keys = [k.queues, k.wake, k.schedule, k.batches]
-        return scripts.register(self.redis).push_each(keys=keys, args=args, client=target)
+        return scripts.register(client).push_each(keys=keys, args=args, client=target)
 
     def _push_args(self, payloads: list[dict[str, Any]]) -> list[str | int]:
         """The push script's ARGV: the queue key prefix, then each queue's name, count and payloads."""
@@ -203,3 +257,27 @@ class Client:
         for queue, raws in by_queue.items():
             args += [queue, len(raws), *raws]
         return args
+
+
+class Cached:
+    """One Client per configuration, kept between pushes: made again when `configure()` (or `reset()`) has put new
+    settings in force, or when the URL they resolve to has changed (an environment variable, with no explicit URL).
+
+    Thread- and greenlet-safe without a lock: the entry is replaced whole, so a race at most makes one Client twice.
+    """
+
+    def __init__(self, derive: Callable[[config.Config], config.Config] | None = None) -> None:
+        self.derive = derive  # the settings this Client uses, from those in force (sidekiq.push: Sidekiq's wire)
+        self.entry: tuple[config.Config, str, Client] | None = None
+
+    def get(self) -> Client:
+        """The Client of the settings in force now."""
+        cfg, entry = config.current(), self.entry
+        if entry is not None and entry[0] is cfg and entry[1] == cfg.url:
+            return entry[2]
+        client = Client(self.derive(cfg) if self.derive else cfg)
+        self.entry = (cfg, cfg.url, client)
+        return client
+
+
+current = Cached().get  # the Client of the settings in force: what the enqueue verbs push with

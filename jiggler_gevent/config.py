@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import redis
 
 from .cluster import hash_tagged, is_cluster_url
+from .connect import client_for
 from .keys import Keys, SidekiqKeys
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -146,9 +147,7 @@ def redis_client(url: str | None = None) -> "redis.Redis":
     the package touches no socket before gevent is patched (BlockingConnectionPool picks its queue class
     when redis is imported).
     """
-    from .connect import client_for
-
-    url = url or current().url
+    url = url or _current.url
     client = _clients.get(url)
     if client is None:
         client = _clients[url] = client_for(url, _pool_size)

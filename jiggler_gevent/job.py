@@ -5,10 +5,13 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Optional, overload
+from typing import TYPE_CHECKING, Any, Optional, overload
 
 from . import config, wire
 from . import payload as payload_mod
+
+if TYPE_CHECKING:
+    from .client import Client
 
 _registry: dict[str, "JobFunction"] = {}
 SHAPES_REMEMBERED = 64  # argument shapes whose fit is remembered per job (a bound, whatever producers send)
@@ -34,6 +37,20 @@ def _defaults(name: str) -> Optional["JobCall"]:
 
 
 wire.use_registry(_defaults)
+
+
+def _client() -> "Client":
+    """The Client of the settings in force (client.current). client.py imports redis, so it is imported at the first
+    push, not with this module (importing the package must touch no socket before gevent is patched); then kept."""
+    global _current_client
+    if _current_client is None:
+        from .client import current
+
+        _current_client = current
+    return _current_client()
+
+
+_current_client: Callable[[], "Client"] | None = None
 
 
 def _timestamp(when: When) -> float:
@@ -121,18 +138,14 @@ class JobCall:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed)."""
-        from .client import Client
-
-        return Client().push(self._payload(args, kwargs))
+        return _client().push(self._payload(args, kwargs))
 
     def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when` (datetime, naive means UTC, or unix time); a past time runs now."""
         at = _timestamp(when)
         if at <= time.time():
             return self.enqueue(*args, **kwargs)
-        from .client import Client
-
-        return Client().schedule(self._payload(args, kwargs, at=at), at)
+        return _client().schedule(self._payload(args, kwargs, at=at), at)
 
     def enqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run after `delay` seconds (or a timedelta)."""
@@ -140,8 +153,6 @@ class JobCall:
 
     def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
         """Push one job per argument tuple, all or nothing (one script call); None for a unique duplicate."""
-        from .client import Client
-
         payloads = []
         for index, args in enumerate(arg_tuples):
             if not isinstance(args, (tuple, list)):
@@ -150,7 +161,7 @@ class JobCall:
                 payloads.append(self._payload(args, {}))
             except TypeError as exc:
                 raise TypeError(f"enqueue_bulk item {index}: {exc}") from None
-        return Client().push_bulk(payloads)
+        return _client().push_bulk(payloads)
 
 
 class JobFunction:

@@ -9,8 +9,16 @@ from typing import Any
 
 from . import config
 from . import payload as payload_mod
-from .client import Client
+from .client import Cached
 from .wire.sidekiq import retries as sidekiq_retries
+
+
+def _sidekiq_wire(cfg: config.Config) -> config.Config:
+    """`cfg` with Sidekiq's payload format and key layout."""
+    return replace(cfg, extra={**cfg.extra, "wire": "sidekiq"})
+
+
+_client = Cached(_sidekiq_wire).get  # push's Client: the settings in force, on Sidekiq's wire
 
 
 def push(
@@ -27,13 +35,11 @@ def push(
     The payload and keys are Sidekiq's whatever `configure(wire=...)` says (a namespace other than the default puts
     the keys under it, as redis-namespace would). `at` (unix seconds) schedules it; `retry` is Sidekiq's option.
     """
-    cfg = config.current()
-    cfg = replace(cfg, extra={**cfg.extra, "wire": "sidekiq"})
     retries = sidekiq_retries(retry, None) if retry is not True else config.DEFAULT_RETRIES
     payload = payload_mod.build(class_name, args, queue=queue, retries=retries, dead=retry is not False)
     if jid is not None:
         payload["jid"] = jid
-    client = Client(cfg)
+    client = _client()
     pushed = client.schedule(payload, at) if at is not None else client.push(payload)
     assert pushed is not None  # only unique jobs are ever skipped
     return pushed

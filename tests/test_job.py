@@ -213,3 +213,85 @@ def test_arguments_that_cannot_bind_raise_type_error_and_push_nothing(ns, r, arg
     assert [k for k in r.scan_iter(f"{ns.namespace}:*")] == []
     assert jobs.record.enqueue("k", "v") and jobs.record.enqueue(key="k", value="v")  # what binds still pushes
     assert len(queued(r, ns)) == 2
+
+
+def test_pushes_share_one_client_until_the_settings_change(ns, r, monkeypatch):
+    from jiggler_gevent import client, config
+
+    jobs.record.enqueue("k", "1")
+    first = client.current()
+    assert client.current() is first and first.cfg is ns
+    moved = config.configure(namespace=f"{ns.namespace}-moved")
+    try:
+        jobs.record.enqueue("k", "2")
+        assert client.current() is not first and client.current().keys.namespace == moved.namespace
+        assert [json.loads(raw)["args"] for raw in r.lrange(moved.keys.queue("default"), 0, -1)] == [["k", "2"]]
+        assert len(queued(r, ns)) == 1
+    finally:
+        r.delete(moved.keys.queue("default"), moved.keys.queues)
+
+
+def test_the_cached_client_follows_the_url_of_the_environment(redis_url, monkeypatch):
+    from jiggler_gevent import client, config
+
+    config.reset()
+    monkeypatch.setenv("JIGGLER_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert client.current().url == "redis://127.0.0.1:1/0"
+    monkeypatch.setenv("JIGGLER_REDIS_URL", redis_url)
+    assert client.current().url == redis_url
+    config.reset()
+
+
+def test_sidekiq_push_follows_configure_between_pushes(ns, r):
+    from jiggler_gevent import config, sidekiq
+
+    first = sidekiq.push("HardJob", [1], queue="rb")
+    moved = config.configure(namespace=f"{ns.namespace}-moved")
+    try:
+        second = sidekiq.push("HardJob", [2], queue="rb")
+        for cfg, jid in ((ns, first), (moved, second)):
+            [raw] = r.lrange(config.sidekiq_keys(cfg.namespace).queue("rb"), 0, -1)
+            assert json.loads(raw)["jid"] == jid and json.loads(raw)["class"] == "HardJob"
+    finally:
+        r.delete(config.sidekiq_keys(moved.namespace).queue("rb"), config.sidekiq_keys(moved.namespace).queues)
+
+
+def test_pushes_from_many_threads_at_once_all_land_once(ns, r):
+    import threading
+
+    def push_many(t):
+        for i in range(200):
+            jobs.record.enqueue("k", f"{t}-{i}")
+
+    threads = [threading.Thread(target=push_many, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    values = sorted(p["args"][1] for p in queued(r, ns))
+    assert values == sorted(f"{t}-{i}" for t in range(8) for i in range(200))
+
+
+def test_a_push_after_its_kept_connection_was_killed_reconnects(ns, r):
+    from jiggler_gevent import client
+
+    jobs.record.enqueue("k", "1")
+    _, kept = r.__dict__[client._KEPT]
+    assert r.client_kill_filter(_id=kept.client_id()) == 1
+    jobs.record.enqueue("k", "2")
+    assert [p["args"] for p in queued(r, ns)] == [["k", "1"], ["k", "2"]]
+
+
+def test_a_forked_child_pushes_on_its_own_connection(ns, r):
+    import os
+
+    jobs.record.enqueue("k", "parent-before")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            jobs.record.enqueue("k", "child")
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    jobs.record.enqueue("k", "parent-after")
+    assert sorted(p["args"][1] for p in queued(r, ns)) == ["child", "parent-after", "parent-before"]

@@ -5,11 +5,17 @@ them. Every key a script touches is passed in KEYS or, where the number of queue
 queue key prefix in ARGV; the header of each file names its KEYS and ARGV. Key names come from keys.py.
 """
 
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import redis
-from redis.commands.core import Script
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
+from redis.commands import core
+from redis.exceptions import NoScriptError
 
 INCLUDE = "--#include "  # a line `--#include NAME` is replaced by the text of NAME.lua (shared Lua functions)
 
@@ -28,7 +34,60 @@ SOURCES = {
         *("window_acquire", "bucket_acquire", "cancel", "job_max", "release_holds"),
     )
 }
+SHAS = {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SOURCES.items()}
 _ATTRIBUTE = "_jiggler_gevent_scripts"
+
+
+CLIENT, PIPELINE, CLUSTER_PIPELINE = "client", "pipeline", "cluster pipeline"  # what a script is called on
+
+
+def _kind(target: object) -> str:
+    """Which of CLIENT, PIPELINE or CLUSTER_PIPELINE `target` is."""
+    if isinstance(target, ClusterPipeline):
+        return CLUSTER_PIPELINE
+    return PIPELINE if isinstance(target, Pipeline) else CLIENT
+
+
+# Per class, since redis-py's clients are typing Protocols, whose isinstance checks run Python code each time.
+_KINDS: dict[type, str] = {}
+
+
+class Script(core.Script):
+    """One script bound to a client: a call is EVALSHA straight on the client, and loads the script on NOSCRIPT.
+
+    redis-py's own `Script.__call__` imports two modules and runs a typing-Protocol isinstance check per call; this
+    does neither. A redis-py pipeline still gets what it expects: the script is added to `pipe.scripts`, which it
+    loads at `execute()` if the server lacks it; a Cluster pipeline only queues EVALSHA, as redis-py's does.
+    """
+
+    def __init__(self, client: "redis.Redis", source: str, sha: str) -> None:
+        # Not core.Script.__init__: it would hash the source again for every client.
+        self.registered_client = client
+        self.script = source
+        self.sha = sha
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        """Run the script with `keys` and `args` on `client` (default: the client it is bound to)."""
+        keys = keys or ()
+        argv = (*keys, *(args or ()))
+        target: Any = self.registered_client if client is None else client
+        kind = _KINDS.get(type(target))
+        if kind is None:
+            kind = _KINDS[type(target)] = _kind(target)
+        if kind is not CLIENT:
+            if kind is PIPELINE:
+                target.scripts.add(self)
+            return target.evalsha(self.sha, len(keys), *argv)
+        try:
+            return target.evalsha(self.sha, len(keys), *argv)
+        except NoScriptError:  # the server restarted or flushed its scripts, or is another node
+            self.sha = target.script_load(self.script)
+            return target.evalsha(self.sha, len(keys), *argv)
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,6 @@ def register(client: "redis.Redis") -> Scripts:
     """The scripts bound to `client`: made once per client and kept on it, so an enqueue does not hash them."""
     scripts: Scripts | None = client.__dict__.get(_ATTRIBUTE)
     if scripts is None:
-        scripts = Scripts(**{name: client.register_script(source) for name, source in SOURCES.items()})
+        scripts = Scripts(**{name: Script(client, source, SHAS[name]) for name, source in SOURCES.items()})
         client.__dict__[_ATTRIBUTE] = scripts
     return scripts
