@@ -219,3 +219,15 @@ def test_slot_client_follows_its_slot_to_another_master(ns):
     assert (conn.connection.host, conn.connection.port) == (target.host, target.port)
     assert conn.lmove(key, ns.keys.working("slot-client-2"), "LEFT", "RIGHT") == "a"
     assert router.lrange(key, 0, -1) == ["b"] and router.get_node_from_key(key) is target
+
+
+def test_slot_client_survives_its_connection_being_killed(ns):
+    router = client_for(ns.url, 10)
+    key = ns.keys.working("slot-client-killed")
+    conn = slot_client(router, key)
+    assert conn.rpush(key, "a") == 1
+    node = router.get_node_from_key(key)
+    killed = router.execute_command("CLIENT KILL", "ID", conn.client_id(), target_nodes=node)
+    assert killed == 1
+    assert conn.rpush(key, "b") == 2 and router.lrange(key, 0, -1) == ["a", "b"]
+    assert conn.connection is not None and conn.llen(key) == 2
