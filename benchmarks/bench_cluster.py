@@ -1,14 +1,16 @@
-"""Redis Cluster next to plain Redis: `python -m benchmarks.bench_cluster [--quick] [--rounds R]`.
+"""Redis Cluster next to plain Redis: `python -m benchmarks.bench_cluster [--quick] [--rounds R] [--rows ROW...]`.
 
 The rows `noop` (20,000 jobs, `-c 10`) and `sleep-c1000` (20,000 jobs of time.sleep(0.2), `-c 1000`) of
 benchmarks/run.py, each drained by one `gjiggler worker` subprocess, against two private servers started here:
-one plain redis-server (`redis://`) and a 3-master Redis Cluster (`redis+cluster://`, tests/cluster_servers.py:
-three redis-server processes joined by `redis-cli --cluster create`). On the Cluster the namespace's keys carry
-the hash tag `{bench}`, so all of them are on one of the three masters. Never the Redis on 6379.
+one plain server (`redis://`, the embedded Valkey as in benchmarks/run.py) and a 3-master Redis Cluster
+(`redis+cluster://`, tests/cluster_servers.py: three of the test suite's servers joined into one cluster). On the
+Cluster the namespace's keys carry the hash tag `{bench}`, so all of them are on one of the three masters. Never
+the Redis on 6379.
 
 For each row and target: push the jobs (enqueue_bulk, timed), park the queue (RENAME), start the worker, wait
-until it idles, put the queue back and time until the queue and the worker's working list are empty. The rows
-alternate between the targets, `--rounds` times; the table gives each figure's median (and the spread).
+until it idles, put the queue back and time until the queue and the worker's working list are empty; the worker's
+CPU time over the same span, per job. The rows alternate between the targets, `--rounds` times; the table gives
+each figure's median (and the spread).
 Prints a Markdown table and writes it to benchmarks/results/cluster.md (raw figures to cluster.json).
 """
 
@@ -66,6 +68,7 @@ def stop_worker(proc: "subprocess.Popen[bytes]") -> None:
 
 def run_row(row: str, n: int, url: str, env: dict[str, str]) -> dict[str, Any]:
     """Push n jobs of `row` (timed), then drain them with a fresh worker; jobs/s of both."""
+    from benchmarks import procs
     from jiggler_gevent import config
 
     cfg = config.configure(redis_url=url, namespace=NAMESPACE)
@@ -80,7 +83,10 @@ def run_row(row: str, n: int, url: str, env: dict[str, str]) -> dict[str, Any]:
     pushed = n / (time.perf_counter() - started)
     client.rename(queue, parked)
     proc, working = start_worker(url, env, client, keys, concurrency)
+    sampler = procs.TreeSampler(proc.pid)
     try:
+        sampler.sample()
+        cpu_before = sum(sampler.cpu.values())
         started = time.perf_counter()
         client.rename(parked, queue)  # wakes the worker's BLMOVE on that key
         while True:
@@ -90,10 +96,19 @@ def run_row(row: str, n: int, url: str, env: dict[str, str]) -> dict[str, Any]:
             if proc.poll() is not None or time.perf_counter() - started > 120 + n * 0.01:
                 raise RuntimeError("the worker stopped or stalled")
         elapsed = time.perf_counter() - started
+        sampler.sample()
+        cpu = sum(sampler.cpu.values()) - cpu_before
     finally:
         stop_worker(proc)
     assert client.zcard(keys.dead) == 0, "jobs died: is the worker loading this module?"
-    return {"row": row, "rate": n / elapsed, "enqueue_rate": pushed, "n": n, "seconds": elapsed}
+    return {
+        "row": row,
+        "rate": n / elapsed,
+        "cpu_us": 1e6 * cpu / n,
+        "enqueue_rate": pushed,
+        "n": n,
+        "seconds": elapsed,
+    }
 
 
 def med(runs: list[dict[str, Any]], key: str) -> str:
@@ -104,27 +119,32 @@ def med(runs: list[dict[str, Any]], key: str) -> str:
 
 def table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     lines = [
-        "| row | plain Redis: jobs/s | Cluster (3 masters): jobs/s | Cluster / plain | enqueue_bulk jobs/s, plain "
-        "| enqueue_bulk jobs/s, Cluster |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| row | plain Redis: jobs/s | Cluster (3 masters): jobs/s | Cluster / plain | worker CPU µs/job, plain "
+        "| worker CPU µs/job, Cluster | enqueue_bulk jobs/s, plain | enqueue_bulk jobs/s, Cluster |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in ROWS:
+    for row in results["plain"]:
         plain, cluster = results["plain"][row], results["cluster"][row]
         ratio = statistics.median(r["rate"] for r in cluster) / statistics.median(r["rate"] for r in plain)
         lines.append(
             f"| {row} | {med(plain, 'rate')} | {med(cluster, 'rate')} | {ratio:.2f}x "
+            f"| {med(plain, 'cpu_us')} | {med(cluster, 'cpu_us')} "
             f"| {med(plain, 'enqueue_rate')} | {med(cluster, 'enqueue_rate')} |"
         )
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace) -> str:
+def header(args: argparse.Namespace, url: str) -> str:
+    """The report's first line; the server's name and version are read from the plain server (the Cluster's nodes
+    run the same binary as the test suite's servers: tests/redis_servers.py)."""
     from importlib import metadata
 
-    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    from jiggler_gevent import config, connect
+
+    server = " ".join(connect.server_and_version(config.redis_client(url).info("server")))
     return (
         f"Redis Cluster vs plain Redis, {dt.date.today()}: {args.jobs:,} jobs per row, {args.rounds} round(s), "
-        f"Python {platform.python_version()}, redis-py {metadata.version('redis')}, redis-server {version}, "
+        f"Python {platform.python_version()}, redis-py {metadata.version('redis')}, {server}, "
         f"all on one machine (loopback).\n"
     )
 
@@ -135,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 jobs per row, 1 round")
     parser.add_argument("--jobs", type=int, help="jobs per row (default 20,000)")
     parser.add_argument("--rounds", type=int, help="rounds (default 3)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="rows to run (default: all)")
     args = parser.parse_args(argv)
     args.jobs = args.jobs or (2_000 if args.quick else 20_000)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -146,10 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     plain_url, stop_plain = start_private()
     cluster, cluster_dir = start_cluster()
     urls = {"plain": plain_url, "cluster": cluster.url}
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {row: [] for row in ROWS} for t in urls}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {row: [] for row in args.rows} for t in urls}
+    top = header(args, plain_url)
     try:
         for r in range(args.rounds):
-            for row in ROWS:
+            for row in args.rows:
                 for target, url in urls.items():
                     res = run_row(row, args.jobs, url, run.bench_env(url))
                     results[target][row].append(res)
@@ -158,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stop_plain()
         cluster.stop()
         shutil.rmtree(cluster_dir, ignore_errors=True)
-    text = header(args) + "\n" + table(results)
+    text = top + "\n" + table(results)
     print(text)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)

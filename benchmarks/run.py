@@ -33,7 +33,7 @@ from jiggler_gevent.demo import local_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SYSTEMS = ["jiggler", "floor", "celery", "dramatiq", "huey", "rq", "sidekiq", "sidekiq-yjit"]
+SYSTEMS = ["jiggler", "floor", "celery", "dramatiq", "huey", "rq", "sidekiq", "sidekiq-yjit", "bullmq"]
 PEERS = ["celery", "dramatiq", "huey", "rq"]
 PACKAGES = {"jiggler": "jiggler_gevent", "celery": "celery", "dramatiq": "dramatiq", "huey": "huey", "rq": "rq"}
 
@@ -271,6 +271,8 @@ def header(quick: bool, systems: Sequence[str]) -> str:
         versions.append(f"{package} {metadata.version(package)}")
     if any(s.startswith("sidekiq") for s in systems) and not procs.system_problem("sidekiq"):
         versions.append(procs.system_module("sidekiq").version())
+    if "bullmq" in systems and not procs.system_problem("bullmq"):
+        versions.append(procs.system_module("bullmq").version())
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"jiggler_gevent benchmark, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"

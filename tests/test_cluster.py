@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from jiggler_gevent import Batch, api, config, limits
-from jiggler_gevent.cluster import parse_cluster_url
+from jiggler_gevent.cluster import parse_cluster_url, slot_client
+from jiggler_gevent.connect import client_for
 from jiggler_gevent.web import create_app
 from tests import batch_jobs, jobs, limit_jobs, result_jobs
 from tests.cluster_servers import Cluster, redis_cluster  # noqa: F401  (the session fixture)
@@ -195,3 +196,38 @@ def test_gjiggler_commands_take_a_cluster_url(ns, r):
         timeout=60,
     )
     assert bad.returncode == 2 and "not a usable Redis URL" in bad.stderr and "pw" not in bad.stderr
+
+
+def _move_slot(router, slot: int, target) -> None:
+    """Give an empty `slot` to the master `target`, telling the target first, then every other master."""
+    owner_id = router.execute_command("CLUSTER MYID", target_nodes=target)
+    masters = sorted(router.get_primaries(), key=lambda node: node is not target)
+    for node in masters:
+        router.execute_command("CLUSTER SETSLOT", slot, "NODE", owner_id, target_nodes=node)
+
+
+def test_slot_client_follows_its_slot_to_another_master(ns):
+    router = client_for(ns.url, 10)
+    key = ns.keys.working("slot-client")
+    conn = slot_client(router, key)
+    source = router.get_node_from_key(key)
+    assert conn.llen(key) == 0 and (conn.connection.host, conn.connection.port) == (source.host, source.port)
+    target = next(node for node in router.get_primaries() if node is not source)
+    _move_slot(router, router.keyslot(key), target)
+    # The old master answers MOVED: the command goes through the RedisCluster, and the connection follows.
+    assert conn.rpush(key, "a", "b") == 2
+    assert (conn.connection.host, conn.connection.port) == (target.host, target.port)
+    assert conn.lmove(key, ns.keys.working("slot-client-2"), "LEFT", "RIGHT") == "a"
+    assert router.lrange(key, 0, -1) == ["b"] and router.get_node_from_key(key) is target
+
+
+def test_slot_client_survives_its_connection_being_killed(ns):
+    router = client_for(ns.url, 10)
+    key = ns.keys.working("slot-client-killed")
+    conn = slot_client(router, key)
+    assert conn.rpush(key, "a") == 1
+    node = router.get_node_from_key(key)
+    killed = router.execute_command("CLIENT KILL", "ID", conn.client_id(), target_nodes=node)
+    assert killed == 1
+    assert conn.rpush(key, "b") == 2 and router.lrange(key, 0, -1) == ["a", "b"]
+    assert conn.connection is not None and conn.llen(key) == 2

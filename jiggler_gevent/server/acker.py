@@ -19,7 +19,7 @@ from redis.commands.core import Script
 
 from .. import config, scripts
 from .. import payload as payload_mod
-from ..cluster import is_cluster
+from ..cluster import is_cluster, slot_client
 from ..gevent_types import Event
 from ..keys import Keys
 from ..limits import MAX_RESCHEDULE_DELAY
@@ -112,11 +112,11 @@ def settle(
     return int(script(keys=script_keys, args=args, client=client))
 
 
-def dedicated(client: redis.Redis) -> redis.Redis:
-    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command.
-    A Redis Cluster client has a pool per node, none to borrow from: it is used as it is."""
+def dedicated(client: redis.Redis, key: str) -> redis.Redis:
+    """A client that keeps one connection of `client`'s pool for itself: no pool checkout per command. On a Redis
+    Cluster, one connection of its own to the master of `key`'s slot (the namespace's: every key it is used for)."""
     if is_cluster(client):
-        return client
+        return slot_client(client, key)
     return redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
 
 
@@ -134,7 +134,7 @@ class Acker:
 
     def __init__(self, client: redis.Redis, keys: Keys, working: str) -> None:
         self.redis, self.keys, self.working = client, keys, working
-        self.conn = dedicated(client)
+        self.conn = dedicated(client, working)
         self.script = scripts.register(client).settle
         self.pending: list[Outcome] = []
         self.writing: list[Outcome] = []  # the batch on its way to Redis now

@@ -55,7 +55,7 @@ class ReliableFetch:
         self.queues, self.strict = list(queues), strict
         self.working = keys.working(identity)
         self.scripts = scripts.register(client)
-        self.conn = dedicated(client)
+        self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
 
     def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
