@@ -246,3 +246,22 @@ def test_held_lists_what_this_process_holds_and_requeue_all_returns_it(make_fetc
     assert fetch.requeue_all() == 3
     assert fetch.held() == [] and other.held() == ["a"]
     assert queued(client, ns, "default") == ["a", "b", "c"]
+
+
+def test_the_fetch_starts_a_tracked_job_and_reports_a_cancelled_one(make_fetch, client, ns):
+    """A payload with result_ttl is "running" as the fetch takes it (fetch.lua), in the step that reads NS:cancelled;
+    a cancelled one is reported and left unwritten; untracked and unreadable ones are left to the Processor."""
+    fetch = make_fetch([("default", 1)])
+    tracked = '{"jid":"t1","name":"j","queue":"default","result_ttl":60}'
+    cancelled = '{"jid":"t2","name":"j","queue":"default","result_ttl":60}'
+    sidekiq = '{"jid":"t3","class":"j","queue":"default","jiggler":{"result_ttl":5}}'
+    not_tracked = ['{"jid":"p1","name":"j","queue":"default"}', '{"jid":"p2","result_ttl":true}', '"result_ttl" {']
+    client.zadd(ns.keys.cancelled, {"t2": time.time()})
+    push(client, ns, "default", tracked, cancelled, sidekiq, *not_tracked)
+    assert fetch.take(10) == [tracked, cancelled, sidekiq, *not_tracked]
+    assert fetch.starts == {tracked: False, cancelled: True, sidekiq: False}
+    for jid in ("t1", "t3"):
+        assert client.hget(ns.keys.result(jid), "status") == "running"
+        assert 0 < client.ttl(ns.keys.result(jid)) <= config.RESULT_PENDING_TTL
+    assert float(client.hget(ns.keys.result("t1"), "started_at")) == pytest.approx(time.time(), abs=30)
+    assert [client.exists(ns.keys.result(jid)) for jid in ("t2", "p1", "p2")] == [0, 0, 0]

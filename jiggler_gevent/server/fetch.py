@@ -19,7 +19,7 @@ from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..connect import MAX_BLOCK
 from ..keys import Keys
-from . import ending
+from . import ending, tracking
 from .acker import Outcome, dedicated, settle
 
 log = logging.getLogger("jiggler_gevent.fetch")
@@ -57,11 +57,19 @@ class ReliableFetch:
         self.scripts = scripts.register(client)
         self.conn = dedicated(client)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
+        self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
 
     def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
-        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking."""
+        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
+        ones are started in the same step (fetch.lua): what it found for each goes to `starts`."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        taken: list[str] = self.scripts.fetch(keys=[self.working, *order], args=[most, *acks], client=self.conn)
+        keys = [self.working, self.keys.cancelled, *order]
+        args: list[bytes | str | float] = [most, self.keys.result_prefix, time.time(), config.RESULT_PENDING_TTL, *acks]
+        taken, marks = cast("tuple[list[str], str]", self.scripts.fetch(keys=keys, args=args, client=self.conn))
+        if marks.strip("."):
+            for raw, mark in zip(taken, marks, strict=True):
+                if mark != ".":
+                    self.starts[raw] = mark == "c"
         return taken
 
     def wait(self, most: int) -> list[str]:
@@ -115,6 +123,7 @@ class ReliableFetch:
         A tracked job's status goes back to "queued" in the same step."""
         outcomes = []
         for raw in raws:
+            self.starts.pop(raw, None)
             outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:

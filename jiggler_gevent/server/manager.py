@@ -71,6 +71,7 @@ class Manager:
         self.fetching = False  # a fetch is on its way to Redis (what it brings will run)
         self.solo: str | None = None  # the suspect job running alone (or waiting to)
         processor.isolate = self.alone
+        fetch.starts = processor.starts  # the fetch script starts tracked jobs; the Processor reads what it found
 
     @property
     def busy(self) -> int:
@@ -231,6 +232,8 @@ class Manager:
             self.processor.process(raw)
         finally:
             self.running_jobs -= 1
+            if self.processor.starts:
+                self.processor.starts.pop(raw, None)  # one not run (buried unrunnable, put back) never got there
             left = self.in_hand.pop(raw) - 1
             if left:
                 self.in_hand[raw] = left
