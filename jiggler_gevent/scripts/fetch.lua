@@ -9,7 +9,7 @@
 -- KEYS[3..n]  NS:queue:<name>, in the order to try them
 -- ARGV[1]     the most payloads to take
 -- ARGV[2]     the status key prefix NS:result:
--- ARGV[3]     now (unix seconds)
+-- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
 -- ARGV[4]     seconds a tracked job's status is kept while it is not ended
 -- ARGV[5..]   payloads whose jobs are done: removed from the working list first
 -- returns     { the payloads taken, one mark per payload taken: "r" its "running" status written, "c" tracked
@@ -27,13 +27,19 @@ local function ttl_of(p)
   return d.jid
 end
 
+local function now()
+  if ARGV[3] ~= '' then return ARGV[3] end
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', t[2])
+end
+
 local function start(p)
   if not string.find(p, '"result_ttl"', 1, true) then return '.' end
   local jid = ttl_of(p)
   if jid == nil then return '.' end
   if redis.call('ZSCORE', KEYS[2], jid) then return 'c' end
   local rkey = ARGV[2] .. jid
-  redis.call('HSET', rkey, 'status', 'running', 'started_at', ARGV[3])
+  redis.call('HSET', rkey, 'status', 'running', 'started_at', now())
   redis.call('EXPIRE', rkey, ARGV[4])
   return 'r'
 end

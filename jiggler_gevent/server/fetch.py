@@ -10,10 +10,11 @@ On SIGKILL they stay in the working list until a live process sees the heartbeat
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import redis
+from redis.typing import EncodableT
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
@@ -29,6 +30,14 @@ SINGLE_QUEUE_BLOCK = int(MAX_BLOCK)  # seconds an idle worker on one queue block
 # Seconds an idle worker on several queues blocks on NS:wake. Every push through jiggler_gevent wakes it at once;
 # a payload a foreign producer LPUSHes without touching NS:wake waits for the next try, at most this long.
 WAKE_BLOCK = 1.0  # within connect.MAX_BLOCK
+
+
+def _answer(read: Callable[[], object]) -> object:
+    """A reply, or the error Redis answered instead (returned, so that the replies after it are still read)."""
+    try:
+        return read()
+    except redis.exceptions.ResponseError as exc:
+        return exc
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
@@ -58,14 +67,24 @@ class ReliableFetch:
         self.conn = dedicated(client)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
+        self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
     def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
         """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
         ones are started in the same step (fetch.lua): what it found for each goes to `starts`."""
+        keys, args = self._fetch_argv(most, acks, time.time())
+        return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
+
+    def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
+        """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
         keys = [self.working, self.keys.cancelled, *order]
-        args: list[bytes | str | float] = [most, self.keys.result_prefix, time.time(), config.RESULT_PENDING_TTL, *acks]
-        taken, marks = cast("tuple[list[str], str]", self.scripts.fetch(keys=keys, args=args, client=self.conn))
+        return keys, [most, self.keys.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
+
+    def _taken(self, reply: object, most: int) -> list[str]:
+        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`."""
+        taken, marks = cast("tuple[list[str], str]", reply)
+        self.drained = len(taken) < most
         if marks.strip("."):
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
@@ -73,34 +92,41 @@ class ReliableFetch:
         return taken
 
     def wait(self, most: int) -> list[str]:
-        """After `take` found the queues empty: block briefly until payloads come, and take up to `most` of them;
+        """After a fetch found the queues empty: block briefly until payloads come, and take up to `most` of them;
         [] when none came.
 
         On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, the
-        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only), then takes in
-        the queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the
-        next idle worker, as there may be more.
+        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only). Either way a fetch
+        of the rest goes in the same write, behind the blocking command: Redis runs it the moment the block ends,
+        so a wake costs one round trip, and `drained` then says whether it left the queues empty. It takes in the
+        queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the next
+        idle worker, as there may be more.
 
         Redis out of memory (maxmemory, noeviction) refuses BLMOVE but not the fetch script nor BZPOPMIN: the
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
         memory) without a busy loop or a log line per try.
         """
         if len(self.queues) == 1:
-            try:
-                raw = self._blmove()
-            except redis.exceptions.OutOfMemoryError as exc:
-                self._out_of_memory(exc)
-                return self._wait_on_wake(most)
-            return [raw] if raw is not None else []
+            return self._wait_on_queue(most)
         return self._wait_on_wake(most)
 
-    def _blmove(self) -> str | None:
+    def _wait_on_queue(self, most: int) -> list[str]:
         queue = self.keys.queue(self.queues[0][0])
-        raw = cast("str | None", self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT"))
+        block = ("BLMOVE", queue, self.working, "RIGHT", "LEFT", SINGLE_QUEUE_BLOCK)
+        call = lambda: self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT")  # noqa: E731
+        raw, taken = self._block_then_take(block, call, most - 1)
+        if isinstance(raw, redis.exceptions.OutOfMemoryError):
+            self._out_of_memory(raw)
+            return taken or self._wait_on_wake(most)
+        if isinstance(raw, Exception):
+            raise raw
         if self.oom_since is not None:
             log.info("Redis has memory again after %.1fs: waiting with BLMOVE again", time.monotonic() - self.oom_since)
             self.oom_since = None
-        return raw
+        if raw is None:
+            self.drained = True  # BLMOVE found the queue empty until its timeout
+            return taken
+        return [cast(str, raw), *taken]
 
     def _out_of_memory(self, exc: redis.RedisError) -> None:
         if self.oom_since is None:
@@ -108,15 +134,40 @@ class ReliableFetch:
             log.warning("Redis refuses BLMOVE (out of memory): waiting on the wake set until it has room: %s", exc)
 
     def _wait_on_wake(self, most: int) -> list[str]:
-        if not self.conn.bzpopmin(self.keys.wake, WAKE_BLOCK):
-            return []
-        taken = self.take(most)
+        wake = (self.keys.wake, WAKE_BLOCK)
+        woken, taken = self._block_then_take(("BZPOPMIN", *wake), lambda: self.conn.bzpopmin(*wake), most)
+        if isinstance(woken, Exception):
+            raise woken
         if len(taken) == most:
             try:
                 self.conn.zadd(self.keys.wake, {"wake": 0})
             except redis.exceptions.OutOfMemoryError:
                 pass  # a hint only: other idle workers still look again within WAKE_BLOCK
         return taken
+
+    def _block_then_take(
+        self, block: tuple[EncodableT, ...], call: Callable[[], object], most: int
+    ) -> tuple[object, list[str]]:
+        """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
+        block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
+        go in one write and Redis runs the fetch the moment the block ends: one round trip for both. A Redis
+        Cluster client has no connection of its own: there `call` runs the block, then the fetch follows."""
+        conn = getattr(self.conn, "connection", None)
+        if conn is None:
+            return _answer(call), self.take(most)
+        keys, args = self._fetch_argv(most, (), "")
+        fetch = ("EVALSHA", self.scripts.fetch.sha, len(keys), *keys, *args)
+        try:
+            conn.send_packed_command(conn.pack_commands([block, fetch]))
+            first, second = _answer(conn.read_response), _answer(conn.read_response)
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread on it
+            raise
+        if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
+            return first, self.take(most)
+        if isinstance(second, Exception):
+            raise second
+        return first, self._taken(second, most)
 
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.

@@ -148,7 +148,10 @@ class Manager:
     def _fetch_until_killed(self) -> None:
         backoff = Backoff()
         while self._may_take():
-            self.acker.ride(True)
+            # The last fetch found the queues empty: block again at once (no fetch that would find them empty
+            # again), and the Acker writes acknowledgements itself meanwhile, as none rides a fetch then.
+            drained = self.fetch.drained
+            self.acker.ride(not drained)
             self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             if not self.gate.is_set():  # a suspect job is to run alone: take nothing until it has ended
@@ -156,11 +159,11 @@ class Manager:
                 self.gate.wait()
                 continue
             self.fetching = True
-            acks = self.acker.take_plain()
+            acks = [] if drained else self.acker.take_plain()
             try:
                 if backoff.failing:
                     self._put_back_orphans(acks)
-                raws = self.fetch.take(self._most(), acks)
+                raws = [] if drained else self.fetch.take(self._most(), acks)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait(self._most())
