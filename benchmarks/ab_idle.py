@@ -14,18 +14,15 @@ the same worker, measured for as long before the probes.
 
 import argparse
 import random
-import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import ab
-from benchmarks.ab_kinds import commands, tree_cpu
+from benchmarks.ab_kinds import alternating, commands, tree_cpu
 from jiggler_gevent import config
-from jiggler_gevent.demo.local_redis import start_private
 
 JOBS_MODULE = """import time
 
@@ -103,26 +100,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--queues", type=int, nargs="+", choices=(1, 3), default=[1, 3])
     opts = parser.parse_args()
-    Path(ab.JOBS_DIR, "ab_jobs.py").write_text(JOBS_MODULE)
-    sys.path.insert(0, ab.JOBS_DIR)
-    base = ab.checkout(opts.rev)
-    url, stop = start_private()
-    config.configure(redis_url=url, namespace=ab.NAMESPACE)
-    rows: dict[tuple[int, bool], list[tuple[float, ...]]] = {(q, s): [] for q in opts.queues for s in (False, True)}
-    try:
-        trees = {False: base, True: ab.HERE}
-        argv = {side: ab.worker_argv(tree, url, 20) for side, tree in trees.items()}
-        for i in range(opts.rounds):
-            for q in opts.queues:
-                for side in (False, True) if i % 2 == 0 else (True, False):
-                    got = run(trees[side], argv[side], QUEUES[q], opts.rate, opts.seconds)
-                    rows[q, side].append(got)
-                    name = "this tree" if side else opts.rev
-                    print(f"round {i + 1} {q}q {name}: " + " ".join(f"{v:.2f}" for v in got), flush=True)
-    finally:
-        stop()
-        ab.remove(base)
-        shutil.rmtree(ab.JOBS_DIR, ignore_errors=True)
+    measure = lambda tree, argv, q: run(tree, argv, QUEUES[q], opts.rate, opts.seconds)  # noqa: E731
+    rows = alternating(opts.rev, JOBS_MODULE, 20, opts.rounds, opts.queues, measure)
     print(
         f"\n| {opts.rate:g}/s, medians of {opts.rounds} alternating rounds | p50 ms | p99 ms | worker CPU us/probe "
         "| round trips/probe | Redis cmds/probe |\n|---|---:|---:|---:|---:|---:|"

@@ -19,7 +19,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks import ab
 from jiggler_gevent import config
@@ -44,6 +46,8 @@ def concurrent():
 """
 POLLS = {"llen", "scan", "info", "zcard", "flushdb", "config|resetstat", "config"}  # this process's own commands
 Sample = tuple[float, float, float]  # jobs/s, worker CPU us per job, Redis commands per job
+T = TypeVar("T")
+Measure = Callable[[Path, list[str], T], tuple[float, ...]]
 
 
 def commands() -> int:
@@ -94,6 +98,35 @@ def drain(tree: Path, argv: list[str], jobs: int, kind: str) -> Sample:
     return jobs / elapsed, cpu / jobs * 1e6, ran / jobs
 
 
+def alternating(
+    rev: str, jobs_module: str, concurrency: int, rounds: int, cases: Sequence[T], measure: Measure[T]
+) -> dict[tuple[T, bool], list[tuple[float, ...]]]:
+    """`measure(tree, worker argv, case)` for a worker of REV (False) and of this tree (True) on one private server,
+    case by case, `rounds` times, the order of the two flipped every round; `jobs_module` is ab_jobs, which both
+    load. Prints each measure; returns them by (case, this tree?)."""
+    Path(ab.JOBS_DIR, "ab_jobs.py").write_text(jobs_module)
+    sys.path.insert(0, ab.JOBS_DIR)
+    base = ab.checkout(rev)
+    url, stop = start_private()
+    config.configure(redis_url=url, namespace=ab.NAMESPACE)
+    samples: dict[tuple[T, bool], list[tuple[float, ...]]] = {(c, s): [] for c in cases for s in (False, True)}
+    try:
+        trees = {False: base, True: ab.HERE}
+        argv = {side: ab.worker_argv(tree, url, concurrency) for side, tree in trees.items()}
+        for i in range(rounds):
+            for case in cases:
+                for side in (False, True) if i % 2 == 0 else (True, False):
+                    got = measure(trees[side], argv[side], case)
+                    samples[case, side].append(got)
+                    name = "this tree" if side else rev
+                    print(f"round {i + 1} {case} {name}: " + " ".join(f"{v:,.2f}" for v in got), flush=True)
+    finally:
+        stop()
+        ab.remove(base)
+        shutil.rmtree(ab.JOBS_DIR, ignore_errors=True)
+    return samples
+
+
 def main() -> None:
     """Alternate rounds of REV's worker and this tree's, kind by kind; print the medians."""
     parser = argparse.ArgumentParser()
@@ -102,30 +135,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=["plain", "tracked", "concurrent"])
     opts = parser.parse_args()
-    Path(ab.JOBS_DIR, "ab_jobs.py").write_text(JOBS_MODULE)
-    sys.path.insert(0, ab.JOBS_DIR)
-    base = ab.checkout(opts.rev)
-    url, stop = start_private()
-    config.configure(redis_url=url, namespace=ab.NAMESPACE)
-    samples: dict[tuple[str, bool], list[Sample]] = {(k, s): [] for k in opts.kinds for s in (False, True)}
-    try:
-        trees = {False: base, True: ab.HERE}
-        argv = {side: ab.worker_argv(tree, url, 10) for side, tree in trees.items()}
-        for i in range(opts.rounds):
-            for kind in opts.kinds:
-                for side in (False, True) if i % 2 == 0 else (True, False):
-                    got = drain(trees[side], argv[side], opts.jobs, kind)
-                    samples[kind, side].append(got)
-                    name = "this tree" if side else opts.rev
-                    print(f"round {i + 1} {kind} {name}: {got[0]:,.0f}/s {got[1]:.1f} us/job {got[2]:.2f} cmds/job")
-    finally:
-        stop()
-        ab.remove(base)
-        shutil.rmtree(ab.JOBS_DIR, ignore_errors=True)
+    measure = lambda tree, argv, kind: drain(tree, argv, opts.jobs, kind)  # noqa: E731
+    samples = alternating(opts.rev, JOBS_MODULE, 10, opts.rounds, opts.kinds, measure)
     report(samples, opts.kinds, opts.rev, opts.rounds)
 
 
-def report(samples: dict[tuple[str, bool], list[Sample]], kinds: list[str], rev: str, rounds: int) -> None:
+def report(samples: dict[tuple[str, bool], list[tuple[float, ...]]], kinds: list[str], rev: str, rounds: int) -> None:
     """Per kind and side: median jobs/s, CPU and commands per job; the paired CPU ratio; CPU against plain."""
     med = {key: [statistics.median(col) for col in zip(*rows, strict=True)] for key, rows in samples.items()}
     print(
