@@ -223,9 +223,9 @@ def test_the_fetcher_carries_plain_acknowledgements_under_load(build, r, ns):
         flushes.append(len(manager.acker.pending))
         flush()
 
-    def counting_take(most, acks=()):
+    def counting_take(most, acks=(), ends=()):
         carried.append(len(acks))
-        return take(most, acks)
+        return take(most, acks, ends)
 
     manager.acker.flush = counting_flush
     manager.fetch.take = counting_take
@@ -263,10 +263,10 @@ def test_after_a_fetch_that_emptied_the_queues_the_fetcher_blocks_again_at_once(
     take, wait = manager.fetch.take, manager.fetch.wait
     waiting = [False]
 
-    def counting_take(most, acks=()):
+    def counting_take(most, acks=(), ends=()):
         if not waiting[0]:
             outside.append(most)
-        return take(most, acks)
+        return take(most, acks, ends)
 
     def counting_wait(most):
         waits.append(most)

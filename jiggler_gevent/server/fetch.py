@@ -11,9 +11,10 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from .. import config, scripts, wire
@@ -21,7 +22,7 @@ from .. import payload as payload_mod
 from ..connect import MAX_BLOCK
 from ..keys import Keys
 from . import ending, tracking
-from .acker import Outcome, dedicated, settle
+from .acker import Acker, Outcome, dedicated, settle, settle_argv
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
@@ -38,6 +39,11 @@ def _answer(read: Callable[[], object]) -> object:
         return read()
     except redis.exceptions.ResponseError as exc:
         return exc
+
+
+def _evalsha(script: Script, keys: Sequence[str], args: Sequence[EncodableT]) -> tuple[EncodableT, ...]:
+    """The EVALSHA command that runs `script`."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
@@ -69,11 +75,29 @@ class ReliableFetch:
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
-    def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
+    def take(self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = ()) -> list[str]:
         """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
-        ones are started in the same step (fetch.lua): what it found for each goes to `starts`."""
+        ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
+        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
         keys, args = self._fetch_argv(most, acks, time.time())
-        return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
+        conn = getattr(self.conn, "connection", None)
+        if not ends or conn is None:
+            if ends:  # Redis Cluster: no connection of its own, a script call at a time
+                Acker.report_not_held(ends, settle(self.scripts.settle, self.keys, self.working, ends, self.conn))
+            return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
+        settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
+        settled, fetched = self._both(
+            conn, (_evalsha(self.scripts.settle, settle_keys, settle_args), _evalsha(self.scripts.fetch, keys, args))
+        )
+        if isinstance(settled, redis.exceptions.NoScriptError):  # not loaded yet: settle() loads it
+            settled = settle(self.scripts.settle, self.keys, self.working, ends, self.conn)
+        if isinstance(fetched, redis.exceptions.NoScriptError):
+            fetched = self.scripts.fetch(keys=keys, args=args, client=self.conn)
+        for reply in (settled, fetched):
+            if isinstance(reply, Exception):
+                raise reply
+        Acker.report_not_held(ends, int(cast(int, settled)))
+        return self._taken(fetched, most)
 
     def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
@@ -156,18 +180,23 @@ class ReliableFetch:
         if conn is None:
             return _answer(call), self.take(most)
         keys, args = self._fetch_argv(most, (), "")
-        fetch = ("EVALSHA", self.scripts.fetch.sha, len(keys), *keys, *args)
-        try:
-            conn.send_packed_command(conn.pack_commands([block, fetch]))
-            first, second = _answer(conn.read_response), _answer(conn.read_response)
-        except BaseException:
-            conn.disconnect()  # a reply may be left unread on it
-            raise
+        first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)))
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
             return first, self.take(most)
         if isinstance(second, Exception):
             raise second
         return first, self._taken(second, most)
+
+    @staticmethod
+    def _both(conn: Any, commands: tuple[tuple[EncodableT, ...], tuple[EncodableT, ...]]) -> tuple[object, object]:
+        """Send two commands in one write on `conn` (a redis-py Connection, whose methods are untyped) and read
+        both replies (or the errors Redis answered)."""
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return _answer(conn.read_response), _answer(conn.read_response)
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread on it
+            raise
 
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import gevent
 import gevent.event
@@ -29,7 +29,7 @@ import redis
 from greenlet import GreenletExit
 
 from ..gevent_types import BoundedSemaphore, Event, Greenlet, Queue
-from .acker import Acker
+from .acker import Acker, Outcome
 from .backoff import Backoff
 from .fetch import ReliableFetch
 from .processor import Processor
@@ -159,18 +159,18 @@ class Manager:
                 self.gate.wait()
                 continue
             self.fetching = True
-            acks = [] if drained else self.acker.take_plain()
+            acks, ends = ([], []) if drained else (self.acker.take_plain(), self.acker.take_ends())
             try:
                 if backoff.failing:
-                    self._put_back_orphans(acks)
-                raws = [] if drained else self.fetch.take(self._most(), acks)
+                    self._put_back_orphans(acks, ends)
+                raws = [] if drained else self.fetch.take(self._most(), acks, ends)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait(self._most())
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.fetching = False
-                self.acker.give_back(acks)
+                self.acker.give_back(acks, ends)
                 if not isinstance(exc, redis.RedisError):
                     raise
                 self.acker.ride(False)
@@ -270,7 +270,7 @@ class Manager:
         except redis.RedisError as exc:  # it stays held: the next orphan sweep or the shutdown puts it back
             log.warning("could not put back a suspect job while another one runs alone: %s", exc)
 
-    def _put_back_orphans(self, acks: list[bytes]) -> None:
+    def _put_back_orphans(self, acks: list[bytes], ends: Sequence[Outcome] = ()) -> None:
         """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.
 
         A payload held in Redis that no greenlet runs and no pending outcome covers was taken by a fetch whose
@@ -279,6 +279,7 @@ class Manager:
         """
         held = Counter(self.fetch.held())  # first: a job that ends during this round trip is then counted below
         done = Counter(a.decode("utf-8", "surrogateescape") for a in acks) + Counter(self.acker.holding())
+        done += Counter(o.raw for o in ends)
         orphans = held - Counter(self.in_hand) - done
         if orphans:
             n = self.fetch.requeue(list(orphans.elements()))
