@@ -121,7 +121,7 @@ def rides(outcome: Outcome) -> bool:
     """Whether `outcome` may wait for the fetcher's next fetch: a plain one, or any of a job done (ACK). Its job's
     worker is idle as it is added, so that fetch follows at once; a failure may be written while its job still
     runs (Processor.abandon), with no fetch on its way."""
-    return outcome.plain or outcome.disposition is Disposition.ACK
+    return outcome.disposition is Disposition.ACK or outcome.plain
 
 
 def dedicated(client: redis.Redis) -> redis.Redis:
