@@ -12,8 +12,9 @@
 -- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
 -- ARGV[4]     seconds a tracked job's status is kept while it is not ended
 -- ARGV[5..]   payloads whose jobs are done: removed from the working list first
--- returns     { the payloads taken, one mark per payload taken: "r" its "running" status written, "c" tracked
---             and cancelled (nothing written), "." not tracked (or not readable here) }
+-- returns     the payloads taken; when one of them is tracked, { the payloads taken, one mark per payload:
+--             "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not tracked (or
+--             not readable here) }
 for i = 5, #ARGV do
   redis.call('LREM', KEYS[1], -1, ARGV[i])
 end
@@ -45,7 +46,7 @@ local function start(p)
 end
 
 local want = tonumber(ARGV[1])
-local taken, marks = {}, {}
+local taken, marks, tracked = {}, {}, false
 for i = 3, #KEYS do
   if want <= 0 then break end
   local got = redis.call('RPOP', KEYS[i], want)
@@ -53,9 +54,12 @@ for i = 3, #KEYS do
     for _, p in ipairs(got) do
       redis.call('LPUSH', KEYS[1], p)
       taken[#taken + 1] = p
-      marks[#marks + 1] = start(p)
+      local mark = start(p)
+      marks[#marks + 1] = mark
+      tracked = tracked or mark ~= '.'
     end
     want = want - #got
   end
 end
-return { taken, table.concat(marks) }
+if tracked then return { taken, table.concat(marks) } end
+return taken

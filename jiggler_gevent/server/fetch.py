@@ -69,6 +69,7 @@ class ReliableFetch:
         self.redis, self.keys, self.identity = client, keys, identity
         self.queues, self.strict = list(queues), strict
         self.working = keys.working(identity)
+        self.cancelled, self.result_prefix = keys.cancelled, keys.result_prefix  # read once: built on each read
         self.scripts = scripts.register(client)
         self.conn = dedicated(client)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
@@ -102,17 +103,17 @@ class ReliableFetch:
     def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        keys = [self.working, self.keys.cancelled, *order]
-        return keys, [most, self.keys.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
+        return [self.working, self.cancelled, *order], [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
 
     def _taken(self, reply: object, most: int) -> list[str]:
         """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`."""
-        taken, marks = cast("tuple[list[str], str]", reply)
-        self.drained = len(taken) < most
-        if marks.strip("."):
+        taken = cast("list[str]", reply)
+        if taken and isinstance(taken[0], list):  # {payloads, marks}: one of them is tracked
+            taken, marks = cast("tuple[list[str], str]", reply)
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
+        self.drained = len(taken) < most
         return taken
 
     def wait(self, most: int) -> list[str]:
