@@ -177,6 +177,16 @@ def test_wait_on_one_queue_takes_the_rest_behind_its_blmove(make_fetch, client, 
     assert sorted(fetch.held()) == sorted(got) and client.llen(ns.keys.queue("default")) == 3 - len(got)
 
 
+def test_the_payload_blmove_brings_is_handed_over_before_the_rest_is_read(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10)
+    fetch = make_fetch([("default", 1)])
+    thread, errors = push_once_blocked(ns, fetch, "blmove", lambda c: c.lpush(ns.keys.queue("default"), "a", "b"))
+    handed: list[str] = []
+    got = fetch.wait(5, handed.append)
+    thread.join(10)
+    assert errors == [] and handed == ["a"] and got == ["b"] and fetch.drained
+
+
 def test_wait_on_several_queues_wakes_at_once_for_a_push_to_any_of_them(make_fetch, client, ns, monkeypatch):
     """The idle fetcher blocks on NS:wake, which the client's push sets: a job pushed to the last queue is taken at
     once, not after the block time (10 s here; 5 s is the bound, a hang detector)."""

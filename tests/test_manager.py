@@ -65,7 +65,7 @@ def build(ns):
     def make(concurrency: int) -> Manager:
         client = config.redis_client(ns.url)
         fetch = ReliableFetch(client, ns.keys, f"test-manager-{len(made)}", [("default", 1)])
-        fetch.wait = lambda most, fetch=fetch: idle_wait(fetch, most)
+        fetch.wait = lambda most, hand=None, fetch=fetch: idle_wait(fetch, most)
         acker = Acker(client, ns.keys, fetch.working)
         processor = Processor(acker, server_chain(Counters()))
         made.append(Manager(fetch, processor, acker, concurrency))
@@ -268,11 +268,11 @@ def test_after_a_fetch_that_emptied_the_queues_the_fetcher_blocks_again_at_once(
             outside.append(most)
         return take(most, acks, ends)
 
-    def counting_wait(most):
+    def counting_wait(most, hand=None):
         waits.append(most)
         waiting[0] = True
         try:
-            return wait(most)
+            return wait(most, hand)
         finally:
             waiting[0] = False
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import gevent
 import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
@@ -116,9 +117,11 @@ class ReliableFetch:
         self.drained = len(taken) < most
         return taken
 
-    def wait(self, most: int) -> list[str]:
+    def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
         """After a fetch found the queues empty: block briefly until payloads come, and take up to `most` of them;
-        [] when none came.
+        [] when none came. A payload BLMOVE brought goes to `hand` (when given) as soon as it comes, and this
+        greenlet yields once, so its job starts before the reply of the fetch behind it is read; the others are
+        returned.
 
         On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, the
         worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only). Either way a fetch
@@ -132,14 +135,14 @@ class ReliableFetch:
         memory) without a busy loop or a log line per try.
         """
         if len(self.queues) == 1:
-            return self._wait_on_queue(most)
+            return self._wait_on_queue(most, hand)
         return self._wait_on_wake(most)
 
-    def _wait_on_queue(self, most: int) -> list[str]:
+    def _wait_on_queue(self, most: int, hand: Callable[[str], None] | None) -> list[str]:
         queue = self.keys.queue(self.queues[0][0])
         block = ("BLMOVE", queue, self.working, "RIGHT", "LEFT", SINGLE_QUEUE_BLOCK)
         call = lambda: self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT")  # noqa: E731
-        raw, taken = self._block_then_take(block, call, most - 1)
+        raw, taken = self._block_then_take(block, call, most - 1, hand)
         if isinstance(raw, redis.exceptions.OutOfMemoryError):
             self._out_of_memory(raw)
             return taken or self._wait_on_wake(most)
@@ -151,7 +154,7 @@ class ReliableFetch:
         if raw is None:
             self.drained = True  # BLMOVE found the queue empty until its timeout
             return taken
-        return [cast(str, raw), *taken]
+        return taken if hand is not None else [cast(str, raw), *taken]
 
     def _out_of_memory(self, exc: redis.RedisError) -> None:
         if self.oom_since is None:
@@ -171,7 +174,11 @@ class ReliableFetch:
         return taken
 
     def _block_then_take(
-        self, block: tuple[EncodableT, ...], call: Callable[[], object], most: int
+        self,
+        block: tuple[EncodableT, ...],
+        call: Callable[[], object],
+        most: int,
+        hand: Callable[[str], None] | None = None,
     ) -> tuple[object, list[str]]:
         """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
         block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
@@ -181,7 +188,7 @@ class ReliableFetch:
         if conn is None:
             return _answer(call), self.take(most)
         keys, args = self._fetch_argv(most, (), "")
-        first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)))
+        first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
             return first, self.take(most)
         if isinstance(second, Exception):
@@ -189,12 +196,21 @@ class ReliableFetch:
         return first, self._taken(second, most)
 
     @staticmethod
-    def _both(conn: Any, commands: tuple[tuple[EncodableT, ...], tuple[EncodableT, ...]]) -> tuple[object, object]:
+    def _both(
+        conn: Any,
+        commands: tuple[tuple[EncodableT, ...], tuple[EncodableT, ...]],
+        hand: Callable[[str], None] | None = None,
+    ) -> tuple[object, object]:
         """Send two commands in one write on `conn` (a redis-py Connection, whose methods are untyped) and read
-        both replies (or the errors Redis answered)."""
+        both replies (or the errors Redis answered). A first reply that is a payload goes to `hand` before the
+        second is read, and the greenlets it wakes run first."""
         try:
             conn.send_packed_command(conn.pack_commands(commands))
-            return _answer(conn.read_response), _answer(conn.read_response)
+            first = _answer(conn.read_response)
+            if hand is not None and isinstance(first, str):
+                hand(first)
+                gevent.sleep(0)
+            return first, _answer(conn.read_response)
         except BaseException:
             conn.disconnect()  # a reply may be left unread on it
             raise

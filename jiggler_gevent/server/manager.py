@@ -166,7 +166,7 @@ class Manager:
                 raws = [] if drained else self.fetch.take(self._most(), acks, ends)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
-                    raws = self.fetch.wait(self._most())
+                    raws = self.fetch.wait(self._most(), self._hand)
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.fetching = False
@@ -177,11 +177,15 @@ class Manager:
                 gevent.sleep(self._fetch_failed(backoff, exc))
                 continue
             self.fetching = False
-            self.taken += len(raws)
             for raw in raws:
-                self.idle.acquire(blocking=False)
-                self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
-                self.inbox.put(raw)
+                self._hand(raw)
+
+    def _hand(self, raw: str) -> None:
+        """Give a payload taken to an idle worker."""
+        self.taken += 1
+        self.idle.acquire(blocking=False)
+        self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
+        self.inbox.put(raw)
 
     def _fetch_failed(self, backoff: Backoff, exc: BaseException) -> float:
         """The seconds to wait before the next try; one warning per outage, the later failures at debug level."""
