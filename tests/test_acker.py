@@ -15,6 +15,7 @@ from jiggler_gevent import config, scripts
 from jiggler_gevent.demo import local_redis
 from jiggler_gevent.middleware import Disposition
 from jiggler_gevent.server import acker as acker_mod
+from jiggler_gevent.server import ending
 from jiggler_gevent.server.acker import Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
 from tests.conftest import gevent_wait_for as wait_for
@@ -56,6 +57,25 @@ def test_plain_acks_wait_for_the_fetch_that_carries_them(parts):
     assert acks == [b"a", b"b"] and acker.pending == []
     assert fetch.take(0, acks) == []
     assert client.llen(fetch.working) == 0
+
+
+def test_a_tracked_jobs_end_rides_too_and_is_written_in_the_write_of_the_next_fetch(parts, ns):
+    """A job done with a status to write (or a batch, a lock) waits for the fetcher like a plain acknowledgement:
+    its settle goes in the same write as the fetch, which finds the payload gone from the working list."""
+    client, fetch, acker = parts
+    raw = '{"jid":"d1","name":"j","queue":"default","result_ttl":60}'
+    hold(client, fetch, raw, "plain")
+    client.lpush(ns.keys.queue("default"), "next")
+    acker.ride(True)
+    acker.add(Outcome(raw, end=ending.Ending("d1", ttl=60, detail="42")))
+    acker.add(Outcome("plain"))
+    settle()
+    assert sorted(client.lrange(fetch.working, 0, -1)) == sorted([raw, "plain"])  # not written by the Acker
+    acks, ends = acker.take_plain(), acker.take_ends()
+    assert acks == [b"plain"] and [o.raw for o in ends] == [raw] and acker.pending == []
+    assert fetch.take(1, acks, ends) == ["next"]
+    assert client.lrange(fetch.working, 0, -1) == ["next"]
+    assert client.hmget(ns.keys.result("d1"), "status", "result") == ["done", "42"]
 
 
 def test_plain_acks_are_written_when_the_fetcher_stops_riding(parts):

@@ -162,6 +162,31 @@ def test_wait_on_one_queue_returns_a_payload_pushed_while_it_waits(make_fetch, c
     assert fetch.held() == ["late"] and not client.exists(ns.keys.queue("default"))
 
 
+@pytest.mark.parametrize("most", [5, 2])
+def test_wait_on_one_queue_takes_the_rest_behind_its_blmove(make_fetch, client, ns, monkeypatch, most):
+    """Three payloads pushed at once to an idle worker: BLMOVE takes the first and the fetch sent behind it the
+    next ones, up to `most` in all; `drained` says whether they emptied the queue (no need to look again)."""
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10)
+    fetch = make_fetch([("default", 1)])
+    thread, errors = push_once_blocked(ns, fetch, "blmove", lambda c: c.lpush(ns.keys.queue("default"), "a", "b", "c"))
+    got = fetch.wait(most)
+    thread.join(10)
+    assert errors == []
+    assert got == ["a", "b", "c"][:most]
+    assert fetch.drained is (most > 3)
+    assert sorted(fetch.held()) == sorted(got) and client.llen(ns.keys.queue("default")) == 3 - len(got)
+
+
+def test_the_payload_blmove_brings_is_handed_over_before_the_rest_is_read(make_fetch, client, ns, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10)
+    fetch = make_fetch([("default", 1)])
+    thread, errors = push_once_blocked(ns, fetch, "blmove", lambda c: c.lpush(ns.keys.queue("default"), "a", "b"))
+    handed: list[str] = []
+    got = fetch.wait(5, handed.append)
+    thread.join(10)
+    assert errors == [] and handed == ["a"] and got == ["b"] and fetch.drained
+
+
 def test_wait_on_several_queues_wakes_at_once_for_a_push_to_any_of_them(make_fetch, client, ns, monkeypatch):
     """The idle fetcher blocks on NS:wake, which the client's push sets: a job pushed to the last queue is taken at
     once, not after the block time (10 s here; 5 s is the bound, a hang detector)."""
@@ -246,3 +271,34 @@ def test_held_lists_what_this_process_holds_and_requeue_all_returns_it(make_fetc
     assert fetch.requeue_all() == 3
     assert fetch.held() == [] and other.held() == ["a"]
     assert queued(client, ns, "default") == ["a", "b", "c"]
+
+
+def test_the_fetch_starts_a_tracked_job_and_reports_a_cancelled_one(make_fetch, client, ns):
+    """A payload with result_ttl is "running" as the fetch takes it (fetch.lua), in the step that reads NS:cancelled;
+    a cancelled one is reported and left unwritten; untracked and unreadable ones are left to the Processor."""
+    fetch = make_fetch([("default", 1)])
+    tracked = '{"jid":"t1","name":"j","queue":"default","result_ttl":60}'
+    cancelled = '{"jid":"t2","name":"j","queue":"default","result_ttl":60}'
+    sidekiq = '{"jid":"t3","class":"j","queue":"default","jiggler":{"result_ttl":5}}'
+    not_tracked = ['{"jid":"p1","name":"j","queue":"default"}', '{"jid":"p2","result_ttl":true}', '"result_ttl" {']
+    client.zadd(ns.keys.cancelled, {"t2": time.time()})
+    push(client, ns, "default", tracked, cancelled, sidekiq, *not_tracked)
+    assert fetch.take(10) == [tracked, cancelled, sidekiq, *not_tracked]
+    assert fetch.starts == {tracked: False, cancelled: True, sidekiq: False}
+    for jid in ("t1", "t3"):
+        assert client.hget(ns.keys.result(jid), "status") == "running"
+        assert 0 < client.ttl(ns.keys.result(jid)) <= config.RESULT_PENDING_TTL
+    assert float(client.hget(ns.keys.result("t1"), "started_at")) == pytest.approx(time.time(), abs=30)
+    assert [client.exists(ns.keys.result(jid)) for jid in ("t2", "p1", "p2")] == [0, 0, 0]
+
+
+def test_a_tracked_job_taken_behind_a_block_starts_by_the_servers_clock(make_fetch, client, ns):
+    """The fetch sent behind BZPOPMIN runs when the block ends, not when it was sent: it stamps the start with
+    Redis' TIME."""
+    fetch = make_fetch([("mail", 1), ("default", 1)])
+    tracked = '{"jid":"w1","name":"j","queue":"mail","result_ttl":60}'
+    push(client, ns, "mail", tracked)
+    client.zadd(ns.keys.wake, {"wake": 0})
+    assert fetch.wait(3) == [tracked] and fetch.starts == {tracked: False} and fetch.drained
+    started = float(client.hget(ns.keys.result("w1"), "started_at"))
+    assert started == pytest.approx(float(client.time()[0]), abs=2)

@@ -1,9 +1,9 @@
 """The Manager (server/manager.py) in-process on a real Redis, its parts built by hand as server/launcher.py does.
 
 The test process is not monkey-patched: jobs here wait with gevent.sleep, greenlets are driven with gevent.sleep,
-and a Redis call blocks the whole process. So the fetcher's wait on an empty queue (a BLMOVE, tested in
-test_fetch.py) is replaced by a short gevent.sleep that finds nothing: the fetcher's next take() fetches what
-came meanwhile, and the other greenlets run while it waits, as they do in a patched worker.
+and a Redis call blocks the whole process. So the fetcher's wait on an empty queue (a BLMOVE and the fetch
+behind it, tested in test_fetch.py) is replaced by a short gevent.sleep and then a take() of what came meanwhile,
+and the other greenlets run while it waits, as they do in a patched worker.
 """
 
 import json
@@ -65,7 +65,7 @@ def build(ns):
     def make(concurrency: int) -> Manager:
         client = config.redis_client(ns.url)
         fetch = ReliableFetch(client, ns.keys, f"test-manager-{len(made)}", [("default", 1)])
-        fetch.wait = idle_wait
+        fetch.wait = lambda most, hand=None, fetch=fetch: idle_wait(fetch, most)
         acker = Acker(client, ns.keys, fetch.working)
         processor = Processor(acker, server_chain(Counters()))
         made.append(Manager(fetch, processor, acker, concurrency))
@@ -80,9 +80,9 @@ def build(ns):
         m.acker.conn.close()
 
 
-def idle_wait(most: int) -> list[str]:
+def idle_wait(fetch: ReliableFetch, most: int) -> list[str]:
     gevent.sleep(0.005)
-    return []
+    return fetch.take(most)
 
 
 def queued(r, ns):
@@ -223,9 +223,9 @@ def test_the_fetcher_carries_plain_acknowledgements_under_load(build, r, ns):
         flushes.append(len(manager.acker.pending))
         flush()
 
-    def counting_take(most, acks=()):
+    def counting_take(most, acks=(), ends=()):
         carried.append(len(acks))
-        return take(most, acks)
+        return take(most, acks, ends)
 
     manager.acker.flush = counting_flush
     manager.fetch.take = counting_take
@@ -252,3 +252,36 @@ def test_a_suspect_job_runs_alone(build, r, ns):
     wait_for(lambda: STATE.done == 6 and len(STATE.seen) == 5, message="every job done")
     assert STATE.seen == [(0, 1)] * 5
     wait_for(lambda: r.llen(manager.fetch.working) == 0, message="every acknowledgement written")
+
+
+def test_after_a_fetch_that_emptied_the_queues_the_fetcher_blocks_again_at_once(build, r, ns):
+    """An idle worker makes no fetch that would find the queues empty again: it goes back to its wait (block, then
+    fetch), and the Acker writes the acknowledgements meanwhile, as none rides a fetch then."""
+    manager = build(5)
+    outside: list[int] = []  # the fetches the Manager made itself, not the one each wait makes behind its block
+    waits: list[int] = []
+    take, wait = manager.fetch.take, manager.fetch.wait
+    waiting = [False]
+
+    def counting_take(most, acks=(), ends=()):
+        if not waiting[0]:
+            outside.append(most)
+        return take(most, acks, ends)
+
+    def counting_wait(most, hand=None):
+        waits.append(most)
+        waiting[0] = True
+        try:
+            return wait(most, hand)
+        finally:
+            waiting[0] = False
+
+    manager.fetch.take, manager.fetch.wait = counting_take, counting_wait
+    manager.start()
+    wait_for(lambda: len(waits) >= 2, message="the fetcher waiting")
+    for n in range(1, 4):
+        counted.enqueue(0)
+        wait_for(lambda: STATE.done == n, message=f"job {n} done")  # noqa: B023
+        wait_for(lambda: r.llen(manager.fetch.working) == 0, message=f"job {n} acknowledged")
+    assert len(outside) == 1, (outside, waits)  # the first one, as it started; then only waits
+    assert len(waits) >= 4, waits

@@ -103,13 +103,25 @@ def settle(
     """Write `outcomes` for payloads held in `working`, in one atomic script call; returns how many were held."""
     if not outcomes:
         return 0
+    script_keys, args = settle_argv(keys, working, outcomes)
+    return int(script(keys=script_keys, args=args, client=client))
+
+
+def settle_argv(keys: Keys, working: str, outcomes: Sequence[Outcome]) -> tuple[list[str], list[Any]]:
+    """settle.lua's KEYS and ARGV for `outcomes`, in the order of its header."""
     now = time.time()
     args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
     args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL, keys.limit_prefix, PARKED_KEEP_MS]
     for o in outcomes:
         args += o.argv()
-    script_keys = [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule]
-    return int(script(keys=script_keys, args=args, client=client))
+    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule], args
+
+
+def rides(outcome: Outcome) -> bool:
+    """Whether `outcome` may wait for the fetcher's next fetch: a plain one, or any of a job done (ACK). Its job's
+    worker is idle as it is added, so that fetch follows at once; a failure may be written while its job still
+    runs (Processor.abandon), with no fetch on its way."""
+    return outcome.disposition is Disposition.ACK or outcome.plain
 
 
 def dedicated(client: redis.Redis, key: str) -> redis.Redis:
@@ -123,10 +135,11 @@ def dedicated(client: redis.Redis, key: str) -> redis.Redis:
 class Acker:
     """Writes outcomes in batches: one script call for all that ended meanwhile.
 
-    While the fetcher is about to fetch again (`riding`), plain acknowledgements wait for it: it carries them
-    in its next fetch (`take_plain`), so under load a batch of jobs costs one round trip for fetch and
-    acknowledgement. The Acker writes them itself when the fetcher blocks on an empty queue, backs off or
-    stops, and always writes failed jobs' outcomes at once. If Redis cannot be reached or refuses writes
+    While the fetcher is about to fetch again (`riding`), the outcomes of jobs done wait for it: it carries the
+    plain acknowledgements in its next fetch (`take_plain`) and writes the others in the same write (`take_ends`),
+    so under load a batch of jobs costs one round trip for fetch and acknowledgement. The Acker writes them
+    itself when the fetcher blocks on an empty queue, backs off or stops, and always writes failed jobs'
+    outcomes at once. If Redis cannot be reached or refuses writes
     (READONLY, MISCONF, NOREPLICAS) the batch is kept, its payloads stay held, and it is retried with back-off,
     logged once per outage. Out of memory (maxmemory, noeviction) does not stop it: the settle script's first
     write is an LREM, which Redis allows then, and a script that has written may go on.
@@ -140,13 +153,13 @@ class Acker:
         self.writing: list[Outcome] = []  # the batch on its way to Redis now
         self.wake: Event = gevent.event.Event()
         self.closing = False
-        self.riding = False  # True while the fetcher will carry plain acknowledgements on its next fetch
+        self.riding = False  # True while the fetcher will carry the outcomes of jobs done on its next fetch
         self.failing_since: float | None = None  # monotonic time of the first failed write of an outage
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
         self.pending.append(outcome)
-        if not outcome.plain or not self.riding:
+        if not self.riding or not rides(outcome):
             self.wake.set()
 
     def run(self) -> None:
@@ -154,7 +167,7 @@ class Acker:
         backoff = Backoff()
         while not (self.closing and not self.pending):
             self.wake.wait()
-            if self.riding and not self.closing and all(o.plain for o in self.pending):
+            if self.riding and not self.closing and all(rides(o) for o in self.pending):
                 self.wake.clear()
                 continue
             try:
@@ -198,10 +211,22 @@ class Acker:
             self.pending = [o for o in self.pending if not o.plain]
         return plain
 
-    def give_back(self, raws: Sequence[bytes]) -> None:
-        """Take back acknowledgements that could not be sent (writing one twice is harmless)."""
+    def take_ends(self) -> list[Outcome]:
+        """Hand over the pending outcomes of jobs done that are not plain (a status, a batch or a lock to write):
+        the fetcher writes them in the same write as its next fetch (fetch.ReliableFetch.take)."""
+        if not self.pending:
+            return []
+        ends = [o for o in self.pending if not o.plain and rides(o)]
+        if ends:
+            self.pending = [o for o in self.pending if o.plain or not rides(o)]
+        return ends
+
+    def give_back(self, raws: Sequence[bytes], ends: Sequence[Outcome] = ()) -> None:
+        """Take back acknowledgements and outcomes that could not be sent (writing one twice is harmless)."""
         for raw in raws:
             self.add(Outcome(raw.decode("utf-8", "surrogateescape")))
+        for outcome in ends:
+            self.add(outcome)
 
     def close(self) -> None:
         """Let run() return once everything pending is written."""
@@ -223,10 +248,10 @@ class Acker:
             raise
         finally:
             self.writing = []
-        self._report_not_held(batch, held)
+        self.report_not_held(batch, held)
 
     @staticmethod
-    def _report_not_held(batch: Sequence[Outcome], held: int) -> None:
+    def report_not_held(batch: Sequence[Outcome], held: int) -> None:
         """Say when outcomes found their payload gone from the working list: nothing was stored for them.
 
         A plain acknowledgement may be written twice (given back after a fetch that did run), so only more

@@ -10,17 +10,20 @@ On SIGKILL they stay in the working list until a live process sees the heartbeat
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
+import gevent
 import redis
+from redis.commands.core import Script
+from redis.typing import EncodableT
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..connect import MAX_BLOCK
 from ..keys import Keys
-from . import ending
-from .acker import Outcome, dedicated, settle
+from . import ending, tracking
+from .acker import Acker, Outcome, dedicated, settle, settle_argv
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
@@ -29,6 +32,19 @@ SINGLE_QUEUE_BLOCK = int(MAX_BLOCK)  # seconds an idle worker on one queue block
 # Seconds an idle worker on several queues blocks on NS:wake. Every push through jiggler_gevent wakes it at once;
 # a payload a foreign producer LPUSHes without touching NS:wake waits for the next try, at most this long.
 WAKE_BLOCK = 1.0  # within connect.MAX_BLOCK
+
+
+def _answer(read: Callable[[], object]) -> object:
+    """A reply, or the error Redis answered instead (returned, so that the replies after it are still read)."""
+    try:
+        return read()
+    except redis.exceptions.ResponseError as exc:
+        return exc
+
+
+def _evalsha(script: Script, keys: Sequence[str], args: Sequence[EncodableT]) -> tuple[EncodableT, ...]:
+    """The EVALSHA command that runs `script`."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
@@ -54,45 +70,91 @@ class ReliableFetch:
         self.redis, self.keys, self.identity = client, keys, identity
         self.queues, self.strict = list(queues), strict
         self.working = keys.working(identity)
+        self.cancelled, self.result_prefix = keys.cancelled, keys.result_prefix  # read once: built on each read
         self.scripts = scripts.register(client)
         self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
+        self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
+        self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
-    def take(self, most: int, acks: Sequence[bytes] = ()) -> list[str]:
-        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking."""
+    def take(self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = ()) -> list[str]:
+        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
+        ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
+        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
+        keys, args = self._fetch_argv(most, acks, time.time())
+        conn = getattr(self.conn, "connection", None)
+        if not ends or conn is None:
+            if ends:  # Redis Cluster: no connection of its own, a script call at a time
+                Acker.report_not_held(ends, settle(self.scripts.settle, self.keys, self.working, ends, self.conn))
+            return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
+        settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
+        settled, fetched = self._both(
+            conn, (_evalsha(self.scripts.settle, settle_keys, settle_args), _evalsha(self.scripts.fetch, keys, args))
+        )
+        if isinstance(settled, redis.exceptions.NoScriptError):  # not loaded yet: settle() loads it
+            settled = settle(self.scripts.settle, self.keys, self.working, ends, self.conn)
+        if isinstance(fetched, redis.exceptions.NoScriptError):
+            fetched = self.scripts.fetch(keys=keys, args=args, client=self.conn)
+        for reply in (settled, fetched):
+            if isinstance(reply, Exception):
+                raise reply
+        Acker.report_not_held(ends, int(cast(int, settled)))
+        return self._taken(fetched, most)
+
+    def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
+        """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        taken: list[str] = self.scripts.fetch(keys=[self.working, *order], args=[most, *acks], client=self.conn)
+        return [self.working, self.cancelled, *order], [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
+
+    def _taken(self, reply: object, most: int) -> list[str]:
+        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`."""
+        taken = cast("list[str]", reply)
+        if taken and isinstance(taken[0], list):  # {payloads, marks}: one of them is tracked
+            taken, marks = cast("tuple[list[str], str]", reply)
+            for raw, mark in zip(taken, marks, strict=True):
+                if mark != ".":
+                    self.starts[raw] = mark == "c"
+        self.drained = len(taken) < most
         return taken
 
-    def wait(self, most: int) -> list[str]:
-        """After `take` found the queues empty: block briefly until payloads come, and take up to `most` of them;
-        [] when none came.
+    def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
+        """After a fetch found the queues empty: block briefly until payloads come, and take up to `most` of them;
+        [] when none came. A payload BLMOVE brought goes to `hand` (when given) as soon as it comes, and this
+        greenlet yields once, so its job starts before the reply of the fetch behind it is read; the others are
+        returned.
 
         On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, the
-        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only), then takes in
-        the queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the
-        next idle worker, as there may be more.
+        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only). Either way a fetch
+        of the rest goes in the same write, behind the blocking command: Redis runs it the moment the block ends,
+        so a wake costs one round trip, and `drained` then says whether it left the queues empty. It takes in the
+        queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the next
+        idle worker, as there may be more.
 
         Redis out of memory (maxmemory, noeviction) refuses BLMOVE but not the fetch script nor BZPOPMIN: the
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
         memory) without a busy loop or a log line per try.
         """
         if len(self.queues) == 1:
-            try:
-                raw = self._blmove()
-            except redis.exceptions.OutOfMemoryError as exc:
-                self._out_of_memory(exc)
-                return self._wait_on_wake(most)
-            return [raw] if raw is not None else []
+            return self._wait_on_queue(most, hand)
         return self._wait_on_wake(most)
 
-    def _blmove(self) -> str | None:
+    def _wait_on_queue(self, most: int, hand: Callable[[str], None] | None) -> list[str]:
         queue = self.keys.queue(self.queues[0][0])
-        raw = cast("str | None", self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT"))
+        block = ("BLMOVE", queue, self.working, "RIGHT", "LEFT", SINGLE_QUEUE_BLOCK)
+        call = lambda: self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT")  # noqa: E731
+        raw, taken = self._block_then_take(block, call, most - 1, hand)
+        if isinstance(raw, redis.exceptions.OutOfMemoryError):
+            self._out_of_memory(raw)
+            return taken or self._wait_on_wake(most)
+        if isinstance(raw, Exception):
+            raise raw
         if self.oom_since is not None:
             log.info("Redis has memory again after %.1fs: waiting with BLMOVE again", time.monotonic() - self.oom_since)
             self.oom_since = None
-        return raw
+        if raw is None:
+            self.drained = True  # BLMOVE found the queue empty until its timeout
+            return taken
+        return taken if hand is not None else [cast(str, raw), *taken]
 
     def _out_of_memory(self, exc: redis.RedisError) -> None:
         if self.oom_since is None:
@@ -100,9 +162,10 @@ class ReliableFetch:
             log.warning("Redis refuses BLMOVE (out of memory): waiting on the wake set until it has room: %s", exc)
 
     def _wait_on_wake(self, most: int) -> list[str]:
-        if not self.conn.bzpopmin(self.keys.wake, WAKE_BLOCK):
-            return []
-        taken = self.take(most)
+        wake = (self.keys.wake, WAKE_BLOCK)
+        woken, taken = self._block_then_take(("BZPOPMIN", *wake), lambda: self.conn.bzpopmin(*wake), most)
+        if isinstance(woken, Exception):
+            raise woken
         if len(taken) == most:
             try:
                 self.conn.zadd(self.keys.wake, {"wake": 0})
@@ -110,11 +173,54 @@ class ReliableFetch:
                 pass  # a hint only: other idle workers still look again within WAKE_BLOCK
         return taken
 
+    def _block_then_take(
+        self,
+        block: tuple[EncodableT, ...],
+        call: Callable[[], object],
+        most: int,
+        hand: Callable[[str], None] | None = None,
+    ) -> tuple[object, list[str]]:
+        """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
+        block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
+        go in one write and Redis runs the fetch the moment the block ends: one round trip for both. A Redis
+        Cluster client has no connection of its own: there `call` runs the block, then the fetch follows."""
+        conn = getattr(self.conn, "connection", None)
+        if conn is None:
+            return _answer(call), self.take(most)
+        keys, args = self._fetch_argv(most, (), "")
+        first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
+        if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
+            return first, self.take(most)
+        if isinstance(second, Exception):
+            raise second
+        return first, self._taken(second, most)
+
+    @staticmethod
+    def _both(
+        conn: Any,
+        commands: tuple[tuple[EncodableT, ...], tuple[EncodableT, ...]],
+        hand: Callable[[str], None] | None = None,
+    ) -> tuple[object, object]:
+        """Send two commands in one write on `conn` (a redis-py Connection, whose methods are untyped) and read
+        both replies (or the errors Redis answered). A first reply that is a payload goes to `hand` before the
+        second is read, and the greenlets it wakes run first."""
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            first = _answer(conn.read_response)
+            if hand is not None and isinstance(first, str):
+                hand(first)
+                gevent.sleep(0)
+            return first, _answer(conn.read_response)
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread on it
+            raise
+
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.
         A tracked job's status goes back to "queued" in the same step."""
         outcomes = []
         for raw in raws:
+            self.starts.pop(raw, None)
             outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import gevent
 import gevent.event
@@ -29,7 +29,7 @@ import redis
 from greenlet import GreenletExit
 
 from ..gevent_types import BoundedSemaphore, Event, Greenlet, Queue
-from .acker import Acker
+from .acker import Acker, Outcome
 from .backoff import Backoff
 from .fetch import ReliableFetch
 from .processor import Processor
@@ -71,6 +71,7 @@ class Manager:
         self.fetching = False  # a fetch is on its way to Redis (what it brings will run)
         self.solo: str | None = None  # the suspect job running alone (or waiting to)
         processor.isolate = self.alone
+        fetch.starts = processor.starts  # the fetch script starts tracked jobs; the Processor reads what it found
 
     @property
     def busy(self) -> int:
@@ -147,7 +148,10 @@ class Manager:
     def _fetch_until_killed(self) -> None:
         backoff = Backoff()
         while self._may_take():
-            self.acker.ride(True)
+            # The last fetch found the queues empty: block again at once (no fetch that would find them empty
+            # again), and the Acker writes acknowledgements itself meanwhile, as none rides a fetch then.
+            drained = self.fetch.drained
+            self.acker.ride(not drained)
             self.idle.wait()
             gevent.sleep(0)  # let the jobs that are finishing now finish, so one round trip acks them all
             if not self.gate.is_set():  # a suspect job is to run alone: take nothing until it has ended
@@ -155,29 +159,33 @@ class Manager:
                 self.gate.wait()
                 continue
             self.fetching = True
-            acks = self.acker.take_plain()
+            acks, ends = ([], []) if drained else (self.acker.take_plain(), self.acker.take_ends())
             try:
                 if backoff.failing:
-                    self._put_back_orphans(acks)
-                raws = self.fetch.take(self._most(), acks)
+                    self._put_back_orphans(acks, ends)
+                raws = [] if drained else self.fetch.take(self._most(), acks, ends)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
-                    raws = self.fetch.wait(self._most())
+                    raws = self.fetch.wait(self._most(), self._hand)
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.fetching = False
-                self.acker.give_back(acks)
+                self.acker.give_back(acks, ends)
                 if not isinstance(exc, redis.RedisError):
                     raise
                 self.acker.ride(False)
                 gevent.sleep(self._fetch_failed(backoff, exc))
                 continue
             self.fetching = False
-            self.taken += len(raws)
             for raw in raws:
-                self.idle.acquire(blocking=False)
-                self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
-                self.inbox.put(raw)
+                self._hand(raw)
+
+    def _hand(self, raw: str) -> None:
+        """Give a payload taken to an idle worker."""
+        self.taken += 1
+        self.idle.acquire(blocking=False)
+        self.in_hand[raw] = self.in_hand.get(raw, 0) + 1
+        self.inbox.put(raw)
 
     def _fetch_failed(self, backoff: Backoff, exc: BaseException) -> float:
         """The seconds to wait before the next try; one warning per outage, the later failures at debug level."""
@@ -231,6 +239,8 @@ class Manager:
             self.processor.process(raw)
         finally:
             self.running_jobs -= 1
+            if self.processor.starts:
+                self.processor.starts.pop(raw, None)  # one not run (buried unrunnable, put back) never got there
             left = self.in_hand.pop(raw) - 1
             if left:
                 self.in_hand[raw] = left
@@ -264,7 +274,7 @@ class Manager:
         except redis.RedisError as exc:  # it stays held: the next orphan sweep or the shutdown puts it back
             log.warning("could not put back a suspect job while another one runs alone: %s", exc)
 
-    def _put_back_orphans(self, acks: list[bytes]) -> None:
+    def _put_back_orphans(self, acks: list[bytes], ends: Sequence[Outcome] = ()) -> None:
         """After a failed fetch: requeue what Redis moved to the working list but whose reply was lost.
 
         A payload held in Redis that no greenlet runs and no pending outcome covers was taken by a fetch whose
@@ -273,6 +283,7 @@ class Manager:
         """
         held = Counter(self.fetch.held())  # first: a job that ends during this round trip is then counted below
         done = Counter(a.decode("utf-8", "surrogateescape") for a in acks) + Counter(self.acker.holding())
+        done += Counter(o.raw for o in ends)
         orphans = held - Counter(self.in_hand) - done
         if orphans:
             n = self.fetch.requeue(list(orphans.elements()))

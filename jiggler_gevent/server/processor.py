@@ -77,6 +77,7 @@ class Processor:
         self._greenlets: dict[int, RawGreenlet] = {}  # the greenlet of each running job, by its id()
         self._ending: set[int] = set()  # id() of the contexts whose function has ended: their after-hooks run
         self.cancelled: dict[str, float] = {}  # jid -> when it was cancelled (cancels.py keeps it)
+        self.starts: tracking.Starts = {}  # tracked payloads the fetch started (the Manager shares its fetch's)
         self.cancel_within = 1.0  # seconds a cancelled job may wait for a safe point before it is given up on
         # Runs a suspect job (recovery.suspect) alone: entered with the payload, it yields False when the job
         # was put back instead (manager.py sets it).
@@ -112,7 +113,7 @@ class Processor:
             self._bury_unrunnable(raw, mismatch, payload)
             return
         ctx = JobContext(payload, raw)
-        if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx)):
+        if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx, self.starts)):
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
             self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return

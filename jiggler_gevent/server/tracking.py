@@ -1,11 +1,15 @@
 """Tracked jobs (`result_ttl`): the status "running" as one starts, and its return value checked as it ends.
 
-The other statuses are written by Lua scripts in the same atomic step as what they describe: "queued" and
-"scheduled" by the push (push_each.lua), the end of a run by the settle (settle.lua), a cancellation of a
-waiting job by cancel.lua. The Processor calls these two only for payloads that have `result_ttl`, so other
-jobs pay nothing for them. Because start() reads NS:cancelled in the round trip that marks the start, a tracked
-job cancelled before it starts never starts; an untracked one learns of its cancellation by pub/sub only
-(cancels.py), so one fetched in the instant of its cancellation may start and is then stopped at once.
+Every status is written by a Lua script in the same atomic step as what it describes: "queued" and "scheduled"
+by the push (push_each.lua), "running" by the fetch that takes the payload (fetch.lua), the end of a run by the
+settle (settle.lua), a cancellation of a waiting job by cancel.lua. A payload that came another way (BLMOVE, on
+an idle worker's one queue) is started by start() in a round trip of its own. The Processor calls these two only
+for payloads that have `result_ttl`, so other jobs pay nothing for them.
+
+Guarantee: "running" is written in the same atomic step that reads NS:cancelled, so a tracked job cancelled
+before its start never starts, and a cancel after it finds the job running and stops it (cancels.py). An
+untracked job learns of its cancellation by pub/sub only, so one fetched in the instant of its cancellation may
+start and is then stopped at once.
 """
 
 import time
@@ -14,11 +18,19 @@ from .. import config
 from .. import payload as payload_mod
 from ..middleware import JobContext
 
+# Tracked payloads whose start the fetch script wrote, by raw payload: True when it found the job cancelled.
+# Filled by fetch.ReliableFetch.take, emptied by start() (and by the Manager for a payload that never got there).
+Starts = dict[str, bool]
 
-def start(ctx: JobContext) -> bool:
-    """Write "running" (and when it started) for a tracked job about to run, and read in the same round trip
-    whether it was cancelled: True means it must not start. A cancel that lands after this read finds the job
-    running and stops it; one before is seen here, whether or not its message has reached this process."""
+
+def start(ctx: JobContext, starts: Starts) -> bool:
+    """True when the tracked job about to run was cancelled and must not start, else its status is "running".
+    The fetch that took it has written that and read NS:cancelled already (in `starts`); otherwise both are done
+    here, in one round trip. A cancel after that read finds the job running and stops it; one before is seen,
+    whether or not its message has reached this process."""
+    fetched = starts.pop(ctx.raw, None)
+    if fetched is not None:
+        return fetched
     cfg = config.current()
     key = cfg.keys.result(ctx.jid)
     pipe = config.redis_client(cfg.url).pipeline(transaction=False)
