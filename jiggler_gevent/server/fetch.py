@@ -20,6 +20,7 @@ from redis.typing import EncodableT
 
 from .. import config, scripts, wire
 from .. import payload as payload_mod
+from ..cluster import is_cluster
 from ..connect import MAX_BLOCK
 from ..keys import Keys
 from . import ending, tracking
@@ -72,6 +73,9 @@ class ReliableFetch:
         self.working = keys.working(identity)
         self.cancelled, self.result_prefix = keys.cancelled, keys.result_prefix  # read once: built on each read
         self.scripts = scripts.register(client)
+        # On a Cluster, the slot client follows redirections command by command: nothing is written on its connection
+        # directly (a redirection answered there would not move it to the slot's new master).
+        self.own_connection = not is_cluster(client)
         self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
@@ -82,9 +86,9 @@ class ReliableFetch:
         ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
         `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
         keys, args = self._fetch_argv(most, acks, time.time())
-        conn = getattr(self.conn, "connection", None)
+        conn = self.conn.connection if self.own_connection else None
         if not ends or conn is None:
-            if ends:  # Redis Cluster: no connection of its own, a script call at a time
+            if ends:  # Redis Cluster: a script call at a time, through the slot client
                 Acker.report_not_held(ends, settle(self.scripts.settle, self.keys, self.working, ends, self.conn))
             return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
         settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
@@ -182,9 +186,9 @@ class ReliableFetch:
     ) -> tuple[object, list[str]]:
         """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
         block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
-        go in one write and Redis runs the fetch the moment the block ends: one round trip for both. A Redis
-        Cluster client has no connection of its own: there `call` runs the block, then the fetch follows."""
-        conn = getattr(self.conn, "connection", None)
+        go in one write and Redis runs the fetch the moment the block ends: one round trip for both. On a Redis
+        Cluster (whose slot client follows redirections command by command) `call` runs the block, then the fetch."""
+        conn = self.conn.connection if self.own_connection else None
         if conn is None:
             return _answer(call), self.take(most)
         keys, args = self._fetch_argv(most, (), "")
