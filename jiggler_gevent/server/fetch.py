@@ -190,7 +190,10 @@ class ReliableFetch:
         Cluster (whose slot client follows redirections command by command) `call` runs the block, then the fetch."""
         conn = self.conn.connection if self.own_connection else None
         if conn is None:
-            return _answer(call), self.take(most)
+            first = _answer(call)
+            if hand is not None and isinstance(first, str):
+                hand(first)  # as _both does: the caller returns only what the fetch took
+            return first, self.take(most)
         keys, args = self._fetch_argv(most, (), "")
         first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
