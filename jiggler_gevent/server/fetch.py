@@ -87,22 +87,27 @@ class ReliableFetch:
         `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
         keys, args = self._fetch_argv(most, acks, time.time())
         conn = self.conn.connection if self.own_connection else None
-        if not ends or conn is None:
-            if ends:  # Redis Cluster: a script call at a time, through the slot client
+        if conn is None:  # Redis Cluster: a script call at a time, through the slot client
+            if ends:
                 Acker.report_not_held(ends, settle(self.scripts.settle, self.keys, self.working, ends, self.conn))
             return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
-        settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
-        settled, fetched = self._both(
-            conn, (_evalsha(self.scripts.settle, settle_keys, settle_args), _evalsha(self.scripts.fetch, keys, args))
-        )
-        if isinstance(settled, redis.exceptions.NoScriptError):  # not loaded yet: settle() loads it
-            settled = settle(self.scripts.settle, self.keys, self.working, ends, self.conn)
-        if isinstance(fetched, redis.exceptions.NoScriptError):
+        # Straight on the connection, not through redis-py's execute_command: its plumbing cost as much as the
+        # reply's parsing. A lost reply is not sent again: the Manager puts back what such a fetch took.
+        fetch = _evalsha(self.scripts.fetch, keys, args)
+        if not ends:
+            (fetched,) = self._pipelined(conn, (fetch,))
+        else:
+            settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
+            settled, fetched = self._pipelined(conn, (_evalsha(self.scripts.settle, settle_keys, settle_args), fetch))
+            if isinstance(settled, redis.exceptions.NoScriptError):  # not loaded yet: settle() loads it
+                settled = settle(self.scripts.settle, self.keys, self.working, ends, self.conn)
+            if isinstance(settled, Exception):
+                raise settled
+            Acker.report_not_held(ends, int(cast(int, settled)))
+        if isinstance(fetched, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): this loads it
             fetched = self.scripts.fetch(keys=keys, args=args, client=self.conn)
-        for reply in (settled, fetched):
-            if isinstance(reply, Exception):
-                raise reply
-        Acker.report_not_held(ends, int(cast(int, settled)))
+        if isinstance(fetched, Exception):
+            raise fetched
         return self._taken(fetched, most)
 
     def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
@@ -192,10 +197,10 @@ class ReliableFetch:
         if conn is None:
             first = _answer(call)
             if hand is not None and isinstance(first, str):
-                hand(first)  # as _both does: the caller returns only what the fetch took
+                hand(first)  # as _pipelined does: the caller returns only what the fetch took
             return first, self.take(most)
         keys, args = self._fetch_argv(most, (), "")
-        first, second = self._both(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
+        first, second = self._pipelined(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
             return first, self.take(most)
         if isinstance(second, Exception):
@@ -203,21 +208,20 @@ class ReliableFetch:
         return first, self._taken(second, most)
 
     @staticmethod
-    def _both(
-        conn: Any,
-        commands: tuple[tuple[EncodableT, ...], tuple[EncodableT, ...]],
-        hand: Callable[[str], None] | None = None,
-    ) -> tuple[object, object]:
-        """Send two commands in one write on `conn` (a redis-py Connection, whose methods are untyped) and read
-        both replies (or the errors Redis answered). A first reply that is a payload goes to `hand` before the
-        second is read, and the greenlets it wakes run first."""
+    def _pipelined(
+        conn: Any, commands: Sequence[tuple[EncodableT, ...]], hand: Callable[[str], None] | None = None
+    ) -> list[object]:
+        """Send `commands` in one write on `conn` (a redis-py Connection, whose methods are untyped) and read their
+        replies (or the errors Redis answered). A first reply that is a payload goes to `hand` before the others are
+        read, and the greenlets it wakes run first."""
         try:
             conn.send_packed_command(conn.pack_commands(commands))
-            first = _answer(conn.read_response)
-            if hand is not None and isinstance(first, str):
-                hand(first)
+            replies = [_answer(conn.read_response)]
+            if hand is not None and isinstance(replies[0], str):
+                hand(replies[0])
                 gevent.sleep(0)
-            return first, _answer(conn.read_response)
+            replies.extend(_answer(conn.read_response) for _ in commands[1:])
+            return replies
         except BaseException:
             conn.disconnect()  # a reply may be left unread on it
             raise
