@@ -117,6 +117,22 @@ def test_take_with_acks_removes_them_in_the_same_call(make_fetch, client, ns):
     assert fetch.take(1, [b"y", b"z"]) == [] and fetch.held() == []
 
 
+def test_commands_written_straight_on_the_connection_keep_every_byte_a_lone_surrogate_included(
+    make_fetch, client, raw_client, ns
+):
+    fetch = make_fetch([("default", 1)])
+    key = ns.keys.queue("packed")
+    texts = ("plain", "caf\u00e9", "\udcff read back as it was")  # the last: a byte surrogateescape kept
+    conn = fetch.conn.connection
+    replies = [fetch._pipelined(conn, [("RPUSH", key, text, 1.5), ("RPUSH", key, 7)]) for text in texts]
+    assert replies == [[2, 3], [5, 6], [8, 9]]  # packed by hiredis, the last by redis-py's encoder
+    assert raw_client.lrange(key, 0, -1) == [b"plain", b"1.5", b"7", "caf\u00e9".encode(), b"1.5", b"7"] + [
+        b"\xff read back as it was",
+        b"1.5",
+        b"7",
+    ]
+
+
 def test_wait_on_one_queue_blocks_then_returns_nothing_on_an_empty_queue(make_fetch, client, ns, monkeypatch):
     monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 0.3)
     fetch = make_fetch([("default", 1)])
