@@ -285,3 +285,28 @@ def test_after_a_fetch_that_emptied_the_queues_the_fetcher_blocks_again_at_once(
         wait_for(lambda: r.llen(manager.fetch.working) == 0, message=f"job {n} acknowledged")
     assert len(outside) == 1, (outside, waits)  # the first one, as it started; then only waits
     assert len(waits) >= 4, waits
+
+
+def test_a_fetch_that_fails_with_a_bug_of_ours_is_retried_and_what_it_took_is_put_back(build, r, ns, caplog):
+    """Not only Redis errors: whatever a fetch raises, the fetcher backs off, logs it with its traceback, puts back
+    what the failed fetch had moved, and goes on fetching (it used to end, leaving a process that ran nothing)."""
+    manager = build(3)
+    take = manager.fetch.take
+    failed: list[int] = []
+
+    def failing_once(most, acks=(), ends=()):
+        taken = take(most, acks, ends)
+        if not failed:
+            failed.append(len(taken))
+            raise ValueError("a reply this fetch could not read")  # after Redis moved the payloads
+        return taken
+
+    manager.fetch.take = failing_once
+    for _ in range(4):
+        counted.enqueue(0)
+    with caplog.at_level("ERROR", logger="jiggler_gevent.manager"):
+        manager.start()
+        wait_for(lambda: STATE.done == 4, timeout=15, message="every job run after the failed fetch")
+    assert failed == [3]  # the failed fetch had taken three payloads: they were put back and ran
+    assert any("a reply this fetch could not read" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+    wait_for(lambda: r.llen(manager.fetch.working) == 0 and r.llen(ns.keys.queue("default")) == 0, message="all done")

@@ -171,7 +171,7 @@ class Manager:
             except BaseException as exc:
                 self.fetching = False
                 self.acker.give_back(acks, ends)
-                if not isinstance(exc, redis.RedisError):
+                if not isinstance(exc, Exception):  # GreenletExit (quiet, stop): the fetcher ends
                     raise
                 self.acker.ride(False)
                 gevent.sleep(self._fetch_failed(backoff, exc))
@@ -191,7 +191,12 @@ class Manager:
         """The seconds to wait before the next try; one warning per outage, the later failures at debug level."""
         if not backoff.failing:
             self.failing_since = time.monotonic()
-            log.warning("fetch failed, retrying with back-off (up to %.0fs) until Redis answers: %s", backoff.cap, exc)
+            if isinstance(exc, redis.RedisError):
+                log.warning(
+                    "fetch failed, retrying with back-off (up to %.0fs) until Redis answers: %s", backoff.cap, exc
+                )
+            else:  # a bug of ours: the fetcher goes on (what the failed fetch took is put back), and says where
+                log.error("fetch failed, retrying with back-off (up to %.0fs): %r", backoff.cap, exc, exc_info=exc)
         delay = backoff.failed()
         log.debug("fetch failed again, retrying in %.1fs: %s", delay, exc)
         return delay
