@@ -91,7 +91,7 @@ class ReliableFetch:
         self.scripts = scripts.register(client)
         # On a Cluster, the slot client follows redirections command by command: nothing is written on its connection
         # directly (a redirection answered there would not move it to the slot's new master).
-        self.own_connection = not is_cluster(client)
+        self.writes_directly = not is_cluster(client)
         self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
@@ -102,7 +102,7 @@ class ReliableFetch:
         ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
         `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
         keys, args = self._fetch_argv(most, acks, time.time())
-        conn = self.conn.connection if self.own_connection else None
+        conn = self._own_connection()
         if conn is None:  # Redis Cluster: a script call at a time, through the slot client
             if ends:
                 Acker.report_not_held(ends, settle(self.scripts.settle, self.keys, self.working, ends, self.conn))
@@ -125,6 +125,10 @@ class ReliableFetch:
         if isinstance(fetched, Exception):
             raise fetched
         return self._taken(fetched, most)
+
+    def _own_connection(self) -> Any:
+        """The fetcher's own connection, to write commands on directly; None on a Redis Cluster."""
+        return self.conn.connection if self.writes_directly else None
 
     def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
@@ -166,8 +170,7 @@ class ReliableFetch:
     def _wait_on_queue(self, most: int, hand: Callable[[str], None] | None) -> list[str]:
         queue = self.keys.queue(self.queues[0][0])
         block = ("BLMOVE", queue, self.working, "RIGHT", "LEFT", SINGLE_QUEUE_BLOCK)
-        call = lambda: self.conn.blmove(queue, self.working, SINGLE_QUEUE_BLOCK, "RIGHT", "LEFT")  # noqa: E731
-        raw, taken = self._block_then_take(block, call, most - 1, hand)
+        raw, taken = self._block_then_take(block, most - 1, hand)
         if isinstance(raw, redis.exceptions.OutOfMemoryError):
             self._out_of_memory(raw)
             return taken or self._wait_on_wake(most)
@@ -187,8 +190,7 @@ class ReliableFetch:
             log.warning("Redis refuses BLMOVE (out of memory): waiting on the wake set until it has room: %s", exc)
 
     def _wait_on_wake(self, most: int) -> list[str]:
-        wake = (self.keys.wake, WAKE_BLOCK)
-        woken, taken = self._block_then_take(("BZPOPMIN", *wake), lambda: self.conn.bzpopmin(*wake), most)
+        woken, taken = self._block_then_take(("BZPOPMIN", self.keys.wake, WAKE_BLOCK), most)
         if isinstance(woken, Exception):
             raise woken
         if len(taken) == most:
@@ -201,17 +203,17 @@ class ReliableFetch:
     def _block_then_take(
         self,
         block: tuple[EncodableT, ...],
-        call: Callable[[], object],
         most: int,
         hand: Callable[[str], None] | None = None,
     ) -> tuple[object, list[str]]:
         """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
         block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
         go in one write and Redis runs the fetch the moment the block ends: one round trip for both. On a Redis
-        Cluster (whose slot client follows redirections command by command) `call` runs the block, then the fetch."""
-        conn = self.conn.connection if self.own_connection else None
+        Cluster (whose slot client follows redirections command by command) the block runs, then the fetch."""
+        conn = self._own_connection()
         if conn is None:
-            first = _answer(call)
+            client: Any = self.conn  # redis-py leaves execute_command unannotated
+            first = _answer(lambda: client.execute_command(*block))
             if hand is not None and isinstance(first, str):
                 hand(first)  # as _pipelined does: the caller returns only what the fetch took
             return first, self.take(most)
