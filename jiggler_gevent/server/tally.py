@@ -70,21 +70,18 @@ class Tally(ServerMiddleware):
         self._known: set[str] = set()  # names `known` said yes to: a registered job is never unregistered
 
     def after_process(self, ctx: JobContext) -> None:
-        """A job whose run has just ended; one rescheduled over a limit was not run (put back): not counted.
-        The same decision as `decide`, inline: it is made once per finished job."""
+        """A job whose run has just ended; one rescheduled over a limit was not run (put back): not counted."""
         if ctx.disposition == RESCHEDULE:
             return
         view = ctx.view
-        name = view.name
-        seconds = time.time() - ctx.started_at
-        if seconds < 0.0:
-            seconds = 0.0
-        job = name if name in self._known or self._learn(name) else UNKNOWN
-        tallied = (job, view.queue, ctx.exception is not None, seconds, bisect.bisect_left(JOB_TIME_BUCKETS, seconds))
+        tallied = decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self._knows)
         for sink in self.sinks:
             sink.add(tallied)
 
-    def _learn(self, name: str) -> bool:
+    def _knows(self, name: str) -> bool:
+        """`known`, remembered for the names it said yes to."""
+        if name in self._known:
+            return True
         if not self.known(name):
             return False
         self._known.add(name)
