@@ -1,10 +1,11 @@
 """This tree against a git revision, on the plain path: noop jobs drained by one worker of each, in alternating rounds.
 
-    python -m benchmarks.ab REV [--jobs 20000] [--rounds 5] [--concurrency 10] [--kind noop|sleep|enqueue|enqueue-bulk]
+    python -m benchmarks.ab REV [--jobs 20000] [--rounds 5] [--concurrency 10] [--kind noop|incr|sleep|enqueue|...]
 
 REV is checked out into a temporary git worktree. Each round drains `--jobs` noop jobs with a worker of REV, then
 with a worker of this tree (the order alternates), on one private server; the enqueue side is this tree's, so only
-the worker differs. Prints each drain, then the median jobs/s and worker CPU per job of each side and their ratio.
+the worker differs. `--kind incr` jobs make one INCR each through a redis-py client with its pool, as the
+benchmark rows' jobs do: what one blocking call from job code costs under each worker. Prints each drain, then the median jobs/s and worker CPU per job of each side and their ratio.
 Workers run with `--job-log off` where the revision has it (the peers in benchmarks/ log no line per job either).
 State each change's cost on the plain path with it: `python -m benchmarks.ab main`.
 
@@ -30,9 +31,14 @@ from jiggler_gevent.demo.local_redis import start_private
 HERE = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench-ab"
 JOBS_DIR = tempfile.mkdtemp(prefix="jiggler-ab-jobs-")  # holds ab_jobs.py, the jobs both sides load
-JOBS_MODULE = """import time
+JOBS_MODULE = """import os
+import time
+
+import redis
 
 from jiggler_gevent import job
+
+_counter = None
 
 
 @job(name="ab.noop")
@@ -43,6 +49,14 @@ def noop():
 @job(name="ab.sleep")
 def sleep():
     time.sleep(0.2)
+
+
+@job(name="ab.incr")
+def incr():
+    global _counter
+    if _counter is None:
+        _counter = redis.Redis.from_url(os.environ["AB_REDIS_URL"], max_connections=4096)
+    _counter.incr("ab:count")
 """
 
 
@@ -73,8 +87,8 @@ def _env(tree: Path) -> dict[str, str]:
 
 
 def drain(url: str, tree: Path, argv: list[str], jobs: int, kind: str) -> tuple[float, float]:
-    """Jobs per second of one worker of `tree` draining `jobs` jobs of `kind` (noop, or a 0.2 s sleep), and its CPU
-    microseconds per job."""
+    """Jobs per second of one worker of `tree` draining `jobs` jobs of `kind` (noop, an INCR, or a 0.2 s sleep), and
+    its CPU microseconds per job."""
     config.configure(redis_url=url, namespace=NAMESPACE)
     config.redis_client().flushdb()
     import ab_jobs  # type: ignore[import-not-found]  # written to JOBS_DIR at start
@@ -132,13 +146,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
-    kinds = ("noop", "sleep", "enqueue", "enqueue-bulk")
-    parser.add_argument("--kind", choices=kinds, default="noop", help="sleep: 0.2 s per job; enqueue: the client")
+    kinds = ("noop", "incr", "sleep", "enqueue", "enqueue-bulk")
+    parser.add_argument(
+        "--kind", choices=kinds, default="noop", help="incr: one Redis call; sleep: 0.2 s per job; enqueue: the client"
+    )
     opts = parser.parse_args()
     Path(JOBS_DIR, "ab_jobs.py").write_text(JOBS_MODULE)
     sys.path.insert(0, JOBS_DIR)
     base = checkout(opts.rev)
     url, stop = start_private()
+    os.environ["AB_REDIS_URL"] = url  # where the incr jobs count
     try:
         tree = {False: base, True: HERE}
         if opts.kind.startswith("enqueue"):
