@@ -5,7 +5,8 @@
 REV is checked out into a temporary git worktree. Each round drains `--jobs` noop jobs with a worker of REV, then
 with a worker of this tree (the order alternates), on one private server; the enqueue side is this tree's, so only
 the worker differs. `--kind incr` jobs make one INCR each through a redis-py client with its pool, as the
-benchmark rows' jobs do: what one blocking call from job code costs under each worker. Prints each drain, then the median jobs/s and worker CPU per job of each side and their ratio.
+benchmark rows' jobs do: what one blocking call from job code costs under each worker. Prints each drain, then
+the median jobs/s and worker CPU per job of each side and their ratio.
 Workers run with `--job-log off` where the revision has it (the peers in benchmarks/ log no line per job either).
 State each change's cost on the plain path with it: `python -m benchmarks.ab main`.
 
