@@ -9,6 +9,9 @@ worker whose jobs never touch PostgreSQL does not load libpq (about 10 MiB of re
 watcher per descriptor and make a round trip through the hub. redis-py makes such a check at every checkout
 from a connection pool when hiredis is installed: answered directly, a pooled INCR costs 0.57-0.65x the CPU
 (benchmarks/bench_io.py), as much as with redis-py's own parser.
+
+`socket.sendall` tries the OS's send once before gevent's sendall: a request that fits the socket's buffer (nearly
+every one a job makes) is sent without gevent's chunking, its timer arithmetic and a getsockopt per call.
 """
 
 import importlib.abc
@@ -22,6 +25,7 @@ from typing import Any
 
 import gevent.monkey
 import gevent.select
+import gevent.socket
 
 _patched = False
 _os_poll: Any = gevent.monkey.get_original("select", "poll")
@@ -33,7 +37,8 @@ def patch() -> None:
     if _patched:
         return
     gevent.monkey.patch_all()
-    select.poll = _Poll  # type: ignore[misc]
+    select.poll = _Poll  # type: ignore[misc,assignment]
+    gevent.socket.socket.sendall = _sendall
     if "psycopg2" in sys.modules:
         _patch_psycopg()
     else:
@@ -41,35 +46,57 @@ def patch() -> None:
     _patched = True
 
 
-class _Poll(gevent.select.poll):  # type: ignore[misc]  # gevent ships no types
-    """gevent's cooperative `select.poll`, whose `poll(0)` asks the OS without going through the hub.
+class _Poll:
+    """`select.poll` once patched: `poll(0)` asks the OS without going through the hub; any other timeout waits
+    through the hub, as gevent's poll does.
 
-    poll(0) never yields to other greenlets (it cannot block, as in the unpatched standard library); any other
-    timeout waits through the hub as gevent's does.
+    poll(0) never yields to other greenlets (it cannot block, as in the unpatched standard library). The
+    descriptors are registered with the OS's poll object at once, and with gevent's only for a poll that waits.
     """
 
+    __slots__ = ("masks", "now")
+
     def __init__(self) -> None:
-        super().__init__()
-        self.masks: dict[int, int] = {}  # gevent keeps the events in its own terms; poll(0) needs the OS's
+        self.masks: dict[int, int] = {}
+        self.now = _os_poll()
 
     def register(self, fd: Any, eventmask: int = select.POLLIN | select.POLLPRI | select.POLLOUT) -> None:
-        super().register(fd, eventmask)
-        self.masks[fd if isinstance(fd, int) else fd.fileno()] = eventmask
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        self.now.register(fd, eventmask)
+        self.masks[fd] = eventmask
 
     def modify(self, fd: Any, eventmask: int) -> None:
         self.register(fd, eventmask)
 
     def unregister(self, fd: Any) -> None:
-        super().unregister(fd)
-        del self.masks[fd if isinstance(fd, int) else fd.fileno()]
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        del self.masks[fd]
+        self.now.unregister(fd)
 
     def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
-        if timeout != 0:
-            return list(super().poll(timeout))
-        now = _os_poll()
+        if timeout == 0:
+            return self.now.poll(0)  # type: ignore[no-any-return]
+        green = gevent.select.poll()
         for fd, mask in self.masks.items():
-            now.register(fd, mask)
-        return list(now.poll(0))
+            green.register(fd, mask)
+        return list(green.poll(timeout))
+
+
+_green_socket: Any = gevent.socket.socket
+_green_sendall: Any = _green_socket.sendall
+
+
+def _sendall(self: Any, data: Any, flags: int = 0) -> None:
+    """gevent's sendall, after one try of the OS's send for bytes on a socket that has a timeout or none."""
+    if type(self) is _green_socket and type(data) is bytes and self.timeout != 0.0:
+        try:
+            sent = self._sock.send(data, flags)  # the socket under gevent's never blocks
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    _green_sendall(self, data, flags)
 
 
 def _patch_psycopg() -> None:

@@ -136,3 +136,41 @@ def test_poll_with_no_timeout_asks_the_os_without_yielding_and_a_timed_poll_stil
         "none registered: [] []",
         "waited cooperatively: True [1]",
     ]
+
+
+SENDALL = """
+import socket
+import gevent
+a, b = socket.socketpair()
+ran = []
+gevent.spawn(ran.append, 1)  # runs as soon as anything switches to the hub
+a.sendall(b"small")
+print("small sent without yielding:", b.recv(100) == b"small", ran)
+big = bytes(range(256)) * 40_000  # 10 MB: far more than the socket buffers hold
+got = bytearray()
+def read():
+    while len(got) < len(big):
+        got.extend(b.recv(1 << 20))
+reader = gevent.spawn(read)
+a.sendall(big)
+reader.join(10)
+print("big sent whole, in order, cooperatively:", bytes(got) == big, ran)
+a.sendall(memoryview(b"view"))
+print("memoryview:", b.recv(100) == b"view")
+c, d = socket.socketpair()
+c.settimeout(0.2)
+try:
+    c.sendall(big)
+    print("timeout: none")
+except socket.timeout:
+    print("timeout: raised")
+"""
+
+
+def test_sendall_sends_a_small_request_at_once_and_falls_back_to_gevents_for_the_rest():
+    assert run(SENDALL).splitlines()[1:] == [
+        "small sent without yielding: True []",
+        "big sent whole, in order, cooperatively: True [1]",
+        "memoryview: True",
+        "timeout: raised",
+    ]
