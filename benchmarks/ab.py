@@ -8,7 +8,8 @@ the worker differs. `--kind incr` jobs make one INCR each through a redis-py cli
 benchmark rows' jobs do: what one blocking call from job code costs under each worker. Prints each drain, then
 the median jobs/s and worker CPU per job of each side and their ratio.
 Workers run with `--job-log off` where the revision has it (the peers in benchmarks/ log no line per job either).
-State each change's cost on the plain path with it: `python -m benchmarks.ab main`.
+State each change's cost on the plain path with it: `python -m benchmarks.ab main`. The cost of a worker option:
+`python -m benchmarks.ab HEAD --this-args "--health-port 8188"` (the option on this tree's side only).
 
 `--kind enqueue` times the client instead: each round a process of REV, then one of this tree (alternating), pushes
 `--jobs` noop jobs with one `enqueue()` call each (`enqueue-bulk`: `enqueue_bulk`, 1,000 a call), after one untimed
@@ -151,6 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--kind", choices=kinds, default="noop", help="incr: one Redis call; sleep: 0.2 s per job; enqueue: the client"
     )
+    parser.add_argument(
+        "--this-args", default="", help="worker options for this tree's side only: the cost of an option, against HEAD"
+    )
     opts = parser.parse_args()
     Path(JOBS_DIR, "ab_jobs.py").write_text(JOBS_MODULE)
     sys.path.insert(0, JOBS_DIR)
@@ -163,6 +167,7 @@ def main() -> None:
             measure = lambda now: enqueue(url, tree[now], opts.jobs, opts.kind)  # noqa: E731
         else:
             argv = {False: worker_argv(base, url, opts.concurrency), True: worker_argv(HERE, url, opts.concurrency)}
+            argv[True] += opts.this_args.split()
             measure = lambda now: drain(url, tree[now], argv[now], opts.jobs, opts.kind)  # noqa: E731
         samples = alternate(opts.rounds, measure, "this tree")
     finally:

@@ -33,6 +33,8 @@ def jobs_per_second(
     proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=sink)
     try:
         while client.llen(queue) == jobs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {proc.returncode} before taking a job: {argv}")
             time.sleep(0.001)
         started = time.perf_counter()
         working = f"{namespace}:working:*"
