@@ -70,8 +70,20 @@ class Watcher(Protocol):
         ...
 
 
+class AsyncWatcher(Watcher, Protocol):
+    """An async watcher (`loop.async_`): fires in the loop after `send()`, which any thread may call."""
+
+    def send(self) -> None:
+        """Wake the loop and make the watcher fire in it; safe from any thread."""
+        ...
+
+
 class Loop(Protocol):
     """The hub's event loop (`hub.loop`)."""
+
+    def async_(self, ref: bool = True, priority: int | None = None) -> AsyncWatcher:
+        """A new, unstarted async watcher."""
+        ...
 
     def timer(self, after: float, repeat: float = 0.0, ref: bool = True, priority: int | None = None) -> Watcher:
         """A new, unstarted timer that fires `after` seconds after it is started (then every `repeat`)."""

@@ -38,6 +38,9 @@ class WorkerOptions:
     namespace: str | None = None
     metrics_port: int | None = None  # serve Prometheus metrics at /metrics on this port
     metrics_host: str = "0.0.0.0"  # the address they listen on (all interfaces, as Prometheus exporters do)
+    health_port: int | None = None  # answer /health and /ready on this port
+    health_host: str = "0.0.0.0"  # the address they listen on
+    health_blocked: float = 30.0  # seconds without a pass of a hub's event loop after which /health says 503
     max_memory: int | None = None  # MB of resident memory past which a process is replaced (under a supervisor)
     max_jobs: int | None = None  # jobs a process takes before it is replaced (under a supervisor)
     wire: str | None = None  # None: configure(wire=...), else "jiggler"; "sidekiq": Sidekiq's payloads and keys
@@ -223,6 +226,31 @@ OPTIONS: tuple[Option, ...] = (
         Kind.TEXT,
         "Address the --metrics-port endpoint listens on (0.0.0.0: every interface, as Prometheus exporters do).",
         metavar="HOST",
+    ),
+    Option(
+        "health_port",
+        ("--health-port",),
+        Kind.COUNT,
+        "Answer GET /health (liveness) and GET /ready (readiness) on this port, from a native thread, so the "
+        "answers stay right while a job blocks the hub (one port for all -p processes).",
+        minimum=1,
+        maximum=65535,
+        metavar="PORT",
+    ),
+    Option(
+        "health_host",
+        ("--health-host",),
+        Kind.TEXT,
+        "Address the --health-port endpoint listens on (0.0.0.0: every interface).",
+        metavar="HOST",
+    ),
+    Option(
+        "health_blocked",
+        ("--health-blocked",),
+        Kind.SECONDS,
+        "Seconds a process's hub may go without a pass of its event loop before /health answers 503.",
+        minimum=1,
+        metavar="SECONDS",
     ),
     Option(
         "max_memory",

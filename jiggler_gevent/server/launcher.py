@@ -15,6 +15,7 @@ supervisor named in $JIGGLER_REPORT_FD; the supervisor then starts a fresh proce
 import logging
 import os
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import gevent
@@ -49,6 +50,7 @@ from .tally import Tally
 from .timeouts import TimeoutMiddleware
 
 if TYPE_CHECKING:
+    from .health import Reporter, Responder
     from .prometheus import JobMetrics
 
 log = logging.getLogger("jiggler_gevent.launcher")
@@ -122,6 +124,37 @@ class Launcher:
         self.recycle_reason: str | None = None
         self.memory_watch: Greenlet | None = None
         self.report_fd = _take_report_fd()
+        self.health: tuple[Reporter, Responder | None] | None = self._health(opts)
+
+    def _health(self, opts: WorkerOptions) -> "tuple[Reporter, Responder | None] | None":
+        """With --health-port: this process's Reporter, and the Responder that serves the port when no supervisor
+        does (the port is bound here: ConfigError when it cannot be)."""
+        if opts.health_port is None:
+            return None
+        from . import health  # loaded only with --health-port
+
+        directory = os.environ.get(health.DIR_ENV)
+        if directory is not None:  # a supervisor's child: the supervisor serves the port from this file
+            return health.Reporter(self._vitals, health.write_to(directory)), None
+        reporter = health.Reporter(self._vitals, lambda v: None)  # its own latest record is what is served
+        responder = health.Responder(
+            opts.health_host,
+            opts.health_port,
+            opts.health_blocked,
+            lambda: [v] if (v := reporter.latest) is not None else [],
+        )
+        return reporter, responder
+
+    def _vitals(self) -> dict[str, object]:
+        """This process's health record but for its times (health.Reporter); runs in the reporter's thread."""
+        return {
+            "heartbeat_ttl": self.heartbeat.opts.ttl,
+            "heartbeat_failing_since": _wall(self.heartbeat.failing_since),
+            "fetch_failing_since": _wall(self.manager.failing_since),
+            "quiet": self.heartbeat.quiet,
+            "stopping": self.stop_requested.is_set(),
+            "busy": self.manager.busy,
+        }
 
     def _heartbeat(self, keys: Keys) -> Heartbeat:
         """The heartbeat, with what goes with each beat: counts, per-job metrics, signals sent through Redis,
@@ -164,6 +197,10 @@ class Launcher:
             self.memory_watch = gevent.spawn(self._watch_memory, self.opts.max_memory)
         if self.metrics is not None:
             self.metrics.start(lambda: self.manager.busy)
+        if self.health is not None:
+            for part in self.health:
+                if part is not None:
+                    part.start()
         self.manager.start()
         log.info(
             "worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
@@ -232,6 +269,10 @@ class Launcher:
             self.memory_watch.kill()
         if self.metrics is not None:
             self.metrics.stop()
+        if self.health is not None:
+            for part in self.health:
+                if part is not None:
+                    part.stop()
         log.info("stopped; %d unfinished job(s) put back", requeued)
 
     def _release_holds(self) -> None:
@@ -278,6 +319,11 @@ class Launcher:
         else:
             log.info("%s received", signal.Signals(signum).name)
             self.stop_requested.set()
+
+
+def _wall(monotonic: float | None) -> float | None:
+    """A time.monotonic() instant as wall-clock time (time.time()); None stays None."""
+    return None if monotonic is None else time.time() - (time.monotonic() - monotonic)
 
 
 def _take_report_fd() -> int | None:

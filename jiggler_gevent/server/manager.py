@@ -56,7 +56,7 @@ class Manager:
         self.concurrency = concurrency
         self.max_jobs, self.on_max_jobs = max_jobs, on_max_jobs
         self.taken = 0  # payloads fetched in this process's life
-        self.failing_since = 0.0  # monotonic time of the first failed fetch of an outage
+        self.failing_since: float | None = None  # monotonic time of the first failed fetch of an outage, if failing
         # idle workers; only the fetcher acquires
         self.idle: BoundedSemaphore = gevent.lock.BoundedSemaphore(concurrency)
         self.inbox: Queue[str | None] = gevent.queue.Queue()
@@ -202,8 +202,9 @@ class Manager:
         return delay
 
     def _fetch_succeeded(self, backoff: Backoff) -> None:
-        if backoff.failing:
+        if backoff.failing and self.failing_since is not None:
             log.info("fetch works again after %.1fs", time.monotonic() - self.failing_since)
+        self.failing_since = None
         backoff.succeeded()
 
     def _may_take(self) -> bool:

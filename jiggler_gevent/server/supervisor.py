@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Union, cast
+from typing import TYPE_CHECKING, Union, cast
 
 import gevent
 import gevent.event
@@ -45,6 +45,9 @@ from .heartbeat import new_identity
 from .launcher import REPORT_FD_ENV
 from .process import Prepare, run_process
 from .recovery import Recovery
+
+if TYPE_CHECKING:
+    from .health import Responder
 
 log = logging.getLogger("jiggler_gevent.supervisor")
 
@@ -175,19 +178,56 @@ class Supervisor:
         self.redis = config.redis_client(self.cfg.url)
         self.identity = new_identity()
         self.reports: dict[int, int] = {}  # child pid -> read end of its report pipe
+        self.health_dir: str | None = None
+        self.responder: Responder | None = None
         s = scripts.register(self.redis)
         self.recovery = Recovery(self.redis, self.cfg.keys, self.identity, s, opts.heartbeat_interval)
 
     def run(self) -> int:
         """Start the children, keep them running until told to stop; returns the exit code."""
         metrics_dir = self._metrics_dir()
+        self.health_dir = self._health_dir()
         try:
             return self._run()
         finally:
+            if self.responder is not None:
+                self.responder.stop()
             if metrics_dir is not None:
                 from .prometheus import remove_multiprocess_dir
 
                 remove_multiprocess_dir(metrics_dir)
+            if self.health_dir is not None:
+                from .health import remove_directory
+
+                remove_directory(self.health_dir)
+
+    def _health_dir(self) -> str | None:
+        """With --health-port, before the first fork: a fresh directory for the children's health records, named in
+        JIGGLER_HEALTH_DIR (health.DIR_ENV; the children inherit it, write there and serve nothing)."""
+        if self.opts.health_port is None:
+            return None
+        from .health import make_directory
+
+        return make_directory()
+
+    def _serve_health(self, directory: str) -> None:
+        """Answer /health and /ready from the children's records (a usage error when the port cannot be bound)."""
+        from .health import Responder, read_from
+
+        try:
+            self.responder = Responder(
+                self.opts.health_host,
+                cast(int, self.opts.health_port),
+                self.opts.health_blocked,
+                lambda: read_from(directory),
+                self.stopping.is_set,
+            )
+        except ConfigError as exc:
+            self.exit_code = USAGE_ERROR
+            self._stop()
+            print_error(str(exc))
+            return
+        self.responder.start()
 
     def _metrics_dir(self) -> str | None:
         """With --metrics-port, before the first fork: a fresh directory for the children's metric snapshots, named
@@ -210,6 +250,8 @@ class Supervisor:
                 self.exit_code = USAGE_ERROR
                 self._stop()
                 print_error(str(exc))
+        if self.health_dir is not None and not self.stopping.is_set():
+            self._serve_health(self.health_dir)
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGTSTP, self._forward, signal.SIGTSTP)
@@ -240,6 +282,10 @@ class Supervisor:
                 from .prometheus import forget_process
 
                 forget_process(proc.pid)
+            if self.health_dir is not None:
+                from .health import forget
+
+                forget(self.health_dir, proc.pid)
             self._recover(proc.pid)
             if self.stopping.is_set():
                 return
