@@ -252,7 +252,24 @@ class BatchStatus:
         return f"<BatchStatus {self.bid} {self.total - self.pending}/{self.total} done, {self.failures} failed>"
 
 
-class Batches:
+class Paged:
+    """A listing read a page at a time (`page(offset, limit)`); iterating reads every page, 100 entries each."""
+
+    def page(self, offset: int = 0, limit: int = 25) -> list[Any]:
+        """Up to `limit` entries from the `offset`-th."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        offset = 0
+        while True:
+            page = self.page(offset, 100)
+            yield from page
+            if len(page) < 100:
+                return
+            offset += 100
+
+
+class Batches(Paged):
     """The batches on the namespace, newest first (those expired are left out)."""
 
     def __init__(self) -> None:
@@ -271,12 +288,3 @@ class Batches:
             except LookupError:
                 self.redis.zrem(self.keys.batches, bid)
         return found
-
-    def __iter__(self) -> Iterator[BatchStatus]:
-        offset = 0
-        while True:
-            page = self.page(offset, 100)
-            yield from page
-            if len(page) < 100:
-                return
-            offset += 100
