@@ -184,7 +184,7 @@ class Client:
         now, k = time.time(), self.keys
         keys = [k.queues, k.wake, k.workflows, k.workflow(wid), k.batch(wid)]
         args: list[str | int | float] = [k.queue_prefix, now, config.BATCH_TTL, wid, payload_mod.encode(fields)]
-        args += [payload_mod.encode(batch_fields), now - config.BATCH_TTL, *first]
+        args += [payload_mod.encode(batch_fields), now - config.BATCH_TTL, k.result_prefix, *first]
 
         def issue(client: Redis, target: Any) -> Any:
             return scripts.register(client).workflow_push(keys=keys, args=args, client=target)

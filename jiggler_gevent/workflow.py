@@ -32,6 +32,7 @@ from .job import JobFunction, Signature
 
 Shape: TypeAlias = "int | list[Shape]"  # the input of a step: a step's result (its index), or a list of inputs
 STATUSES = ("running", "succeeded", "failed", "cancelled")
+ENDED = ("done", "dead", "cancelled")  # a step's job statuses that never change again
 MARK = "jiggler-workflow-input-"  # + the workflow id: where a step's payload receives the previous result
 
 
@@ -262,30 +263,39 @@ class Workflow:
         pipe = self.redis.pipeline(transaction=False)
         for jid, _ in listed:
             pipe.hget(self.keys.result(jid), "status")
-        statuses = cast("list[str | None]", pipe.execute())
+            pipe.zscore(self.keys.cancelled, jid)
+        replies = pipe.execute()
         running = fields.get("status") == "running"
         steps = []
-        for i, ((jid, name), status) in enumerate(zip(listed, statuses, strict=True)):
+        for i, (jid, name) in enumerate(listed):
+            status, cancelled = cast("str | None", replies[2 * i]), replies[2 * i + 1] is not None
             if f"s{i}" not in fields:
                 status = "waiting" if running else "skipped"
+            elif cancelled and status not in ENDED:
+                status = "cancelled"  # as api.Job(jid).status says it: its worker is stopping it
             after = leaves(json.loads(fields[f"in{i}"])) if f"in{i}" in fields else []
             steps.append(Step(i, jid, name, status or "queued", after))
         return steps
 
+    def summary(self) -> dict[str, Any]:
+        """id, status, created_at, finished_at (None while running), total (steps) and succeeded (how many)."""
+        status, created, finished, total, left = self._read("created_at", "finished_at", "total", "left")
+        row: dict[str, Any] = {"id": self.id, "status": status, "created_at": float(created or 0)}
+        row["finished_at"] = float(finished) if finished else None
+        row["total"] = int(total or 0)
+        row["succeeded"] = row["total"] - int(left or 0)
+        return row
+
     def info(self) -> dict[str, Any]:
-        """What is known of the workflow: id, status, times, total, steps and its result or error."""
-        status, created, finished, result, error, jid = self._read(
-            "created_at", "finished_at", "result", "error", "failed_jid"
-        )
-        info: dict[str, Any] = {"id": self.id, "status": status, "created_at": float(created or 0)}
-        info["finished_at"] = float(finished) if finished else None
+        """The summary, the result (succeeded) or error and failed_jid (failed, cancelled), and every step."""
+        info = self.summary()
+        _, result, error, jid = self._read("result", "error", "failed_jid")
         if result is not None:
             info["result"] = json.loads(result)
         if error:
             info["error"] = json.loads(error)
             info["failed_jid"] = jid
         info["steps"] = [s.as_dict() for s in self.steps]
-        info["total"] = len(info["steps"])
         return info
 
     def __repr__(self) -> str:

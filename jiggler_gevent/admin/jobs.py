@@ -60,7 +60,8 @@ class Job:
         return self._locate().status
 
     def info(self) -> dict[str, Any]:
-        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times)."""
+        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times,
+        the workflow it is a step of)."""
         tracked = cast("dict[str, str]", self.redis.hgetall(self.keys.result(self.jid)))
         info: dict[str, Any] = {"jid": self.jid, "status": self._locate(tracked).status}
         for field in ("started_at", "updated_at"):
@@ -70,6 +71,8 @@ class Job:
             info["result"] = json.loads(tracked["result"])
         if "error" in tracked:
             info.update(json.loads(tracked["error"]))
+        if "workflow" in tracked:
+            info["workflow"] = tracked["workflow"]  # a step of that workflow
         return info
 
     def _locate(self, tracked: dict[str, str] | None = None) -> Found:

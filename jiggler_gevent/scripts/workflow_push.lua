@@ -14,7 +14,8 @@
 -- ARGV[5]  the workflow hash's fields, alternating names and values, JSON-encoded (an array of strings)
 -- ARGV[6]  the batch hash's fields, the same way
 -- ARGV[7]  the oldest creation time kept in NS:workflows (now - ARGV[3])
--- ARGV[8..] the indexes of the steps to push now (those that wait for none)
+-- ARGV[8]  the status key prefix NS:result: (each step's status hash names its workflow: field `workflow`)
+-- ARGV[9..] the indexes of the steps to push now (those that wait for none)
 -- returns  the number of steps pushed
 local E = { qprefix = ARGV[1], queues = KEYS[1], wake = KEYS[2], now = ARGV[2], batch_ttl = ARGV[3] }
 local CHUNK = 1000  -- unpack() has a limit on how many values it returns: a big workflow is written in parts
@@ -30,5 +31,10 @@ hset_all(KEYS[4], cjson.decode(ARGV[5]))
 hset_all(KEYS[5], cjson.decode(ARGV[6]))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
-for i = 8, #ARGV do workflow_push(E, KEYS[4], ARGV[i]) end
-return #ARGV - 7
+for _, step in ipairs(cjson.decode(redis.call('HGET', KEYS[4], 'steps'))) do
+  local rkey = ARGV[8] .. step[1]
+  redis.call('HSET', rkey, 'workflow', ARGV[4])
+  redis.call('EXPIRE', rkey, E.batch_ttl)
+end
+for i = 9, #ARGV do workflow_push(E, KEYS[4], ARGV[i]) end
+return #ARGV - 8
