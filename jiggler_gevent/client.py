@@ -181,6 +181,8 @@ class Client:
         script call (workflow_push.lua); how many steps were pushed. EnqueueError as any push."""
         if push_hook is not None:
             raise RuntimeError("workflows are not run by jiggler_gevent.testing's inline() or fake(): use a worker")
+        if collecting.get() is not None:
+            raise RuntimeError("a workflow cannot be enqueued inside a `with Batch(...)` block: its steps form a batch")
         now, k = time.time(), self.keys
         keys = [k.queues, k.wake, k.workflows, k.workflow(wid), k.batch(wid)]
         args: list[str | int | float] = [k.queue_prefix, now, config.BATCH_TTL, wid, payload_mod.encode(fields)]

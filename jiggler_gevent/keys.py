@@ -48,10 +48,11 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:workflow:<id>          hash, a workflow (scripts/lib_workflow.lua): status, created_at, finished_at, result or
                             error, left (steps not yet succeeded), out (the result's shape), steps (JSON list of
                             [jid, name]), and per step <i>: h<i>/t<i> its payload (split where the previous result
-                            goes), in<i> the shape of its input, w<i> steps it still waits for, n<i> the steps
-                            after it, q<i> its queue, s<i> when it was pushed, r<i> its result; j:<jid> -> <i>.
-                            Its steps are the members of the batch NS:batch:<id>, whose hash names this key
-                            (field `workflow`); both expire as a batch does
+                            goes; deleted once pushed), in<i> the shape of its input, w<i> steps it still waits
+                            for, n<i> the steps after it, q<i> its queue, s<i> when it was pushed, r<i> its result;
+                            j:<jid> -> <i>. Its steps are the members of the batch NS:batch:<id>, whose hash names
+                            this key (field `workflow`); both expire as a batch does. Each step's status hash
+                            NS:result:<jid> names its workflow (field `workflow`)
   NS:workflow:<id>:done     list with one member once the workflow has ended; result() waits on it as on a job's
   NS:metrics:<minute>       hash, the per-job metrics of one UTC minute (<minute> = unix time // 60), added to by
                             every worker's heartbeat: <job>|runs, <job>|failed, <job>|ms (total run time) and

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jiggler_gevent import api, chain, chord, config, group, job, scripts
+from jiggler_gevent import Batch, api, chain, chord, config, group, job, scripts, testing
 from jiggler_gevent.job import Signature
 from jiggler_gevent.server.acker import Outcome
 from jiggler_gevent.server.ending import Ending
@@ -216,6 +216,10 @@ def test_arguments_that_cannot_bind_are_refused_before_anything_is_written(ns, r
         chain(two_args.s(1), w.add.s()).enqueue()  # the first step gets nothing extra: one argument short
     with pytest.raises(ValueError, match="unique"):
         chain(w.add.s(1), w.add.set(unique_for=60).s()).enqueue()
+    with pytest.raises(RuntimeError, match="inside a `with Batch"), Batch():
+        chain(w.add.s(1)).enqueue()
+    with pytest.raises(RuntimeError, match="inline"), testing.fake():
+        chain(w.add.s(1)).enqueue()
     assert _namespace_keys(r, ns) == []
     assert chain(two_args.s(1, 2), two_args.si(3, 4)).enqueue().id  # the same job bound right is taken
 
@@ -243,6 +247,8 @@ def test_enqueue_is_one_script_call(ns, r):
         api.Workflow(wf.id).steps[0].jid
     ]
     assert "workflow_push" in scripts.SOURCES
+    fields = r.hgetall(ns.keys.workflow(wf.id))
+    assert "h0" not in fields and {"h1", "t1", "h2", "t2", "h3", "t3"} <= set(fields)  # a payload kept until pushed
     assert [wid for wid in api.Workflows().page()] and api.Workflows().page()[0].id == wf.id
 
 

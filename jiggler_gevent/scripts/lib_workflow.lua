@@ -24,6 +24,7 @@ local function workflow_push(E, wkey, step)
   redis.call('SADD', E.queues, f[4])
   redis.call('ZADD', E.wake, 0, 'wake')
   redis.call('HSET', wkey, 's' .. step, E.now)
+  redis.call('HDEL', wkey, 'h' .. step, 't' .. step)  -- pushed once: its payload is no longer needed here
 end
 
 local function workflow_finish(E, wkey, status, field, value)
