@@ -450,7 +450,9 @@ def workflow(wid: str) -> Shown:
             yield f"  result: {json.dumps(info['result'])}"
         if "error" in info:
             error, jid = info["error"], info["failed_jid"]
-            yield f"  error: {error.get('error_class', '')}: {error.get('error_message', '')} (step {jid})"
+            step = f" (step {jid})" if jid else " (the workflow was cancelled)"
+            message = error.get("error_message")
+            yield f"  error: {error.get('error_class', '')}{': ' + message if message else ''}{step}"
         for step in info["steps"]:
             after = f" after {','.join(map(str, step['after']))}" if step["after"] else ""
             yield f"  step {step['index']} {step['jid']} {step['name']}: {step['status']}{after}"

@@ -287,14 +287,15 @@ class Workflow:
         return row
 
     def info(self) -> dict[str, Any]:
-        """The summary, the result (succeeded) or error and failed_jid (failed, cancelled), and every step."""
+        """The summary, the result (succeeded) or error and failed_jid (failed, cancelled: the step that ended it, None
+        for a workflow cancelled as a whole), and every step."""
         info = self.summary()
         _, result, error, jid = self._read("result", "error", "failed_jid")
         if result is not None:
             info["result"] = json.loads(result)
         if error:
             info["error"] = json.loads(error)
-            info["failed_jid"] = jid
+            info["failed_jid"] = jid  # None when the workflow itself was cancelled
         info["steps"] = [s.as_dict() for s in self.steps]
         return info
 

@@ -138,6 +138,11 @@ def test_cancel_of_a_workflow_waiting_in_the_queue(ns, r):
         wf.result(timeout=5)
     assert [s.status for s in api.Workflow(wf.id).steps] == ["cancelled", "cancelled"]
     assert r.llen(ns.keys.queue("default")) == 0
+    page = Browser(create_app()).get(f"/workflows/{wf.id}")
+    assert page.code == 200 and "(the workflow was cancelled)" in page.text and 'data-status="cancelled"' in page.text
+    shown = gj(ns, "workflow", wf.id).stdout.splitlines()
+    assert shown[0] == f"{wf.id}: cancelled, 0/2 step(s) succeeded"
+    assert "  error: JobCancelled (the workflow was cancelled)" in shown
 
 
 @pytest.mark.slow

@@ -151,14 +151,16 @@ def detail(view: View, wid: str) -> Safe | None:
     if "result" in info:
         parts.append(render('<h2>Result</h2><pre class="code">{v}</pre>', v=as_json(info["result"], indent=2)))
     if "error" in info:
-        error = info["error"]
+        error, jid = info["error"], info["failed_jid"]
+        where = Safe(" (the workflow was cancelled)")
+        if jid:
+            where = render(' (step <a class="mono" href="{href}">{jid}</a>)', href=view.url(job_path(jid)), jid=jid)
         parts.append(
             render(
-                '<h2>Error</h2><p class="error"><b>{cls}</b>: {msg} (step <a class="mono" href="{href}">{jid}</a>)</p>',
+                '<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}{where}</p>',
                 cls=clip(error.get("error_class"), 200),
                 msg=clip(error.get("error_message")),
-                href=view.url(job_path(info["failed_jid"])),
-                jid=info["failed_jid"],
+                where=where,
             )
         )
     return join(parts)
