@@ -314,3 +314,12 @@ def test_the_dashboard_draws_a_workflows_steps_and_links_them_from_their_job_pag
     job_page = web.get(f"/jobs/{steps[1].jid}").text
     assert f'<a class="mono" href="/workflows/{wf.id}">{wf.id}</a>' in job_page
     assert web.get("/workflows/no-such-id").code == 404
+
+
+def test_a_workflow_on_sidekiqs_wire(ns, r, start_worker):
+    # Sidekiq's payload format keeps jiggler's own fields apart; a step's payload is still spliced and run.
+    config.configure(redis_url=ns.url, namespace=ns.namespace, wire="sidekiq")
+    start_worker(*LOAD, "--wire", "sidekiq", "-c", "3")
+    wf = chain(w.add.s(1, 1), group(w.add.s(1), w.add.s(2)), w.total.s()).enqueue()
+    assert wf.result(timeout=30) == 7
+    assert [s.status for s in api.Workflow(wf.id).steps] == ["done"] * 4
