@@ -18,7 +18,7 @@ end
 
 local function workflow_push(E, wkey, step)
   local f = redis.call('HMGET', wkey, 'h' .. step, 't' .. step, 'in' .. step, 'q' .. step)
-  if not f[1] then return end  -- pushed already (never, by the counting): an error here would undo no settle
+  if not f[1] then return end  -- pushed already (the counting never does it): a Lua error would fail the settle
   local raw = f[1]
   if f[2] then raw = raw .. workflow_input(wkey, cjson.decode(f[3])) .. f[2] end
   redis.call('LPUSH', E.qprefix .. f[4], '{"enqueued_at":' .. E.now .. ',' .. string.sub(raw, 2))
