@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jiggler_gevent import Batch, api, chain, chord, config, group, job, scripts, testing
+from jiggler_gevent import Batch, EnqueueError, api, chain, chord, config, group, job, scripts, testing
 from jiggler_gevent.job import Signature
 from jiggler_gevent.server.acker import Outcome
 from jiggler_gevent.server.ending import Ending
@@ -323,3 +323,12 @@ def test_a_workflow_on_sidekiqs_wire(ns, r, start_worker):
     wf = chain(w.add.s(1, 1), group(w.add.s(1), w.add.s(2)), w.total.s()).enqueue()
     assert wf.result(timeout=30) == 7
     assert [s.status for s in api.Workflow(wf.id).steps] == ["done"] * 4
+
+
+def test_enqueue_errors_name_the_workflow(ns, r):
+    config.configure(wait_replicas=1, wait_timeout=0.2)  # the shared test Redis has no replica
+    with pytest.raises(EnqueueError, match=r"workflow \w+ \(1 first step\(s\)\).*only 0 of 1 replica\(s\)"):
+        chain(w.add.s(1), w.add.s(2)).enqueue()
+    config.configure(redis_url="redis://127.0.0.1:1/0", namespace=ns.namespace)  # nothing listens there
+    with pytest.raises(EnqueueError, match=r"could not push workflow \w+ \(2 first step\(s\)\)"):
+        group(w.add.s(1), w.add.s(2)).enqueue()
