@@ -12,5 +12,17 @@ from .config import configure
 from .errors import EnqueueError, JobTimeout
 from .job import job
 from .periodic import periodic
+from .workflow import chain, chord, group
 
-__all__ = ["job", "configure", "periodic", "Batch", "JobTimeout", "EnqueueError", "__version__"]
+__all__ = [
+    "job",
+    "configure",
+    "periodic",
+    "Batch",
+    "chain",
+    "group",
+    "chord",
+    "JobTimeout",
+    "EnqueueError",
+    "__version__",
+]

@@ -420,6 +420,50 @@ def batch(bid: str) -> Shown:
     return Shown(row, lines())
 
 
+@read_command()
+@click.option("--limit", type=click.IntRange(min=1), default=25, show_default=True, help="How many, newest first.")
+def workflows(limit: int) -> Shown:
+    """Recent workflows, newest first: status and steps succeeded."""
+    from .admin.workflows import Workflows
+
+    rows = [wf.summary() for wf in Workflows().page(0, limit)]
+    lines = (f"{_workflow_line(row)}; created {_when(row['created_at'])}" for row in rows)
+    return Shown(rows, lines, "no workflows: none created on this namespace, or all expired")
+
+
+@read_command()
+@click.argument("wid", metavar="ID")
+def workflow(wid: str) -> Shown:
+    """One workflow: status, result or error, and each step with its status and the steps it waits for."""
+    from .admin.workflows import Workflow
+
+    try:
+        info = Workflow(wid).info()
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+
+    def lines() -> Iterator[str]:
+        yield _workflow_line(info)
+        yield f"  created: {_when(info['created_at'])}"
+        yield f"  ended: {_when(info['finished_at']) if info['finished_at'] else 'not yet'}"
+        if "result" in info:
+            yield f"  result: {json.dumps(info['result'])}"
+        if "error" in info:
+            error, jid = info["error"], info["failed_jid"]
+            step = f" (step {jid})" if jid else " (the workflow was cancelled)"
+            message = error.get("error_message")
+            yield f"  error: {error.get('error_class', '')}{': ' + message if message else ''}{step}"
+        for step in info["steps"]:
+            after = f" after {','.join(map(str, step['after']))}" if step["after"] else ""
+            yield f"  step {step['index']} {step['jid']} {step['name']}: {step['status']}{after}"
+
+    return Shown(info, lines())
+
+
+def _workflow_line(row: dict[str, Any]) -> str:
+    return f"{row['id']}: {row['status']}, {row['succeeded']}/{row['total']} step(s) succeeded"
+
+
 def _batch_counts(row: dict[str, Any]) -> str:
     state = "success" if row["success"] else "complete" if row["complete"] else "in progress"
     succeeded = row["total"] - row["pending"]

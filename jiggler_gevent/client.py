@@ -164,21 +164,49 @@ class Client:
         return [p["jid"] if ok else None for p, ok in zip(payloads, pushed, strict=True)]
 
     def _send(self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> list[bool]:
-        """Write the payloads; which of them were pushed (all but unique duplicates).
+        """Write the payloads; which of them were pushed (all but unique duplicates)."""
+        if not payloads and batch is None:
+            return []
+        each = batch is not None or any(map(_needs_each, payloads))
+        reply = self._durably(
+            lambda client, target: self._issue(client, target, payloads, at, batch, each),
+            lambda: self._what(payloads, batch),
+        )
+        if each:
+            return [bool(f) for f in reply]
+        return [True] * len(payloads)
+
+    def push_workflow(self, wid: str, fields: list[str], batch_fields: list[str], first: list[int]) -> int:
+        """Write a workflow (its hash `fields` and its batch's) and push its `first` steps, all or nothing, in one
+        script call (workflow_push.lua); how many steps were pushed. EnqueueError as any push."""
+        if push_hook is not None:
+            raise RuntimeError("workflows are not run by jiggler_gevent.testing's inline() or fake(): use a worker")
+        if collecting.get() is not None:
+            raise RuntimeError("a workflow cannot be enqueued inside a `with Batch(...)` block: its steps form a batch")
+        now, k = time.time(), self.keys
+        keys = [k.queues, k.wake, k.workflows, k.workflow(wid), k.batch(wid)]
+        args: list[str | int | float] = [k.queue_prefix, now, config.BATCH_TTL, wid, payload_mod.encode(fields)]
+        args += [payload_mod.encode(batch_fields), now - config.BATCH_TTL, k.result_prefix, *first]
+
+        def issue(client: Redis, target: Any) -> Any:
+            return scripts.register(client).workflow_push(keys=keys, args=args, client=target)
+
+        return int(self._durably(issue, lambda: f"workflow {wid} ({len(first)} first step(s))"))
+
+    def _durably(self, issue: Callable[[Redis, Any], Any], what: Callable[[], str]) -> Any:
+        """Send one write with `issue(client, target)` and return its reply; EnqueueError naming `what` when Redis
+        refuses it or cannot be reached (nothing was written then); `what()` names it.
 
         With `configure(wait_replicas=N)` the write is followed by WAIT on the same connection, and a push that
         fewer than N replicas acknowledged within `wait_timeout` seconds raises EnqueueError.
         """
-        if not payloads and batch is None:
-            return []
         replicas, timeout = self.replicas, self.wait_timeout
         client = self.redis
-        each = batch is not None or any(map(_needs_each, payloads))
         kept = None
         try:
             kept = None if replicas else _kept(client)
             target: Any = client.pipeline(transaction=False) if replicas else kept or client
-            reply = self._issue(client, target, payloads, at, batch, each)
+            reply = issue(client, target)
             if replicas:
                 _queue_waits(target, replicas, timeout)
                 reply, *acks = target.execute()
@@ -186,19 +214,16 @@ class Client:
         except redis.RedisError as exc:
             # The class names what redis-py strips from Redis' reply (OOM, READONLY, NOREPLICAS...).
             reason = f"{type(exc).__name__}: {exc}"
-            what = self._what(payloads, batch)
-            raise EnqueueError(f"could not push {what} to Redis at {self._where}: {reason}") from exc
+            raise EnqueueError(f"could not push {what()} to Redis at {self._where}: {reason}") from exc
         finally:
             if kept is not None:
                 kept.single_connection_lock.release()
         if replicas and acked < replicas:
             raise EnqueueError(
-                f"pushed {self._what(payloads, batch)} to the Redis master at {self._where}, but only {acked} of "
+                f"pushed {what()} to the Redis master at {self._where}, but only {acked} of "
                 f"{replicas} replica(s) acknowledged it within {timeout:g} s: a failover now could lose it"
             )
-        if each:
-            return [bool(f) for f in reply]
-        return [True] * len(payloads)
+        return reply
 
     @property
     def _where(self) -> str:

@@ -151,6 +151,15 @@ class JobCall:
         """Push one job to run after `delay` seconds (or a timedelta)."""
         return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
 
+    def s(self, *args: Any, **kwargs: Any) -> "Signature":
+        """A signature: this job with these arguments, not yet enqueued; in a workflow it receives the previous
+        step's result as its first argument."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> "Signature":
+        """An immutable signature: in a workflow it receives nothing but these arguments."""
+        return Signature(self, args, kwargs, immutable=True)
+
     def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
         """Push one job per argument tuple, all or nothing (one script call); None for a unique duplicate."""
         payloads = []
@@ -162,6 +171,43 @@ class JobCall:
             except TypeError as exc:
                 raise TypeError(f"enqueue_bulk item {index}: {exc}") from None
         return _client().push_bulk(payloads)
+
+
+class Signature:
+    """A job with its arguments, not yet enqueued (`job.s(...)`, `job.si(...)`): a step of a workflow (chain, group,
+    chord), or enqueued alone with `enqueue()`. `immutable`: in a workflow, the previous result is not passed."""
+
+    def __init__(
+        self,
+        call: "JobCall | JobFunction",
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        immutable: bool = False,
+    ) -> None:
+        if isinstance(call, JobFunction):
+            call = call.defaults
+        if not isinstance(call, JobCall):
+            raise TypeError(f"a signature is made of a @job function (job.s(...)), not {call!r:.80}")
+        kwargs = dict(kwargs or {})
+        payload_mod.check_arguments(list(args), kwargs)
+        self.call, self.args, self.kwargs, self.immutable = call, tuple(args), kwargs, bool(immutable)
+
+    @property
+    def name(self) -> str:
+        """The job's wire name."""
+        return self.call.job.name
+
+    def set(self, **options: Any) -> "Signature":
+        """The same signature with per-call options changed (those of `job.set(...)`)."""
+        return Signature(self.call.set(**options), self.args, self.kwargs, self.immutable)
+
+    def enqueue(self) -> str | None:
+        """Push the job alone, now; returns its jid (None: a unique duplicate, nothing pushed)."""
+        return self.call.enqueue(*self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        arguments = ", ".join([*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs.items())])
+        return f"{self.name}.{'si' if self.immutable else 's'}({arguments})"
 
 
 class JobFunction:
@@ -234,6 +280,14 @@ class JobFunction:
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run now; returns its jid (None: a unique duplicate, nothing pushed)."""
         return self.defaults.enqueue(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this job (JobCall.s): a workflow step that receives the previous result first."""
+        return Signature(self.defaults, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature of this job (JobCall.si): a workflow step that receives only these arguments."""
+        return Signature(self.defaults, args, kwargs, immutable=True)
 
     def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when`."""

@@ -43,6 +43,17 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
                             complete_at, success_at, its callbacks' payloads (cb_complete, cb_success) and queues
   NS:batch:<bid>:ok         set of the jids that succeeded (each counted once)
   NS:batch:<bid>:failed     set of the jids that failed and have not succeeded since
+  NS:workflows              sorted set, workflow id -> unix time it was created (entries older than BATCH_TTL are
+                            trimmed as workflows are created)
+  NS:workflow:<id>          hash, a workflow (scripts/lib_workflow.lua): status, created_at, finished_at, result or
+                            error, left (steps not yet succeeded), out (the result's shape), steps (JSON list of
+                            [jid, name]), and per step <i>: h<i>/t<i> its payload (split where the previous result
+                            goes; deleted once pushed), in<i> the shape of its input, w<i> steps it still waits
+                            for, n<i> the steps after it, q<i> its queue, s<i> when it was pushed, r<i> its result;
+                            j:<jid> -> <i>. Its steps are the members of the batch NS:batch:<id>, whose hash names
+                            this key (field `workflow`); both expire as a batch does. Each step's status hash
+                            NS:result:<jid> names its workflow (field `workflow`)
+  NS:workflow:<id>:done     list with one member once the workflow has ended; result() waits on it as on a job's
   NS:metrics:<minute>       hash, the per-job metrics of one UTC minute (<minute> = unix time // 60), added to by
                             every worker's heartbeat: <job>|runs, <job>|failed, <job>|ms (total run time) and
                             <job>|h<bound> (runs that took at most <bound> ms, the bounds config.JOB_TIME_BUCKETS;
@@ -58,8 +69,8 @@ schedule, retry, dead, processes, stat:processed|failed[:<YYYY-MM-DD>], and per 
   <identity>:work           hash, the jobs running now (Sidekiq 7's name); <identity>:workers the same (Sidekiq 6's)
   <identity>-signals        list, signals for the process (TSTP quiet, TERM stop) pushed by Sidekiq's Web UI or API;
                             each heartbeat pops one
-Every other key above (working lists, wake, cron, unique, limits, results, cancels, batches, metrics) stays under
-NS (default `jiggler`), which Sidekiq never reads.
+Every other key above (working lists, wake, cron, unique, limits, results, cancels, batches, workflows, metrics)
+stays under NS (default `jiggler`), which Sidekiq never reads.
 """
 
 from dataclasses import dataclass
@@ -189,6 +200,16 @@ class Keys:
     @property
     def batch_prefix(self) -> str:
         return self._k("batch", "")
+
+    @property
+    def workflows(self) -> str:
+        return self._k("workflows")
+
+    def workflow(self, wid: str) -> str:
+        return self._k("workflow", wid)
+
+    def workflow_done(self, wid: str) -> str:
+        return self._k("workflow", wid, "done")
 
     def metrics(self, minute: int) -> str:
         return self._k("metrics", str(minute))

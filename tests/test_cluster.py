@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from jiggler_gevent import Batch, api, config, limits
+from jiggler_gevent import Batch, api, chain, chord, config, group, limits
 from jiggler_gevent.cluster import parse_cluster_url, slot_client
 from jiggler_gevent.connect import client_for
 from jiggler_gevent.web import create_app
-from tests import batch_jobs, jobs, limit_jobs, result_jobs
+from tests import batch_jobs, jobs, limit_jobs, result_jobs, workflow_jobs
 from tests.cluster_servers import Cluster, redis_cluster  # noqa: F401  (the session fixture)
 from tests.conftest import ROOT, gjiggler_command, identity_of, wait_for
 from tests.test_web import Browser
@@ -178,6 +178,20 @@ def test_results_batches_and_cancel(ns, r, tkey, start_worker):
     wait_for(lambda: api.Job(running).status == "cancelled", 10, "the running job stopped")
     assert time.monotonic() - asked < 10
     assert api.Job(scheduled).status == "cancelled"
+
+
+def test_a_workflow_of_every_shape(ns, r, start_worker):
+    # workflow_push, workflow_cancel and the steps pushed by settle: every key of a workflow in the namespace's slot.
+    w = workflow_jobs
+    start_worker("-r", "tests.workflow_jobs", "-c", "5")
+    wf = chain(w.add.s(1, 1), group(w.add.s(1), w.add.s(2)), w.total.s()).enqueue()
+    assert wf.result(timeout=30) == 7
+    assert chord([w.add.s(i, 1) for i in range(5)], w.total.s()).enqueue().result(timeout=30) == 15
+    assert len(_slots(r, ns.namespace)) == 1
+    waiting = chain(w.add.set(queue="nobody").s(1), w.add.s(1)).enqueue()
+    assert api.Workflow(waiting.id).cancel() is True
+    with pytest.raises(api.JobCancelled):
+        waiting.result(timeout=5)
 
 
 def test_gjiggler_commands_take_a_cluster_url(ns, r):

@@ -8,6 +8,7 @@
     Limits()         the limiters used on the namespace: name, kind, size, per, in_use (limits.py)
     Job(jid)         one job: status, result(timeout), cancel(); JobFailed, JobCancelled, CancelRefused (jobs.py)
     BatchStatus(bid) one batch: total, pending, failures, complete, success, failed_jids; Batches() (jobs.py)
+    Workflow(id)     one workflow: status, result(timeout), steps, cancel(); Workflows() (workflows.py)
     Metrics(minutes) per-job runs, failures, run time, p50/p95 over the last minutes, per minute (metrics.py)
 
 Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
@@ -35,6 +36,7 @@ from .cron import PeriodicEntry, PeriodicSet
 from .jobs import Batches, BatchStatus, Job
 from .limits import Limit, Limits
 from .metrics import JobSummary, Metrics
+from .workflows import Workflow, Workflows
 
 __all__ = [
     "Stats",
@@ -64,6 +66,8 @@ __all__ = [
     "Batches",
     "Metrics",
     "JobSummary",
+    "Workflow",
+    "Workflows",
 ]
 
 WINDOW = 100

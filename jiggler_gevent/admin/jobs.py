@@ -60,7 +60,8 @@ class Job:
         return self._locate().status
 
     def info(self) -> dict[str, Any]:
-        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times)."""
+        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times,
+        the workflow it is a step of)."""
         tracked = cast("dict[str, str]", self.redis.hgetall(self.keys.result(self.jid)))
         info: dict[str, Any] = {"jid": self.jid, "status": self._locate(tracked).status}
         for field in ("started_at", "updated_at"):
@@ -70,6 +71,8 @@ class Job:
             info["result"] = json.loads(tracked["result"])
         if "error" in tracked:
             info.update(json.loads(tracked["error"]))
+        if "workflow" in tracked:
+            info["workflow"] = tracked["workflow"]  # a step of that workflow
         return info
 
     def _locate(self, tracked: dict[str, str] | None = None) -> Found:
@@ -252,7 +255,24 @@ class BatchStatus:
         return f"<BatchStatus {self.bid} {self.total - self.pending}/{self.total} done, {self.failures} failed>"
 
 
-class Batches:
+class Paged:
+    """A listing read a page at a time (`page(offset, limit)`); iterating reads every page, 100 entries each."""
+
+    def page(self, offset: int = 0, limit: int = 25) -> list[Any]:
+        """Up to `limit` entries from the `offset`-th."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        offset = 0
+        while True:
+            page = self.page(offset, 100)
+            yield from page
+            if len(page) < 100:
+                return
+            offset += 100
+
+
+class Batches(Paged):
     """The batches on the namespace, newest first (those expired are left out)."""
 
     def __init__(self) -> None:
@@ -271,12 +291,3 @@ class Batches:
             except LookupError:
                 self.redis.zrem(self.keys.batches, bid)
         return found
-
-    def __iter__(self) -> Iterator[BatchStatus]:
-        offset = 0
-        while True:
-            page = self.page(offset, 100)
-            yield from page
-            if len(page) < 100:
-                return
-            offset += 100

@@ -32,6 +32,7 @@ SOURCES = {
         *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
         *("push_each", "unique_release", "concurrent_acquire", "concurrent_release"),
         *("window_acquire", "bucket_acquire", "cancel", "job_max", "release_holds"),
+        *("workflow_push", "workflow_cancel"),
     )
 }
 SHAS = {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SOURCES.items()}
@@ -111,6 +112,8 @@ class Scripts:
     cancel: Script
     job_max: Script
     release_holds: Script
+    workflow_push: Script
+    workflow_cancel: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

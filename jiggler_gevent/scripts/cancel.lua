@@ -34,5 +34,5 @@ end
 if removed == 0 then return 0 end
 if ARGV[6] ~= '' and redis.call('GET', ARGV[6]) == ARGV[1] then redis.call('DEL', ARGV[6]) end
 if ARGV[9] ~= '' then track(E, ARGV[8], 'cancelled', '{"error_class":"JobCancelled"}', ARGV[9]) end
-if ARGV[7] ~= '' then batch_end(E, ARGV[7], ARGV[1], false) end
+if ARGV[7] ~= '' then batch_end(E, ARGV[7], ARGV[1], 'cancelled', '{"error_class":"JobCancelled"}') end
 return 1

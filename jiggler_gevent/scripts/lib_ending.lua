@@ -1,8 +1,10 @@
+--#include lib_workflow
 -- lib_ending: included at the top of the scripts that end jobs or open batches (settle, cancel, push_each).
 -- track() writes a tracked job's status (only jobs with result_ttl have NS:result:<jid>): once ended (done,
 -- dead, cancelled) it keeps its result or error for result_ttl seconds, is never changed again, and one member
 -- is pushed to NS:result:<jid>:done to wake every waiter. batch_end() counts a job of a batch that succeeded or
--- failed; each jid is counted once however often it runs (at-least-once delivery), and batch_check() enqueues
+-- failed (`status` as track() takes it: done, retrying, dead, cancelled); each jid is counted once however often it
+-- runs (at-least-once delivery), and a workflow's step ends there too (lib_workflow); batch_check() enqueues
 -- each callback exactly once: on_complete when every job not yet succeeded has failed at least once,
 -- on_success when every job has succeeded. `E` holds what these need: qprefix (NS:queue:), queues (NS:queues),
 -- wake (NS:wake), now (unix seconds), pending_ttl, batch_ttl.
@@ -48,15 +50,20 @@ local function batch_check(E, bkey)
   for _, k in ipairs({ bkey, bkey .. ':ok', bkey .. ':failed' }) do redis.call('EXPIRE', k, E.batch_ttl) end
 end
 
-local function batch_end(E, bkey, jid, succeeded)
+local function batch_end(E, bkey, jid, status, detail)
   if redis.call('EXISTS', bkey) == 0 then return end
-  if succeeded then
-    if redis.call('SADD', bkey .. ':ok', jid) == 1 then
+  local counted = false
+  if status == 'done' then
+    counted = redis.call('SADD', bkey .. ':ok', jid) == 1
+    if counted then
       redis.call('HINCRBY', bkey, 'pending', -1)
       redis.call('SREM', bkey .. ':failed', jid)
     end
   elseif redis.call('SISMEMBER', bkey .. ':ok', jid) == 0 then
     redis.call('SADD', bkey .. ':failed', jid)
+    counted = true
   end
+  local wkey = counted and redis.call('HGET', bkey, 'workflow')
+  if wkey then workflow_end(E, wkey, jid, status, detail) end
   batch_check(E, bkey)
 end

@@ -64,7 +64,7 @@ for i = 11, #ARGV, 10 do
     if ARGV[i + 4] ~= '' and redis.call('GET', ARGV[i + 4]) == jid then redis.call('DEL', ARGV[i + 4]) end
     if ARGV[i + 7] ~= '' then track(E, ARGV[4] .. jid, STATUS[disposition], ARGV[i + 8], ARGV[i + 7]) end
     if ARGV[i + 6] ~= '' and BACK[disposition] == nil and disposition ~= 'reschedule' then
-      batch_end(E, ARGV[5] .. ARGV[i + 6], jid, disposition == 'ack')
+      batch_end(E, ARGV[5] .. ARGV[i + 6], jid, STATUS[disposition], ARGV[i + 8])
     end
   end
 end

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import redis
 
 from ... import config
-from . import batches, cron, jobs, limits, metrics, pages, sets
+from . import batches, cron, jobs, limits, metrics, pages, sets, workflows
 from .auth import CHALLENGE, BasicAuth
 from .html import Safe, render
 from .http import Csrf, Request, Response
@@ -38,6 +38,7 @@ SECURITY_HEADERS = [
 SET_ROUTE = re.compile(r"^/(scheduled|retries|dead)(?:/(.+))?$")
 QUEUE_ROUTE = re.compile(r"^/queues/(.+)$")
 BATCH_ROUTE = re.compile(r"^/batches/(.+)$")
+WORKFLOW_ROUTE = re.compile(r"^/workflows/(.+)$")
 JOB_ROUTE = re.compile(r"^/jobs/(.+)$")
 METRICS_ROUTE = re.compile(r"^/metrics/(.+)$")
 
@@ -100,6 +101,7 @@ class Dashboard:
             cron.PATH: ("Cron", cron.page),
             limits.PATH: ("Limits", limits.page),
             batches.PATH: ("Batches", batches.listing),
+            workflows.PATH: ("Workflows", workflows.listing),
             metrics.PATH: ("Metrics", metrics.overview),
         }
         if path in simple:
@@ -116,6 +118,9 @@ class Dashboard:
         m = BATCH_ROUTE.match(path)
         if m:
             return self._batch(view, m.group(1))
+        m = WORKFLOW_ROUTE.match(path)
+        if m:
+            return self._workflow(view, m.group(1))
         m = METRICS_ROUTE.match(path)
         if m:
             return Response(view.page(f"Metrics of {m.group(1)}", metrics.detail(view, m.group(1))))
@@ -137,16 +142,24 @@ class Dashboard:
         return Response(view.page("Not found", Safe('<p class="empty">No such page.</p>')), "404 Not Found")
 
     def _batch(self, view: View, bid: str) -> Response:
-        body = batches.detail(view, bid)
+        return self._kept(view, "Batch", batches.detail(view, bid), batches.PATH)
+
+    def _workflow(self, view: View, wid: str) -> Response:
+        return self._kept(view, "Workflow", workflows.detail(view, wid), workflows.PATH)
+
+    @staticmethod
+    def _kept(view: View, title: str, body: Safe | None, back: str) -> Response:
+        """The page of a batch or a workflow (`body`), or a 404 when it is unknown or expired (None)."""
         if body is not None:
-            return Response(view.page("Batch", body))
+            return Response(view.page(title, body))
         missing = render(
-            '<p class="empty">No such batch: it is unknown, or it expired ({days} days after its last change). '
+            '<p class="empty">No such {what}: it is unknown, or it expired ({days} days after its last change). '
             '<a href="{back}">Back to the list</a>.</p>',
+            what=title.lower(),
             days=config.BATCH_TTL // 86400,
-            back=view.url(batches.PATH),
+            back=view.url(back),
         )
-        return Response(view.page("Batch not found", missing), "404 Not Found")
+        return Response(view.page(f"{title} not found", missing), "404 Not Found")
 
     def post(self, req: Request) -> Response:
         if not self.csrf.check(req):

@@ -73,6 +73,9 @@ def detail(view: View, jid: str) -> Safe:
         facts.append(("Started", timestamp(info["started_at"], view.now)))
     if "updated_at" in info:
         facts.append(("Ended" if ended else "Last change", timestamp(info["updated_at"], view.now)))
+    if "workflow" in info:
+        href = view.url(f"/workflows/{path_part(info['workflow'])}")
+        facts.append(("Workflow", render('<a class="mono" href="{href}">{wid}</a>', href=href, wid=info["workflow"])))
     if status in WHERE:
         path, label = WHERE[status]
         facts.append(("Listed in", render('<a href="{href}">{label}</a>', href=view.url(path), label=label)))

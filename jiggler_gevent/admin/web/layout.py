@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, str, str | None]] = [
     ("/dead", "Dead", "dead_size"),
     ("/metrics", "Metrics", None),
     ("/batches", "Batches", None),
+    ("/workflows", "Workflows", None),
     ("/cron", "Cron", None),
     ("/limits", "Limits", None),
     ("/jobs", "Job status", None),
