@@ -12,6 +12,7 @@ import redis
 
 from jiggler_gevent import config, payload
 from jiggler_gevent.client import Client
+from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server import fetch as fetch_mod
 from jiggler_gevent.server.fetch import ReliableFetch, queue_order
 
@@ -318,3 +319,44 @@ def test_a_tracked_job_taken_behind_a_block_starts_by_the_servers_clock(make_fet
     assert fetch.wait(3) == [tracked] and fetch.starts == {tracked: False} and fetch.drained
     started = float(client.hget(ns.keys.result("w1"), "started_at"))
     assert started == pytest.approx(float(client.time()[0]), abs=2)
+
+
+def test_the_fetch_takes_concurrency_slots_parks_past_the_limit_and_the_settle_gives_them_back(make_fetch, client, ns):
+    """A payload of a job with `concurrency=N` takes a slot in the fetch (recorded under the process's identity); one
+    over the full limiter is parked (scheduled, and named on the limiter) instead of taken; the settle of a job's
+    outcome gives its slot back once, which moves the parked payload back to its queue."""
+    fetch = make_fetch([("default", 1)], identity="test-slots")
+    fetch.limited = ["lim.job", "lim.job", 2]  # what guards.fetch_limits says of a registered concurrency=2 job
+    a, b, c = (json.dumps({"jid": f"s{i}", "name": "lim.job", "queue": "default"}) for i in range(3))
+    other = '{"jid":"o1","name":"other","queue":"default","args":["lim.job"]}'  # names it in its arguments only
+    push(client, ns, "default", a, b, c, other)
+    assert fetch.take(4) == [a, b, other] and not fetch.drained
+    assert set(fetch.slots) == {a, b}
+    limit, holds = ns.keys.limit("lim.job"), ns.keys.holds("test-slots")
+    assert client.zcard(limit) == 2
+    assert client.hgetall(holds) == {fetch.slots[a]: "2,60000", fetch.slots[b]: "2,60000"}
+    assert client.lrange(ns.keys.limit_parked("lim.job"), 0, -1) == [c]
+    assert client.zscore(ns.keys.schedule, c) == pytest.approx(time.time() + 2.5, abs=5)
+    slot = fetch.slots[a]
+    outcome = acker_mod.with_slot(acker_mod.Outcome(a), fetch.slots)
+    assert a not in fetch.slots and outcome.end is not None and outcome.end.slot == slot
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [outcome]) == 1
+    assert client.zcard(limit) == 1 and slot not in client.hgetall(holds)
+    assert queued(client, ns, "default") == [c] and client.zscore(ns.keys.schedule, c) is None
+    again = acker_mod.Outcome(a, end=outcome.end)
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [again]) == 0
+    assert client.zcard(limit) == 1  # given back once only: the other slot is still held
+
+
+def test_a_tracked_payload_over_a_full_limiter_is_taken_and_marked_refused(make_fetch, client, ns):
+    """A tracked payload is not parked by the fetch: it is taken, started, and marked FULL, so that its worker
+    reschedules it and writes its status (guards.ConcurrencyMiddleware); a payload without a slot is not marked."""
+    fetch = make_fetch([("default", 1)])
+    fetch.limited = ["lim.job", "lim.job", 1]
+    held = json.dumps({"jid": "h1", "name": "lim.job", "queue": "default"})
+    tracked = json.dumps({"jid": "t1", "name": "lim.job", "queue": "default", "result_ttl": 60})
+    push(client, ns, "default", held, tracked)
+    assert fetch.take(2) == [held, tracked]
+    assert fetch.slots[tracked] == acker_mod.FULL and fetch.slots[held].startswith("slot:lim.job:")
+    assert fetch.starts == {tracked: False}
+    assert client.zcard(ns.keys.limit("lim.job")) == 1 and client.zcard(ns.keys.schedule) == 0

@@ -3,19 +3,43 @@
 -- settled (at-least-once delivery). One round trip per batch does both. A tracked payload (result_ttl, at the
 -- top or in Sidekiq's "jiggler" object) starts here too: unless its jid is in NS:cancelled its status becomes
 -- "running", in the same step that reads NS:cancelled, so a cancel lands either before (seen here) or after
--- (it finds the job running).
+-- (it finds the job running). A payload of a job with `concurrency=N` named in ARGV takes a slot of that job's
+-- `concurrent` limiter here too, as concurrent_acquire.lua would (never more than N holders at once, each
+-- recorded in NS:holds:<identity> in the same step, so the recovery of this process frees it); settle.lua gives
+-- it back with the job's outcome. When the limiter is full the payload is parked instead of taken: into
+-- NS:schedule, due at ARGV[9], and named in NS:limit:<name>:parked, so the next release of a slot moves it back
+-- to its queue (lib_holds.wake_parked), as settle.lua parks a job the worker rescheduled over a full limiter.
+-- A tracked one is taken and marked refused instead: its worker writes its status as it reschedules it.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2]     NS:cancelled
--- KEYS[3..n]  NS:queue:<name>, in the order to try them
+-- KEYS[3]     NS:holds:<identity>
+-- KEYS[4]     NS:limits
+-- KEYS[5]     NS:schedule
+-- KEYS[6..n]  NS:queue:<name>, in the order to try them
 -- ARGV[1]     the most payloads to take
 -- ARGV[2]     the status key prefix NS:result:
 -- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
 -- ARGV[4]     seconds a tracked job's status is kept while it is not ended
--- ARGV[5..]   payloads whose jobs are done: removed from the working list first
--- returns     the payloads taken; when one of them is tracked, { the payloads taken, one mark per payload:
---             "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not tracked (or
---             not readable here) }
-for i = 5, #ARGV do
+-- ARGV[5]     the limiter key prefix NS:limit:
+-- ARGV[6]     a slot's lock timeout (ms): one not given back or renewed by then is dropped
+-- ARGV[7]     the prefix of the tokens of the slots this call takes (unique to the call)
+-- ARGV[8]     the payload's field that names its job: "name", or "class" on Sidekiq's wire
+-- ARGV[9]     when a parked payload is due (unix seconds), should no release move it before
+-- ARGV[10]    how long a limiter's parked list is kept after its last push (ms)
+-- ARGV[11]    k, how many jobs with `concurrency=N` follow (0: no payload is looked at for a slot)
+-- ARGV[12..]  k times: the job's name, its limiter's name, N
+-- ARGV[12+3k..]  payloads whose jobs are done: removed from the working list first
+-- returns     the payloads taken; when one of them is tracked or limited, { the payloads taken, one mark per
+--             payload: "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not
+--             tracked (or not readable here); one slot per payload: its field in NS:holds:<identity>
+--             ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, "" when not limited;
+--             how many payloads were parked (each counts against ARGV[1]) }
+local limited, quoted, k = {}, {}, tonumber(ARGV[11])
+for j = 12, 11 + 3 * k, 3 do
+  limited[ARGV[j]] = { name = ARGV[j + 1], size = tonumber(ARGV[j + 2]) }
+  quoted[#quoted + 1] = '"' .. ARGV[j] .. '"'
+end
+for i = 12 + 3 * k, #ARGV do
   redis.call('LREM', KEYS[1], -1, ARGV[i])
 end
 
@@ -45,21 +69,76 @@ local function start(p)
   return 'r'
 end
 
+-- The limiter of the job `p` runs, when it is one of those named in ARGV (looked for as text before decoding).
+local function limiter_of(p)
+  for _, q in ipairs(quoted) do
+    if string.find(p, q, 1, true) then
+      local ok, d = pcall(cjson.decode, p)
+      if ok and type(d) == 'table' then return limited[d[ARGV[8]]] end
+      return nil
+    end
+  end
+  return nil
+end
+
+local clock_ms, swept = nil, {}
+local timeout = tonumber(ARGV[6])
+
+-- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
+local function take_slot(lim, i)
+  local key = ARGV[5] .. lim.name
+  if clock_ms == nil then
+    local t = redis.call('TIME')
+    clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if not swept[key] then
+    swept[key] = true
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', clock_ms)
+    redis.call('HSET', KEYS[4], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
+  end
+  if redis.call('ZCARD', key) >= lim.size then return '!' end
+  local token = ARGV[7] .. i
+  redis.call('ZADD', key, string.format('%.0f', clock_ms + timeout), token)
+  if redis.call('PTTL', key) < timeout then redis.call('PEXPIRE', key, timeout) end
+  local field = 'slot:' .. lim.name .. ':' .. token
+  redis.call('HSET', KEYS[3], field, lim.size .. ',' .. timeout)
+  if redis.call('PTTL', KEYS[3]) < timeout then redis.call('PEXPIRE', KEYS[3], timeout) end
+  return field
+end
+
+local function park(lim, p)
+  local parked = ARGV[5] .. lim.name .. ':parked'
+  redis.call('ZADD', KEYS[5], ARGV[9], p)
+  redis.call('RPUSH', parked, p)
+  redis.call('PEXPIRE', parked, ARGV[10])
+end
+
 local want = tonumber(ARGV[1])
-local taken, marks, tracked = {}, {}, false
-for i = 3, #KEYS do
+local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
+for i = 6, #KEYS do
   if want <= 0 then break end
   local got = redis.call('RPOP', KEYS[i], want)
   if got then
     for _, p in ipairs(got) do
-      redis.call('LPUSH', KEYS[1], p)
-      taken[#taken + 1] = p
-      local mark = start(p)
-      marks[#marks + 1] = mark
-      tracked = tracked or mark ~= '.'
+      local lim = k > 0 and limiter_of(p) or nil
+      local tracked = string.find(p, '"result_ttl"', 1, true)
+      local slot = ''
+      if lim and not tracked then slot = take_slot(lim, #taken + 1) end
+      if slot == '!' then
+        park(lim, p)
+        parked = parked + 1
+      else
+        redis.call('LPUSH', KEYS[1], p)
+        taken[#taken + 1] = p
+        local mark = start(p)
+        if lim and tracked and mark ~= 'c' then slot = take_slot(lim, #taken) end
+        marks[#marks + 1] = mark
+        slots[#slots + 1] = slot
+        noted = noted or mark ~= '.' or slot ~= ''
+      end
     end
     want = want - #got
   end
 end
-if tracked then return { taken, table.concat(marks) } end
+if noted or parked > 0 then return { taken, table.concat(marks), slots, parked } end
 return taken

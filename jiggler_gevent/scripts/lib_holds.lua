@@ -1,5 +1,5 @@
 -- lib_holds: what a worker process holds besides its jobs, and giving it back. Included by concurrent_release,
--- adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
+-- settle, adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
 -- recorded in NS:holds:<identity> in the same step that takes it, so whoever ends that process's tenure (the
 -- recovery that declares it dead, in adopt; the process itself at a clean stop, in release_holds) gives every one
 -- back at once, instead of leaving it to its timeout. Fields of NS:holds:<identity>:

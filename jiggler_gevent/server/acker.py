@@ -92,7 +92,7 @@ class Outcome:
         return self.end is None and self.disposition in PLAIN
 
     def argv(self) -> tuple[Any, ...]:
-        """Its ten arguments to settle.lua, in the order of the script's header."""
+        """Its eleven arguments to settle.lua, in the order of the script's header."""
         end = ending.NONE if self.end is None else self.end.argv()
         return (payload_mod.wire(self.raw), self.disposition.value, payload_mod.wire(self.new_raw), self.where, *end)
 
@@ -112,9 +112,31 @@ def settle_argv(keys: Keys, working: str, outcomes: Sequence[Outcome]) -> tuple[
     now = time.time()
     args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
     args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL, keys.limit_prefix, PARKED_KEEP_MS]
+    args.append(config.DEFAULT_QUEUE)
     for o in outcomes:
         args += o.argv()
-    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule], args
+    holds = keys.holds(working.removeprefix(keys.working("")))  # of the process whose working list this is
+    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule, holds], args
+
+
+# The `concurrent` slots the fetch script took for the payloads it took, by raw payload: the field of
+# NS:holds:<identity> that records the slot, or FULL when the job's limiter was full (the job is refused, and
+# rescheduled). Filled by fetch.ReliableFetch, read by guards.ConcurrencyMiddleware as the job starts, emptied as
+# the payload's outcome is made (with_slot), which gives the slot back in the same settle. A payload taken twice
+# at once by this process keeps the last slot only: the other is freed by its lock timeout, or by this process's
+# stop or recovery (never an extra holder, only a slot held longer).
+Slots = dict[str, str]
+FULL = "!"
+
+
+def with_slot(outcome: Outcome, slots: Slots) -> Outcome:
+    """`outcome`, giving back in the same settle the slot the fetch took for its payload, if it took one."""
+    slot = slots.pop(outcome.raw, None)
+    if slot is not None and slot != FULL:
+        if outcome.end is None:
+            outcome.end = Ending("")
+        outcome.end.slot = slot
+    return outcome
 
 
 def rides(outcome: Outcome) -> bool:
@@ -154,10 +176,13 @@ class Acker:
         self.wake: Event = gevent.event.Event()
         self.closing = False
         self.riding = False  # True while the fetcher will carry the outcomes of jobs done on its next fetch
+        self.slots: Slots = {}  # the fetch's, shared (manager.py): each outcome gives back its payload's slot
         self.failing_since: float | None = None  # monotonic time of the first failed write of an outage
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
+        if self.slots:
+            with_slot(outcome, self.slots)
         self.pending.append(outcome)
         if not self.riding or not rides(outcome):
             self.wake.set()

@@ -5,9 +5,15 @@ Guarantee: a payload leaves its queue only by moving, atomically, into this proc
 its outcome is written, or it is put back unrun. On SIGTERM the unfinished ones are put back in their queues.
 On SIGKILL they stay in the working list until a live process sees the heartbeat expire and adopts them
 (recovery.py): a job may run twice, never zero times.
+
+The fetch script also takes the `concurrent` slot of each payload of a job with `concurrency=N` registered here
+(guards.py says what that guarantees); a payload that came another way, or whose job was registered after the
+first fetch, has its slot taken by guards.ConcurrencyMiddleware instead.
 """
 
+import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,13 +25,13 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from .. import config, scripts, wire
+from .. import config, limits, scripts, wire
 from .. import payload as payload_mod
 from ..cluster import is_cluster
 from ..connect import MAX_BLOCK
 from ..keys import Keys
-from . import ending, tracking
-from .acker import Acker, Outcome, dedicated, settle, settle_argv
+from . import ending, guards, tracking
+from .acker import PARKED_KEEP_MS, Acker, Outcome, Slots, dedicated, settle, settle_argv, with_slot
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
@@ -95,6 +101,12 @@ class ReliableFetch:
         self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
+        self.slots: Slots = {}  # the `concurrent` slots it took (acker.Slots)
+        self.holds = keys.holds(identity)
+        self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
+        self.no_limits: Sequence[EncodableT] = ()
+        self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
+        self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
     def take(self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = ()) -> list[str]:
@@ -133,17 +145,37 @@ class ReliableFetch:
     def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        return [self.working, self.cancelled, *order], [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
+        keys = [self.working, self.cancelled, self.holds, self.keys.limits, self.keys.schedule, *order]
+        return keys, [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *self._limits_argv(), *acks]
+
+    def _limits_argv(self) -> Sequence[EncodableT]:
+        """fetch.lua's ARGV[5..11+3k]: what it needs to take the slots of the jobs with `concurrency=N` registered at
+        the first fetch (the worker has loaded its modules by then), with a token prefix of this call's own, and to
+        park the payloads whose limiter is full."""
+        if self.limited is None:
+            self.limited = guards.fetch_limits()
+            self.no_limits = (self.keys.limit_prefix, 0, "", "", 0, 0, 0)
+        if not self.limited:
+            return self.no_limits
+        field = "class" if self.keys.wire == "sidekiq" else "name"
+        token_prefix = f"{self.token_base}{next(self.fetches)}."
+        ms = int(guards.SLOT_TIMEOUT * 1000)
+        due = time.time() + limits.reschedule_delay(0)  # as a first reschedule over a limit: a fallback to the wake
+        parking = (due, PARKED_KEEP_MS, len(self.limited) // 3)
+        return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *self.limited)
 
     def _taken(self, reply: object, most: int) -> list[str]:
-        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`."""
-        taken = cast("list[str]", reply)
-        if taken and isinstance(taken[0], list):  # {payloads, marks}: one of them is tracked
-            taken, marks = cast("tuple[list[str], str]", reply)
-            for raw, mark in zip(taken, marks, strict=True):
+        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`, the slots it took
+        to `slots`."""
+        taken, parked = cast("list[str]", reply), 0
+        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked}: one is tracked or limited
+            taken, marks, slots, parked = cast("tuple[list[str], str, list[str], int]", reply)
+            for raw, mark, slot in zip(taken, marks, slots, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
-        self.drained = len(taken) < most
+                if slot:
+                    self.slots[raw] = slot
+        self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
         return taken
 
     def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
@@ -250,7 +282,7 @@ class ReliableFetch:
         outcomes = []
         for raw in raws:
             self.starts.pop(raw, None)
-            outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
+            outcome = with_slot(Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE)), self.slots)
             if '"result_ttl"' in raw:
                 try:
                     outcome.end = ending.of_put_back(wire.of(self.keys).decode(raw))

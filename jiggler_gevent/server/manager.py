@@ -72,6 +72,7 @@ class Manager:
         self.solo: str | None = None  # the suspect job running alone (or waiting to)
         processor.isolate = self.alone
         fetch.starts = processor.starts  # the fetch script starts tracked jobs; the Processor reads what it found
+        acker.slots = fetch.slots  # the fetch script takes `concurrent` slots; each outcome gives its own back
 
     @property
     def busy(self) -> int:
