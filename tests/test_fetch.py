@@ -323,8 +323,8 @@ def test_a_tracked_job_taken_behind_a_block_starts_by_the_servers_clock(make_fet
 
 def test_the_fetch_takes_concurrency_slots_parks_past_the_limit_and_the_settle_gives_them_back(make_fetch, client, ns):
     """A payload of a job with `concurrency=N` takes a slot in the fetch (recorded under the process's identity); one
-    over the full limiter is parked (scheduled, and named on the limiter) instead of taken; the settle of a job's
-    outcome gives its slot back once, which moves the parked payload back to its queue."""
+    over the full limiter is parked (scheduled, and named on the limiter) instead of taken; the next fetch gives the
+    slot of a job that has ended back once, which moves the parked payload back to its queue."""
     fetch = make_fetch([("default", 1)], identity="test-slots")
     fetch.limited = ["lim.job", "lim.job", 2]  # what guards.fetch_limits says of a registered concurrency=2 job
     a, b, c = (json.dumps({"jid": f"s{i}", "name": "lim.job", "queue": "default"}) for i in range(3))
@@ -337,15 +337,16 @@ def test_the_fetch_takes_concurrency_slots_parks_past_the_limit_and_the_settle_g
     assert client.hgetall(holds) == {fetch.slots[a]: "2,60000", fetch.slots[b]: "2,60000"}
     assert client.lrange(ns.keys.limit_parked("lim.job"), 0, -1) == [c]
     assert client.zscore(ns.keys.schedule, c) == pytest.approx(time.time() + 2.5, abs=5)
-    slot = fetch.slots[a]
-    outcome = acker_mod.with_slot(acker_mod.Outcome(a), fetch.slots)
-    assert a not in fetch.slots and outcome.end is not None and outcome.end.slot == slot
-    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [outcome]) == 1
+    slot = acker_mod.slot_of(a, fetch.slots)
+    assert a not in fetch.slots and slot is not None and slot.startswith("slot:lim.job:")
+    assert fetch.take(0, [a.encode()], releases=[slot]) == []
     assert client.zcard(limit) == 1 and slot not in client.hgetall(holds)
     assert queued(client, ns, "default") == [c] and client.zscore(ns.keys.schedule, c) is None
-    again = acker_mod.Outcome(a, end=outcome.end)
-    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [again]) == 0
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [], releases=[slot]) == 0
     assert client.zcard(limit) == 1  # given back once only: the other slot is still held
+    other_slot = acker_mod.slot_of(b, fetch.slots)
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [acker_mod.Outcome(b)], releases=[other_slot])
+    assert client.zcard(limit) == 0 and client.hgetall(holds) == {}
 
 
 def test_a_tracked_payload_over_a_full_limiter_is_taken_and_marked_refused(make_fetch, client, ns):

@@ -1,4 +1,5 @@
--- fetch: settle the payloads finished since the last call, then pop up to ARGV[1] payloads, oldest first,
+--#include lib_holds
+-- fetch: settle the payloads finished since the last call (and give back the slots their jobs held), then pop up to ARGV[1] payloads, oldest first,
 -- trying the queues in the order given, and hold each one in this process's working list until it is
 -- settled (at-least-once delivery). One round trip per batch does both. A tracked payload (result_ttl, at the
 -- top or in Sidekiq's "jiggler" object) starts here too: unless its jid is in NS:cancelled its status becomes
@@ -15,7 +16,9 @@
 -- KEYS[3]     NS:holds:<identity>
 -- KEYS[4]     NS:limits
 -- KEYS[5]     NS:schedule
--- KEYS[6..n]  NS:queue:<name>, in the order to try them
+-- KEYS[6]     NS:queues
+-- KEYS[7]     NS:wake (added when a freed slot moves a parked payload back to its queue)
+-- KEYS[8..n]  NS:queue:<name>, in the order to try them
 -- ARGV[1]     the most payloads to take
 -- ARGV[2]     the status key prefix NS:result:
 -- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
@@ -26,20 +29,29 @@
 -- ARGV[8]     the payload's field that names its job: "name", or "class" on Sidekiq's wire
 -- ARGV[9]     when a parked payload is due (unix seconds), should no release move it before
 -- ARGV[10]    how long a limiter's parked list is kept after its last push (ms)
--- ARGV[11]    k, how many jobs with `concurrency=N` follow (0: no payload is looked at for a slot)
--- ARGV[12..]  k times: the job's name, its limiter's name, N
--- ARGV[12+3k..]  payloads whose jobs are done: removed from the working list first
+-- ARGV[11]    the queue key prefix NS:queue:
+-- ARGV[12]    the queue of a payload that names none
+-- ARGV[13]    k, how many jobs with `concurrency=N` follow (0: no payload is looked at for a slot)
+-- ARGV[14..]  k times: the job's name, its limiter's name, N
+-- ARGV[14+3k] n, how many slots of jobs that have ended follow, to give back first (lib_holds.give_back): their
+--             fields in NS:holds:<identity>
+-- then        payloads whose jobs are done: removed from the working list first
 -- returns     the payloads taken; when one of them is tracked or limited, { the payloads taken, one mark per
 --             payload: "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not
 --             tracked (or not readable here); one slot per payload: its field in NS:holds:<identity>
 --             ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, "" when not limited;
 --             how many payloads were parked (each counts against ARGV[1]) }
-local limited, quoted, k = {}, {}, tonumber(ARGV[11])
-for j = 12, 11 + 3 * k, 3 do
+local limited, quoted, k = {}, {}, tonumber(ARGV[13])
+for j = 14, 13 + 3 * k, 3 do
   limited[ARGV[j]] = { name = ARGV[j + 1], size = tonumber(ARGV[j + 2]) }
   quoted[#quoted + 1] = '"' .. ARGV[j] .. '"'
 end
-for i = 12 + 3 * k, #ARGV do
+local releases = 15 + 3 * k  -- the first slot to give back
+local acks = releases + tonumber(ARGV[14 + 3 * k])
+local H = { limit_prefix = ARGV[5], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[11],
+            queue = ARGV[12] }
+for i = releases, acks - 1 do give_back(H, KEYS[3], ARGV[i]) end
+for i = acks, #ARGV do
   redis.call('LREM', KEYS[1], -1, ARGV[i])
 end
 
@@ -115,7 +127,7 @@ end
 
 local want = tonumber(ARGV[1])
 local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
-for i = 6, #KEYS do
+for i = 8, #KEYS do
   if want <= 0 then break end
   local got = redis.call('RPOP', KEYS[i], want)
   if got then

@@ -10,9 +10,9 @@
 -- process) goes nowhere, so nothing is stored, counted or run twice. The dead set is trimmed by age and size
 -- whenever something is buried. A job rescheduled because a `concurrent` limiter was full is also parked on it
 -- (RPUSH NS:limit:<name>:parked): the next release of a slot of that limiter moves it to its queue (lib_holds).
--- A `concurrent` slot the fetch took for a payload (fetch.lua) is given back in the same step, held or not
--- (lib_holds.release_slot: at most once; one a recovery freed already, or expired, is left alone), struck off
--- NS:holds:<identity>, waking a job parked on that limiter.
+-- The `concurrent` slots the fetch took for jobs that have ended (fetch.lua) are given back in the same step
+-- (lib_holds.give_back: at most once; one a recovery freed already, or expired, is left alone), struck off
+-- NS:holds:<identity>, each waking a job parked on its limiter.
 -- KEYS[1]  NS:working:<identity>
 -- KEYS[2]  NS:retry
 -- KEYS[3]  NS:dead
@@ -31,33 +31,23 @@
 -- ARGV[9]  the limiter key prefix NS:limit:
 -- ARGV[10] how long a limiter's parked list is kept after its last push (ms)
 -- ARGV[11] the queue of a payload that names none (a parked job woken by a freed slot goes to its queue)
--- ARGV     then groups of 11: payload held, disposition, payload to store, the score (retry, dead, reschedule)
+-- ARGV[12] n, how many slots to give back follow: their fields in NS:holds:<identity> ('slot:<limiter>:<token>')
+-- ARGV     then groups of 10: payload held, disposition, payload to store, the score (retry, dead, reschedule)
 --          or the queue name (requeue, recover), the unique lock key to release ('' = none), the jid, its batch id
---          ('' = none), its result_ttl ('' = untracked), its result or error as JSON ('' = none), the
---          limiter to park a rescheduled job on ('' = none), and the field of NS:holds:<identity> of the slot to
---          give back ('slot:<limiter>:<token>', '' = none)
+--          ('' = none), its result_ttl ('' = untracked), its result or error as JSON ('' = none), and the
+--          limiter to park a rescheduled job on ('' = none)
 -- returns  how many payloads were still held
 local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], pending_ttl = ARGV[7],
             batch_ttl = ARGV[8] }
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
                  reschedule = 'scheduled', requeue = 'queued', recover = 'queued' }
 local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
-local H = { schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5], qprefix = ARGV[3], queue = ARGV[11] }
-
--- Give back the slot recorded in NS:holds:<identity> as `field`, unless a recovery has freed it already.
-local function give_back(field)
-  local record = redis.call('HGET', KEYS[7], field)
-  if not record then return end
-  redis.call('HDEL', KEYS[7], field)
-  local name, token = string.match(field, '^slot:([^:]+):(.+)$')
-  local size, keep = string.match(record, '^(%d+),(%d+)$')
-  if name and size then
-    local key = ARGV[9] .. name
-    release_slot(H, key, key .. ':free', key .. ':parked', token, tonumber(size), math.max(1000, tonumber(keep)))
-  end
-end
+local H = { limit_prefix = ARGV[9], schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5], qprefix = ARGV[3],
+            queue = ARGV[11] }
+local first = 13 + tonumber(ARGV[12])  -- the first group
+for i = 13, first - 1 do give_back(H, KEYS[7], ARGV[i]) end
 local held, buried, requeued = 0, false, false
-for i = 12, #ARGV, 11 do
+for i = first, #ARGV, 10 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
     held = held + 1
     local disposition, jid = ARGV[i + 1], ARGV[i + 5]
@@ -88,7 +78,6 @@ for i = 12, #ARGV, 11 do
       batch_end(E, ARGV[5] .. ARGV[i + 6], jid, disposition == 'ack')
     end
   end
-  if ARGV[i + 10] ~= '' then give_back(ARGV[i + 10]) end  -- the job has ended, whoever holds its payload now
 end
 if buried then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])

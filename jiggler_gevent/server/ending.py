@@ -1,10 +1,9 @@
 """The end of a job: one object per finished job, what the settle step writes for it beside moving its payload.
 
-settle.lua takes eleven arguments per held payload: the four that move it (acker.Outcome: held payload, disposition,
-payload to store, where) and the seven of its `Ending` (`argv`): the unique lock to release, the jid, the batch that
-counts it, its result_ttl when tracked, its result or error as JSON, the `concurrent` limiter to park it on, the
-`concurrent` slot the fetch took for it, to give back. They are decided here only, from the payload's view
-(payload.View) and the disposition, but for the slot, which the Acker adds (acker.with_slot):
+settle.lua takes ten arguments per held payload: the four that move it (acker.Outcome: held payload, disposition,
+payload to store, where) and the six of its `Ending` (`argv`): the unique lock to release, the jid, the batch that
+counts it, its result_ttl when tracked, its result or error as JSON, the `concurrent` limiter to park it on. They
+are decided here only, from the payload's view (payload.View) and the disposition:
 - the lock is released when the job ended for good (not a retry or a reschedule, which keep it) unless it was
   released as the job started (`unique_until="start"`); a payload buried unrun keeps it until it expires;
 - a tracked job's status is written by disposition (settle.lua), with its result (done) or error (dead, dropped,
@@ -24,29 +23,26 @@ from ..limits import OverLimit
 from ..middleware import Disposition, JobContext
 from ..payload import View
 
-NONE = ("", "", "", "", "", "", "")  # the settle arguments of an outcome without an Ending
+NONE = ("", "", "", "", "", "")  # the settle arguments of an outcome without an Ending
 KEEPS_LOCK = (Disposition.RETRY, Disposition.RESCHEDULE, Disposition.REQUEUE, Disposition.RECOVER)
 
 
 class Ending:
-    """What the settle step writes for one finished job beside moving its payload (settle.lua's last seven ARGV)."""
+    """What the settle step writes for one finished job beside moving its payload (settle.lua's last six ARGV)."""
 
-    __slots__ = ("lock", "jid", "bid", "ttl", "detail", "park", "slot")
+    __slots__ = ("lock", "jid", "bid", "ttl", "detail", "park")
 
-    def __init__(
-        self, jid: str, lock: str = "", bid: str = "", ttl: int | str = "", detail: str = "", park: str = ""
-    ) -> None:
+    def __init__(self, jid: str, lock: str = "", bid: str = "", ttl: int | str = "", detail: str = "", park: str = ""):
         self.jid = jid
         self.lock = lock  # the unique lock key released if it still holds `jid` ('' none)
         self.bid = bid  # the batch that counts this end ('' none)
         self.ttl = ttl  # the job's result_ttl when its status is tracked ('' untracked)
         self.detail = detail  # JSON: its result (done) or {"error_class", "error_message"} (dead, cancelled)
         self.park = park  # a rescheduled job: the `concurrent` limiter whose next release moves it to its queue
-        self.slot = ""  # the field of NS:holds:<identity> of a slot the fetch took for the job, given back here
 
-    def argv(self) -> tuple[str, str, str, int | str, str, str, str]:
+    def argv(self) -> tuple[str, str, str, int | str, str, str]:
         """Its arguments to settle.lua, in the order of the script's header."""
-        return self.lock, self.jid, self.bid, self.ttl, self.detail, self.park, self.slot
+        return self.lock, self.jid, self.bid, self.ttl, self.detail, self.park
 
 
 def of(

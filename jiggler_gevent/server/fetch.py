@@ -31,7 +31,7 @@ from ..cluster import is_cluster
 from ..connect import MAX_BLOCK
 from ..keys import Keys
 from . import ending, guards, tracking
-from .acker import PARKED_KEEP_MS, Acker, Outcome, Slots, dedicated, settle, settle_argv, with_slot
+from .acker import PARKED_KEEP_MS, Acker, Outcome, Slots, dedicated, settle, settle_argv, slot_of
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
@@ -109,11 +109,14 @@ class ReliableFetch:
         self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
-    def take(self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = ()) -> list[str]:
-        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
-        ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
+    def take(
+        self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = (), releases: Sequence[str] = ()
+    ) -> list[str]:
+        """Settle `acks` (payloads of jobs done) and give back `releases` (the slots of jobs that have ended,
+        acker.Slots), then take up to `most` payloads without blocking. The tracked ones are started in the same
+        step (fetch.lua): what it found for each goes to `starts`, and the slots it took to `slots`. The outcomes
         `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
-        keys, args = self._fetch_argv(most, acks, time.time())
+        keys, args = self._fetch_argv(most, acks, time.time(), releases)
         conn = self._own_connection()
         if conn is None:  # Redis Cluster: a script call at a time, through the slot client
             if ends:
@@ -142,26 +145,39 @@ class ReliableFetch:
         """The fetcher's own connection, to write commands on directly; None on a Redis Cluster."""
         return self.conn.connection if self.writes_directly else None
 
-    def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
+    def _fetch_argv(
+        self, most: int, acks: Sequence[bytes], now: float | str, releases: Sequence[str] = ()
+    ) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        keys = [self.working, self.cancelled, self.holds, self.keys.limits, self.keys.schedule, *order]
-        return keys, [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *self._limits_argv(), *acks]
+        k = self.keys
+        keys = [self.working, self.cancelled, self.holds, k.limits, k.schedule, k.queues, k.wake, *order]
+        limits_argv = self._limits_argv()
+        return keys, [
+            most,
+            self.result_prefix,
+            now,
+            config.RESULT_PENDING_TTL,
+            *limits_argv,
+            len(releases),
+            *releases,
+            *acks,
+        ]
 
     def _limits_argv(self) -> Sequence[EncodableT]:
-        """fetch.lua's ARGV[5..11+3k]: what it needs to take the slots of the jobs with `concurrency=N` registered at
+        """fetch.lua's ARGV[5..13+3k]: what it needs to take the slots of the jobs with `concurrency=N` registered at
         the first fetch (the worker has loaded its modules by then), with a token prefix of this call's own, and to
         park the payloads whose limiter is full."""
         if self.limited is None:
             self.limited = guards.fetch_limits()
-            self.no_limits = (self.keys.limit_prefix, 0, "", "", 0, 0, 0)
+            self.no_limits = (self.keys.limit_prefix, 0, "", "", 0, 0, self.keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         if not self.limited:
             return self.no_limits
         field = "class" if self.keys.wire == "sidekiq" else "name"
         token_prefix = f"{self.token_base}{next(self.fetches)}."
         ms = int(guards.SLOT_TIMEOUT * 1000)
         due = time.time() + limits.reschedule_delay(0)  # as a first reschedule over a limit: a fallback to the wake
-        parking = (due, PARKED_KEEP_MS, len(self.limited) // 3)
+        parking = (due, PARKED_KEEP_MS, self.keys.queue_prefix, config.DEFAULT_QUEUE, len(self.limited) // 3)
         return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *self.limited)
 
     def _taken(self, reply: object, most: int) -> list[str]:
@@ -279,17 +295,20 @@ class ReliableFetch:
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.
         A tracked job's status goes back to "queued" in the same step."""
-        outcomes = []
+        outcomes, releases = [], []
         for raw in raws:
             self.starts.pop(raw, None)
-            outcome = with_slot(Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE)), self.slots)
+            slot = slot_of(raw, self.slots) if self.slots else None
+            if slot is not None:
+                releases.append(slot)
+            outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:
                     outcome.end = ending.of_put_back(wire.of(self.keys).decode(raw))
                 except payload_mod.PayloadError:
                     pass
             outcomes.append(outcome)
-        return settle(self.scripts.settle, self.keys, self.working, outcomes)
+        return settle(self.scripts.settle, self.keys, self.working, outcomes, releases=releases)
 
     def requeue_all(self) -> int:
         """Put everything this process still holds back in its queues (clean shutdown)."""

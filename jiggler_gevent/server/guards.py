@@ -3,8 +3,9 @@
 Every run of a job with `concurrency=N` holds a slot of a `concurrent` limiter named after the job while it runs,
 so never more than N run at once across every worker. The slot is taken in one of two ways:
 - by the fetch script, in the same step that takes the payload from its queue (fetch.lua; the worker names its
-  limited jobs in each fetch), and given back by the settle script that writes the job's outcome (settle.lua,
-  through acker.with_slot): no round trip of its own, however the payload was enqueued (older clients, Sidekiq);
+  limited jobs in each fetch), and given back by the first write after the job's outcome: the next fetch, or the
+  settle the Acker writes (acker.Slots): no round trip of its own, however the payload was enqueued (older
+  clients, Sidekiq). Over a full limiter the fetch parks the payload instead of taking it (fetch.lua);
 - by ConcurrencyMiddleware before the job runs, for a payload the fetch script did not see (BLMOVE on an idle
   worker's one queue) or whose job was registered after the first fetch, and given back by it after the run.
 When the limiter is full the run is refused with limits.OverLimit (the middleware sets `ctx.exception`, so the

@@ -161,17 +161,18 @@ class Manager:
                 continue
             self.fetching = True
             acks, ends = ([], []) if drained else (self.acker.take_plain(), self.acker.take_ends())
+            releases = [] if drained else self.acker.take_releases()
             try:
                 if backoff.failing:
                     self._put_back_orphans(acks, ends)
-                raws = [] if drained else self.fetch.take(self._most(), acks, ends)
+                raws = [] if drained else self.fetch.take(self._most(), acks, ends, releases)
                 if not raws:
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait(self._most(), self._hand)
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.fetching = False
-                self.acker.give_back(acks, ends)
+                self.acker.give_back(acks, ends, releases)
                 if not isinstance(exc, Exception):  # GreenletExit (quiet, stop): the fetcher ends
                     raise
                 self.acker.ride(False)
