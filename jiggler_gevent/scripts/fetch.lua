@@ -1,5 +1,7 @@
+--#include lib_ending
 --#include lib_holds
--- fetch: settle the payloads finished since the last call (and give back the slots their jobs held), then pop up to ARGV[1] payloads, oldest first,
+-- fetch: settle the payloads finished since the last call (give back the slots their jobs held, and count the
+-- members of batches that succeeded as settle.lua does, lib_ending.batch_end, callbacks included), then pop up to ARGV[1] payloads, oldest first,
 -- trying the queues in the order given, and hold each one in this process's working list until it is
 -- settled (at-least-once delivery). One round trip per batch does both. A tracked payload (result_ttl, at the
 -- top or in Sidekiq's "jiggler" object) starts here too: unless its jid is in NS:cancelled its status becomes
@@ -35,6 +37,9 @@
 -- ARGV[14..]  k times: the job's name, its limiter's name, N
 -- ARGV[14+3k] n, how many slots of jobs that have ended follow, to give back first (lib_holds.give_back): their
 --             fields in NS:holds:<identity>
+-- then        the batch key prefix NS:batch:, seconds a batch is kept after its last change, m, and m groups of
+--             three: the payload of a batch member that succeeded (nothing else to write for it), its jid, its
+--             batch id; each is removed from the working list and, if it was still held, counted in its batch
 -- then        payloads whose jobs are done: removed from the working list first
 -- returns     the payloads taken; when one of them is tracked or limited, { the payloads taken, one mark per
 --             payload: "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not
@@ -47,10 +52,25 @@ for j = 14, 13 + 3 * k, 3 do
   quoted[#quoted + 1] = '"' .. ARGV[j] .. '"'
 end
 local releases = 15 + 3 * k  -- the first slot to give back
-local acks = releases + tonumber(ARGV[14 + 3 * k])
-local H = { limit_prefix = ARGV[5], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[11],
-            queue = ARGV[12] }
-for i = releases, acks - 1 do give_back(H, KEYS[3], ARGV[i]) end
+local members = releases + tonumber(ARGV[14 + 3 * k]) + 3  -- the first batch member
+local acks = members + 3 * tonumber(ARGV[members - 1])
+if releases < members - 3 then
+  local H = { limit_prefix = ARGV[5], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[11],
+              queue = ARGV[12] }
+  for i = releases, members - 4 do give_back(H, KEYS[3], ARGV[i]) end
+end
+if members < acks then
+  local E = { qprefix = ARGV[11], queues = KEYS[6], wake = KEYS[7], now = ARGV[3], batch_ttl = ARGV[members - 2] }
+  if E.now == '' then
+    local t = redis.call('TIME')
+    E.now = t[1] .. '.' .. string.format('%06d', t[2])
+  end
+  for i = members, acks - 1, 3 do
+    if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
+      batch_end(E, ARGV[members - 3] .. ARGV[i + 2], ARGV[i + 1], true)
+    end
+  end
+end
 for i = acks, #ARGV do
   redis.call('LREM', KEYS[1], -1, ARGV[i])
 end

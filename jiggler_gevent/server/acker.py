@@ -91,6 +91,18 @@ class Outcome:
         does none of these)."""
         return self.end is None and self.disposition in PLAIN
 
+    @property
+    def member(self) -> bool:
+        """True for a batch member that succeeded with nothing else to write: the fetch that carries it counts it
+        in its batch as it settles it (fetch.lua), as settle.lua would."""
+        end = self.end
+        return end is not None and self.disposition is Disposition.ACK and end.counts_only
+
+    def member_argv(self) -> tuple[bytes, str, str]:
+        """Its three arguments to fetch.lua as a batch member (`member`): the payload held, its jid, its batch."""
+        assert self.end is not None
+        return payload_mod.wire(self.raw), self.end.jid, self.end.bid
+
     def argv(self) -> tuple[Any, ...]:
         """Its ten arguments to settle.lua, in the order of the script's header."""
         end = ending.NONE if self.end is None else self.end.argv()

@@ -103,8 +103,11 @@ class ReliableFetch:
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
         self.slots: Slots = {}  # the `concurrent` slots it took (acker.Slots)
         self.holds = keys.holds(identity)
+        self.batch_prefix = keys.batch_prefix
+        # fetch.lua's KEYS before the queues, made once: a Keys property builds its name on each read
+        self.fixed_keys = [self.working, self.cancelled, self.holds, keys.limits, keys.schedule, keys.queues, keys.wake]
         self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
-        self.no_limits: Sequence[EncodableT] = ()
+        self.no_limits = (keys.limit_prefix, 0, "", "", 0, 0, keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
         self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
@@ -115,8 +118,14 @@ class ReliableFetch:
         """Settle `acks` (payloads of jobs done) and give back `releases` (the slots of jobs that have ended,
         acker.Slots), then take up to `most` payloads without blocking. The tracked ones are started in the same
         step (fetch.lua): what it found for each goes to `starts`, and the slots it took to `slots`. The outcomes
-        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
-        keys, args = self._fetch_argv(most, acks, time.time(), releases)
+        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua), but for the batch
+        members that succeeded with nothing else to write, which the fetch script counts as it settles them."""
+        members: Sequence[Outcome] = ()
+        if ends:
+            members = [o for o in ends if o.member]
+            if members:
+                ends = [o for o in ends if not o.member]
+        keys, args = self._fetch_argv(most, acks, time.time(), releases, members)
         conn = self._own_connection()
         if conn is None:  # Redis Cluster: a script call at a time, through the slot client
             if ends:
@@ -146,23 +155,29 @@ class ReliableFetch:
         return self.conn.connection if self.writes_directly else None
 
     def _fetch_argv(
-        self, most: int, acks: Sequence[bytes], now: float | str, releases: Sequence[str] = ()
+        self,
+        most: int,
+        acks: Sequence[bytes],
+        now: float | str,
+        releases: Sequence[str] = (),
+        members: Sequence[Outcome] = (),
     ) -> tuple[list[str], list[EncodableT]]:
         """fetch.lua's KEYS and ARGV, in the order of its header."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        k = self.keys
-        keys = [self.working, self.cancelled, self.holds, k.limits, k.schedule, k.queues, k.wake, *order]
-        limits_argv = self._limits_argv()
-        return keys, [
+        args = [
             most,
             self.result_prefix,
             now,
             config.RESULT_PENDING_TTL,
-            *limits_argv,
+            *self._limits_argv(),
             len(releases),
             *releases,
-            *acks,
         ]
+        args += [self.batch_prefix, config.BATCH_TTL, len(members)]
+        for o in members:
+            args += o.member_argv()
+        args += acks
+        return [*self.fixed_keys, *order], args
 
     def _limits_argv(self) -> Sequence[EncodableT]:
         """fetch.lua's ARGV[5..13+3k]: what it needs to take the slots of the jobs with `concurrency=N` registered at
@@ -170,7 +185,6 @@ class ReliableFetch:
         park the payloads whose limiter is full."""
         if self.limited is None:
             self.limited = guards.fetch_limits()
-            self.no_limits = (self.keys.limit_prefix, 0, "", "", 0, 0, self.keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         if not self.limited:
             return self.no_limits
         field = "class" if self.keys.wire == "sidekiq" else "name"
