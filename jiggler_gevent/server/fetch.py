@@ -104,8 +104,8 @@ class ReliableFetch:
         self.slots: Slots = {}  # the `concurrent` slots it took (acker.Slots)
         self.holds = keys.holds(identity)
         self.batch_prefix = keys.batch_prefix
-        # fetch.lua's KEYS before the queues, made once: a Keys property builds its name on each read
-        self.fixed_keys = [self.working, self.cancelled, self.holds, keys.limits, keys.schedule, keys.queues, keys.wake]
+        # fetch.lua's KEYS before the queues with its extra part, made once: a Keys property builds its name each read
+        self.extra_keys = [self.working, self.cancelled, self.holds, keys.limits, keys.schedule, keys.queues, keys.wake]
         self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
         self.no_limits = (keys.limit_prefix, 0, "", "", 0, 0, keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
@@ -162,29 +162,24 @@ class ReliableFetch:
         releases: Sequence[str] = (),
         members: Sequence[Outcome] = (),
     ) -> tuple[list[str], list[EncodableT]]:
-        """fetch.lua's KEYS and ARGV, in the order of its header."""
+        """fetch.lua's KEYS and ARGV, in the order of its header: its extra part only when there is something in it
+        (a job with `concurrency=N` registered, a slot to give back, a batch member to count)."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        args = [
-            most,
-            self.result_prefix,
-            now,
-            config.RESULT_PENDING_TTL,
-            *self._limits_argv(),
-            len(releases),
-            *releases,
-        ]
-        args += [self.batch_prefix, config.BATCH_TTL, len(members)]
+        head: list[EncodableT] = [most, self.result_prefix, now, config.RESULT_PENDING_TTL]
+        if self.limited is None:  # the jobs with `concurrency=N` registered by now (the worker has loaded its modules)
+            self.limited = guards.fetch_limits()
+        if not (self.limited or releases or members):
+            return [self.working, self.cancelled, *order], [*head, 0, *acks]
+        extra: list[EncodableT] = [*self._limits_argv(), len(releases), *releases]
+        extra += [self.batch_prefix, config.BATCH_TTL, len(members)]
         for o in members:
-            args += o.member_argv()
-        args += acks
-        return [*self.fixed_keys, *order], args
+            extra += o.member_argv()
+        return [*self.extra_keys, *order], [*head, len(extra), *extra, *acks]
 
     def _limits_argv(self) -> Sequence[EncodableT]:
-        """fetch.lua's ARGV[5..13+3k]: what it needs to take the slots of the jobs with `concurrency=N` registered at
-        the first fetch (the worker has loaded its modules by then), with a token prefix of this call's own, and to
-        park the payloads whose limiter is full."""
-        if self.limited is None:
-            self.limited = guards.fetch_limits()
+        """The start of fetch.lua's extra part, E[1..9+3k]: what it needs to take the slots of the jobs with
+        `concurrency=N` registered at the first fetch, with a token prefix of this call's own, and to park the
+        payloads whose limiter is full."""
         if not self.limited:
             return self.no_limits
         field = "class" if self.keys.wire == "sidekiq" else "name"
@@ -200,9 +195,10 @@ class ReliableFetch:
         taken, parked = cast("list[str]", reply), 0
         if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked}: one is tracked or limited
             taken, marks, slots, parked = cast("tuple[list[str], str, list[str], int]", reply)
-            for raw, mark, slot in zip(taken, marks, slots, strict=True):
+            for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
+            for raw, slot in zip(taken, slots, strict=True) if slots else ():  # none when no job is limited
                 if slot:
                     self.slots[raw] = slot
         self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
