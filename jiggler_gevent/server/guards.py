@@ -1,7 +1,8 @@
 """Server middleware that guard a job's start: `@job(concurrency=N)` and `unique_until="start"`.
 
-Every run of a job with `concurrency=N` holds a slot of a `concurrent` limiter named after the job while it runs,
-so never more than N run at once across every worker. The slot is taken in one of two ways:
+Guarantee: every run of a job with `concurrency=N` holds a slot of a `concurrent` limiter named after the job while
+it runs, so never more than N run at once across every worker; each slot is given back at most once, after its job
+has ended (lib_holds.lua). The slot is taken in one of two ways:
 - by the fetch script, in the same step that takes the payload from its queue (fetch.lua; the worker names its
   limited jobs in each fetch), and given back by the first write after the job's outcome: the next fetch, or the
   settle the Acker writes (acker.Slots): no round trip of its own, however the payload was enqueued (older
