@@ -10,8 +10,9 @@ from collections import Counter
 import pytest
 import redis
 
-from jiggler_gevent import config, payload
+from jiggler_gevent import config, limits, payload
 from jiggler_gevent.client import Client
+from jiggler_gevent.keys import SidekiqKeys
 from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server import fetch as fetch_mod
 from jiggler_gevent.server.fetch import ReliableFetch, queue_order
@@ -361,3 +362,36 @@ def test_a_tracked_payload_over_a_full_limiter_is_taken_and_marked_refused(make_
     assert fetch.slots[tracked] == acker_mod.FULL and fetch.slots[held].startswith("slot:lim.job:")
     assert fetch.starts == {tracked: False}
     assert client.zcard(ns.keys.limit("lim.job")) == 1 and client.zcard(ns.keys.schedule) == 0
+
+
+def test_on_sidekiqs_wire_the_fetch_knows_a_limited_job_by_its_class(client, ns):
+    """A Sidekiq payload names its job in `class` (with `name` free for anything else): the fetch reads that one."""
+    keys = SidekiqKeys(namespace=ns.keys.namespace, prefix=f"{ns.keys.namespace}:")  # this test's own keys
+    fetch = ReliableFetch(client, keys, "test-sk", [("default", 1)])
+    try:
+        fetch.limited = ["lim.sk", "lim.sk", 1]
+        first = json.dumps({"class": "lim.sk", "jid": "k1", "queue": "default", "args": []})
+        second = json.dumps({"class": "lim.sk", "jid": "k2", "queue": "default", "args": []})
+        named = json.dumps({"class": "other", "name": "lim.sk", "jid": "k3", "queue": "default", "args": []})
+        client.lpush(keys.queue("default"), first, second, named)
+        assert fetch.take(3) == [first, named]  # `second` parked: the limiter's one slot is `first`'s
+        assert set(fetch.slots) == {first}
+        assert client.lrange(keys.limit_parked("lim.sk"), 0, -1) == [second]
+    finally:
+        fetch.conn.close()
+
+
+def test_a_slot_the_fetch_took_is_renewed_as_one_the_limiter_took(make_fetch, client, ns):
+    """The middleware keeps a running job's slot alive with the limiter's own renewal, whoever took it: the token
+    the fetch made is pushed on, not counted twice."""
+    fetch = make_fetch([("default", 1)])
+    fetch.limited = ["lim.renew", "lim.renew", 1]
+    raw = json.dumps({"jid": "r1", "name": "lim.renew", "queue": "default"})
+    push(client, ns, "default", raw)
+    assert fetch.take(1) == [raw]
+    token, limit = fetch.slots[raw].split(":", 2)[2], ns.keys.limit("lim.renew")
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    client.zadd(limit, {token: now_ms + 1000})  # about to expire
+    assert limits.concurrent("lim.renew", 1, lock_timeout=60).renew(token)
+    assert client.zscore(limit, token) >= now_ms + 59_000 and client.zcard(limit) == 1

@@ -144,8 +144,9 @@ def settle_argv(
 # rescheduled). Filled by fetch.ReliableFetch, read by guards.ConcurrencyMiddleware as the job starts, emptied as
 # the payload's outcome is added (Acker.add; fetch.requeue), whose slot is then given back by the first write to
 # Redis that follows: the next fetch, which carries it as it carries plain acknowledgements, or the settle the Acker
-# writes. A payload taken twice at once by this process keeps the last slot only: the other is freed by its lock
-# timeout, or by this process's stop or recovery (never an extra holder, only a slot held longer).
+# writes. A payload taken twice at once by this process keeps the last slot only, and the slots of a fetch whose
+# reply was lost are not known here: those are freed by their lock timeout, or by this process's stop or recovery
+# (never an extra holder, only a slot held longer).
 Slots = dict[str, str]
 FULL = "!"
 
