@@ -15,6 +15,7 @@ from jiggler_gevent.client import Client
 from jiggler_gevent.keys import SidekiqKeys
 from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server import fetch as fetch_mod
+from jiggler_gevent.server import guards
 from jiggler_gevent.server.fetch import ReliableFetch, queue_order
 
 
@@ -337,7 +338,7 @@ def test_the_fetch_takes_concurrency_slots_parks_past_the_limit_and_the_settle_g
     assert client.zcard(limit) == 2
     assert client.hgetall(holds) == {fetch.slots[a]: "2,60000", fetch.slots[b]: "2,60000"}
     assert client.lrange(ns.keys.limit_parked("lim.job"), 0, -1) == [c]
-    assert client.zscore(ns.keys.schedule, c) == pytest.approx(time.time() + 2.5, abs=5)
+    assert client.zscore(ns.keys.schedule, c) == pytest.approx(time.time() + guards.SLOT_TIMEOUT, abs=5)
     slot = acker_mod.slot_of(a, fetch.slots)
     assert a not in fetch.slots and slot is not None and slot.startswith("slot:lim.job:")
     assert fetch.take(0, [a.encode()], releases=[slot]) == []

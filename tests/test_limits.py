@@ -289,3 +289,17 @@ def test_a_sigkilled_workers_slot_taken_by_its_fetch_is_freed_by_its_recovery(ns
     assert r.zcard(ns.keys.limit(ONE)) == 1
     assert not r.exists(ns.keys.holds(dead_identity))
     assert "rescheduled tests.limit_jobs.one_at_a_time" not in survivor.output()
+
+
+def test_a_backlog_the_fetch_parked_is_woken_one_job_per_release(ns, r, tkey, start_worker):
+    """Twenty `concurrency=1` jobs queued before the worker starts: its fetch runs one and parks the rest, due only
+    after the 60 s fallback; each release wakes the next, so they run one after another, never two at once, and all
+    are done long before that fallback (a hang detector: 20 runs of 0.1 s)."""
+    key = tkey("backlog")
+    limit_jobs.one_at_a_time.enqueue_bulk([(key, 0.1)] * 20)
+    w = start_worker(*LOAD, "-c", "5")
+    wait_for(lambda: r.llen(key) == 40, 45, "20 runs, each woken by the release before it")
+    times = _times(r, key)
+    assert [what for what, _ in times] == ["start", "end"] * 20  # one at a time
+    assert "rescheduled tests.limit_jobs.one_at_a_time" not in w.output()  # parked by the fetch, not run and refused
+    assert r.zcard(ns.keys.schedule) == 0 and r.zcard(ns.keys.limit(ONE)) == 0

@@ -28,7 +28,7 @@
 --   E[2]      a slot's lock timeout (ms): one not given back or renewed by then is dropped
 --   E[3]      the prefix of the tokens of the slots this call takes (unique to the call)
 --   E[4]      the payload's field that names its job: "name", or "class" on Sidekiq's wire
---   E[5]      when a parked payload is due (unix seconds), should no release move it before
+--   E[5]      when a parked payload is due (unix seconds), should no release of a slot move it before
 --   E[6]      how long a limiter's parked list is kept after its last push (ms)
 --   E[7]      the queue key prefix NS:queue:
 --   E[8]      the queue of a payload that names none

@@ -25,7 +25,7 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from .. import config, limits, scripts, wire
+from .. import config, scripts, wire
 from .. import payload as payload_mod
 from ..cluster import is_cluster
 from ..connect import MAX_BLOCK
@@ -185,7 +185,10 @@ class ReliableFetch:
         field = "class" if self.keys.wire == "sidekiq" else "name"
         token_prefix = f"{self.token_base}{next(self.fetches)}."
         ms = int(guards.SLOT_TIMEOUT * 1000)
-        due = time.time() + limits.reschedule_delay(0)  # as a first reschedule over a limit: a fallback to the wake
+        # A parked payload is moved back by the next release of a slot (each wakes one); it falls due on its own only
+        # when no release comes, which a slot dropped at its lock timeout (a holder nobody recovered) does not send.
+        # A shorter delay would make a backlog over a busy limiter cycle through the queue and be parked again.
+        due = time.time() + guards.SLOT_TIMEOUT
         parking = (due, PARKED_KEEP_MS, self.keys.queue_prefix, config.DEFAULT_QUEUE, len(self.limited) // 3)
         return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *self.limited)
 

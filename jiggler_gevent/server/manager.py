@@ -166,7 +166,7 @@ class Manager:
                 if backoff.failing:
                     self._put_back_orphans(acks, ends)
                 raws = [] if drained else self.fetch.take(self._most(), acks, ends, releases)
-                if not raws:
+                if not raws and self.fetch.drained:  # (a fetch that parked all it found did not empty them)
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait(self._most(), self._hand)
                 self._fetch_succeeded(backoff)
