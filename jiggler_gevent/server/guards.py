@@ -56,7 +56,8 @@ class ConcurrencyMiddleware(ServerMiddleware):
 
     def __init__(self, fetched: Slots | None = None) -> None:
         self.limiters: dict[str, limits.Concurrent] = {}
-        # by id() of the JobContext: the limiter, the token, and whether the fetch took it (the settle gives it back)
+        # by id() of the JobContext: the limiter, the token, and whether the fetch took it (then the write that follows
+        # the outcome gives it back, acker.Slots)
         self.held: dict[int, tuple[limits.Concurrent, str, bool]] = {}
         self.renewer: Greenlet | None = None
         self.fetched: Slots = {} if fetched is None else fetched  # the fetch's (acker.Slots)
