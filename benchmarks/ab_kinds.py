@@ -1,9 +1,10 @@
 """This tree against a git revision, by kind of job: worker CPU and Redis commands per job, in alternating rounds.
 
-    python -m benchmarks.ab_kinds REV [--jobs 5000] [--rounds 5] [--kinds plain tracked concurrent]
+    python -m benchmarks.ab_kinds REV [--jobs 5000] [--rounds 5] [--kinds plain tracked concurrent batch]
 
-The kinds are a job that does nothing (`plain`), the same with `result_ttl=60` (`tracked`) and with
-`concurrency=5` (`concurrent`). Each round drains `--jobs` jobs of each kind with a worker (`-c 10`) of REV and
+The kinds are a job that does nothing (`plain`), the same with `result_ttl=60` (`tracked`), with
+`concurrency=5` (`concurrent`), and a plain job enqueued inside a `Batch` (`batch`: all of a round's jobs in one
+batch, without callbacks). Each round drains `--jobs` jobs of each kind with a worker (`-c 10`) of REV and
 one of this tree, the order flipped every round, on one private server; the enqueue side is this tree's. A drain
 lasts from the worker's first take (its start-up left out) until the queue, the scheduled set and every working
 list are empty; the worker's CPU (its process tree, /proc) and Redis commands (INFO commandstats, the commands
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from benchmarks import ab
-from jiggler_gevent import config
+from jiggler_gevent import Batch, config
 from jiggler_gevent.demo.local_redis import start_private
 
 JOBS_MODULE = """from jiggler_gevent import job
@@ -42,6 +43,11 @@ def tracked():
 
 @job(name="ab.concurrent", concurrency=5)
 def concurrent():
+    pass
+
+
+@job(name="ab.batch")
+def batch():
     pass
 """
 POLLS = {"llen", "scan", "info", "zcard", "flushdb", "config|resetstat", "config"}  # this process's own commands
@@ -69,13 +75,22 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def enqueue(kind: str, jobs: int) -> None:
+    """`jobs` jobs of `kind`, in one bulk push (for `batch`, inside one Batch)."""
+    import ab_jobs  # type: ignore[import-not-found]  # written to ab.JOBS_DIR at start
+
+    if kind != "batch":
+        getattr(ab_jobs, kind).enqueue_bulk([()] * jobs)
+        return
+    with Batch(description="ab_kinds"):
+        ab_jobs.batch.enqueue_bulk([()] * jobs)
+
+
 def drain(tree: Path, argv: list[str], jobs: int, kind: str) -> Sample:
     """One worker of `tree` drains `jobs` jobs of `kind`."""
     client = config.redis_client()
     client.flushdb()
-    import ab_jobs  # type: ignore[import-not-found]  # written to ab.JOBS_DIR at start
-
-    getattr(ab_jobs, kind).enqueue_bulk([()] * jobs)
+    enqueue(kind, jobs)
     keys = config.current().keys
     queue = keys.queue("default")
     proc = subprocess.Popen(argv, cwd=tree, env=ab._env(tree), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,7 +148,7 @@ def main() -> None:
     parser.add_argument("rev")
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--kinds", nargs="+", default=["plain", "tracked", "concurrent"])
+    parser.add_argument("--kinds", nargs="+", default=["plain", "tracked", "concurrent", "batch"])
     opts = parser.parse_args()
     measure = lambda tree, argv, kind: drain(tree, argv, opts.jobs, kind)  # noqa: E731
     samples = alternating(opts.rev, JOBS_MODULE, 10, opts.rounds, opts.kinds, measure)

@@ -107,3 +107,14 @@ def one_at_a_time(key: str, seconds: float) -> None:
     _redis().rpush(key, f"start {time.time()!r}")
     time.sleep(seconds)
     _redis().rpush(key, f"end {time.time()!r}")
+
+
+@job(concurrency=3, retries=0)
+def three_at_once(key: str, seconds: float) -> None:
+    """At most 3 of these run at once (`concurrency=3`); records the tokens holding its limiter as it runs (KEY:tokens),
+    so a test sees who took its slot: the fetch script (`<hex>:<fetch>.<position>`) or the middleware (hex only)."""
+    enter(key)
+    limiter = config.current().keys.limit(three_at_once.name.replace(":", "."))
+    _redis().rpush(key + ":tokens", *(_redis().zrange(limiter, 0, -1) or ["none"]))
+    time.sleep(seconds)
+    leave(key)

@@ -62,3 +62,20 @@ def burn(seconds: float) -> None:
     while time.monotonic() < deadline:
         pass
     config.redis_client().hincrby(RUNS, _jid(), 1)
+
+
+TWO_NOW, TWO_MOST = "jiggler:t:two-now", "jiggler:t:two-most"  # how many two_at_a_time run now, the most seen
+_ENTER = """
+local n = redis.call('INCR', KEYS[1])
+if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
+"""
+
+
+@job(concurrency=2)
+def two_at_a_time(seconds: float) -> None:
+    """At most two run at once (`concurrency=2`): count itself in (keeping the most seen), sleep, out, and the run."""
+    client = config.redis_client()
+    client.eval(_ENTER, 2, TWO_NOW, TWO_MOST)
+    time.sleep(seconds)
+    client.decr(TWO_NOW)
+    client.hincrby(RUNS, _jid(), 1)

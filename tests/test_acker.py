@@ -3,6 +3,7 @@ while one is coming, and are written at once when none is (the fetcher waits on 
 stopped) or when a job failed; each disposition lands where it belongs, only for a payload still held; a batch
 that cannot reach Redis is kept until it can be written."""
 
+import json
 import time
 
 import gevent
@@ -16,7 +17,7 @@ from jiggler_gevent.demo import local_redis
 from jiggler_gevent.middleware import Disposition
 from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server import ending
-from jiggler_gevent.server.acker import Acker, Outcome
+from jiggler_gevent.server.acker import FULL, Acker, Outcome
 from jiggler_gevent.server.fetch import ReliableFetch
 from tests.conftest import gevent_wait_for as wait_for
 
@@ -214,3 +215,22 @@ def test_a_flush_that_cannot_reach_redis_keeps_the_batch_then_drain_writes_it(pa
     assert acker.holding() == [] and client.llen(fetch.working) == 0
     assert client.zrange(ns.keys.dead, 0, -1) == ['{"jid":"failed"}']
     acker.conn.close()
+
+
+def test_the_slot_of_a_failed_job_is_given_back_with_the_acker_s_settle(parts, ns):
+    """A slot the fetch took (acker.Slots) leaves with the outcome of its payload: a failure's outcome, written by
+    the Acker at once, gives it back in the same settle; a slot marked FULL (no slot taken) gives nothing back."""
+    client, fetch, acker = parts
+    fetch.limited = ["lim.acker", "lim.acker", 1]
+    held, refused = (json.dumps({"jid": jid, "name": "lim.acker", "queue": "default"}) for jid in ("f1", "f2"))
+    client.lpush(ns.keys.queue("default"), held)
+    assert fetch.take(1) == [held]
+    client.lpush(fetch.working, refused)  # as if a fetch had marked it refused
+    acker.slots.update(fetch.slots, **{refused: FULL})
+    assert client.zcard(ns.keys.limit("lim.acker")) == 1
+    acker.add(Outcome.retry(held, held, time.time() + 60))
+    acker.add(Outcome.reschedule(refused, refused, time.time() + 60))
+    assert acker.releases == [fetch.slots[held]] and acker.slots == {}
+    wait_for(lambda: client.zcard(ns.keys.limit("lim.acker")) == 0, 5, "the slot given back")
+    assert client.hgetall(ns.keys.holds(fetch.identity)) == {} and acker.releases == []
+    assert client.zcard(ns.keys.retry) == 1 and client.zcard(ns.keys.schedule) == 1

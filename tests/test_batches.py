@@ -15,6 +15,7 @@ from jiggler_gevent import Batch, api, job, scripts
 from jiggler_gevent import payload as payload_mod
 from jiggler_gevent.client import Client
 from jiggler_gevent.server.acker import Outcome, settle
+from jiggler_gevent.server.fetch import ReliableFetch
 from tests import batch_jobs
 from tests.conftest import held_jobs, identity_of, wait_for
 
@@ -431,3 +432,31 @@ def test_status_of_an_unknown_batch_raises_lookup_error(ns, r):
             pass
         time.sleep(0.01)  # distinct creation times, for the order below
     assert [b.description for b in api.Batches()] == ["second", "first"] and len(api.Batches()) == 2
+
+
+def test_a_member_that_succeeded_is_counted_once_by_the_fetch_that_carries_its_acknowledgement(ns, r, tkey):
+    """A member done with nothing else to write rides the next fetch, which counts it in the same step that settles
+    it (fetch.lua, as settle.lua would): callbacks enqueued exactly once, a payload no longer held not counted."""
+    key, k = tkey("carried"), ns.keys
+    batch = Batch(**_callbacks(key))
+    with batch:
+        a = batch_jobs.member.enqueue(key, "a")
+        b = batch_jobs.member.enqueue(key, "b")
+    fetch = ReliableFetch(r, k, "proc-f", [("default", 1)])
+    try:
+        raw = {json.loads(x)["jid"]: x for x in fetch.take(2)}
+        done_a, done_b = _outcome(raw[a], True), _outcome(raw[b], True)
+        assert done_a.member and done_b.member and not _outcome(raw[a], False).member
+        assert fetch.take(0, ends=[done_a]) == []
+        s = api.BatchStatus(batch.bid)
+        assert (s.pending, s.complete, s.success) == (1, False, False) and _queued(r, ns) == []
+        assert fetch.take(0, ends=[done_a]) == []  # carried again: no longer held, not counted again
+        assert api.BatchStatus(batch.bid).pending == 1
+        assert fetch.take(0, ends=[done_b]) == []
+        s = api.BatchStatus(batch.bid)
+        assert (s.pending, s.complete, s.success) == (0, True, True)
+        assert sorted(p["name"] for p in _queued(r, ns)) == CALLBACK_NAMES
+        assert fetch.take(0, ends=[done_b]) == [] and len(_queued(r, ns)) == 2  # each callback once
+        assert fetch.held() == []
+    finally:
+        fetch.conn.close()

@@ -10,9 +10,12 @@ from collections import Counter
 import pytest
 import redis
 
-from jiggler_gevent import config, payload
+from jiggler_gevent import config, limits, payload
 from jiggler_gevent.client import Client
+from jiggler_gevent.keys import SidekiqKeys
+from jiggler_gevent.server import acker as acker_mod
 from jiggler_gevent.server import fetch as fetch_mod
+from jiggler_gevent.server import guards
 from jiggler_gevent.server.fetch import ReliableFetch, queue_order
 
 
@@ -318,3 +321,78 @@ def test_a_tracked_job_taken_behind_a_block_starts_by_the_servers_clock(make_fet
     assert fetch.wait(3) == [tracked] and fetch.starts == {tracked: False} and fetch.drained
     started = float(client.hget(ns.keys.result("w1"), "started_at"))
     assert started == pytest.approx(float(client.time()[0]), abs=2)
+
+
+def test_the_fetch_takes_concurrency_slots_parks_past_the_limit_and_the_settle_gives_them_back(make_fetch, client, ns):
+    """A payload of a job with `concurrency=N` takes a slot in the fetch (recorded under the process's identity); one
+    over the full limiter is parked (scheduled, and named on the limiter) instead of taken; the next fetch gives the
+    slot of a job that has ended back once, which moves the parked payload back to its queue."""
+    fetch = make_fetch([("default", 1)], identity="test-slots")
+    fetch.limited = ["lim.job", "lim.job", 2]  # what guards.fetch_limits says of a registered concurrency=2 job
+    a, b, c = (json.dumps({"jid": f"s{i}", "name": "lim.job", "queue": "default"}) for i in range(3))
+    other = '{"jid":"o1","name":"other","queue":"default","args":["lim.job"]}'  # names it in its arguments only
+    push(client, ns, "default", a, b, c, other)
+    assert fetch.take(4) == [a, b, other] and not fetch.drained
+    assert set(fetch.slots) == {a, b}
+    limit, holds = ns.keys.limit("lim.job"), ns.keys.holds("test-slots")
+    assert client.zcard(limit) == 2
+    assert client.hgetall(holds) == {fetch.slots[a]: "2,60000", fetch.slots[b]: "2,60000"}
+    assert client.lrange(ns.keys.limit_parked("lim.job"), 0, -1) == [c]
+    assert client.zscore(ns.keys.schedule, c) == pytest.approx(time.time() + guards.SLOT_TIMEOUT, abs=5)
+    slot = acker_mod.slot_of(a, fetch.slots)
+    assert a not in fetch.slots and slot is not None and slot.startswith("slot:lim.job:")
+    assert fetch.take(0, [a.encode()], releases=[slot]) == []
+    assert client.zcard(limit) == 1 and slot not in client.hgetall(holds)
+    assert queued(client, ns, "default") == [c] and client.zscore(ns.keys.schedule, c) is None
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [], releases=[slot]) == 0
+    assert client.zcard(limit) == 1  # given back once only: the other slot is still held
+    other_slot = acker_mod.slot_of(b, fetch.slots)
+    assert acker_mod.settle(fetch.scripts.settle, ns.keys, fetch.working, [acker_mod.Outcome(b)], releases=[other_slot])
+    assert client.zcard(limit) == 0 and client.hgetall(holds) == {}
+
+
+def test_a_tracked_payload_over_a_full_limiter_is_taken_and_marked_refused(make_fetch, client, ns):
+    """A tracked payload is not parked by the fetch: it is taken, started, and marked FULL, so that its worker
+    reschedules it and writes its status (guards.ConcurrencyMiddleware); a payload without a slot is not marked."""
+    fetch = make_fetch([("default", 1)])
+    fetch.limited = ["lim.job", "lim.job", 1]
+    held = json.dumps({"jid": "h1", "name": "lim.job", "queue": "default"})
+    tracked = json.dumps({"jid": "t1", "name": "lim.job", "queue": "default", "result_ttl": 60})
+    push(client, ns, "default", held, tracked)
+    assert fetch.take(2) == [held, tracked]
+    assert fetch.slots[tracked] == acker_mod.FULL and fetch.slots[held].startswith("slot:lim.job:")
+    assert fetch.starts == {tracked: False}
+    assert client.zcard(ns.keys.limit("lim.job")) == 1 and client.zcard(ns.keys.schedule) == 0
+
+
+def test_on_sidekiqs_wire_the_fetch_knows_a_limited_job_by_its_class(client, ns):
+    """A Sidekiq payload names its job in `class` (with `name` free for anything else): the fetch reads that one."""
+    keys = SidekiqKeys(namespace=ns.keys.namespace, prefix=f"{ns.keys.namespace}:")  # this test's own keys
+    fetch = ReliableFetch(client, keys, "test-sk", [("default", 1)])
+    try:
+        fetch.limited = ["lim.sk", "lim.sk", 1]
+        first = json.dumps({"class": "lim.sk", "jid": "k1", "queue": "default", "args": []})
+        second = json.dumps({"class": "lim.sk", "jid": "k2", "queue": "default", "args": []})
+        named = json.dumps({"class": "other", "name": "lim.sk", "jid": "k3", "queue": "default", "args": []})
+        client.lpush(keys.queue("default"), first, second, named)
+        assert fetch.take(3) == [first, named]  # `second` parked: the limiter's one slot is `first`'s
+        assert set(fetch.slots) == {first}
+        assert client.lrange(keys.limit_parked("lim.sk"), 0, -1) == [second]
+    finally:
+        fetch.conn.close()
+
+
+def test_a_slot_the_fetch_took_is_renewed_as_one_the_limiter_took(make_fetch, client, ns):
+    """The middleware keeps a running job's slot alive with the limiter's own renewal, whoever took it: the token
+    the fetch made is pushed on, not counted twice."""
+    fetch = make_fetch([("default", 1)])
+    fetch.limited = ["lim.renew", "lim.renew", 1]
+    raw = json.dumps({"jid": "r1", "name": "lim.renew", "queue": "default"})
+    push(client, ns, "default", raw)
+    assert fetch.take(1) == [raw]
+    token, limit = fetch.slots[raw].split(":", 2)[2], ns.keys.limit("lim.renew")
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    client.zadd(limit, {token: now_ms + 1000})  # about to expire
+    assert limits.concurrent("lim.renew", 1, lock_timeout=60).renew(token)
+    assert client.zscore(limit, token) >= now_ms + 59_000 and client.zcard(limit) == 1

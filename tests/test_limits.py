@@ -1,6 +1,7 @@
 """Limiters across real worker processes, OverLimit rescheduling, `@job(concurrency=N)`, api.Limits, bad input."""
 
 import json
+import re
 import signal
 import time
 
@@ -241,3 +242,64 @@ def test_a_clean_stop_gives_back_the_slots_of_the_jobs_it_stopped(ns, r, tkey, s
     assert w.stop() == 0
     assert r.zcard(ns.keys.limit(ONE)) == 0  # not left to the 60 s lock timeout
     assert r.llen(ns.keys.queue("default")) == 1  # the job itself was put back
+
+
+THREE = job_limiter_name(limit_jobs.three_at_once.name)
+FETCH_TOKEN = re.compile(r"^[0-9a-f]{12}:\d+\.\d+$")  # a slot the fetch script took (fetch.ReliableFetch)
+
+
+def test_slots_taken_by_the_fetch_keep_a_job_within_n_across_two_processes(ns, r, tkey, start_worker):
+    """Payloads queued before the workers start are taken by the fetch script, which takes their slots (or parks
+    them) in the same step: never more than 3 at once across both processes, each slot given back by the settle.
+    Half of them are written by hand, as an older client or another producer would: the worker's own registry says
+    which jobs are limited, not the payload."""
+    key = tkey("three")
+    limit_jobs.three_at_once.enqueue_bulk([(key, 0.02)] * 40)
+    by_hand = [{"name": limit_jobs.three_at_once.name, "args": [key, 0.02], "jid": f"h{i}"} for i in range(40)]
+    r.lpush(ns.keys.queue("default"), *(json.dumps(p) for p in by_hand))
+    workers = [start_worker(*LOAD, "-c", "5", "--poll-interval", "0.2") for _ in range(2)]
+    wait_for(lambda: int(r.get(key + ":done") or 0) == 80, 60, "80 runs")
+    assert int(r.get(key + ":max")) == 3
+    assert any(FETCH_TOKEN.match(t) for t in r.lrange(key + ":tokens", 0, -1))
+    wait_for(lambda: r.zcard(ns.keys.limit(THREE)) == 0, 10, "every slot given back")
+    assert r.zcard(ns.keys.retry) == 0 and r.zcard(ns.keys.dead) == 0 and r.zcard(ns.keys.schedule) == 0
+    for w in workers:
+        assert w.stop() == 0
+    assert [k for k in r.scan_iter(ns.keys.holds("*"))] == []  # no slot left on any process's record
+
+
+def test_a_sigkilled_workers_slot_taken_by_its_fetch_is_freed_by_its_recovery(ns, r, tkey, start_worker):
+    """As for a slot the middleware took: the recovery that declares the worker dead frees the slot its fetch took
+    (NS:holds:<identity>), so the job runs again at once in the survivor, not after the 60 s lock timeout."""
+    key = tkey("fetched")
+    limit_jobs.one_at_a_time.enqueue(key, 60)  # queued before the worker starts: its first fetch takes it
+    doomed = start_worker(*LOAD, "-c", "2", *FAST)
+    wait_for(lambda: r.llen(key) == 1, 20, "the job holding the slot")
+    (token,) = r.zrange(ns.keys.limit(ONE), 0, -1)
+    assert FETCH_TOKEN.match(token)
+    dead_identity = identity_of(r, ns, doomed.pid)
+    assert r.hget(ns.keys.holds(dead_identity), f"slot:{ONE}:{token}") == "1,60000"
+    survivor = start_worker(*LOAD, "-c", "2", *FAST, "--poll-interval", "0.2")
+    wait_for(lambda: r.scard(ns.keys.processes) == 2, 20, "both heartbeats")
+    doomed.kill()
+    killed = time.time()
+    wait_for(lambda: r.llen(key) == 2, EXPIRY + 10, "the job started again")
+    assert _times(r, key)[1][1] - killed <= EXPIRY + 1.5
+    assert r.zrange(ns.keys.limit(ONE), 0, -1) != [token]  # the re-run's slot only
+    assert r.zcard(ns.keys.limit(ONE)) == 1
+    assert not r.exists(ns.keys.holds(dead_identity))
+    assert "rescheduled tests.limit_jobs.one_at_a_time" not in survivor.output()
+
+
+def test_a_backlog_the_fetch_parked_is_woken_one_job_per_release(ns, r, tkey, start_worker):
+    """Twenty `concurrency=1` jobs queued before the worker starts: its fetch runs one and parks the rest, due only
+    after the 60 s fallback; each release wakes the next, so they run one after another, never two at once, and all
+    are done long before that fallback (a hang detector: 20 runs of 0.1 s)."""
+    key = tkey("backlog")
+    limit_jobs.one_at_a_time.enqueue_bulk([(key, 0.1)] * 20)
+    w = start_worker(*LOAD, "-c", "5")
+    wait_for(lambda: r.llen(key) == 40, 45, "20 runs, each woken by the release before it")
+    times = _times(r, key)
+    assert [what for what, _ in times] == ["start", "end"] * 20  # one at a time
+    assert "rescheduled tests.limit_jobs.one_at_a_time" not in w.output()  # parked by the fetch, not run and refused
+    assert r.zcard(ns.keys.schedule) == 0 and r.zcard(ns.keys.limit(ONE)) == 0

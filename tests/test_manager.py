@@ -223,9 +223,9 @@ def test_the_fetcher_carries_plain_acknowledgements_under_load(build, r, ns):
         flushes.append(len(manager.acker.pending))
         flush()
 
-    def counting_take(most, acks=(), ends=()):
+    def counting_take(most, acks=(), ends=(), releases=()):
         carried.append(len(acks))
-        return take(most, acks, ends)
+        return take(most, acks, ends, releases)
 
     manager.acker.flush = counting_flush
     manager.fetch.take = counting_take
@@ -263,10 +263,10 @@ def test_after_a_fetch_that_emptied_the_queues_the_fetcher_blocks_again_at_once(
     take, wait = manager.fetch.take, manager.fetch.wait
     waiting = [False]
 
-    def counting_take(most, acks=(), ends=()):
+    def counting_take(most, acks=(), ends=(), releases=()):
         if not waiting[0]:
             outside.append(most)
-        return take(most, acks, ends)
+        return take(most, acks, ends, releases)
 
     def counting_wait(most, hand=None):
         waits.append(most)
@@ -294,8 +294,8 @@ def test_a_fetch_that_fails_with_a_bug_of_ours_is_retried_and_what_it_took_is_pu
     take = manager.fetch.take
     failed: list[int] = []
 
-    def failing_once(most, acks=(), ends=()):
-        taken = take(most, acks, ends)
+    def failing_once(most, acks=(), ends=(), releases=()):
+        taken = take(most, acks, ends, releases)
         if not failed:
             failed.append(len(taken))
             raise ValueError("a reply this fetch could not read")  # after Redis moved the payloads

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from jiggler_gevent import api, config, sidekiq
+from tests import sidekiq_jobs
 from tests.conftest import Worker, wait_for
 from tests.sidekiq_jobs import FAILED_ONCE, RUNS, STARTED
 from tests.sidekiq_ruby import SidekiqProcess, SidekiqWeb, claimed_db, require_ruby_sidekiq, run_ruby
@@ -294,3 +295,25 @@ def test_two_processes_show_on_sidekiqs_busy_page_and_share_the_queue(db: str, r
     w.proc.send_signal(signal.SIGTERM)
     assert w.proc.wait(30) == 0
     assert [i for i in r.smembers("processes") if r.exists(i)] == []
+
+
+def test_a_concurrency_job_pushed_by_ruby_is_limited_by_the_fetch(db: str, r, workers) -> None:
+    """Sidekiq's payloads carry nothing of `concurrency=2`: the worker names its limited jobs (by Sidekiq's `class`)
+    in each fetch, which takes their slots, so two Python processes never run more than two at once."""
+    jids = ruby_json(
+        db,
+        """\
+jids = Sidekiq::Client.push_bulk("class" => "tests.sidekiq_jobs.two_at_a_time", "queue" => "py",
+  "args" => (1..30).map { [0.05] })
+puts JSON.dump(jids)
+""",
+    )
+    assert isinstance(jids, list) and len(jids) == 30
+    for _ in range(2):
+        start(workers, db, "-q", "py", "-c", "5")
+    wait_for(lambda: r.hlen(RUNS) == 30, 60, "30 runs", interval=0.1)
+    assert r.get(sidekiq_jobs.TWO_MOST) == "2"
+    keys = config.configure(redis_url=db, wire="sidekiq").keys
+    limiter = keys.limit(sidekiq_jobs.two_at_a_time.name)
+    wait_for(lambda: r.zcard(limiter) == 0, 10, "every slot given back")
+    assert set(r.hgetall(RUNS).values()) == {"1"}

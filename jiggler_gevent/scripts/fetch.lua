@@ -4,18 +4,124 @@
 -- top or in Sidekiq's "jiggler" object) starts here too: unless its jid is in NS:cancelled its status becomes
 -- "running", in the same step that reads NS:cancelled, so a cancel lands either before (seen here) or after
 -- (it finds the job running).
+-- With the extra part (ARGV[5] > 0; a plain fetch leaves it out, and pays nothing for it):
+-- - The settling also gives back the `concurrent` slots of jobs that have ended (lib_holds.give_back: at most
+--   once), and counts the batch members that succeeded as settle.lua does (lib_ending.batch_end: each jid once,
+--   only a payload still held, callbacks exactly once), in the same atomic step.
+-- - A payload of a job with `concurrency=N` named in the extra part takes a slot of that job's `concurrent`
+--   limiter, as concurrent_acquire.lua would (never more than N holders at once, each recorded in
+--   NS:holds:<identity> in the same step, so the recovery of this process frees it). When the limiter is full the
+--   payload is parked instead of taken: into NS:schedule, due at E[5], and named in NS:limit:<name>:parked, so the
+--   next release of a slot moves it back to its queue (lib_holds.wake_parked), as settle.lua parks a job the
+--   worker rescheduled over a full limiter. A tracked one is taken and marked refused instead: its worker writes
+--   its status as it reschedules it.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2]     NS:cancelled
--- KEYS[3..n]  NS:queue:<name>, in the order to try them
+-- KEYS[3..n]  NS:queue:<name>, in the order to try them; with the extra part, KEYS[3..7] are NS:holds:<identity>,
+--             NS:limits, NS:schedule, NS:queues and NS:wake, and the queues KEYS[8..n]
 -- ARGV[1]     the most payloads to take
 -- ARGV[2]     the status key prefix NS:result:
 -- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
 -- ARGV[4]     seconds a tracked job's status is kept while it is not ended
--- ARGV[5..]   payloads whose jobs are done: removed from the working list first
--- returns     the payloads taken; when one of them is tracked, { the payloads taken, one mark per payload:
---             "r" its "running" status written, "c" tracked and cancelled (nothing written), "." not tracked (or
---             not readable here) }
-for i = 5, #ARGV do
+-- ARGV[5]     x, how many arguments the extra part has (0: none), E[1..x] = ARGV[6..5+x]:
+--   E[1]      the limiter key prefix NS:limit:
+--   E[2]      a slot's lock timeout (ms): one not given back or renewed by then is dropped
+--   E[3]      the prefix of the tokens of the slots this call takes (unique to the call)
+--   E[4]      the payload's field that names its job: "name", or "class" on Sidekiq's wire
+--   E[5]      when a parked payload is due (unix seconds), should no release of a slot move it before
+--   E[6]      how long a limiter's parked list is kept after its last push (ms)
+--   E[7]      the queue key prefix NS:queue:
+--   E[8]      the queue of a payload that names none
+--   E[9]      k, how many jobs with `concurrency=N` follow (0: no payload is looked at for a slot)
+--   then      k times: the job's name, its limiter's name, N
+--   then      n, and n fields of NS:holds:<identity>: the slots of jobs that have ended, given back first
+--   then      the batch key prefix NS:batch:, seconds a batch is kept after its last change, m, and m groups of
+--             three: the payload of a batch member that succeeded (nothing else to write for it), its jid, its
+--             batch id
+-- ARGV[6+x..] payloads whose jobs are done: removed from the working list first
+-- returns     the payloads taken; when one of them is tracked or limited, or one was parked, { the payloads taken,
+--             one mark per payload: "r" its "running" status written, "c" tracked and cancelled (nothing
+--             written), "." not tracked (or not readable here); one slot per payload: its field in
+--             NS:holds:<identity> ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, ""
+--             when not limited (none at all when E[9] is 0); how many payloads were parked (each counts against
+--             ARGV[1]) }
+local x = tonumber(ARGV[5])
+local acks, first_queue = 6 + x, 3
+local limited, quoted, k = {}, {}, 0
+-- The extra part's functions, and those of the libraries it uses (included inside the block), are made only with
+-- it: a plain fetch makes none of them.
+local limiter_of, take_slot, park
+if x > 0 then
+--#include lib_ending
+--#include lib_holds
+  first_queue = 8
+  k = tonumber(ARGV[14])
+  for j = 15, 14 + 3 * k, 3 do
+    limited[ARGV[j]] = { name = ARGV[j + 1], size = tonumber(ARGV[j + 2]) }
+    quoted[#quoted + 1] = '"' .. ARGV[j] .. '"'
+  end
+  local releases = 16 + 3 * k  -- the first slot to give back
+  local members = releases + tonumber(ARGV[15 + 3 * k]) + 3  -- the first batch member
+  if releases < members - 3 then
+    local H = { limit_prefix = ARGV[6], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[12],
+                queue = ARGV[13] }
+    for i = releases, members - 4 do give_back(H, KEYS[3], ARGV[i]) end
+  end
+  local E = { qprefix = ARGV[12], queues = KEYS[6], wake = KEYS[7], now = ARGV[3], batch_ttl = ARGV[members - 2] }
+  if members < acks and E.now == '' then
+    local t = redis.call('TIME')
+    E.now = t[1] .. '.' .. string.format('%06d', t[2])
+  end
+  for i = members, acks - 1, 3 do
+    if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
+      batch_end(E, ARGV[members - 3] .. ARGV[i + 2], ARGV[i + 1], true)
+    end
+  end
+
+  -- The limiter of the job `p` runs, when it is one of those named in E (looked for as text before decoding).
+  limiter_of = function(p)
+    for _, q in ipairs(quoted) do
+      if string.find(p, q, 1, true) then
+        local ok, d = pcall(cjson.decode, p)
+        if ok and type(d) == 'table' then return limited[d[ARGV[9]]] end
+        return nil
+      end
+    end
+    return nil
+  end
+
+  local clock_ms, swept = nil, {}
+
+  -- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
+  take_slot = function(lim, i)
+    local key, timeout = ARGV[6] .. lim.name, tonumber(ARGV[7])
+    if clock_ms == nil then
+      local t = redis.call('TIME')
+      clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    if not swept[key] then
+      swept[key] = true
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', clock_ms)
+      redis.call('HSET', KEYS[4], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
+    end
+    if redis.call('ZCARD', key) >= lim.size then return '!' end
+    local token = ARGV[8] .. i
+    redis.call('ZADD', key, string.format('%.0f', clock_ms + timeout), token)
+    if redis.call('PTTL', key) < timeout then redis.call('PEXPIRE', key, timeout) end
+    local field = 'slot:' .. lim.name .. ':' .. token
+    redis.call('HSET', KEYS[3], field, lim.size .. ',' .. timeout)
+    if redis.call('PTTL', KEYS[3]) < timeout then redis.call('PEXPIRE', KEYS[3], timeout) end
+    return field
+  end
+
+  park = function(lim, p)
+    local parked = ARGV[6] .. lim.name .. ':parked'
+    redis.call('ZADD', KEYS[5], ARGV[10], p)
+    redis.call('RPUSH', parked, p)
+    redis.call('PEXPIRE', parked, ARGV[11])
+  end
+end
+for i = acks, #ARGV do
   redis.call('LREM', KEYS[1], -1, ARGV[i])
 end
 
@@ -46,20 +152,29 @@ local function start(p)
 end
 
 local want = tonumber(ARGV[1])
-local taken, marks, tracked = {}, {}, false
-for i = 3, #KEYS do
+local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
+for i = first_queue, #KEYS do
   if want <= 0 then break end
   local got = redis.call('RPOP', KEYS[i], want)
   if got then
     for _, p in ipairs(got) do
-      redis.call('LPUSH', KEYS[1], p)
-      taken[#taken + 1] = p
-      local mark = start(p)
-      marks[#marks + 1] = mark
-      tracked = tracked or mark ~= '.'
+      local lim, slot = k > 0 and limiter_of(p), ''
+      if lim and not string.find(p, '"result_ttl"', 1, true) then slot = take_slot(lim, #taken + 1) end
+      if slot == '!' then
+        park(lim, p)
+        parked = parked + 1
+      else
+        redis.call('LPUSH', KEYS[1], p)
+        taken[#taken + 1] = p
+        local mark = start(p)
+        if lim and mark == 'r' then slot = take_slot(lim, #taken) end  -- tracked: its worker writes a refusal
+        marks[#marks + 1] = mark
+        if k > 0 then slots[#taken] = slot end
+        noted = noted or mark ~= '.' or slot ~= ''
+      end
     end
     want = want - #got
   end
 end
-if tracked then return { taken, table.concat(marks) } end
+if noted or parked > 0 then return { taken, table.concat(marks), slots, parked } end
 return taken

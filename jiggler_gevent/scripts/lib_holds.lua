@@ -1,5 +1,5 @@
 -- lib_holds: what a worker process holds besides its jobs, and giving it back. Included by concurrent_release,
--- adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
+-- fetch, settle, adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
 -- recorded in NS:holds:<identity> in the same step that takes it, so whoever ends that process's tenure (the
 -- recovery that declares it dead, in adopt; the process itself at a clean stop, in release_holds) gives every one
 -- back at once, instead of leaving it to its timeout. Fields of NS:holds:<identity>:
@@ -36,6 +36,20 @@ local function release_slot(H, limit_key, free_key, parked_key, token, size, kee
   redis.call('PEXPIRE', free_key, keep_ms)
   wake_parked(H, parked_key)
   return 1
+end
+
+-- Give back the slot recorded in NS:holds:<identity> (`holds_key`) as `field` ('slot:<name>:<token>'), unless it
+-- was freed already (by a recovery, or expired: the field is gone); the slots taken by fetch.lua are given back so.
+local function give_back(H, holds_key, field)
+  local record = redis.call('HGET', holds_key, field)
+  if not record then return end
+  redis.call('HDEL', holds_key, field)
+  local name, token = string.match(field, '^slot:([^:]+):(.+)$')
+  local size, keep = string.match(record, '^(%d+),(%d+)$')
+  if name and size then
+    local key = H.limit_prefix .. name
+    release_slot(H, key, key .. ':free', key .. ':parked', token, tonumber(size), math.max(1000, tonumber(keep)))
+  end
 end
 
 -- Give back everything NS:holds:<identity> records, and forget it; returns how many slots were freed.

@@ -1,4 +1,5 @@
 --#include lib_ending
+--#include lib_holds
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
 -- held then goes on, by its disposition: "ack", "drop" and "cancel" nowhere, "retry" and "dead" into that
 -- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue, "recover" (its process
@@ -9,12 +10,16 @@
 -- process) goes nowhere, so nothing is stored, counted or run twice. The dead set is trimmed by age and size
 -- whenever something is buried. A job rescheduled because a `concurrent` limiter was full is also parked on it
 -- (RPUSH NS:limit:<name>:parked): the next release of a slot of that limiter moves it to its queue (lib_holds).
+-- The `concurrent` slots the fetch took for jobs that have ended (fetch.lua) are given back in the same step
+-- (lib_holds.give_back: at most once; one a recovery freed already, or expired, is left alone), struck off
+-- NS:holds:<identity>, each waking a job parked on its limiter.
 -- KEYS[1]  NS:working:<identity>
 -- KEYS[2]  NS:retry
 -- KEYS[3]  NS:dead
 -- KEYS[4]  NS:queues
 -- KEYS[5]  NS:wake (added when a payload is put back in a queue)
 -- KEYS[6]  NS:schedule
+-- KEYS[7]  NS:holds:<identity>, the settling process's record of the slots it holds (lib_holds)
 -- ARGV[1]  the oldest score kept in the dead set (now - 180 days)
 -- ARGV[2]  the most entries kept in the dead set
 -- ARGV[3]  the queue key prefix NS:queue:
@@ -25,6 +30,8 @@
 -- ARGV[8]  seconds a batch is kept after its last change
 -- ARGV[9]  the limiter key prefix NS:limit:
 -- ARGV[10] how long a limiter's parked list is kept after its last push (ms)
+-- ARGV[11] the queue of a payload that names none (a parked job woken by a freed slot goes to its queue)
+-- ARGV[12] n, how many slots to give back follow: their fields in NS:holds:<identity> ('slot:<limiter>:<token>')
 -- ARGV     then groups of 10: payload held, disposition, payload to store, the score (retry, dead, reschedule)
 --          or the queue name (requeue, recover), the unique lock key to release ('' = none), the jid, its batch id
 --          ('' = none), its result_ttl ('' = untracked), its result or error as JSON ('' = none), and the
@@ -35,8 +42,12 @@ local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], 
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
                  reschedule = 'scheduled', requeue = 'queued', recover = 'queued' }
 local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
+local H = { limit_prefix = ARGV[9], schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5], qprefix = ARGV[3],
+            queue = ARGV[11] }
+local first = 13 + tonumber(ARGV[12])  -- the first group
+for i = 13, first - 1 do give_back(H, KEYS[7], ARGV[i]) end
 local held, buried, requeued = 0, false, false
-for i = 11, #ARGV, 10 do
+for i = first, #ARGV, 10 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
     held = held + 1
     local disposition, jid = ARGV[i + 1], ARGV[i + 5]

@@ -91,6 +91,18 @@ class Outcome:
         does none of these)."""
         return self.end is None and self.disposition in PLAIN
 
+    @property
+    def member(self) -> bool:
+        """True for a batch member that succeeded with nothing else to write: the fetch that carries it counts it
+        in its batch as it settles it (fetch.lua), as settle.lua would."""
+        end = self.end
+        return end is not None and self.disposition is Disposition.ACK and end.counts_only
+
+    def member_argv(self) -> tuple[bytes, str, str]:
+        """Its three arguments to fetch.lua as a batch member (`member`): the payload held, its jid, its batch."""
+        assert self.end is not None
+        return payload_mod.wire(self.raw), self.end.jid, self.end.bid
+
     def argv(self) -> tuple[Any, ...]:
         """Its ten arguments to settle.lua, in the order of the script's header."""
         end = ending.NONE if self.end is None else self.end.argv()
@@ -98,23 +110,51 @@ class Outcome:
 
 
 def settle(
-    script: Script, keys: Keys, working: str, outcomes: Sequence[Outcome], client: redis.Redis | None = None
+    script: Script,
+    keys: Keys,
+    working: str,
+    outcomes: Sequence[Outcome],
+    client: redis.Redis | None = None,
+    releases: Sequence[str] = (),
 ) -> int:
-    """Write `outcomes` for payloads held in `working`, in one atomic script call; returns how many were held."""
-    if not outcomes:
+    """Write `outcomes` for payloads held in `working`, and give back the slots `releases` (Slots), in one atomic
+    script call; returns how many payloads were held."""
+    if not outcomes and not releases:
         return 0
-    script_keys, args = settle_argv(keys, working, outcomes)
+    script_keys, args = settle_argv(keys, working, outcomes, releases)
     return int(script(keys=script_keys, args=args, client=client))
 
 
-def settle_argv(keys: Keys, working: str, outcomes: Sequence[Outcome]) -> tuple[list[str], list[Any]]:
-    """settle.lua's KEYS and ARGV for `outcomes`, in the order of its header."""
+def settle_argv(
+    keys: Keys, working: str, outcomes: Sequence[Outcome], releases: Sequence[str] = ()
+) -> tuple[list[str], list[Any]]:
+    """settle.lua's KEYS and ARGV for `outcomes` and `releases`, in the order of its header."""
     now = time.time()
     args: list[Any] = [now - config.DEAD_MAX_AGE, config.DEAD_MAX_JOBS, keys.queue_prefix, keys.result_prefix]
     args += [keys.batch_prefix, now, config.RESULT_PENDING_TTL, config.BATCH_TTL, keys.limit_prefix, PARKED_KEEP_MS]
+    args += [config.DEFAULT_QUEUE, len(releases), *releases]
     for o in outcomes:
         args += o.argv()
-    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule], args
+    holds = keys.holds(working.removeprefix(keys.working("")))  # of the process whose working list this is
+    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule, holds], args
+
+
+# The `concurrent` slots the fetch script took for the payloads it took, by raw payload: the field of
+# NS:holds:<identity> that records the slot, or FULL when the job's limiter was full (the job is refused, and
+# rescheduled). Filled by fetch.ReliableFetch, read by guards.ConcurrencyMiddleware as the job starts, emptied as
+# the payload's outcome is added (Acker.add; fetch.requeue), whose slot is then given back by the first write to
+# Redis that follows: the next fetch, which carries it as it carries plain acknowledgements, or the settle the Acker
+# writes. A payload taken twice at once by this process keeps the last slot only, and the slots of a fetch whose
+# reply was lost are not known here: those are freed by their lock timeout, or by this process's stop or recovery
+# (never an extra holder, only a slot held longer).
+Slots = dict[str, str]
+FULL = "!"
+
+
+def slot_of(raw: str, slots: Slots) -> str | None:
+    """The slot the fetch took for `raw`, taken out of `slots` to be given back; None when it took none."""
+    slot = slots.pop(raw, None)
+    return None if slot == FULL else slot
 
 
 def rides(outcome: Outcome) -> bool:
@@ -154,10 +194,16 @@ class Acker:
         self.wake: Event = gevent.event.Event()
         self.closing = False
         self.riding = False  # True while the fetcher will carry the outcomes of jobs done on its next fetch
+        self.slots: Slots = {}  # the fetch's, shared (manager.py): each outcome gives back its payload's slot
+        self.releases: list[str] = []  # slots of jobs that have ended, to give back with the next write
         self.failing_since: float | None = None  # monotonic time of the first failed write of an outage
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush (or, for a plain one while the fetcher rides, its next fetch)."""
+        if self.slots:
+            slot = slot_of(outcome.raw, self.slots)
+            if slot is not None:
+                self.releases.append(slot)
         self.pending.append(outcome)
         if not self.riding or not rides(outcome):
             self.wake.set()
@@ -199,7 +245,7 @@ class Acker:
     def ride(self, riding: bool) -> None:
         """Say whether the fetcher will carry plain acknowledgements; when it stops doing so, write them now."""
         self.riding = riding
-        if not riding and self.pending:
+        if not riding and (self.pending or self.releases):
             self.wake.set()
 
     def take_plain(self) -> list[bytes]:
@@ -221,8 +267,15 @@ class Acker:
             self.pending = [o for o in self.pending if o.plain or not rides(o)]
         return ends
 
-    def give_back(self, raws: Sequence[bytes], ends: Sequence[Outcome] = ()) -> None:
-        """Take back acknowledgements and outcomes that could not be sent (writing one twice is harmless)."""
+    def take_releases(self) -> list[str]:
+        """Hand over the slots to give back: the fetcher carries them in its next fetch."""
+        releases, self.releases = self.releases, []
+        return releases
+
+    def give_back(self, raws: Sequence[bytes], ends: Sequence[Outcome] = (), releases: Sequence[str] = ()) -> None:
+        """Take back acknowledgements, outcomes and slots to give back that could not be sent (writing one twice is
+        harmless)."""
+        self.releases[:0] = releases
         for raw in raws:
             self.add(Outcome(raw.decode("utf-8", "surrogateescape")))
         for outcome in ends:
@@ -236,14 +289,16 @@ class Acker:
     def flush(self) -> None:
         """Write every pending outcome in one script call."""
         batch, self.pending = self.pending, []
+        releases, self.releases = self.releases, []
         self.wake.clear()
-        if not batch:
+        if not batch and not releases:
             return
         self.writing = batch
         try:
-            held = settle(self.script, self.keys, self.working, batch, client=self.conn)
+            held = settle(self.script, self.keys, self.working, batch, self.conn, releases)
         except BaseException:
             self.pending[:0] = batch
+            self.releases[:0] = releases
             self.wake.set()
             raise
         finally:
@@ -275,10 +330,10 @@ class Acker:
 
     def drain(self, deadline: float) -> bool:
         """Flush until nothing is pending or `deadline` (monotonic) passes; True when all was written."""
-        while self.pending and time.monotonic() < deadline:
+        while (self.pending or self.releases) and time.monotonic() < deadline:
             try:
                 self.flush()
             except redis.RedisError as exc:
                 self._failed(exc)
                 gevent.sleep(0.2)
-        return not self.pending
+        return not self.pending and not self.releases

@@ -40,6 +40,11 @@ class Ending:
         self.detail = detail  # JSON: its result (done) or {"error_class", "error_message"} (dead, cancelled)
         self.park = park  # a rescheduled job: the `concurrent` limiter whose next release moves it to its queue
 
+    @property
+    def counts_only(self) -> bool:
+        """True when all there is to write is a batch's count of the job: no lock, status or limiter."""
+        return bool(self.bid) and not self.lock and self.ttl == "" and not self.park
+
     def argv(self) -> tuple[str, str, str, int | str, str, str]:
         """Its arguments to settle.lua, in the order of the script's header."""
         return self.lock, self.jid, self.bid, self.ttl, self.detail, self.park

@@ -5,9 +5,15 @@ Guarantee: a payload leaves its queue only by moving, atomically, into this proc
 its outcome is written, or it is put back unrun. On SIGTERM the unfinished ones are put back in their queues.
 On SIGKILL they stay in the working list until a live process sees the heartbeat expire and adopts them
 (recovery.py): a job may run twice, never zero times.
+
+The fetch script also takes the `concurrent` slot of each payload of a job with `concurrency=N` registered here
+(guards.py says what that guarantees); a payload that came another way, or whose job was registered after the
+first fetch, has its slot taken by guards.ConcurrencyMiddleware instead.
 """
 
+import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +30,8 @@ from .. import payload as payload_mod
 from ..cluster import is_cluster
 from ..connect import MAX_BLOCK
 from ..keys import Keys
-from . import ending, tracking
-from .acker import Acker, Outcome, dedicated, settle, settle_argv
+from . import ending, guards, tracking
+from .acker import PARKED_KEEP_MS, Acker, Outcome, Slots, dedicated, settle, settle_argv, slot_of
 
 log = logging.getLogger("jiggler_gevent.fetch")
 
@@ -95,13 +101,31 @@ class ReliableFetch:
         self.conn = dedicated(client, self.working)
         self.oom_since: float | None = None  # monotonic time BLMOVE was first refused for lack of memory
         self.starts: tracking.Starts = {}  # what the fetch script found for the tracked payloads it took
+        self.slots: Slots = {}  # the `concurrent` slots it took (acker.Slots)
+        self.holds = keys.holds(identity)
+        self.batch_prefix = keys.batch_prefix
+        # fetch.lua's KEYS before the queues with its extra part, made once: a Keys property builds its name each read
+        self.extra_keys = [self.working, self.cancelled, self.holds, keys.limits, keys.schedule, keys.queues, keys.wake]
+        self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
+        self.no_limits = (keys.limit_prefix, 0, "", "", 0, 0, keys.queue_prefix, config.DEFAULT_QUEUE, 0)
+        self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
+        self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
 
-    def take(self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = ()) -> list[str]:
-        """Settle `acks` (payloads of jobs done), then take up to `most` payloads without blocking. The tracked
-        ones are started in the same step (fetch.lua): what it found for each goes to `starts`. The outcomes
-        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua)."""
-        keys, args = self._fetch_argv(most, acks, time.time())
+    def take(
+        self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = (), releases: Sequence[str] = ()
+    ) -> list[str]:
+        """Settle `acks` (payloads of jobs done) and give back `releases` (the slots of jobs that have ended,
+        acker.Slots), then take up to `most` payloads without blocking. The tracked ones are started in the same
+        step (fetch.lua): what it found for each goes to `starts`, and the slots it took to `slots`. The outcomes
+        `ends` (jobs done, not plain) are settled just before, in the same write (settle.lua), but for the batch
+        members that succeeded with nothing else to write, which the fetch script counts as it settles them."""
+        members: Sequence[Outcome] = ()
+        if ends:
+            members = [o for o in ends if o.member]
+            if members:
+                ends = [o for o in ends if not o.member]
+        keys, args = self._fetch_argv(most, acks, time.time(), releases, members)
         conn = self._own_connection()
         if conn is None:  # Redis Cluster: a script call at a time, through the slot client
             if ends:
@@ -130,20 +154,57 @@ class ReliableFetch:
         """The fetcher's own connection, to write commands on directly; None on a Redis Cluster."""
         return self.conn.connection if self.writes_directly else None
 
-    def _fetch_argv(self, most: int, acks: Sequence[bytes], now: float | str) -> tuple[list[str], list[EncodableT]]:
-        """fetch.lua's KEYS and ARGV, in the order of its header."""
+    def _fetch_argv(
+        self,
+        most: int,
+        acks: Sequence[bytes],
+        now: float | str,
+        releases: Sequence[str] = (),
+        members: Sequence[Outcome] = (),
+    ) -> tuple[list[str], list[EncodableT]]:
+        """fetch.lua's KEYS and ARGV, in the order of its header: its extra part only when there is something in it
+        (a job with `concurrency=N` registered, a slot to give back, a batch member to count)."""
         order = [self.keys.queue(q) for q in queue_order(self.queues, self.strict)]
-        return [self.working, self.cancelled, *order], [most, self.result_prefix, now, config.RESULT_PENDING_TTL, *acks]
+        head: list[EncodableT] = [most, self.result_prefix, now, config.RESULT_PENDING_TTL]
+        if self.limited is None:  # the jobs with `concurrency=N` registered by now (the worker has loaded its modules)
+            self.limited = guards.fetch_limits()
+        if not (self.limited or releases or members):
+            return [self.working, self.cancelled, *order], [*head, 0, *acks]
+        extra: list[EncodableT] = [*self._limits_argv(), len(releases), *releases]
+        extra += [self.batch_prefix, config.BATCH_TTL, len(members)]
+        for o in members:
+            extra += o.member_argv()
+        return [*self.extra_keys, *order], [*head, len(extra), *extra, *acks]
+
+    def _limits_argv(self) -> Sequence[EncodableT]:
+        """The start of fetch.lua's extra part, E[1..9+3k]: what it needs to take the slots of the jobs with
+        `concurrency=N` registered at the first fetch, with a token prefix of this call's own, and to park the
+        payloads whose limiter is full."""
+        if not self.limited:
+            return self.no_limits
+        field = "class" if self.keys.wire == "sidekiq" else "name"
+        token_prefix = f"{self.token_base}{next(self.fetches)}."
+        ms = int(guards.SLOT_TIMEOUT * 1000)
+        # A parked payload is moved back by the next release of a slot (each wakes one); it falls due on its own only
+        # when no release comes, which a slot dropped at its lock timeout (a holder nobody recovered) does not send.
+        # A shorter delay would make a backlog over a busy limiter cycle through the queue and be parked again.
+        due = time.time() + guards.SLOT_TIMEOUT
+        parking = (due, PARKED_KEEP_MS, self.keys.queue_prefix, config.DEFAULT_QUEUE, len(self.limited) // 3)
+        return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *self.limited)
 
     def _taken(self, reply: object, most: int) -> list[str]:
-        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`."""
-        taken = cast("list[str]", reply)
-        if taken and isinstance(taken[0], list):  # {payloads, marks}: one of them is tracked
-            taken, marks = cast("tuple[list[str], str]", reply)
+        """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`, the slots it took
+        to `slots`."""
+        taken, parked = cast("list[str]", reply), 0
+        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked}: one is tracked or limited
+            taken, marks, slots, parked = cast("tuple[list[str], str, list[str], int]", reply)
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
-        self.drained = len(taken) < most
+            for raw, slot in zip(taken, slots, strict=True) if slots else ():  # none when no job is limited
+                if slot:
+                    self.slots[raw] = slot
+        self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
         return taken
 
     def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
@@ -247,9 +308,12 @@ class ReliableFetch:
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.
         A tracked job's status goes back to "queued" in the same step."""
-        outcomes = []
+        outcomes, releases = [], []
         for raw in raws:
             self.starts.pop(raw, None)
+            slot = slot_of(raw, self.slots) if self.slots else None
+            if slot is not None:
+                releases.append(slot)
             outcome = Outcome.requeue(raw, raw, payload_mod.queue_of(raw, config.DEFAULT_QUEUE))
             if '"result_ttl"' in raw:
                 try:
@@ -257,7 +321,7 @@ class ReliableFetch:
                 except payload_mod.PayloadError:
                     pass
             outcomes.append(outcome)
-        return settle(self.scripts.settle, self.keys, self.working, outcomes)
+        return settle(self.scripts.settle, self.keys, self.working, outcomes, releases=releases)
 
     def requeue_all(self) -> int:
         """Put everything this process still holds back in its queues (clean shutdown)."""

@@ -1,8 +1,16 @@
 """Server middleware that guard a job's start: `@job(concurrency=N)` and `unique_until="start"`.
 
-ConcurrencyMiddleware takes a slot of a `concurrent` limiter named after the job before the job runs and gives
-it back after. When the limiter is full it refuses the run with limits.OverLimit (it sets `ctx.exception`, so
-the job function is not called), and RetryMiddleware reschedules the job as for any OverLimit. Slots are
+Guarantee: every run of a job with `concurrency=N` holds a slot of a `concurrent` limiter named after the job while
+it runs, so never more than N run at once across every worker; each slot is given back at most once, after its job
+has ended (lib_holds.lua). The slot is taken in one of two ways:
+- by the fetch script, in the same step that takes the payload from its queue (fetch.lua; the worker names its
+  limited jobs in each fetch), and given back by the first write after the job's outcome: the next fetch, or the
+  settle the Acker writes (acker.Slots): no round trip of its own, however the payload was enqueued (older
+  clients, Sidekiq). Over a full limiter the fetch parks the payload instead of taking it (fetch.lua);
+- by ConcurrencyMiddleware before the job runs, for a payload the fetch script did not see (BLMOVE on an idle
+  worker's one queue) or whose job was registered after the first fetch, and given back by it after the run.
+When the limiter is full the run is refused with limits.OverLimit (the middleware sets `ctx.exception`, so the
+job function is not called), and RetryMiddleware reschedules the job as for any OverLimit. Slots are
 taken with a lock timeout of SLOT_TIMEOUT and renewed every third of it while the job runs, so a job may run
 for longer. A worker that is SIGKILLed has its slots freed by the recovery that declares it dead (lib_holds.lua:
 at its heartbeat's expiry, or at once under a supervisor), SLOT_TIMEOUT being only the bound for a process
@@ -17,9 +25,10 @@ import gevent
 
 from .. import config, limits, scripts
 from ..gevent_types import Greenlet
-from ..job import JobFunction, lookup
+from ..job import JobFunction, lookup, registered
 from ..middleware import JobContext, ServerMiddleware
 from ..payload import View
+from .acker import FULL, Slots
 
 log = logging.getLogger("jiggler_gevent.guards")
 
@@ -31,13 +40,27 @@ def job_limiter_name(job_name: str) -> str:
     return job_name.replace(":", ".")[: limits.MAX_NAME]
 
 
+def fetch_limits() -> list[str | int]:
+    """What fetch.lua needs to take the slots of the jobs with `concurrency=N` registered now: per job, its wire
+    name, its limiter's name and N."""
+    table: list[str | int] = []
+    for name in registered():
+        func = lookup(name)
+        if func is not None and func.concurrency is not None:
+            table += [name, job_limiter_name(name), func.concurrency]
+    return table
+
+
 class ConcurrencyMiddleware(ServerMiddleware):
     """At most N of a job with `concurrency=N` run at once across every worker on the namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, fetched: Slots | None = None) -> None:
         self.limiters: dict[str, limits.Concurrent] = {}
-        self.held: dict[int, tuple[limits.Concurrent, str]] = {}  # by id() of the JobContext
+        # by id() of the JobContext: the limiter, the token, and whether the fetch took it (then the write that follows
+        # the outcome gives it back, acker.Slots)
+        self.held: dict[int, tuple[limits.Concurrent, str, bool]] = {}
         self.renewer: Greenlet | None = None
+        self.fetched: Slots = {} if fetched is None else fetched  # the fetch's (acker.Slots)
 
     def _limiter(self, name: str, size: int) -> limits.Concurrent:
         limiter = self.limiters.get(name)
@@ -50,25 +73,36 @@ class ConcurrencyMiddleware(ServerMiddleware):
         if func is None or func.concurrency is None:
             return
         limiter = self._limiter(ctx.name, func.concurrency)
+        slot = self.fetched.get(ctx.raw) if self.fetched else None
+        if slot == FULL:
+            ctx.exception = limits.OverLimit(limiter.name, limiter.kind, 0.0)
+            return
+        if slot is not None:
+            self._hold(ctx, limiter, slot.split(":", 2)[2], fetched=True)  # slot:<limiter>:<token>
+            return
         try:
             token = limiter.acquire(wait_timeout=0)
         except Exception as exc:  # OverLimit is rescheduled; a Redis error fails the job (retried), never unlimited
             ctx.exception = exc
             return
-        self.held[id(ctx)] = (limiter, token)
+        self._hold(ctx, limiter, token, fetched=False)
+
+    def _hold(self, ctx: JobContext, limiter: limits.Concurrent, token: str, fetched: bool) -> None:
+        """Keep the slot renewed while the job runs."""
+        self.held[id(ctx)] = (limiter, token, fetched)
         if self.renewer is None:
             self.renewer = gevent.spawn(self._renew_forever)
 
     def after_process(self, ctx: JobContext) -> None:
         held = self.held.pop(id(ctx), None)
-        if held is not None:
-            limiter, token = held
+        if held is not None and not held[2]:  # a slot the fetch took goes back with the outcome (settle.lua)
+            limiter, token, _ = held
             limiter.release(token)
 
     def _renew_forever(self) -> None:
         while True:
             gevent.sleep(SLOT_TIMEOUT / 3)
-            for limiter, token in list(self.held.values()):
+            for limiter, token, _ in list(self.held.values()):
                 try:
                     if not limiter.renew(token):
                         log.warning("%r: the slot of a running job had expired and the limiter is full", limiter)

@@ -28,7 +28,7 @@ from ..gevent_types import Event, Greenlet
 from ..keys import Keys
 from ..options import WorkerOptions
 from ..periodic import entries as periodic_entries
-from .acker import Acker
+from .acker import Acker, Slots
 from .cancels import CancelListener
 from .cron import Scheduler
 from .cron_table import CronTablePublisher
@@ -61,11 +61,14 @@ MB = 1024 * 1024
 JOB_LOG_LEVEL_OF: dict[str, int | None] = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}  # --job-log
 
 
-def server_chain(counters: "Tally | Counters", metrics: "JobMetrics | None" = None) -> middleware.Chain:
+def server_chain(
+    counters: "Tally | Counters", metrics: "JobMetrics | None" = None, slots: Slots | None = None
+) -> middleware.Chain:
     """Built-in middleware around the user's: the tally (feeding the counters and the Prometheus metrics when on)
-    and retry outermost, then the unique-at-start release and the job's concurrency slot, the job timer innermost."""
+    and retry outermost, then the unique-at-start release and the job's concurrency slot (`slots`: those the
+    fetch took, acker.Slots), the job timer innermost."""
     chain = middleware.Chain()
-    guards = (UniqueStartMiddleware(), ConcurrencyMiddleware())
+    guards = (UniqueStartMiddleware(), ConcurrencyMiddleware(slots))
     outer = counters if isinstance(counters, Tally) else Tally((counters, metrics))
     for entry in (outer, RetryMiddleware(), *guards, *middleware.server.entries, TimeoutMiddleware()):
         chain.add(entry)
@@ -96,7 +99,7 @@ class Launcher:
         self.tally = Tally((self.counters, self.metrics))  # one decision per finished job, fed to both
         self.processor = Processor(
             self.acker,
-            server_chain(self.tally),
+            server_chain(self.tally, slots=self.fetch.slots),
             on_failure=self.tally.unrunnable,
             job_log_level=JOB_LOG_LEVEL_OF[opts.job_log],
         )

@@ -72,6 +72,7 @@ class Manager:
         self.solo: str | None = None  # the suspect job running alone (or waiting to)
         processor.isolate = self.alone
         fetch.starts = processor.starts  # the fetch script starts tracked jobs; the Processor reads what it found
+        acker.slots = fetch.slots  # the fetch script takes `concurrent` slots; each outcome gives its own back
 
     @property
     def busy(self) -> int:
@@ -160,17 +161,18 @@ class Manager:
                 continue
             self.fetching = True
             acks, ends = ([], []) if drained else (self.acker.take_plain(), self.acker.take_ends())
+            releases = [] if drained else self.acker.take_releases()
             try:
                 if backoff.failing:
                     self._put_back_orphans(acks, ends)
-                raws = [] if drained else self.fetch.take(self._most(), acks, ends)
-                if not raws:
+                raws = [] if drained else self.fetch.take(self._most(), acks, ends, releases)
+                if not raws and self.fetch.drained:  # (a fetch that parked all it found did not empty them)
                     self.acker.ride(False)  # the queues are empty: no fetch soon to carry acknowledgements
                     raws = self.fetch.wait(self._most(), self._hand)
                 self._fetch_succeeded(backoff)
             except BaseException as exc:
                 self.fetching = False
-                self.acker.give_back(acks, ends)
+                self.acker.give_back(acks, ends, releases)
                 if not isinstance(exc, Exception):  # GreenletExit (quiet, stop): the fetcher ends
                     raise
                 self.acker.ride(False)
