@@ -74,7 +74,7 @@ if x > 0 then
   end
   for i = members, acks - 1, 3 do
     if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
-      batch_end(E, ARGV[members - 3] .. ARGV[i + 2], ARGV[i + 1], true)
+      batch_end(E, ARGV[members - 3] .. ARGV[i + 2], ARGV[i + 1], 'done', '')
     end
   end
 
