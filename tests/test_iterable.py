@@ -98,6 +98,22 @@ def test_cancel_stops_a_cpu_bound_iteration_at_its_next_checkpoint(ns, r, tkey, 
     assert api.Job(iter_jobs.steps.enqueue(other, 2)).result(timeout=30) == 2
 
 
+def test_a_timeout_stops_a_cpu_bound_iteration_at_a_checkpoint_and_the_retry_resumes(ns, r, tkey, start_worker):
+    key = tkey("burn")
+    w = start_worker("-r", "tests.iter_jobs", *FAST)
+    jid = iter_jobs.burn_steps.set(timeout=1, retries=1).enqueue(key, 8, 0.2)  # 1.6 s of CPU against a 1 s timeout
+    wait_for(lambda: len(api.RetrySet()) == 1, 30, "the timeout")
+    entry = api.RetrySet().find(jid)
+    assert entry is not None and entry.error_class == "JobTimeout"
+    cursor = json.loads(stored(r, ns, jid)["cursor"])
+    assert 0 <= cursor < 7  # stored as the timeout stopped it, before its end
+    assert entry.retry()
+    assert api.Job(jid).result(timeout=30) == 8
+    assert r.lrange(key, 0, -1) == ["start 0", f"start {cursor + 1}"]  # the retry resumed after the checkpoint
+    assert "found no point where it could be stopped safely" not in w.output()
+    assert w.proc.poll() is None
+
+
 def test_a_retry_resumes_from_the_cursor(ns, r, tkey, start_worker):
     key = tkey("steps")
     start_worker("-r", "tests.iter_jobs", *FAST)
