@@ -68,7 +68,7 @@ def runner_of(func: JobFunction) -> Callable[..., object]:
     cfg = config.current()
     payload = payload_mod.build(func.name, [0])
     ctx = JobContext(payload, "")
-    return Iterations(config.redis_client(), cfg.keys).runner(func.func, ctx)
+    return Iterations(config.redis_client(), cfg.keys).runner(func, ctx)
 
 
 def timed(call: Callable[[], object], steps: int) -> float:

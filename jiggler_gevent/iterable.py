@@ -67,9 +67,10 @@ def progress(fraction: float, message: str = "") -> None:
     state.fraction, state.message, state.dirty = float(fraction), message[:MESSAGE_LIMIT], True
 
 
-def check_iterable(func: Callable[..., Any]) -> None:
+def check_iterable(func: Callable[..., Any]) -> int | None:
     """TypeError unless `func` can be an iterable job: a generator function with a `cursor` keyword parameter
-    that has a default (the first run passes cursor=None; pushes are checked without it)."""
+    that has a default (the first run passes cursor=None; pushes are checked without it). Returns the cursor's
+    position among the positional parameters (None when it is keyword-only)."""
     name = getattr(func, "__qualname__", repr(func))
     if not inspect.isgeneratorfunction(func):
         raise TypeError(
@@ -81,6 +82,19 @@ def check_iterable(func: Callable[..., Any]) -> None:
         raise TypeError(f"@job(iterable=True) needs a `cursor` keyword parameter (cursor=None); {name} has none")
     if parameter.default is parameter.empty:
         raise TypeError(f"the cursor parameter of iterable job {name} needs a default: cursor=None")
+    if parameter.kind is parameter.KEYWORD_ONLY:
+        return None
+    return list(inspect.signature(func).parameters).index("cursor")
+
+
+def with_cursor(
+    args: tuple[Any, ...], kwargs: dict[str, Any], cursor: Any, position: int | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of a resumed run: `cursor` in the cursor's place, whether the push gave one by position
+    (`position`, see check_iterable), by keyword, or not at all."""
+    if position is not None and len(args) > position:
+        return (*args[:position], cursor, *args[position + 1 :]), kwargs
+    return args, {**kwargs, "cursor": cursor}
 
 
 def encode_cursor(cursor: Any, name: str) -> str:

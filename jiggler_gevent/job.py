@@ -228,8 +228,8 @@ class JobFunction:
         result_ttl: float | None = None,
         iterable: bool = False,
     ) -> None:
-        if iterable:
-            iterable_jobs.check_iterable(func)
+        # where a resumed run puts the cursor (iterable.with_cursor)
+        self.cursor_at = iterable_jobs.check_iterable(func) if iterable else None
         if concurrency is not None and (
             not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
         ):

@@ -58,7 +58,7 @@ def test_after_sigkill_only_the_steps_since_the_last_stored_checkpoint_run_again
     first.kill()
     at_kill = json.loads(stored(r, ns, jid)["cursor"])
     before = ran(r, key)
-    assert before[-1] > at_kill
+    assert before[-1] >= at_kill
     start_worker("-r", "tests.iter_jobs", *FAST)
     assert api.Job(jid).result(timeout=90) == 150
     after = ran(r, key)[len(before) :]
@@ -114,10 +114,11 @@ def test_a_timeout_stops_a_cpu_bound_iteration_at_a_checkpoint_and_the_retry_res
     assert w.proc.poll() is None
 
 
-def test_a_retry_resumes_from_the_cursor(ns, r, tkey, start_worker):
+@pytest.mark.parametrize("given", [(), (None,)], ids=["no cursor pushed", "cursor pushed by position"])
+def test_a_retry_resumes_from_the_cursor(ns, r, tkey, start_worker, given):
     key = tkey("steps")
     start_worker("-r", "tests.iter_jobs", *FAST)
-    jid = iter_jobs.fails_once_at.enqueue(key, 10, 6)
+    jid = iter_jobs.fails_once_at.enqueue(key, 10, 6, *given)
     wait_for(lambda: len(api.RetrySet()) == 1, 30, "the job to fail once")
     assert ran(r, key) == [0, 1, 2, 3, 4, 5]
     assert json.loads(stored(r, ns, jid)["cursor"]) == 5  # stored as it failed
@@ -125,6 +126,13 @@ def test_a_retry_resumes_from_the_cursor(ns, r, tkey, start_worker):
     assert entry is not None and entry.retry()
     wait_for(lambda: len(ran(r, key)) == 10, 30, "the retry to finish")
     assert ran(r, key) == list(range(10))
+
+
+def test_a_cursor_given_to_enqueue_is_where_the_first_run_starts(ns, r, tkey, start_worker):
+    key = tkey("steps")
+    start_worker("-r", "tests.iter_jobs", *FAST)
+    assert api.Job(iter_jobs.steps.enqueue(key, 6, cursor=2)).result(timeout=30) == 6
+    assert ran(r, key) == [3, 4, 5]
 
 
 def test_progress_cursor_and_iterations_through_api_while_it_runs(ns, r, tkey, start_worker):

@@ -27,7 +27,9 @@ import gevent
 import redis
 
 from .. import config
-from ..iterable import JobState, advance, check_cursor, encode_cursor, live, state_of
+from ..errors import CancelJob
+from ..iterable import JobState, advance, check_cursor, encode_cursor, live, state_of, with_cursor
+from ..job import JobFunction
 from ..keys import Keys
 from ..middleware import JobContext
 from .heartbeat import BeatPart
@@ -51,23 +53,26 @@ class Iterations:
         """The worker is stopping: every iterable job stores its cursor at its next checkpoint and is put back."""
         self.pausing = True
 
-    def runner(self, func: Callable[..., Any], ctx: JobContext) -> Callable[..., Any]:
-        """What the Processor calls in place of the generator function `func` for the job `ctx`."""
+    def runner(self, job: JobFunction, ctx: JobContext) -> Callable[..., Any]:
+        """What the Processor calls in place of the iterable `job`'s generator function for the job `ctx`."""
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            return self._run(func, ctx, args, kwargs)
+            return self._run(job, ctx, args, kwargs)
 
         return run
 
-    def _run(self, func: Callable[..., Any], ctx: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run(self, job: JobFunction, ctx: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         state = state_of(ctx.jid)
         state.iterable = True
-        self._resume(state, kwargs)
-        gen = func(*args, **kwargs)
+        if self._resume(state):
+            args, kwargs = with_cursor(args, kwargs, state.cursor, job.cursor_at)
+        gen = job.func(*args, **kwargs)
         try:
             result = self._drive(gen, state, ctx.name)
-        except BaseException:
-            self._store_quietly(state, ctx.name, config.ITERATION_TTL)
+        except BaseException as exc:
+            # A cancelled job is over: its state is kept as long as a finished job's.
+            ttl = config.PROGRESS_TTL if isinstance(exc, CancelJob) else config.ITERATION_TTL
+            self._store_quietly(state, ctx.name, ttl)
             raise
         finally:
             gen.close()  # the generator's own `finally` and `with` blocks run at once, whatever ended it
@@ -75,14 +80,16 @@ class Iterations:
         self._store(state, ctx.name, config.PROGRESS_TTL)
         return result
 
-    def _resume(self, state: JobState, kwargs: dict[str, Any]) -> None:
-        """Read the stored cursor of this jid, if any, and pass it as `cursor=` (else what the push gave, or
-        the default)."""
+    def _resume(self, state: JobState) -> bool:
+        """Read the stored cursor of this jid into `state`; False when there is none (the first run gets what the
+        push gave, or the default)."""
         stored, iterations = self.redis.hmget(self.keys.job_state(state.jid), ["cursor", "iterations"])
-        if stored is not None:
-            state.cursor = kwargs["cursor"] = json.loads(stored)
-            state.iterations = int(iterations or 0)
-            log.info("resuming jid=%s after %d iteration(s) from cursor %.200r", state.jid, state.iterations, stored)
+        if stored is None:
+            return False
+        state.cursor = json.loads(stored)
+        state.iterations = int(iterations or 0)
+        log.info("resuming jid=%s after %d iteration(s) from cursor %.200s", state.jid, state.iterations, stored)
+        return True
 
     def _drive(self, gen: Generator[Any, Any, Any], state: JobState, name: str) -> Any:
         """Run the generator to its end, one checkpoint per value it yields: its return value."""
@@ -132,8 +139,9 @@ class Iterations:
 def _raise_waiting(glet: Any) -> None:
     """A checkpoint is a safe point: raise here what waits for one in this greenlet (a timeout, a cancel, the
     kill at the shutdown deadline, thrown while a CPU-bound step held the hub)."""
-    record = deferrals.forget(glet)
+    record = deferrals.get(glet)  # None too for a gevent.Timeout of the job's own whose block has ended
     if record is not None:
+        deferrals.forget(glet)
         raise record.exc
 
 

@@ -119,7 +119,7 @@ class Processor:
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
             self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return
-        ctx.func = self.iterations.runner(func.func, ctx) if func.iterable else func.func
+        ctx.func = self.iterations.runner(func, ctx) if func.iterable else func.func
         hooks = self.chain.hooks(BEFORE, AFTER, () if guarded(func, ctx.view) else GUARDS)
         if self.isolate is not None and "recoveries" in payload and suspect(payload):
             log.warning(
