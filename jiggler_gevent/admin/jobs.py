@@ -78,14 +78,12 @@ class Job:
         return info
 
     def _reported(self) -> dict[str, Any]:
-        """What the job reported as it ran (NS:state:<jid>): progress and message (None when it never said), and
-        for an iterable job its last stored cursor and iterations."""
+        """What the job reported as it ran (NS:state:<jid>): progress and message once it called progress(), and
+        for an iterable job its last stored cursor and iterations; nothing for a job that reported nothing."""
         state = cast("dict[str, str]", self.redis.hgetall(self.keys.job_state(self.jid)))
-        fraction = state.get("progress")
-        out: dict[str, Any] = {
-            "progress": float(fraction) if fraction is not None else None,
-            "message": state.get("message"),
-        }
+        out: dict[str, Any] = {}
+        if "progress" in state:
+            out.update(progress=float(state["progress"]), message=state.get("message", ""))
         if "cursor" in state:
             out["cursor"] = json.loads(state["cursor"])
             out["iterations"] = int(state.get("iterations", 0))
