@@ -170,7 +170,7 @@ class Processor:
             self._ending.add(cid)  # no interrupt from here on: one landing in an after-hook would escape
             if self._interrupts:
                 self._interrupts.pop(cid, None)  # the job has ended: an interrupt not delivered yet is moot
-            if ctx.exception is not None and self._no_outcome(ctx, cid):
+            if (self._abandoned or ctx.exception is not None) and self._no_outcome(ctx, cid):
                 return False
             call_each(afters, ctx)
         except JobTimeout:
@@ -187,7 +187,7 @@ class Processor:
         return True
 
     def _no_outcome(self, ctx: JobContext, cid: int) -> bool:
-        """True when nothing is to be written for the failed job `ctx` now: it was abandoned (its outcome is
+        """True when nothing is to be written for the job `ctx` now: it was abandoned (its outcome is
         written already), or it is an iterable job paused at a checkpoint as the worker stops (its cursor is
         stored; like a job killed at shutdown it is not acknowledged, and goes back to its queue)."""
         if self._abandoned and cid in self._abandoned:
