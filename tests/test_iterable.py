@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from jiggler_gevent import api, config, job, progress
+from jiggler_gevent import api, config, job, progress, testing
 from tests import iter_jobs
 from tests.conftest import held_jobs, wait_for
 
@@ -188,6 +188,14 @@ def test_calling_an_iterable_job_runs_it_inline_to_its_end(ns, r, tkey):
     assert ran(r, key) == [0, 1, 2, 3, 4]
     with pytest.raises(TypeError, match="cursor that is not JSON"):
         iter_jobs.bad_cursor(key)
+
+
+def test_testing_inline_runs_an_iterable_job_to_its_end(ns, r, tkey):
+    key = tkey("inline")
+    with warnings.catch_warnings(), testing.inline():
+        warnings.simplefilter("ignore", RuntimeWarning)  # progress() outside a worker's job
+        iter_jobs.steps.enqueue(key, 4)
+    assert ran(r, key) == [0, 1, 2, 3]
 
 
 def test_progress_checks_its_arguments_and_is_a_no_op_outside_a_job():
