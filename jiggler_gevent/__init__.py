@@ -10,6 +10,7 @@ __version__ = "0.2.0"
 from .batch import Batch
 from .config import configure
 from .errors import EnqueueError, JobTimeout
+from .iterable import progress
 from .job import job
 from .periodic import periodic
 from .workflow import chain, chord, group
@@ -22,6 +23,7 @@ __all__ = [
     "chain",
     "group",
     "chord",
+    "progress",
     "JobTimeout",
     "EnqueueError",
     "__version__",

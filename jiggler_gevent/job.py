@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, overload
 
 from . import config, wire
+from . import iterable as iterable_jobs
 from . import payload as payload_mod
 
 if TYPE_CHECKING:
@@ -225,13 +226,17 @@ class JobFunction:
         unique_for: float | None = None,
         unique_until: str = "success",
         result_ttl: float | None = None,
+        iterable: bool = False,
     ) -> None:
+        # where a resumed run puts the cursor (iterable.with_cursor)
+        self.cursor_at = iterable_jobs.check_iterable(func) if iterable else None
         if concurrency is not None and (
             not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an int >= 1 or None, not {concurrency!r}")
         self.func = func
         self.concurrency = concurrency
+        self.iterable = bool(iterable)  # a generator whose yields are checkpoints (server/iteration.py runs it)
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl)
@@ -239,6 +244,8 @@ class JobFunction:
         _registry[self.name] = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.iterable:
+            return iterable_jobs.exhaust(self.func(*args, **kwargs), self.name)
         return self.func(*args, **kwargs)
 
     @functools.cached_property
@@ -332,6 +339,7 @@ def job(
     unique_for: float | None = ...,
     unique_until: str = ...,
     result_ttl: float | None = ...,
+    iterable: bool = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -347,11 +355,15 @@ def job(
     unique_for: float | None = None,
     unique_until: str = "success",
     result_ttl: float | None = None,
+    iterable: bool = False,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
-    concurrency=..., unique_for=..., unique_until=..., result_ttl=...)`."""
+    concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=...)`. With iterable=True the
+    function is a generator with a `cursor` keyword: each value it yields is a checkpoint to resume from."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
-        return JobFunction(f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until, result_ttl)
+        return JobFunction(
+            f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until, result_ttl, iterable
+        )
 
     return wrap(func) if func is not None else wrap

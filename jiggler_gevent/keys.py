@@ -36,6 +36,10 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
                             RESULT_PENDING_TTL while the job waits or runs, `result_ttl` seconds after it ends
   NS:result:<jid>:done      list with one member once that job has ended; result() waits on it with a BLMOVE
                             from the list to itself, so every waiter wakes and the member stays
+  NS:state:<jid>            hash, what a job reports while it runs (server/iteration.py): progress, message, and
+                            for an iterable job cursor (JSON) and iterations; kept config.ITERATION_TTL after each
+                            write while the job is unfinished, config.PROGRESS_TTL after it returned (and for a
+                            job that only reports progress)
   NS:cancelled              sorted set, jid -> unix time it was cancelled (kept CANCEL_KEEP)
   NS:cancel                 pub/sub channel: the jid of each cancellation, to every worker
   NS:batches                sorted set, batch id -> unix time it was created
@@ -181,6 +185,9 @@ class Keys:
     @property
     def result_prefix(self) -> str:
         return self._k("result", "")
+
+    def job_state(self, jid: str) -> str:
+        return self._k("state", jid)
 
     @property
     def cancelled(self) -> str:

@@ -28,7 +28,7 @@ def _run(payload: dict[str, Any]) -> Any:
     if func is None:
         raise LookupError(f"no job named {payload['name']!r} is registered")
     wire = json.loads(json.dumps(payload))
-    return func.func(*wire["args"], **wire["kwargs"])
+    return func(*wire["args"], **wire["kwargs"])
 
 
 @contextlib.contextmanager

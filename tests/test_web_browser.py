@@ -282,3 +282,25 @@ def test_batches_page_draws_progress_and_links_to_a_failed_job(browser, page, da
     docs_shot(page, "job-status", tmp_path)
     _fit_a_phone(browser, dashboard_url, (("/batches", "phone-batches"), (f"/jobs/{jids[1]}", "phone-job")))
     assert page.errors == []
+
+
+def test_busy_page_shows_a_running_jobs_progress_and_refreshes_itself(page, dashboard_url, start_worker, r):
+    from playwright.sync_api import expect
+
+    from tests import iter_jobs
+
+    start_worker("-r", "tests.iter_jobs", "--heartbeat-interval", "0.2")
+    jid = iter_jobs.steps.enqueue(_key("browser:steps"), 400, 0.05)
+    wait_for(lambda: api.Job(jid).info().get("progress"), 40, "the job's first progress")
+    page.goto(dashboard_url + "/busy")
+    row = page.locator("tr", has_text=jid)
+    message = row.locator("[data-progress-message]")
+    expect(message).to_contain_text("of 400", timeout=20_000)
+    expect(row.locator("[data-iterations]")).to_contain_text("iterations")
+    expect(row.locator('[role="progressbar"]')).to_have_count(1)
+    first = message.inner_text()
+    # no reload: the page refreshes its running jobs by itself
+    expect(row.locator("[data-progress-message]")).not_to_have_text(first, timeout=30_000)
+    shot(page, "busy-progress")
+    assert page.errors == []
+    assert api.Job(jid).cancel() is True

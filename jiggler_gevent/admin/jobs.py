@@ -60,8 +60,9 @@ class Job:
         return self._locate().status
 
     def info(self) -> dict[str, Any]:
-        """What is known of the job: jid, status and, for a tracked job, its stored fields (result or error, times,
-        the workflow it is a step of)."""
+        """What is known of the job: jid, status, what it reported (progress, message; cursor and iterations for an
+        iterable job) and, for a tracked job, its stored fields (result or error, times, the workflow it is a step
+        of)."""
         tracked = cast("dict[str, str]", self.redis.hgetall(self.keys.result(self.jid)))
         info: dict[str, Any] = {"jid": self.jid, "status": self._locate(tracked).status}
         for field in ("started_at", "updated_at"):
@@ -73,7 +74,20 @@ class Job:
             info.update(json.loads(tracked["error"]))
         if "workflow" in tracked:
             info["workflow"] = tracked["workflow"]  # a step of that workflow
+        info.update(self._reported())
         return info
+
+    def _reported(self) -> dict[str, Any]:
+        """What the job reported as it ran (NS:state:<jid>): progress and message once it called progress(), and
+        for an iterable job its last stored cursor and iterations; nothing for a job that reported nothing."""
+        state = cast("dict[str, str]", self.redis.hgetall(self.keys.job_state(self.jid)))
+        out: dict[str, Any] = {}
+        if "progress" in state:
+            out.update(progress=float(state["progress"]), message=state.get("message", ""))
+        if "cursor" in state:
+            out["cursor"] = json.loads(state["cursor"])
+            out["iterations"] = int(state.get("iterations", 0))
+        return out
 
     def _locate(self, tracked: dict[str, str] | None = None) -> Found:
         if not self.jid:

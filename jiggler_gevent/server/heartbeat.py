@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from .. import __version__, config, wire
+from ..iterable import live
 from ..keys import Keys
 from ..middleware import JobContext
 from .loop import Loop
@@ -197,9 +198,11 @@ class Heartbeat:
     def _work(self) -> dict[str, str]:
         work: dict[str, str] = {}
         for key, ctx in list(self.opts.running().items()):
-            work[str(key)] = json.dumps(
-                self.wire.work_entry(ctx.payload.get("queue"), _summary(ctx.payload), ctx.started_at)
-            )
+            entry = self.wire.work_entry(ctx.payload.get("queue"), _summary(ctx.payload), ctx.started_at)
+            state = live.get(ctx.jid) if live else None  # what the job reported (progress, iterations)
+            if state is not None:
+                entry.update(state.shown())
+            work[str(key)] = json.dumps(entry)
         return work
 
 

@@ -35,6 +35,7 @@ from .cron_table import CronTablePublisher
 from .fetch import ReliableFetch
 from .guards import ConcurrencyMiddleware, UniqueStartMiddleware
 from .heartbeat import BeatPart, Heartbeat, HeartbeatOptions, new_identity, rss_bytes
+from .iteration import ProgressFlush
 from .job_metrics import Counters
 from .job_metrics_flush import JobMetricsFlush
 from .manager import Manager
@@ -182,6 +183,7 @@ class Launcher:
         ]
         if self.scheduler is not None:
             parts.append(CronTablePublisher(keys, self.scheduler.table, beat.ttl))
+        parts.append(ProgressFlush(keys, lambda: {ctx.jid for ctx in self.processor.running.values()}))
         parts.append(Sweeper(self.recovery, beat.ttl))
         return Heartbeat(self.redis, keys, self.identity, beat, parts)
 
@@ -260,6 +262,7 @@ class Launcher:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.manager.quiet()
+        self.processor.iterations.pause()  # iterable jobs stop at their next checkpoint and are put back
         self._wait_for_jobs(self.opts.timeout)
         requeued = self.manager.stop(0)
         self.cancels.stop()

@@ -32,6 +32,7 @@ from ..middleware import Chain, Disposition, JobContext, call_each
 from . import ending, tracking
 from .acker import Acker, Outcome
 from .guards import GUARDS, guarded
+from .iteration import Iterations, Paused
 from .recovery import suspect
 from .timeouts import disarm
 
@@ -82,6 +83,7 @@ class Processor:
         # Runs a suspect job (recovery.suspect) alone: entered with the payload, it yields False when the job
         # was put back instead (manager.py sets it).
         self.isolate: Callable[[str], AbstractContextManager[bool]] | None = None
+        self.iterations = Iterations(acker.redis, acker.keys)  # runs @job(iterable=True) jobs
 
     @property
     def call_site(self) -> CodeType:
@@ -117,7 +119,7 @@ class Processor:
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
             self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return
-        ctx.func = func.func
+        ctx.func = self.iterations.runner(func, ctx) if func.iterable else func.func
         hooks = self.chain.hooks(BEFORE, AFTER, () if guarded(func, ctx.view) else GUARDS)
         if self.isolate is not None and "recoveries" in payload and suspect(payload):
             log.warning(
@@ -168,9 +170,7 @@ class Processor:
             self._ending.add(cid)  # no interrupt from here on: one landing in an after-hook would escape
             if self._interrupts:
                 self._interrupts.pop(cid, None)  # the job has ended: an interrupt not delivered yet is moot
-            if self._abandoned and cid in self._abandoned:
-                self._abandoned.discard(cid)
-                disarm(ctx)
+            if (self._abandoned or ctx.exception is not None) and self._no_outcome(ctx, cid):
                 return False
             call_each(afters, ctx)
         except JobTimeout:
@@ -184,6 +184,21 @@ class Processor:
             if batch_token is not None:
                 running_bid.reset(batch_token)
             current_job.reset(log_token)
+        return True
+
+    def _no_outcome(self, ctx: JobContext, cid: int) -> bool:
+        """True when nothing is to be written for the job `ctx` now: it was abandoned (its outcome is
+        written already), or it is an iterable job paused at a checkpoint as the worker stops (its cursor is
+        stored; like a job killed at shutdown it is not acknowledged, and goes back to its queue)."""
+        if self._abandoned and cid in self._abandoned:
+            self._abandoned.discard(cid)
+        elif type(ctx.exception) is Paused:
+            log.info(
+                "paused %s jid=%s at a checkpoint: put back", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid)
+            )
+        else:
+            return False
+        disarm(ctx)
         return True
 
     def interrupt(self, glet: RawGreenlet, exc: BaseException) -> bool:

@@ -155,6 +155,7 @@ class Deferrals:
 
     def __init__(self) -> None:
         self._by_greenlet: dict[RawGreenlet, Deferred] = {}
+        self.waiting: dict[RawGreenlet, Deferred] = self._by_greenlet  # read-only: empty when nothing waits
 
     def get(self, glet: RawGreenlet) -> Deferred | None:
         """The exception waiting in `glet`, if any (and still wanted)."""

@@ -18,6 +18,7 @@ CARDS = [  # (Stats attribute, label, css class, link)
     ("dead_size", "Dead", "bad", "/dead"),
 ]
 POLL_CHOICES = (2, 5, 10, 30)
+BUSY_REFRESH = 5  # seconds between the Busy page's refreshes of itself (the heartbeats' pace)
 
 
 def queue_path(name: str) -> str:
@@ -174,20 +175,20 @@ def busy(view: View) -> Safe:
     running = (
         render(
             '<div class="table-wrap"><table class="rows"><thead><tr><th>Process</th><th>Job</th>'
-            '<th>Queue</th><th>Arguments</th><th class="num">Running for</th></tr></thead>'
+            '<th>Queue</th><th>Arguments</th><th>Progress</th><th class="num">Running for</th></tr></thead>'
             "<tbody>{rows}</tbody></table></div>",
             rows=join(jobs),
         )
         if jobs
         else Safe('<p class="empty">No job is running.</p>')
     )
-    return join(
-        [
-            table,
-            Safe("<h2>Running jobs</h2>"),
-            running,
-            Safe('<p class="hint">As of each process’s last heartbeat (every few seconds).</p>'),
-        ]
+    return render(
+        '<div data-live-refresh="{every}">{table}<h2>Running jobs</h2>{running}'
+        '<p class="hint">As of each process’s last heartbeat (every few seconds); the page refreshes itself.</p>'
+        "</div>",
+        every=BUSY_REFRESH,
+        table=table,
+        running=running,
     )
 
 
@@ -202,15 +203,39 @@ def _running_row(view: View, p: api.Process, work: dict[str, Any]) -> Safe:
     return render(
         '<tr><td class="mono">{host}:{pid}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
         '<td data-label="queue">{queue}</td><td class="args mono">{args}</td>'
-        '<td class="num" data-label="running for">{age}</td></tr>',
+        '<td data-label="progress">{progress}</td><td class="num" data-label="running for">{age}</td></tr>',
         host=p.info.get("hostname"),
         pid=p.info.get("pid"),
         name=payload.get("name"),
         jid=payload.get("jid"),
         queue=work.get("queue") or payload.get("queue"),
         args=as_json(payload.get("args", []), limit=300),
+        progress=_job_progress(work),
         age=age,
     )
+
+
+def _job_progress(work: dict[str, Any]) -> Safe:
+    """What a running job reported (jiggler_gevent.progress, an iterable job's checkpoints): a bar with its
+    percentage, the message, the iterations; a dash when it reported nothing."""
+    fraction, message, iterations = work.get("progress"), work.get("message"), work.get("iterations")
+    parts = []
+    if isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
+        pct = min(max(100 * fraction, 0.0), 100.0)
+        parts.append(
+            render(
+                '<div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="{n}">'
+                '<svg viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true"><rect class="ok" x="0" '
+                'y="0" width="{w}" height="10"></rect></svg><small data-progress>{n}%</small></div>',
+                n=f"{pct:.0f}",
+                w=Safe(f"{pct:.2f}"),
+            )
+        )
+    if isinstance(message, str) and message:
+        parts.append(render("<small data-progress-message>{m}</small>", m=message))
+    if isinstance(iterations, int) and not isinstance(iterations, bool):
+        parts.append(render("<small data-iterations>{n} iterations</small>", n=number(iterations)))
+    return join(parts, "<br>") if parts else Safe("–")
 
 
 def queues(view: View) -> Safe:

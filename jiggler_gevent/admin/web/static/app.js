@@ -96,7 +96,25 @@ function startLive(chart) {
   schedule();
 }
 
+// A page part marked data-live-refresh="SECONDS" (the Busy page) is fetched again and replaced every SECONDS.
+function startRefresh(part) {
+  const seconds = Number(part.dataset.liveRefresh) || 5;
+  setInterval(async () => {
+    try {
+      const response = await fetch(location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.querySelector("[data-live-refresh]");
+      if (fresh) part.replaceChildren(...fresh.childNodes);
+    } catch (err) {
+      // the server is away for now: the next refresh tries again
+    }
+  }, seconds * 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const chart = document.querySelector("[data-live-chart]");
   if (chart) startLive(chart);
+  const part = document.querySelector("[data-live-refresh]");
+  if (part) startRefresh(part);
 });
