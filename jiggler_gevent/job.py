@@ -211,6 +211,23 @@ class Signature:
         return f"{self.name}.{'si' if self.immutable else 's'}({arguments})"
 
 
+def refuse_bodies_never_run(func: Callable[..., Any], iterable: bool) -> None:
+    """TypeError for a function whose call would return without running its body: an `async def` (not supported
+    as a job yet) or a generator function without iterable=True. Run as a job, either would count as a success
+    while doing nothing."""
+    what = getattr(func, "__qualname__", repr(func))
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"{what} is an async def function: jobs are plain functions for now (a call returns a coroutine, "
+            "and its body would never run); call your coroutine from a plain function with asyncio.run()"
+        )
+    if inspect.isgeneratorfunction(func) and not iterable:
+        raise TypeError(
+            f"{what} is a generator function: a call would return a generator without running its body; "
+            "use @job(iterable=True) for a generator whose yields are checkpoints"
+        )
+
+
 class JobFunction:
     """A function registered as a job. Calling it runs it inline; the enqueue verbs push it to Redis."""
 
@@ -228,6 +245,7 @@ class JobFunction:
         result_ttl: float | None = None,
         iterable: bool = False,
     ) -> None:
+        refuse_bodies_never_run(func, iterable)
         # where a resumed run puts the cursor (iterable.with_cursor)
         self.cursor_at = iterable_jobs.check_iterable(func) if iterable else None
         if concurrency is not None and (

@@ -50,6 +50,20 @@ def gated() -> None:
     GATE.wait()
 
 
+async def _not_awaited() -> None:
+    raise AssertionError("the body of a coroutine a job returned must never run")
+
+
+def _wrapped_coroutine():
+    return _not_awaited()
+
+
+@job(name="tests.test_processor.returns_coroutine")
+def returns_coroutine() -> object:
+    """A plain function that hands back a coroutine, as a sync wrapper around an async one does."""
+    return _wrapped_coroutine()
+
+
 @job
 def frames_up() -> None:
     f = sys._getframe()
@@ -249,3 +263,36 @@ def test_an_interrupt_during_a_before_hook_still_ends_the_job(parts):
     assert parts.processor.interrupt(glet, RuntimeError("stop now")) is True
     glet.join(5)
     assert parts.dispositions() == [Disposition.DEAD]  # as if it had raised (retries=0); today: ACK
+
+
+def test_a_job_whose_function_returns_a_coroutine_fails_and_never_counts_as_a_success(parts, recwarn):
+    raw = parts.fetched(returns_coroutine)
+    parts.processor.process(raw)
+    assert parts.dispositions() == [Disposition.RETRY]
+    assert (parts.counters.processed, parts.counters.failed) == (1, 1)
+    ((entry, _),) = parts.stored(parts.ns.keys.retry)
+    assert (
+        entry["error_class"] == "TypeError"
+        and "returned a coroutine without running its body" in entry["error_message"]
+    ), entry
+    assert not [w for w in recwarn if "never awaited" in str(w.message)], "the coroutine is closed, not left to warn"
+
+
+def test_async_and_generator_functions_are_refused_as_jobs_when_decorated():
+    async def fetch_page(url):
+        return url
+
+    def rows(table):
+        yield table
+
+    with pytest.raises(TypeError, match="fetch_page is an async def function"):
+        job(fetch_page)
+    with pytest.raises(TypeError, match="rows is a generator function"):
+        job(rows)
+    assert not any(name.endswith(("fetch_page", "rows")) for name in jobs_registered())
+
+
+def jobs_registered():
+    from jiggler_gevent.job import _registry
+
+    return list(_registry)

@@ -13,6 +13,7 @@ the job's frames from the worker's. `cancel` uses it to stop a running job; a pa
 
 import logging
 import time
+import types
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import CodeType
@@ -37,6 +38,34 @@ from .recovery import suspect
 from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
+
+# What a call returns without running the body it stands for (an async def, a generator function reached through a
+# wrapper @job could not see through): such a run fails, it never counts as a success.
+NEVER_RUN = frozenset({types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType})
+
+
+def call(ctx: JobContext, tracked: bool) -> None:
+    """Call the job's function; its result, or why it cannot count (a body never run, a result a tracked job
+    cannot keep), in `ctx`. The function's own exception propagates."""
+    assert ctx.func is not None
+    ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
+    if type(ctx.result) in NEVER_RUN:
+        ctx.exception = never_ran(ctx.result)
+    elif tracked:
+        ctx.exception = tracking.result_error(ctx)
+
+
+def never_ran(result: Any) -> TypeError:
+    """The failure of a job whose function returned `result`, one of NEVER_RUN, closed so that it never runs."""
+    if not isinstance(result, types.AsyncGeneratorType):
+        result.close()  # closed, it never runs (and a coroutine does not warn that it was never awaited)
+    kind = type(result).__name__
+    return TypeError(
+        f"the job's function returned a {kind} without running its body: jobs are plain functions "
+        "(@job(iterable=True) for a generator whose yields are checkpoints)"
+    )
+
+
 job_log = logging.getLogger("jiggler_gevent.jobs")  # one INFO line per finished job: its outcome and run time
 ACK, RETRY, DEAD, RESCHEDULE, CANCEL = (
     Disposition.ACK,
@@ -88,7 +117,7 @@ class Processor:
     @property
     def call_site(self) -> CodeType:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
-        return Processor._run.__code__
+        return call.__code__
 
     def running_job(self, glet: RawGreenlet) -> JobContext | None:
         """The job `glet` is running now, if any."""
@@ -156,11 +185,8 @@ class Processor:
                 call_each(befores, ctx)
                 if self._interrupts:
                     self._raise_interrupt(ctx)  # asked for while the before-hooks ran (a hook may swallow it)
-                assert ctx.func is not None
                 if ctx.exception is None:  # else a before-hook refused the run (e.g. a full concurrency limit)
-                    ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
-                    if tracked:
-                        ctx.exception = tracking.result_error(ctx)
+                    call(ctx, tracked)
             except GreenletExit as exc:
                 if self.stopping:
                     raise
