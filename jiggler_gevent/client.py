@@ -28,6 +28,10 @@ from .errors import EnqueueError
 
 # Set by jiggler_gevent.testing to divert pushes (inline or fake mode); None means push to Redis.
 push_hook: Callable[[list[dict[str, Any]], float | None], None] | None = None
+# Set by the Django integration (JIGGLER["ENQUEUE_ON_COMMIT"]): defer(write) either arranges for `write` to run
+# later, when the open transaction commits (never if it rolls back), and returns True, or returns False: write now.
+# The jids are returned at once either way.
+defer: Callable[[Callable[[], object]], bool] | None = None
 
 Item = tuple[dict[str, Any], float | None]  # a payload and when it is due (None: now)
 Redis = redis.Redis  # for annotations inside Client, whose `redis` property hides the module
@@ -148,6 +152,11 @@ class Client:
             if open_batch is not None:
                 open_batch.items.extend((p, at) for p in payloads)
                 return [p["jid"] for p in payloads]
+        if defer is not None and defer(lambda: self._write_now(payloads, at, batch)):
+            return [p["jid"] for p in payloads]
+        return self._write_now(payloads, at, batch)
+
+    def _write_now(self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> list[str | None]:
         chain = middleware.client
         if chain.entries:
             for p in payloads:

@@ -264,6 +264,23 @@ def test_on_commit_pushes_a_job_only_when_the_transaction_commits(shop: Shop) ->
     assert len(api.Queue("default")) == 0
 
 
+def test_enqueue_on_commit_holds_an_enqueue_inside_a_transaction_until_it_commits(shop: Shop) -> None:
+    assert "rolled back 5 order(s)" in shop.manage("place_orders", "5", "--direct", "--rollback")
+    assert shop.count("orders_order") == 0
+    assert len(api.Queue("default")) == 0, "ENQUEUE_ON_COMMIT: a rolled back transaction pushed a job"
+    shop.manage("place_orders", "3", "--direct")
+    assert len(api.Queue("default")) == 3
+    shop.env["JIGGLER_ENQUEUE_ON_COMMIT"] = "0"  # without the setting, the same enqueue is pushed at once
+    assert "rolled back 2 order(s)" in shop.manage("place_orders", "2", "--direct", "--rollback")
+    assert len(api.Queue("default")) == 5 and shop.count("orders_order") == 3
+
+
+def test_enqueue_on_commit_must_be_a_bool() -> None:
+    conf.check({"ENQUEUE_ON_COMMIT": True})
+    with pytest.raises(ImproperlyConfigured, match="ENQUEUE_ON_COMMIT"):
+        conf.check({"ENQUEUE_ON_COMMIT": "yes"})
+
+
 def test_a_view_enqueues_with_the_same_job_api(shop: Shop) -> None:
     script = (
         "from django.test import Client; c = Client(); "

@@ -38,4 +38,6 @@ JIGGLER = {
     "CONCURRENCY": 20,
     "QUEUES": ["default,3", "reports,1"],
     "TIMEOUT": 10,
+    # An enqueue inside a transaction is pushed when it commits, never if it rolls back.
+    "ENQUEUE_ON_COMMIT": os.environ.get("JIGGLER_ENQUEUE_ON_COMMIT", "1") == "1",
 }

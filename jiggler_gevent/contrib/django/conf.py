@@ -3,7 +3,8 @@
 A key is the option's name in upper case: REDIS_URL, NAMESPACE, CONCURRENCY, QUEUES, STRICT, TIMEOUT,
 PROCESSES, PREEMPT, POLL_INTERVAL, HEARTBEAT_INTERVAL, VERBOSE, REQUIRES, MAX_MEMORY, MAX_JOBS, WIRE,
 WAIT_REPLICAS (and any option the worker gains later). The keys come from the worker's table of options
-(jiggler_gevent.options), the one place options are defined.
+(jiggler_gevent.options), the one place options are defined. One more key is for the processes that enqueue:
+ENQUEUE_ON_COMMIT (commit.py).
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,18 +15,21 @@ from django.core.exceptions import ImproperlyConfigured
 from ... import config, options
 
 SETTING = "JIGGLER"
+APP_KEYS = {"ENQUEUE_ON_COMMIT"}  # keys for the processes that enqueue, not worker options
 
 
 def check(jiggler: Mapping[str, Any]) -> None:
     """Raise ImproperlyConfigured when `jiggler` is not a dict of known keys."""
     if not isinstance(jiggler, Mapping):
         raise ImproperlyConfigured(f"settings.{SETTING} must be a dict, not {type(jiggler).__name__}")
-    unknown = sorted(set(jiggler) - set(options.SETTINGS))
+    unknown = sorted(set(jiggler) - set(options.SETTINGS) - APP_KEYS)
     if unknown:
         raise ImproperlyConfigured(
             f"settings.{SETTING}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"the keys mirror the worker options: {', '.join(sorted(options.SETTINGS))}"
+            f"the keys mirror the worker options: {', '.join(sorted(options.SETTINGS))}, and ENQUEUE_ON_COMMIT"
         )
+    if not isinstance(jiggler.get("ENQUEUE_ON_COMMIT", False), bool):
+        raise ImproperlyConfigured(f"settings.{SETTING}['ENQUEUE_ON_COMMIT'] must be True or False")
 
 
 def from_settings() -> dict[str, Any]:
@@ -38,8 +42,13 @@ def from_settings() -> dict[str, Any]:
 
 
 def configure_from_settings() -> config.Config:
-    """Make REDIS_URL and NAMESPACE from `settings.JIGGLER` the ones in force in this process."""
+    """Make REDIS_URL and NAMESPACE from `settings.JIGGLER` the ones in force in this process, and pushes wait for
+    their transaction's commit with ENQUEUE_ON_COMMIT."""
     jiggler = from_settings()
+    if jiggler.get("ENQUEUE_ON_COMMIT"):
+        from .commit import enqueue_on_commit
+
+        enqueue_on_commit(True)
     return config.configure(redis_url=jiggler.get("REDIS_URL"), namespace=jiggler.get("NAMESPACE"))
 
 

@@ -1,4 +1,5 @@
-"""`manage.py place_orders N [--rollback]`: place N orders in one transaction (rolled back on request)."""
+"""`manage.py place_orders N [--rollback] [--direct]`: place N orders in one transaction (rolled back on request);
+`--direct` enqueues inside the transaction instead of through on_commit (see ENQUEUE_ON_COMMIT in settings.py)."""
 
 from typing import Any
 
@@ -19,11 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("count", type=int)
         parser.add_argument("--item", default="book")
         parser.add_argument("--rollback", action="store_true")
+        parser.add_argument("--direct", action="store_true", help="enqueue inside the transaction")
 
-    def handle(self, *args: Any, count: int, item: str, rollback: bool, **options: Any) -> None:
+    def handle(self, *args: Any, count: int, item: str, rollback: bool, direct: bool, **options: Any) -> None:
         try:
             with transaction.atomic():
-                ids = [place_order(f"{item} {n}").pk for n in range(count)]
+                ids = [place_order(f"{item} {n}", direct).pk for n in range(count)]
                 if rollback:
                     raise RolledBack
         except RolledBack:
