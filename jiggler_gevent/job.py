@@ -152,6 +152,40 @@ class JobCall:
         """Push one job to run after `delay` seconds (or a timedelta)."""
         return self.enqueue_at(time.time() + _seconds(delay), *args, **kwargs)
 
+    def delay(self, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue`, under Celery's name."""
+        return self.enqueue(*args, **kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: Delay | None = None,
+        eta: When | None = None,
+        expires: Delay | dt.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> str | None:
+        """Celery's call: `countdown` seconds or an `eta` (datetime or unix time) delay the job; `expires` (seconds
+        or a datetime) and `priority` are the `expires_in`/`expires_at` and `priority` options, `queue` the queue."""
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        options: dict[str, Any] = {}
+        if queue is not None:
+            options["queue"] = queue
+        if priority is not None:
+            options["priority"] = priority
+        if expires is not None:
+            options["expires_at" if isinstance(expires, dt.datetime) else "expires_in"] = expires
+        call = self.set(**options) if options else self
+        args, kwargs = tuple(args), dict(kwargs or {})
+        if eta is not None:
+            return call.enqueue_at(eta, *args, **kwargs)
+        if countdown is not None:
+            return call.enqueue_in(countdown, *args, **kwargs)
+        return call.enqueue(*args, **kwargs)
+
     def s(self, *args: Any, **kwargs: Any) -> "Signature":
         """A signature: this job with these arguments, not yet enqueued; in a workflow it receives the previous
         step's result as its first argument."""
@@ -305,6 +339,14 @@ class JobFunction:
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run now; returns its jid (None: a unique duplicate, nothing pushed)."""
         return self.defaults.enqueue(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue`, under Celery's name."""
+        return self.defaults.enqueue(*args, **kwargs)
+
+    def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> str | None:
+        """Celery's call (JobCall.apply_async): countdown, eta, expires, queue, priority."""
+        return self.defaults.apply_async(args, kwargs, **options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this job (JobCall.s): a workflow step that receives the previous result first."""

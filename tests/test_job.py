@@ -295,3 +295,24 @@ def test_a_forked_child_pushes_on_its_own_connection(ns, r):
     assert os.waitpid(pid, 0)[1] == 0
     jobs.record.enqueue("k", "parent-after")
     assert sorted(p["args"][1] for p in queued(r, ns)) == ["child", "parent-after", "parent-before"]
+
+
+def test_celery_calls_delay_and_apply_async_push_as_the_enqueue_verbs_do(ns, r):
+    jid = jobs.record.delay("k", "now")
+    before = time.time()
+    in_a_minute = jobs.record.apply_async(("k", "later"), countdown=60)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    at_eta = jobs.record.apply_async(args=["k"], kwargs={"value": "eta"}, eta=when)
+    low = jobs.record.set(retries=1).apply_async(("k", "low"), queue="low")
+    [p] = queued(r, ns)
+    assert p["jid"] == jid and p["args"] == ["k", "now"]
+    [q] = queued(r, ns, "low")
+    assert q["jid"] == low and q["retries"] == 1
+    scheduled = {json.loads(raw)["jid"]: score for raw, score in r.zrange(ns.keys.schedule, 0, -1, withscores=True)}
+    assert scheduled[in_a_minute] == pytest.approx(before + 60, abs=2)
+    assert scheduled[at_eta] == pytest.approx(when.timestamp(), abs=0.01)
+    with pytest.raises(ValueError, match="countdown or eta"):
+        jobs.record.apply_async(("k", "x"), countdown=1, eta=when)
+    with pytest.raises(TypeError, match="arguments do not match"):
+        jobs.record.apply_async(("only one",))
+    assert len(queued(r, ns)) == 1 and r.zcard(ns.keys.schedule) == 2, "the refused calls pushed nothing"
