@@ -1,5 +1,6 @@
 """`@job`: turn a function into a job that can be enqueued, and the registry the worker runs from."""
 
+import asyncio
 import datetime as dt
 import functools
 import inspect
@@ -155,6 +156,19 @@ class JobCall:
     def delay(self, *args: Any, **kwargs: Any) -> str | None:
         """`enqueue`, under Celery's name."""
         return self.enqueue(*args, **kwargs)
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue` for async code in a process gevent did not patch (FastAPI, an asyncio service): the push runs
+        in a thread of the event loop's default executor, so the loop goes on while Redis answers."""
+        return await asyncio.to_thread(self.enqueue, *args, **kwargs)
+
+    async def aenqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue_in` for async code (as aenqueue)."""
+        return await asyncio.to_thread(self.enqueue_in, delay, *args, **kwargs)
+
+    async def aenqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue_at` for async code (as aenqueue)."""
+        return await asyncio.to_thread(self.enqueue_at, when, *args, **kwargs)
 
     def apply_async(
         self,
@@ -343,6 +357,18 @@ class JobFunction:
     def delay(self, *args: Any, **kwargs: Any) -> str | None:
         """`enqueue`, under Celery's name."""
         return self.defaults.enqueue(*args, **kwargs)
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue` for async code, without blocking the event loop (JobCall.aenqueue)."""
+        return await self.defaults.aenqueue(*args, **kwargs)
+
+    async def aenqueue_in(self, delay: Delay, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue_in` for async code (JobCall.aenqueue)."""
+        return await self.defaults.aenqueue_in(delay, *args, **kwargs)
+
+    async def aenqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
+        """`enqueue_at` for async code (JobCall.aenqueue)."""
+        return await self.defaults.aenqueue_at(when, *args, **kwargs)
 
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> str | None:
         """Celery's call (JobCall.apply_async): countdown, eta, expires, queue, priority."""

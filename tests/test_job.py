@@ -3,6 +3,8 @@
 import datetime as dt
 import json
 import math
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,6 +13,7 @@ from jiggler_gevent import job, payload
 from jiggler_gevent.client import Client, EnqueueError
 from jiggler_gevent.job import SHAPES_REMEMBERED
 from tests import jobs
+from tests.conftest import ROOT
 
 
 def queued(r, ns, queue="default"):
@@ -316,3 +319,59 @@ def test_celery_calls_delay_and_apply_async_push_as_the_enqueue_verbs_do(ns, r):
     with pytest.raises(TypeError, match="arguments do not match"):
         jobs.record.apply_async(("only one",))
     assert len(queued(r, ns)) == 1 and r.zcard(ns.keys.schedule) == 2, "the refused calls pushed nothing"
+
+
+AENQUEUE = """
+import asyncio, json, socket, sys, time
+import redis
+from jiggler_gevent import configure
+from tests import jobs
+
+configure(redis_url=sys.argv[1], namespace=sys.argv[2])
+
+
+async def main():
+    gaps, stop = [], asyncio.Event()
+
+    async def tick():
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)
+    redis.Redis.from_url(sys.argv[1]).execute_command("CLIENT", "PAUSE", 400, "WRITE")  # the push must wait
+    started = time.perf_counter()
+    jid = await jobs.record.aenqueue("k", "now")
+    took = time.perf_counter() - started
+    later = await jobs.record.aenqueue_in(60, "k", "later")
+    try:
+        await jobs.record.aenqueue("only one")
+        error = None
+    except TypeError as exc:
+        error = str(exc)
+    stop.set()
+    await ticker
+    print(json.dumps({"jid": jid, "later": later, "took": took, "worst_gap": max(gaps), "error": error,
+                      "unpatched": socket.socket.__module__ == "socket"}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_aenqueue_pushes_from_asyncio_without_blocking_its_event_loop(ns, r):
+    done = subprocess.run(
+        [sys.executable, "-c", AENQUEUE, ns.url, ns.namespace], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["unpatched"] is True
+    assert found["took"] >= 0.3, "the push waited for the paused server"
+    assert found["worst_gap"] < 0.2, f"the event loop stalled for {found['worst_gap']:.3f}s while the push waited"
+    assert [p["jid"] for p in queued(r, ns)] == [found["jid"]]
+    assert [json.loads(raw)["jid"] for raw in r.zrange(ns.keys.schedule, 0, -1)] == [found["later"]]
+    assert "arguments do not match" in found["error"]
