@@ -16,6 +16,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
   NS:wake                   sorted set with at most one member: whatever pushes to a queue adds it, and a worker
                             idle on several queues blocks on it (BZPOPMIN), since one BLMOVE waits on one queue
+  NS:paused                 set of the keys of the paused queues (NS:queue:<name>, or Sidekiq's queue:<name>): the
+                            fetch script takes nothing from them (api.Queue.pause, resume)
   NS:cron:last              hash, periodic entry name -> the last fire time enqueued for it (unix seconds)
   NS:cron:table:<sig>       JSON list of the periodic entries of the processes whose table has signature <sig>;
                             each of their heartbeats renews its TTL (the heartbeat's), so it expires with the last
@@ -73,8 +75,8 @@ schedule, retry, dead, processes, stat:processed|failed[:<YYYY-MM-DD>], and per 
   <identity>:work           hash, the jobs running now (Sidekiq 7's name); <identity>:workers the same (Sidekiq 6's)
   <identity>-signals        list, signals for the process (TSTP quiet, TERM stop) pushed by Sidekiq's Web UI or API;
                             each heartbeat pops one
-Every other key above (working lists, wake, cron, unique, limits, results, cancels, batches, workflows, metrics)
-stays under NS (default `jiggler`), which Sidekiq never reads.
+Every other key above (working lists, wake, paused, cron, unique, limits, results, cancels, batches, workflows,
+metrics) stays under NS (default `jiggler`), which Sidekiq never reads.
 """
 
 from dataclasses import dataclass
@@ -105,6 +107,10 @@ class Keys:
     @property
     def wake(self) -> str:
         return self._k("wake")
+
+    @property
+    def paused(self) -> str:
+        return self._k("paused")
 
     @property
     def schedule(self) -> str:

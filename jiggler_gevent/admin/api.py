@@ -187,6 +187,23 @@ class Queue(_Paged):
         ready = max(x for x in times if isinstance(x, (int, float)))
         return max(0.0, time.time() - ready) if ready else 0.0
 
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused: no worker starts a job from it until it is resumed."""
+        return bool(self.redis.sismember(self.keys.paused, self.key))
+
+    def pause(self) -> None:
+        """Pause the queue: from now on no worker starts a job from it (the fetch script checks, for every worker
+        at once); jobs already running finish, and enqueueing still works."""
+        self.redis.sadd(self.keys.paused, self.key)
+
+    def resume(self) -> None:
+        """Resume the queue, and wake an idle worker so its jobs start at once."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.paused, self.key)
+            pipe.zadd(self.keys.wake, {"wake": 0})
+            pipe.execute()
+
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
         """Jobs from the oldest (next to run) on."""
         if limit <= 0:
