@@ -109,6 +109,13 @@ def test_cli_pause_and_resume(ns):
     assert _gj(ns, "pause").returncode == 2  # a queue is required
 
 
+def test_cli_pause_on_the_sidekiq_wire_names_sidekiqs_queue_key(ns, r):
+    assert _gj(ns, "pause", "--wire", "sidekiq", "rb").returncode == 0
+    sidekiq_keys = SidekiqKeys(namespace=ns.namespace, prefix=f"{ns.namespace}:")  # a namespace P: keys under P:
+    assert r.smembers(ns.keys.paused) == {sidekiq_keys.queue("rb")}
+    assert _gj(ns, "resume", "--wire", "sidekiq", "rb").returncode == 0 and r.scard(ns.keys.paused) == 0
+
+
 def test_dashboard_pause_and_resume_buttons(ns):
     web = Browser(create_app())
     jobs.record.set(queue="q1").enqueue("web:pause", 1)

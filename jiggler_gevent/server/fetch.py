@@ -218,12 +218,11 @@ class ReliableFetch:
         said its queue is not paused; the others are returned.
 
         On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, or on a
-        paused one, the worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only, and
-        would take from a paused one), and so does a resume. Either way a fetch
-        of the rest goes in the same write, behind the blocking command: Redis runs it the moment the block ends,
-        so a wake costs one round trip, and `drained` then says whether it left the queues empty. It takes in the
-        queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the next
-        idle worker, as there may be more.
+        paused one, the worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on
+        one queue only, and would take from a paused one). Either way a fetch of the rest goes in the same write,
+        behind the blocking command: Redis runs it the moment the block ends, so a wake costs one round trip, and
+        `drained` then says whether it left the queues empty. It takes in the queues' usual order, so their weights
+        hold. One that took all it could leaves NS:wake set for the next idle worker, as there may be more.
 
         Redis out of memory (maxmemory, noeviction) refuses BLMOVE but not the fetch script nor BZPOPMIN: the
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
