@@ -72,6 +72,12 @@ def _seconds(delay: Delay) -> float:
     raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}")
 
 
+# the options `.set(...)` takes
+OPTIONS = frozenset(
+    ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
+)
+
+
 class JobCall:
     """A job with options fixed for the next pushes: what `.set(...)` returns."""
 
@@ -85,6 +91,8 @@ class JobCall:
         unique_for: float | None = None,
         unique_until: str = "success",
         result_ttl: float | None = None,
+        expires_in: float | None = None,
+        expires_at: When | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -94,13 +102,18 @@ class JobCall:
             raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
         payload_mod.check_unique(unique_for, unique_until)
         payload_mod.check_result_ttl(result_ttl)
+        payload_mod.check_expires_in(expires_in)
+        if expires_in is not None and expires_at is not None:
+            raise ValueError("give expires_in or expires_at, not both")
         self.job, self.queue, self.retries, self.timeout, self.dead = job, queue, retries, timeout, bool(dead)
         self.unique_for, self.unique_until, self.result_ttl = unique_for, unique_until, result_ttl
+        self.expires_in = expires_in
+        self.expires_at = None if expires_at is None else _timestamp(expires_at)
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
-        result_ttl."""
-        unknown = set(options) - {"queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl"}
+        result_ttl, expires_in or expires_at (either replaces the other)."""
+        unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         merged: dict[str, Any] = {
@@ -111,6 +124,8 @@ class JobCall:
             "unique_for": self.unique_for,
             "unique_until": self.unique_until,
             "result_ttl": self.result_ttl,
+            "expires_in": None if "expires_at" in options else self.expires_in,
+            "expires_at": None if "expires_in" in options else self.expires_at,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -135,7 +150,19 @@ class JobCall:
             payload_mod.make_unique(payload, self.unique_for, self.unique_until)
         if self.result_ttl is not None:
             payload["result_ttl"] = self.result_ttl
+        if self.expires_in is not None or self.expires_at is not None:
+            payload["expires_at"] = self._deadline(at)
         return payload
+
+    def _deadline(self, at: float | None) -> float:
+        """The time after which the job must not start: counted from when it becomes due (now, or `at`)."""
+        due = time.time() if at is None else at
+        if self.expires_in is not None:
+            return due + self.expires_in
+        assert self.expires_at is not None
+        if self.expires_at <= due:
+            raise ValueError(f"expires_at ({self.expires_at}) is not after the time the job becomes due ({due})")
+        return self.expires_at
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed)."""
@@ -227,6 +254,7 @@ class JobFunction:
         unique_until: str = "success",
         result_ttl: float | None = None,
         iterable: bool = False,
+        expires_in: float | None = None,
     ) -> None:
         # where a resumed run puts the cursor (iterable.with_cursor)
         self.cursor_at = iterable_jobs.check_iterable(func) if iterable else None
@@ -239,7 +267,9 @@ class JobFunction:
         self.iterable = bool(iterable)  # a generator whose yields are checkpoints (server/iteration.py runs it)
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl)
+        self.defaults = JobCall(
+            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in=expires_in
+        )
         functools.update_wrapper(self, func)
         _registry[self.name] = self
 
@@ -340,6 +370,7 @@ def job(
     unique_until: str = ...,
     result_ttl: float | None = ...,
     iterable: bool = ...,
+    expires_in: float | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -356,14 +387,27 @@ def job(
     unique_until: str = "success",
     result_ttl: float | None = None,
     iterable: bool = False,
+    expires_in: float | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
-    concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=...)`. With iterable=True the
-    function is a generator with a `cursor` keyword: each value it yields is a checkpoint to resume from."""
+    concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
+    iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
+    resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
-            f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until, result_ttl, iterable
+            f,
+            name,
+            queue,
+            retries,
+            timeout,
+            dead,
+            concurrency,
+            unique_for,
+            unique_until,
+            result_ttl,
+            iterable,
+            expires_in,
         )
 
     return wrap(func) if func is not None else wrap

@@ -1,13 +1,17 @@
 """Queue control: pause and resume (api.Queue, `gjiggler pause/resume`, the dashboard's buttons), checked by the fetch
 script for every worker at once, on real Redis and real worker processes."""
 
+import datetime
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
-from jiggler_gevent import api, config
+from jiggler_gevent import api, config, job
+from jiggler_gevent.errors import JobFailed
+from jiggler_gevent.job import JobCall
 from jiggler_gevent.keys import SidekiqKeys
 from jiggler_gevent.server import fetch as fetch_mod
 from jiggler_gevent.server.fetch import ReliableFetch
@@ -150,3 +154,95 @@ def test_a_paused_queue_starts_nothing_in_two_workers_and_resume_starts_its_jobs
     api.Queue("slow").resume()
     wait_for(lambda: r.llen(slow) == 20, 30, "the resumed queue's jobs")
     assert sorted(r.lrange(slow, 0, -1), key=int) == [str(i) for i in range(20)]
+
+
+# Expiry
+
+
+def test_bad_expiry_is_refused_at_enqueue_and_pushes_nothing(ns, r):
+    for bad in (-1, 0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(ValueError, match="expires_in must be a positive number"):
+            jobs.record.set(expires_in=bad)
+    with pytest.raises(ValueError, match="expires_in must be a positive number"):
+        job(expires_in=-5)(lambda: None)
+    with pytest.raises(ValueError, match="not after the time the job becomes due"):
+        jobs.record.set(expires_at=time.time() - 1).enqueue("x", "y")
+    with pytest.raises(ValueError, match="not after the time the job becomes due"):
+        jobs.record.set(expires_at=time.time() + 60).enqueue_in(120, "x", "y")
+    with pytest.raises(ValueError, match="not both"):
+        JobCall(jobs.record, "default", 0, None, True, expires_in=5, expires_at=time.time() + 60)
+    assert api.Stats().enqueued == 0 and len(api.ScheduledSet()) == 0
+
+
+def test_the_deadline_counts_from_when_the_job_becomes_due(ns):
+    before = time.time()
+    jobs.record.set(expires_in=60).enqueue("k", "now")
+    jobs.record.set(expires_in=60).enqueue_in(100, "k", "later")
+    at = datetime.datetime.fromtimestamp(before + 500, datetime.UTC)
+    jobs.record.set(queue="q", expires_in=10).set(expires_at=at).enqueue("k", "fixed")  # replaces expires_in
+    (now,) = [e.item for e in api.Queue("default")]
+    (later,) = [e.item for e in api.ScheduledSet()]
+    (fixed,) = [e.item for e in api.Queue("q")]
+    assert before + 60 <= now["expires_at"] <= time.time() + 60
+    assert later["expires_at"] == pytest.approx(later["at"] + 60)
+    assert fixed["expires_at"] == pytest.approx(before + 500)
+
+
+def _past(deadline: float) -> None:
+    wait_for(lambda: time.time() > deadline, 10, "the deadline")  # waiting for the clock itself
+
+
+def test_jobs_past_their_deadline_never_run_and_are_counted_expired(ns, r, tkey, start_worker):
+    """Queued past their deadline (the queue paused meanwhile), then taken by two worker processes: none runs, each
+    is counted as expired (stats, per-job metrics), a tracked one reads "expired"; none is dead or retried."""
+    key = tkey("expiring")
+    api.Queue("default").pause()
+    call = jobs.record.set(expires_in=0.5)
+    jids = [call.enqueue(key, str(i)) for i in range(10)]
+    tracked = call.set(result_ttl=60).enqueue(key, "tracked")
+    fresh = jobs.record.set(expires_in=3600).enqueue(key, "fresh")
+    _past(api.Queue("default").page(0, 1)[0].item["expires_at"] + 0.5)
+    start_worker("-p", "2", "-c", "5", "--heartbeat-interval", "0.2")
+    api.Queue("default").resume()
+    wait_for(lambda: api.Stats().expired == 11, 30, "11 expired jobs counted")
+    wait_for(lambda: r.llen(key) == 1, 30, "the fresh job")
+    assert r.lrange(key, 0, -1) == ["fresh"] and all(jids) and fresh
+    assert api.Job(tracked).status == "expired"
+    with pytest.raises(JobFailed, match="JobExpired"):
+        api.Job(tracked).result(timeout=5)
+    assert len(api.DeadSet()) == 0 and len(api.RetrySet()) == 0 and api.Stats().enqueued == 0
+    summary = lambda: api.Metrics(minutes=5).job(jobs.record.name)  # noqa: E731
+    wait_for(lambda: (summary().expired, summary().runs) == (11, 1), 30, "the per-job metrics")
+    out = _gj(ns, "stats", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["expired"] == 11
+
+
+def test_a_retry_past_the_deadline_never_runs(ns, r, tkey, start_worker):
+    key = tkey("retrying")
+    start_worker("-c", "2")
+    jid = jobs.fail_times.set(expires_in=1.0, result_ttl=60).enqueue(key, 5)
+    wait_for(lambda: len(api.RetrySet()) == 1, 30, "the first failure in the retry set")
+    assert api.Job(jid).status == "retrying"
+    _past(api.RetrySet().page(0, 1)[0].item["expires_at"])
+    assert api.RetrySet().retry_all() == 1  # due now: back in its queue, past its deadline
+    wait_for(lambda: api.Job(jid).status == "expired", 30, "the retry expired")
+    assert r.lrange(key, 0, -1) == ["run"]  # the first run only
+    assert len(api.DeadSet()) == 0 and len(api.RetrySet()) == 0
+
+
+def test_prometheus_counts_expired_jobs_by_job_and_queue():
+    from jiggler_gevent.server.prometheus import JobCollector, JobMetrics
+    from jiggler_gevent.server.tally import Tally
+
+    metrics = JobMetrics(("default",), 10, known=lambda name: name == "known")
+    tally = Tally((metrics,), known=lambda name: name == "known")
+    tally.expired("known", "default")
+    tally.expired("known", "default")
+    tally.expired("made-up", "elsewhere")
+    families = {f.name: f for f in JobCollector(metrics.state).collect()}
+    samples = {
+        tuple(s.labels.values()): s.value for s in families["jiggler_jobs_expired"].samples if "_total" in s.name
+    }
+    assert samples == {("known", "default"): 2, ("unknown", "unknown"): 1}
+    processed = [s.value for s in families["jiggler_jobs_processed"].samples if "_total" in s.name]
+    assert sum(processed) == 0  # an expired job did not run

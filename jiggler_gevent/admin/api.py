@@ -410,13 +410,15 @@ class Stats:
             pipe.zcard(k.schedule)
             pipe.zcard(k.retry)
             pipe.zcard(k.dead)
+            pipe.get(k.stat("expired"))
             for name in queue_names:
                 pipe.llen(k.queue(name))
             replies = pipe.execute()
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
-        self.queues = dict(zip(queue_names, (int(x) for x in replies[5:]), strict=False))
+        self.expired = int(replies[5] or 0)  # jobs not started by their deadline (expires_in / expires_at)
+        self.queues = dict(zip(queue_names, (int(x) for x in replies[6:]), strict=False))
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)
@@ -440,6 +442,7 @@ def stats_dict(s: Stats) -> dict[str, Any]:
     return {
         "processed": s.processed,
         "failed": s.failed,
+        "expired": s.expired,
         "enqueued": s.enqueued,
         "busy": s.busy,
         "scheduled_size": s.scheduled_size,
