@@ -3,6 +3,7 @@
 import datetime as dt
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, overload
@@ -72,9 +73,23 @@ def _seconds(delay: Delay) -> float:
     raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}")
 
 
+def _check_debounce(debounce: object, key: object, unique_for: object) -> None:
+    """ValueError unless `debounce` is None or a positive number of seconds, and `key` None or a non-empty string
+    given with it; a job is debounced or unique, not both."""
+    if debounce is not None and (
+        not isinstance(debounce, (int, float)) or isinstance(debounce, bool) or not 0 < debounce < math.inf
+    ):
+        raise ValueError(f"debounce must be a positive number of seconds or None, not {debounce!r}")
+    if key is not None and (not isinstance(key, str) or not key or debounce is None):
+        raise ValueError(f"debounce_key must be a non-empty string given with debounce, not {key!r}")
+    if debounce is not None and unique_for is not None:
+        raise ValueError("a job is debounced or unique (unique_for), not both")
+
+
 # the options `.set(...)` takes
 OPTIONS = frozenset(
     ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
+    + ("debounce", "debounce_key")
 )
 
 
@@ -93,6 +108,8 @@ class JobCall:
         result_ttl: float | None = None,
         expires_in: float | None = None,
         expires_at: When | None = None,
+        debounce: float | None = None,
+        debounce_key: str | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -109,6 +126,8 @@ class JobCall:
         self.unique_for, self.unique_until, self.result_ttl = unique_for, unique_until, result_ttl
         self.expires_in = expires_in
         self.expires_at = None if expires_at is None else _timestamp(expires_at)
+        _check_debounce(debounce, debounce_key, unique_for)
+        self.debounce, self.debounce_key = debounce, debounce_key
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
@@ -126,6 +145,8 @@ class JobCall:
             "result_ttl": self.result_ttl,
             "expires_in": None if "expires_at" in options else self.expires_in,
             "expires_at": None if "expires_in" in options else self.expires_at,
+            "debounce": self.debounce,
+            "debounce_key": self.debounce_key,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -165,11 +186,22 @@ class JobCall:
         return self.expires_at
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
-        """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed)."""
+        """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed).
+        A debounced job runs `debounce` seconds later, and an enqueue with the same key while it waits replaces
+        its arguments and restarts the delay, returning the same jid."""
+        if self.debounce is not None:
+            at = time.time() + self.debounce
+            key = self.debounce_key or f"{self.job.name}:{self.queue}"
+            return _client().debounce(self._payload(args, kwargs, at=at), at, key)
         return _client().push(self._payload(args, kwargs))
+
+    def _not_debounced(self, verb: str) -> None:
+        if self.debounce is not None:
+            raise ValueError(f"{verb} of a debounced job: its delay is `debounce`; use enqueue()")
 
     def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when` (datetime, naive means UTC, or unix time); a past time runs now."""
+        self._not_debounced("enqueue_at")
         at = _timestamp(when)
         if at <= time.time():
             return self.enqueue(*args, **kwargs)
@@ -190,6 +222,7 @@ class JobCall:
 
     def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
         """Push one job per argument tuple, all or nothing (one script call); None for a unique duplicate."""
+        self._not_debounced("enqueue_bulk")
         payloads = []
         for index, args in enumerate(arg_tuples):
             if not isinstance(args, (tuple, list)):
@@ -255,6 +288,7 @@ class JobFunction:
         result_ttl: float | None = None,
         iterable: bool = False,
         expires_in: float | None = None,
+        debounce: float | None = None,
     ) -> None:
         # where a resumed run puts the cursor (iterable.with_cursor)
         self.cursor_at = iterable_jobs.check_iterable(func) if iterable else None
@@ -268,7 +302,7 @@ class JobFunction:
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(
-            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in=expires_in
+            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in, debounce=debounce
         )
         functools.update_wrapper(self, func)
         _registry[self.name] = self
@@ -371,6 +405,7 @@ def job(
     result_ttl: float | None = ...,
     iterable: bool = ...,
     expires_in: float | None = ...,
+    debounce: float | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -388,11 +423,13 @@ def job(
     result_ttl: float | None = None,
     iterable: bool = False,
     expires_in: float | None = None,
+    debounce: float | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
-    resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs."""
+    resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
@@ -408,6 +445,7 @@ def job(
             result_ttl,
             iterable,
             expires_in,
+            debounce,
         )
 
     return wrap(func) if func is not None else wrap

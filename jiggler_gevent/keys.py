@@ -25,6 +25,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:cron:seen:<sig>        the last time (Redis clock, ms) one of their schedulers asked for that lease
   NS:unique:<digest>        a unique job's lock: the jid holding it, with a TTL; <digest> hashes the job's wire
                             name, arguments, keyword arguments and queue (the payload's `unique_key`)
+  NS:debounce:<key>         the payload (as stored) of the debounced job waiting for <key> (default: its wire name
+                            and queue), replaced by each enqueue with that key while it waits (scripts/debounce.lua)
   NS:limits                 hash, limiter name -> JSON {kind, size, per}: every limiter used on the namespace
   NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
                             set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
@@ -75,8 +77,8 @@ schedule, retry, dead, processes, stat:processed|failed[:<YYYY-MM-DD>], and per 
   <identity>:work           hash, the jobs running now (Sidekiq 7's name); <identity>:workers the same (Sidekiq 6's)
   <identity>-signals        list, signals for the process (TSTP quiet, TERM stop) pushed by Sidekiq's Web UI or API;
                             each heartbeat pops one
-Every other key above (working lists, wake, paused, cron, unique, limits, results, cancels, batches, workflows,
-metrics) stays under NS (default `jiggler`), which Sidekiq never reads.
+Every other key above (working lists, wake, paused, cron, unique, debounce, limits, results, cancels, batches,
+workflows, metrics) stays under NS (default `jiggler`), which Sidekiq never reads.
 """
 
 from dataclasses import dataclass
@@ -156,6 +158,9 @@ class Keys:
 
     def unique(self, digest: str) -> str:
         return self._k("unique", digest)
+
+    def debounce(self, key: str) -> str:
+        return self._k("debounce", key)
 
     @property
     def unique_prefix(self) -> str:

@@ -220,7 +220,8 @@ def test_jobs_past_their_deadline_never_run_and_are_counted_expired(ns, r, tkey,
 def test_a_retry_past_the_deadline_never_runs(ns, r, tkey, start_worker):
     key = tkey("retrying")
     start_worker("-c", "2")
-    jid = jobs.fail_times.set(expires_in=1.0, result_ttl=60).enqueue(key, 5)
+    wait_for(lambda: api.Stats().processes == 1, 30, "the worker up")  # so the first run comes well in time
+    jid = jobs.fail_times.set(expires_in=5.0, result_ttl=60).enqueue(key, 5)
     wait_for(lambda: len(api.RetrySet()) == 1, 30, "the first failure in the retry set")
     assert api.Job(jid).status == "retrying"
     _past(api.RetrySet().page(0, 1)[0].item["expires_at"])
@@ -246,3 +247,90 @@ def test_prometheus_counts_expired_jobs_by_job_and_queue():
     assert samples == {("known", "default"): 2, ("unknown", "unknown"): 1}
     processed = [s.value for s in families["jiggler_jobs_processed"].samples if "_total" in s.name]
     assert sum(processed) == 0  # an expired job did not run
+
+
+# Debounce
+
+ENQUEUER = """
+import sys
+from jiggler_gevent import config
+from tests import jobs
+
+config.configure(redis_url=sys.argv[1], namespace=sys.argv[2])
+call = jobs.record.set(debounce=1.0)
+print(" ".join(call.enqueue(sys.argv[3], f"{sys.argv[4]}-{i}") for i in range(30)), flush=True)
+"""
+
+
+def _due(jid: str) -> float:
+    (entry,) = [e for e in api.ScheduledSet() if e.jid == jid]
+    return float(entry.score)
+
+
+def test_debounce_replaces_the_waiting_job_and_keeps_its_jid(ns, r):
+    call = jobs.record.set(debounce=30)
+    before = time.time()
+    first = call.enqueue("k", "a")
+    assert call.enqueue("k", "b") == first and call.enqueue("k", "c") == first
+    other = call.set(debounce_key="tenant-2").enqueue("k", "x")
+    elsewhere = call.set(queue="low").enqueue("k", "y")  # the default key is the wire name and the queue
+    assert len({first, other, elsewhere}) == 3
+    (entry,) = [e for e in api.ScheduledSet() if e.jid == first]
+    assert entry.args == ["k", "c"] and len(api.ScheduledSet()) == 3
+    assert before + 30 <= _due(first) <= time.time() + 30
+    assert api.Stats().enqueued == 0
+
+
+def test_bad_debounce_is_refused_and_pushes_nothing(ns):
+    for bad in (-1, 0, float("inf"), "5", True):
+        with pytest.raises(ValueError, match="debounce must be a positive number"):
+            jobs.record.set(debounce=bad)
+    with pytest.raises(ValueError, match="debounce_key must be a non-empty string given with debounce"):
+        jobs.record.set(debounce_key="k")
+    with pytest.raises(ValueError, match="debounce_key must be a non-empty string"):
+        jobs.record.set(debounce=1, debounce_key=7)
+    with pytest.raises(ValueError, match="debounced or unique"):
+        jobs.record.set(debounce=1, unique_for=60)
+    with pytest.raises(ValueError, match="enqueue_in of a debounced job|enqueue_at of a debounced job"):
+        jobs.record.set(debounce=1).enqueue_in(5, "k", "v")
+    with pytest.raises(ValueError, match="enqueue_bulk of a debounced job"):
+        jobs.record.set(debounce=1).enqueue_bulk([("k", "v")])
+    assert len(api.ScheduledSet()) == 0 and api.Stats().enqueued == 0
+
+
+def test_a_debounced_job_already_due_in_its_queue_is_replaced_until_a_worker_takes_it(ns, r, tkey, start_worker):
+    key = tkey("due")
+    api.Queue("default").pause()
+    start_worker("-c", "2", "--poll-interval", "0.2")
+    call = jobs.record.set(debounce=0.3)
+    jid = call.enqueue(key, "first")
+    wait_for(lambda: len(api.Queue("default")) == 1 and len(api.ScheduledSet()) == 0, 30, "the job due in its queue")
+    assert call.enqueue(key, "second") == jid  # still waiting: taken back out of its queue, due again later
+    assert len(api.Queue("default")) == 0 and [e.args for e in api.ScheduledSet()] == [[key, "second"]]
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(key) == 1, 30, "the one run")
+    assert r.lrange(key, 0, -1) == ["second"]
+
+
+def test_concurrent_debounced_enqueues_from_three_processes_run_once_with_the_last_arguments(ns, r, tkey, start_worker):
+    key = tkey("debounced")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ENQUEUER, ns.url, ns.namespace, key, f"p{n}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    jids = set()
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        jids.update(out.split())
+    assert len(jids) == 1 and len(api.ScheduledSet()) == 1  # 90 enqueues, one job waiting
+    (last,) = [e.args for e in api.ScheduledSet()]
+    start_worker("-p", "2", "-c", "5", "--poll-interval", "0.2")
+    wait_for(lambda: r.llen(key) == 1, 30, "the one run")
+    wait_for(lambda: held_jobs(r, ns) == 0, 30, "nothing held")
+    assert r.lrange(key, 0, -1) == [last[1]] and len(api.ScheduledSet()) == 0 and api.Stats().enqueued == 0
