@@ -362,6 +362,37 @@ def cancel(jids: tuple[str, ...], wire: str | None, redis_url: str | None, names
         sys.exit(1)
 
 
+def _pause_or_resume(queues: tuple[str, ...], pause: bool, wire: str | None, url: str | None, ns: str | None) -> None:
+    from .admin.api import Queue
+
+    apply_redis_options(url, ns, wire)
+    for name in queues:
+        if pause:
+            Queue(name).pause()
+        else:
+            Queue(name).resume()
+        click.echo(f"{name}: {'paused' if pause else 'resumed'}")
+
+
+@cli.command()
+@click.argument("queues", metavar="QUEUE...", nargs=-1, required=True)
+@_options("wire")
+@redis_options
+def pause(queues: tuple[str, ...], wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Pause queues: no worker starts a job from them until they are resumed (running jobs finish; enqueueing
+    still works)."""
+    _pause_or_resume(queues, True, wire, redis_url, namespace)
+
+
+@cli.command()
+@click.argument("queues", metavar="QUEUE...", nargs=-1, required=True)
+@_options("wire")
+@redis_options
+def resume(queues: tuple[str, ...], wire: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Resume paused queues: their jobs start at once."""
+    _pause_or_resume(queues, False, wire, redis_url, namespace)
+
+
 @read_command()
 @click.argument("jid")
 def status(jid: str) -> Shown:

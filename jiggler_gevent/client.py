@@ -51,6 +51,9 @@ class BatchPush:
 collecting: ContextVar[BatchPush | None] = ContextVar("jiggler_gevent_batch", default=None)
 
 
+DEBOUNCE_KEEP = 24 * 3600  # seconds a debounce key outlives its job's due time (should no worker take it by then)
+
+
 def durability(cfg: config.Config) -> tuple[int, float]:
     """`configure(wait_replicas=N, wait_timeout=S)`: how many replicas must acknowledge each push, within how
     many seconds (default 0: no wait, Redis' asynchronous replication; 1.0 s)."""
@@ -133,6 +136,39 @@ class Client:
     def schedule(self, payload: dict[str, Any], at: float) -> str | None:
         """Put one payload in the scheduled set, due at unix time `at`; returns its jid (None as push())."""
         return self._write([payload], at)[0]
+
+    def debounce(self, payload: dict[str, Any], at: float, key: str) -> str:
+        """Push a debounced job due at unix time `at`, or, while a job of debounce key `key` still waits, replace it
+        (its arguments, its due time) and keep its jid: one atomic script call (debounce.lua). Returns the jid."""
+        if collecting.get() is not None:
+            raise RuntimeError("a debounced job cannot be enqueued inside a `with Batch(...)` block")
+        chain = middleware.client
+        if chain.entries:
+            chain.before("before_push", payload)
+        if push_hook is not None:
+            push_hook([payload], at)
+        else:
+            before, after = self._split_at_jid(payload)
+            k = self.keys
+            keys = [k.debounce(key), k.schedule, k.queue(payload["queue"])]
+            args = [before, after, payload["jid"], at, int((at - time.time() + DEBOUNCE_KEEP) * 1000)]
+
+            def issue(client: Redis, target: Any) -> Any:
+                return scripts.register(client).debounce(keys=keys, args=args, client=target)
+
+            payload["jid"] = str(self._durably(issue, lambda: self._what([payload], None)))
+        if chain.entries:
+            chain.after("after_push", payload)
+        return str(payload["jid"])
+
+    def _split_at_jid(self, payload: dict[str, Any]) -> tuple[str, str]:
+        """The payload's text before and after its jid (a fresh jid until it occurs once in the text)."""
+        while True:
+            text = self.wire.encode(payload)
+            if text.count(payload["jid"]) == 1:
+                before, _, after = text.partition(payload["jid"])
+                return before, after
+            payload["jid"] = payload_mod.new_jid()
 
     def push_bulk(self, payloads: list[dict[str, Any]]) -> list[str | None]:
         """Push many payloads to their queues, all or nothing, in one script call (None: unique duplicates)."""

@@ -51,7 +51,8 @@ JOB_METRICS_TTL = 8 * 3600  # per-job metrics (NS:metrics:<minute>) are kept thi
 JOB_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 # Their field suffixes in NS:metrics:<minute> (see keys.py): the bound in ms, "hinf" for the overflow bucket.
 JOB_TIME_FIELDS = (*(f"h{round(b * 1000)}" for b in JOB_TIME_BUCKETS), "hinf")
-JOB_METRIC_FIELDS = ("runs", "failed", "ms", *JOB_TIME_FIELDS)  # what a job has in each minute's hash, added up
+# what a job has in each minute's hash, added up ("expired": not started by its deadline, never run)
+JOB_METRIC_FIELDS = ("runs", "failed", "ms", "expired", *JOB_TIME_FIELDS)
 JOB_MAX_FIELD = "max_us"  # and its longest run that minute (whole microseconds): a maximum, to bound percentiles
 
 

@@ -4,6 +4,7 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, overload
@@ -73,6 +74,26 @@ def _seconds(delay: Delay) -> float:
     raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}")
 
 
+def _check_debounce(debounce: object, key: object, unique_for: object) -> None:
+    """ValueError unless `debounce` is None or a positive number of seconds, and `key` None or a non-empty string
+    given with it; a job is debounced or unique, not both."""
+    if debounce is not None and (
+        not isinstance(debounce, (int, float)) or isinstance(debounce, bool) or not 0 < debounce < math.inf
+    ):
+        raise ValueError(f"debounce must be a positive number of seconds or None, not {debounce!r}")
+    if key is not None and (not isinstance(key, str) or not key or debounce is None):
+        raise ValueError(f"debounce_key must be a non-empty string given with debounce, not {key!r}")
+    if debounce is not None and unique_for is not None:
+        raise ValueError("a job is debounced or unique (unique_for), not both")
+
+
+# the options `.set(...)` takes
+OPTIONS = frozenset(
+    ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
+    + ("debounce", "debounce_key")
+)
+
+
 class JobCall:
     """A job with options fixed for the next pushes: what `.set(...)` returns."""
 
@@ -86,6 +107,10 @@ class JobCall:
         unique_for: float | None = None,
         unique_until: str = "success",
         result_ttl: float | None = None,
+        expires_in: float | None = None,
+        expires_at: When | None = None,
+        debounce: float | None = None,
+        debounce_key: str | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -95,13 +120,20 @@ class JobCall:
             raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
         payload_mod.check_unique(unique_for, unique_until)
         payload_mod.check_result_ttl(result_ttl)
+        payload_mod.check_expires_in(expires_in)
+        if expires_in is not None and expires_at is not None:
+            raise ValueError("give expires_in or expires_at, not both")
         self.job, self.queue, self.retries, self.timeout, self.dead = job, queue, retries, timeout, bool(dead)
         self.unique_for, self.unique_until, self.result_ttl = unique_for, unique_until, result_ttl
+        self.expires_in = expires_in
+        self.expires_at = None if expires_at is None else _timestamp(expires_at)
+        _check_debounce(debounce, debounce_key, unique_for)
+        self.debounce, self.debounce_key = debounce, debounce_key
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
-        result_ttl."""
-        unknown = set(options) - {"queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl"}
+        result_ttl, expires_in or expires_at (either replaces the other)."""
+        unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         merged: dict[str, Any] = {
@@ -112,6 +144,10 @@ class JobCall:
             "unique_for": self.unique_for,
             "unique_until": self.unique_until,
             "result_ttl": self.result_ttl,
+            "expires_in": None if "expires_at" in options else self.expires_in,
+            "expires_at": None if "expires_in" in options else self.expires_at,
+            "debounce": self.debounce,
+            "debounce_key": self.debounce_key,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -136,14 +172,37 @@ class JobCall:
             payload_mod.make_unique(payload, self.unique_for, self.unique_until)
         if self.result_ttl is not None:
             payload["result_ttl"] = self.result_ttl
+        if self.expires_in is not None or self.expires_at is not None:
+            payload["expires_at"] = self._deadline(at)
         return payload
 
+    def _deadline(self, at: float | None) -> float:
+        """The time after which the job must not start: counted from when it becomes due (now, or `at`)."""
+        due = time.time() if at is None else at
+        if self.expires_in is not None:
+            return due + self.expires_in
+        assert self.expires_at is not None
+        if self.expires_at <= due:
+            raise ValueError(f"expires_at ({self.expires_at}) is not after the time the job becomes due ({due})")
+        return self.expires_at
+
     def enqueue(self, *args: Any, **kwargs: Any) -> str | None:
-        """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed)."""
+        """Push one job to run now; returns its jid (None: a unique job already held its lock, nothing pushed).
+        A debounced job runs `debounce` seconds later, and an enqueue with the same key while it waits replaces
+        its arguments and restarts the delay, returning the same jid."""
+        if self.debounce is not None:
+            at = time.time() + self.debounce
+            key = self.debounce_key or f"{self.job.name}:{self.queue}"
+            return _client().debounce(self._payload(args, kwargs, at=at), at, key)
         return _client().push(self._payload(args, kwargs))
+
+    def _not_debounced(self, verb: str) -> None:
+        if self.debounce is not None:
+            raise ValueError(f"{verb} of a debounced job: its delay is `debounce`; use enqueue()")
 
     def enqueue_at(self, when: When, *args: Any, **kwargs: Any) -> str | None:
         """Push one job to run at `when` (datetime, naive means UTC, or unix time); a past time runs now."""
+        self._not_debounced("enqueue_at")
         at = _timestamp(when)
         if at <= time.time():
             return self.enqueue(*args, **kwargs)
@@ -211,6 +270,7 @@ class JobCall:
 
     def enqueue_bulk(self, arg_tuples: Iterable[Sequence[Any]]) -> list[str | None]:
         """Push one job per argument tuple, all or nothing (one script call); None for a unique duplicate."""
+        self._not_debounced("enqueue_bulk")
         payloads = []
         for index, args in enumerate(arg_tuples):
             if not isinstance(args, (tuple, list)):
@@ -292,6 +352,8 @@ class JobFunction:
         unique_until: str = "success",
         result_ttl: float | None = None,
         iterable: bool = False,
+        expires_in: float | None = None,
+        debounce: float | None = None,
     ) -> None:
         refuse_bodies_never_run(func, iterable)
         # where a resumed run puts the cursor (iterable.with_cursor)
@@ -305,7 +367,9 @@ class JobFunction:
         self.iterable = bool(iterable)  # a generator whose yields are checkpoints (server/iteration.py runs it)
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self.defaults = JobCall(self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl)
+        self.defaults = JobCall(
+            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in, debounce=debounce
+        )
         functools.update_wrapper(self, func)
         _registry[self.name] = self
 
@@ -426,6 +490,8 @@ def job(
     unique_until: str = ...,
     result_ttl: float | None = ...,
     iterable: bool = ...,
+    expires_in: float | None = ...,
+    debounce: float | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -442,14 +508,30 @@ def job(
     unique_until: str = "success",
     result_ttl: float | None = None,
     iterable: bool = False,
+    expires_in: float | None = None,
+    debounce: float | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
-    concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=...)`. With iterable=True the
-    function is a generator with a `cursor` keyword: each value it yields is a checkpoint to resume from."""
+    concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
+    iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
+    resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
-            f, name, queue, retries, timeout, dead, concurrency, unique_for, unique_until, result_ttl, iterable
+            f,
+            name,
+            queue,
+            retries,
+            timeout,
+            dead,
+            concurrency,
+            unique_for,
+            unique_until,
+            result_ttl,
+            iterable,
+            expires_in,
+            debounce,
         )
 
     return wrap(func) if func is not None else wrap

@@ -16,6 +16,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:stat:processed|failed  counters, and NS:stat:processed:<YYYY-MM-DD> per day
   NS:wake                   sorted set with at most one member: whatever pushes to a queue adds it, and a worker
                             idle on several queues blocks on it (BZPOPMIN), since one BLMOVE waits on one queue
+  NS:paused                 set of the keys of the paused queues (NS:queue:<name>, or Sidekiq's queue:<name>): the
+                            fetch script takes nothing from them (api.Queue.pause, resume)
   NS:cron:last              hash, periodic entry name -> the last fire time enqueued for it (unix seconds)
   NS:cron:table:<sig>       JSON list of the periodic entries of the processes whose table has signature <sig>;
                             each of their heartbeats renews its TTL (the heartbeat's), so it expires with the last
@@ -23,6 +25,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
   NS:cron:seen:<sig>        the last time (Redis clock, ms) one of their schedulers asked for that lease
   NS:unique:<digest>        a unique job's lock: the jid holding it, with a TTL; <digest> hashes the job's wire
                             name, arguments, keyword arguments and queue (the payload's `unique_key`)
+  NS:debounce:<key>         the payload (as stored) of the debounced job waiting for <key> (default: its wire name
+                            and queue), replaced by each enqueue with that key while it waits (scripts/debounce.lua)
   NS:limits                 hash, limiter name -> JSON {kind, size, per}: every limiter used on the namespace
   NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
                             set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
@@ -73,8 +77,8 @@ schedule, retry, dead, processes, stat:processed|failed[:<YYYY-MM-DD>], and per 
   <identity>:work           hash, the jobs running now (Sidekiq 7's name); <identity>:workers the same (Sidekiq 6's)
   <identity>-signals        list, signals for the process (TSTP quiet, TERM stop) pushed by Sidekiq's Web UI or API;
                             each heartbeat pops one
-Every other key above (working lists, wake, cron, unique, limits, results, cancels, batches, workflows, metrics)
-stays under NS (default `jiggler`), which Sidekiq never reads.
+Every other key above (working lists, wake, paused, cron, unique, debounce, limits, results, cancels, batches,
+workflows, metrics) stays under NS (default `jiggler`), which Sidekiq never reads.
 """
 
 from dataclasses import dataclass
@@ -105,6 +109,10 @@ class Keys:
     @property
     def wake(self) -> str:
         return self._k("wake")
+
+    @property
+    def paused(self) -> str:
+        return self._k("paused")
 
     @property
     def schedule(self) -> str:
@@ -150,6 +158,9 @@ class Keys:
 
     def unique(self, digest: str) -> str:
         return self._k("unique", digest)
+
+    def debounce(self, key: str) -> str:
+        return self._k("debounce", key)
 
     @property
     def unique_prefix(self) -> str:

@@ -29,6 +29,7 @@ class Disposition(enum.StrEnum):
     RECOVER = "recover"  # held by a process that died (recovery): to the back of its queue
     RESCHEDULE = "reschedule"  # over a limit (limits.OverLimit): to the scheduled set at `retry_at`, no retry used
     CANCEL = "cancel"  # cancelled (api.Job.cancel): removed, not retried, not buried, never run again
+    EXPIRE = "expire"  # not started by its deadline (expires_in / expires_at): removed unrun, not retried or buried
 
 
 class JobContext:
@@ -36,7 +37,8 @@ class JobContext:
 
     `payload` is the decoded payload; `exception` is set when the job raised; `disposition` (a Disposition,
     equal to its string) is what happens to the job afterwards: "ack", "retry" (at `retry_at`), "dead",
-    "drop", "reschedule" (at `retry_at`) or "cancel"; hooks may change `payload` before it is stored again. A
+    "drop", "reschedule" (at `retry_at`) or "cancel" ("expire" is written for a job past its deadline, which
+    never reaches the chain); hooks may change `payload` before it is stored again. A
     before-hook that sets `exception` refuses the run: the job function is not called, and the after-hooks
     see that exception as if the job had raised it. `view` is what the server reads of the payload (payload.View),
     read as the context is made.

@@ -6,7 +6,8 @@ error_message, error_backtrace, failed_at; `recoveries` (deaths it was held at),
 (the identities of those deaths, the last 10) when it was recovered from a dead process (server/recovery.py);
 `reschedules` when it was put back over a limit (limits.OverLimit). A unique job also has unique_for,
 unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>). A job whose status and
-result are kept has `result_ttl` (seconds); a member of a batch has `bid`. With contrib.opentelemetry
+result are kept has `result_ttl` (seconds); a member of a batch has `bid`; a job with an expiry has `expires_at`
+(unix seconds: it never starts after that). With contrib.opentelemetry
 instrumented, `trace` carries the push's trace context (W3C traceparent).
 """
 
@@ -100,6 +101,20 @@ def check_result_ttl(result_ttl: object) -> None:
         not isinstance(result_ttl, (int, float)) or isinstance(result_ttl, bool) or not 0 < result_ttl < math.inf
     ):
         raise ValueError(f"result_ttl must be a positive number of seconds or None, not {result_ttl!r}")
+
+
+def check_expires_in(expires_in: object) -> None:
+    """ValueError unless `expires_in` is None or a positive number of seconds."""
+    if expires_in is not None and (
+        not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or not 0 < expires_in < math.inf
+    ):
+        raise ValueError(f"expires_in must be a positive number of seconds or None, not {expires_in!r}")
+
+
+def expired(payload: Mapping[str, Any], now: float) -> bool:
+    """True when the payload carries a deadline (`expires_at`, unix seconds) that has passed at `now`."""
+    deadline = payload.get("expires_at")
+    return isinstance(deadline, (int, float)) and not isinstance(deadline, bool) and now > deadline
 
 
 def result_ttl(payload: Mapping[str, Any]) -> int | None:

@@ -196,7 +196,7 @@ def test_wait_on_one_queue_takes_the_rest_behind_its_blmove(make_fetch, client, 
     assert sorted(fetch.held()) == sorted(got) and client.llen(ns.keys.queue("default")) == 3 - len(got)
 
 
-def test_the_payload_blmove_brings_is_handed_over_before_the_rest_is_read(make_fetch, client, ns, monkeypatch):
+def test_the_payload_blmove_brings_is_handed_over_and_the_rest_returned(make_fetch, client, ns, monkeypatch):
     monkeypatch.setattr(fetch_mod, "SINGLE_QUEUE_BLOCK", 10)
     fetch = make_fetch([("default", 1)])
     thread, errors = push_once_blocked(ns, fetch, "blmove", lambda c: c.lpush(ns.keys.queue("default"), "a", "b"))

@@ -187,6 +187,23 @@ class Queue(_Paged):
         ready = max(x for x in times if isinstance(x, (int, float)))
         return max(0.0, time.time() - ready) if ready else 0.0
 
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused: no worker starts a job from it until it is resumed."""
+        return bool(self.redis.sismember(self.keys.paused, self.key))
+
+    def pause(self) -> None:
+        """Pause the queue: from now on no worker starts a job from it (the fetch script checks, for every worker
+        at once); jobs already running finish, and enqueueing still works."""
+        self.redis.sadd(self.keys.paused, self.key)
+
+    def resume(self) -> None:
+        """Resume the queue, and wake an idle worker so its jobs start at once."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.paused, self.key)
+            pipe.zadd(self.keys.wake, {"wake": 0})
+            pipe.execute()
+
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
         """Jobs from the oldest (next to run) on."""
         if limit <= 0:
@@ -393,13 +410,15 @@ class Stats:
             pipe.zcard(k.schedule)
             pipe.zcard(k.retry)
             pipe.zcard(k.dead)
+            pipe.get(k.stat("expired"))
             for name in queue_names:
                 pipe.llen(k.queue(name))
             replies = pipe.execute()
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
-        self.queues = dict(zip(queue_names, (int(x) for x in replies[5:]), strict=False))
+        self.expired = int(replies[5] or 0)  # jobs not started by their deadline (expires_in / expires_at)
+        self.queues = dict(zip(queue_names, (int(x) for x in replies[6:]), strict=False))
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)
@@ -423,6 +442,7 @@ def stats_dict(s: Stats) -> dict[str, Any]:
     return {
         "processed": s.processed,
         "failed": s.failed,
+        "expired": s.expired,
         "enqueued": s.enqueued,
         "busy": s.busy,
         "scheduled_size": s.scheduled_size,

@@ -20,8 +20,8 @@ from ..connect import MAX_BLOCK, block_for
 from ..errors import CancelRefused, JobCancelled, JobFailed
 from ..keys import Keys
 
-STATUSES = ("scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown")
-ENDED = ("done", "dead", "cancelled")
+STATUSES = ("scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "expired", "unknown")
+ENDED = ("done", "dead", "cancelled", "expired")
 LIST_WINDOW = 1000
 
 
@@ -56,7 +56,8 @@ class Job:
 
     @property
     def status(self) -> str:
-        """One of "scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "unknown"."""
+        """One of "scheduled", "queued", "running", "retrying", "done", "dead", "cancelled", "expired" (not started
+        by its deadline: never run), "unknown"."""
         return self._locate().status
 
     def info(self) -> dict[str, Any]:
@@ -145,7 +146,7 @@ class Job:
             status = tracked.get("status")
             if status == "done":
                 return json.loads(tracked.get("result", "null"))
-            if status in ("dead", "cancelled"):
+            if status in ("dead", "cancelled", "expired"):
                 self._raise_ended(status, tracked.get("error", "{}"))
             left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
             if left <= 0:

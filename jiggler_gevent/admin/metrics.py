@@ -14,13 +14,14 @@ from .. import config
 MAX_MINUTES = config.JOB_METRICS_TTL // 60
 BOUNDS = config.JOB_TIME_BUCKETS
 FIELD_INDEX = {f: i for i, f in enumerate(config.JOB_METRIC_FIELDS)}
-RUNS, FAILED, MS, HISTOGRAM = 0, 1, 2, 3
+RUNS, FAILED, MS, EXPIRED, HISTOGRAM = 0, 1, 2, 3, 4
 ROW = len(config.JOB_METRIC_FIELDS)
 
 
 class JobSummary:
     """One job's metrics over some minutes: `name` (its wire name, or "unknown" for payloads naming no registered
-    job), `runs`, `failures`, `total` (seconds of run time) and `histogram` (runs per bucket of
+    job), `runs`, `failures`, `expired` (jobs not started by their deadline, never run), `total` (seconds of run
+    time) and `histogram` (runs per bucket of
     config.JOB_TIME_BUCKETS, one more for longer runs), `longest` (seconds, the slowest run; None when unknown).
     Runs of payloads that could not run have no time."""
 
@@ -36,6 +37,10 @@ class JobSummary:
     @property
     def failures(self) -> int:
         return self.row[FAILED]
+
+    @property
+    def expired(self) -> int:
+        return self.row[EXPIRED]
 
     @property
     def total(self) -> float:
@@ -94,6 +99,7 @@ class JobSummary:
             "name": self.name,
             "runs": self.runs,
             "failures": self.failures,
+            "expired": self.expired,
             "total": self.total,
             "average": self.average,
             "p50": self.p50,

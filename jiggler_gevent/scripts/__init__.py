@@ -32,7 +32,7 @@ SOURCES = {
         *("push", "fetch", "settle", "adopt", "move_due", "move_one", "cron_lease", "cron_fire"),
         *("push_each", "unique_release", "concurrent_acquire", "concurrent_release"),
         *("window_acquire", "bucket_acquire", "cancel", "job_max", "release_holds"),
-        *("workflow_push", "workflow_cancel"),
+        *("workflow_push", "workflow_cancel", "debounce"),
     )
 }
 SHAS = {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SOURCES.items()}
@@ -114,6 +114,7 @@ class Scripts:
     release_holds: Script
     workflow_push: Script
     workflow_cancel: Script
+    debounce: Script
 
 
 def register(client: "redis.Redis") -> Scripts:

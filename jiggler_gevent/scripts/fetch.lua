@@ -15,10 +15,13 @@
 --   next release of a slot moves it back to its queue (lib_holds.wake_parked), as settle.lua parks a job the
 --   worker rescheduled over a full limiter. A tracked one is taken and marked refused instead: its worker writes
 --   its status as it reschedules it.
+-- A paused queue (its key in NS:paused) is skipped: nothing is taken from it while it is paused, by any worker,
+-- since the check and the take are one step. A plain fetch pays one SCARD for this while nothing is paused.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2]     NS:cancelled
--- KEYS[3..n]  NS:queue:<name>, in the order to try them; with the extra part, KEYS[3..7] are NS:holds:<identity>,
---             NS:limits, NS:schedule, NS:queues and NS:wake, and the queues KEYS[8..n]
+-- KEYS[3]     NS:paused
+-- KEYS[4..n]  NS:queue:<name>, in the order to try them; with the extra part, KEYS[4..8] are NS:holds:<identity>,
+--             NS:limits, NS:schedule, NS:queues and NS:wake, and the queues KEYS[9..n]
 -- ARGV[1]     the most payloads to take
 -- ARGV[2]     the status key prefix NS:result:
 -- ARGV[3]     now (unix seconds); '' = Redis' clock (a fetch sent behind a blocking command runs when it ends)
@@ -44,9 +47,9 @@
 --             written), "." not tracked (or not readable here); one slot per payload: its field in
 --             NS:holds:<identity> ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, ""
 --             when not limited (none at all when E[9] is 0); how many payloads were parked (each counts against
---             ARGV[1]) }
+--             ARGV[1]); how many of the queues asked are paused }; this shape too when one of them is paused
 local x = tonumber(ARGV[5])
-local acks, first_queue = 6 + x, 3
+local acks, first_queue = 6 + x, 4
 local limited, quoted, k = {}, {}, 0
 -- The extra part's functions, and those of the libraries it uses (included inside the block), are made only with
 -- it: a plain fetch makes none of them.
@@ -54,7 +57,7 @@ local limiter_of, take_slot, park
 if x > 0 then
 --#include lib_ending
 --#include lib_holds
-  first_queue = 8
+  first_queue = 9
   k = tonumber(ARGV[14])
   for j = 15, 14 + 3 * k, 3 do
     limited[ARGV[j]] = { name = ARGV[j + 1], size = tonumber(ARGV[j + 2]) }
@@ -63,11 +66,11 @@ if x > 0 then
   local releases = 16 + 3 * k  -- the first slot to give back
   local members = releases + tonumber(ARGV[15 + 3 * k]) + 3  -- the first batch member
   if releases < members - 3 then
-    local H = { limit_prefix = ARGV[6], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[12],
+    local H = { limit_prefix = ARGV[6], schedule = KEYS[6], queues = KEYS[7], wake = KEYS[8], qprefix = ARGV[12],
                 queue = ARGV[13] }
-    for i = releases, members - 4 do give_back(H, KEYS[3], ARGV[i]) end
+    for i = releases, members - 4 do give_back(H, KEYS[4], ARGV[i]) end
   end
-  local E = { qprefix = ARGV[12], queues = KEYS[6], wake = KEYS[7], now = ARGV[3], batch_ttl = ARGV[members - 2] }
+  local E = { qprefix = ARGV[12], queues = KEYS[7], wake = KEYS[8], now = ARGV[3], batch_ttl = ARGV[members - 2] }
   if members < acks and E.now == '' then
     local t = redis.call('TIME')
     E.now = t[1] .. '.' .. string.format('%06d', t[2])
@@ -102,21 +105,21 @@ if x > 0 then
     if not swept[key] then
       swept[key] = true
       redis.call('ZREMRANGEBYSCORE', key, '-inf', clock_ms)
-      redis.call('HSET', KEYS[4], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
+      redis.call('HSET', KEYS[5], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
     end
     if redis.call('ZCARD', key) >= lim.size then return '!' end
     local token = ARGV[8] .. i
     redis.call('ZADD', key, string.format('%.0f', clock_ms + timeout), token)
     if redis.call('PTTL', key) < timeout then redis.call('PEXPIRE', key, timeout) end
     local field = 'slot:' .. lim.name .. ':' .. token
-    redis.call('HSET', KEYS[3], field, lim.size .. ',' .. timeout)
-    if redis.call('PTTL', KEYS[3]) < timeout then redis.call('PEXPIRE', KEYS[3], timeout) end
+    redis.call('HSET', KEYS[4], field, lim.size .. ',' .. timeout)
+    if redis.call('PTTL', KEYS[4]) < timeout then redis.call('PEXPIRE', KEYS[4], timeout) end
     return field
   end
 
   park = function(lim, p)
     local parked = ARGV[6] .. lim.name .. ':parked'
-    redis.call('ZADD', KEYS[5], ARGV[10], p)
+    redis.call('ZADD', KEYS[6], ARGV[10], p)
     redis.call('RPUSH', parked, p)
     redis.call('PEXPIRE', parked, ARGV[11])
   end
@@ -151,11 +154,21 @@ local function start(p)
   return 'r'
 end
 
+local paused, skipped = {}, 0
+if redis.call('SCARD', KEYS[3]) > 0 then
+  for i = first_queue, #KEYS do
+    if redis.call('SISMEMBER', KEYS[3], KEYS[i]) == 1 then
+      paused[i] = true
+      skipped = skipped + 1
+    end
+  end
+end
+
 local want = tonumber(ARGV[1])
 local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
 for i = first_queue, #KEYS do
   if want <= 0 then break end
-  local got = redis.call('RPOP', KEYS[i], want)
+  local got = not paused[i] and redis.call('RPOP', KEYS[i], want)
   if got then
     for _, p in ipairs(got) do
       local lim, slot = k > 0 and limiter_of(p), ''
@@ -176,5 +189,5 @@ for i = first_queue, #KEYS do
     want = want - #got
   end
 end
-if noted or parked > 0 then return { taken, table.concat(marks), slots, parked } end
+if noted or parked > 0 or skipped > 0 then return { taken, table.concat(marks), slots, parked, skipped } end
 return taken

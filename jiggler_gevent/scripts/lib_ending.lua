@@ -1,14 +1,14 @@
 --#include lib_workflow
 -- lib_ending: included at the top of the scripts that end jobs or open batches (settle, cancel, push_each).
 -- track() writes a tracked job's status (only jobs with result_ttl have NS:result:<jid>): once ended (done,
--- dead, cancelled) it keeps its result or error for result_ttl seconds, is never changed again, and one member
+-- dead, cancelled, expired) it keeps its result or error for result_ttl seconds, is never changed again, and one member
 -- is pushed to NS:result:<jid>:done to wake every waiter. batch_end() counts a job of a batch that succeeded or
 -- failed (`status` as track() takes it: done, retrying, dead, cancelled); each jid is counted once however often it
 -- runs (at-least-once delivery), and a workflow's step ends there too (lib_workflow); batch_check() enqueues
 -- each callback exactly once: on_complete when every job not yet succeeded has failed at least once,
 -- on_success when every job has succeeded. `E` holds what these need: qprefix (NS:queue:), queues (NS:queues),
 -- wake (NS:wake), now (unix seconds), pending_ttl, batch_ttl.
-local ENDED = { done = true, dead = true, cancelled = true }
+local ENDED = { done = true, dead = true, cancelled = true, expired = true }
 
 local function track(E, rkey, status, detail, ttl)
   if ENDED[redis.call('HGET', rkey, 'status')] then return end

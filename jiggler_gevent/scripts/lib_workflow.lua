@@ -40,8 +40,8 @@ local function workflow_keep(E, wkey)
   redis.call('EXPIRE', wkey, E.batch_ttl)
 end
 
--- A step ended with a job status (done, dead, cancelled; retrying changes nothing); `detail` is its result (done)
--- or error as JSON. Called once per step's first success, any number of times for failures.
+-- A step ended with a job status (done, dead, expired, cancelled; retrying changes nothing); `detail` is its result
+-- (done) or error as JSON. Called once per step's first success, any number of times for failures.
 local function workflow_end(E, wkey, jid, status, detail)
   local step = redis.call('HGET', wkey, 'j:' .. jid)
   if not step then return end  -- a job a step added to the workflow's batch: not a step
@@ -58,9 +58,9 @@ local function workflow_end(E, wkey, jid, status, detail)
         workflow_finish(E, wkey, 'succeeded', 'result', out)
       end
     end
-  elseif running and (status == 'dead' or status == 'cancelled') then
+  elseif running and (status == 'dead' or status == 'expired' or status == 'cancelled') then
     redis.call('HSET', wkey, 'failed_jid', jid)
-    workflow_finish(E, wkey, status == 'dead' and 'failed' or 'cancelled', 'error', detail)
+    workflow_finish(E, wkey, status == 'cancelled' and 'cancelled' or 'failed', 'error', detail)
   end
   workflow_keep(E, wkey)
 end

@@ -1,7 +1,7 @@
 --#include lib_ending
 --#include lib_holds
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
--- held then goes on, by its disposition: "ack", "drop" and "cancel" nowhere, "retry" and "dead" into that
+-- held then goes on, by its disposition: "ack", "drop", "cancel" and "expire" nowhere, "retry" and "dead" into that
 -- sorted set, "reschedule" into NS:schedule, "requeue" back to the front of its queue, "recover" (its process
 -- died) to the back of its queue, behind the jobs that waited meanwhile. In the same step: a
 -- unique job's lock named with the outcome is released if it still holds that jid (so a job is never done
@@ -40,7 +40,7 @@
 local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], pending_ttl = ARGV[7],
             batch_ttl = ARGV[8] }
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
-                 reschedule = 'scheduled', requeue = 'queued', recover = 'queued' }
+                 reschedule = 'scheduled', requeue = 'queued', recover = 'queued', expire = 'expired' }
 local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
 local H = { limit_prefix = ARGV[9], schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5], qprefix = ARGV[3],
             queue = ARGV[11] }

@@ -89,6 +89,16 @@ def of_unstarted(ctx: JobContext, keys: Keys) -> Ending | None:
     return of(ctx.view, Disposition.CANCEL, keys, error(ctx, None))
 
 
+def of_expired(ctx: JobContext, keys: Keys) -> Ending | None:
+    """The Ending of a job not started by its deadline: its lock released, its tracked status "expired" with a
+    JobExpired error, counted as failed in its batch."""
+    detail = ""
+    if ctx.view.tracked:
+        why = f"job {ctx.jid} did not start by its deadline ({ctx.payload.get('expires_at')})"
+        detail = payload_mod.encode({"error_class": "JobExpired", "error_message": why})
+    return of(ctx.view, Disposition.EXPIRE, keys, detail)
+
+
 def of_unrunnable(payload: dict[str, Any], why: str) -> Ending | None:
     """The Ending of a valid payload buried without running (unknown name, bad arguments): counted in its batch,
     its tracked status dead with a PayloadError; its unique lock is kept until it expires."""

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import gevent
 import hiredis
 import redis
 from redis.commands.core import Script
@@ -105,12 +104,17 @@ class ReliableFetch:
         self.holds = keys.holds(identity)
         self.batch_prefix = keys.batch_prefix
         # fetch.lua's KEYS before the queues with its extra part, made once: a Keys property builds its name each read
-        self.extra_keys = [self.working, self.cancelled, self.holds, keys.limits, keys.schedule, keys.queues, keys.wake]
+        self.paused_key = keys.paused
+        self.extra_keys = [
+            *(self.working, self.cancelled, self.paused_key),
+            *(self.holds, keys.limits, keys.schedule, keys.queues, keys.wake),
+        ]
         self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
         self.no_limits = (keys.limit_prefix, 0, "", "", 0, 0, keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
         self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
+        self.paused = False  # the last fetch found one of the queues paused (then an idle worker does not BLMOVE)
 
     def take(
         self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = (), releases: Sequence[str] = ()
@@ -169,7 +173,7 @@ class ReliableFetch:
         if self.limited is None:  # the jobs with `concurrency=N` registered by now (the worker has loaded its modules)
             self.limited = guards.fetch_limits()
         if not (self.limited or releases or members):
-            return [self.working, self.cancelled, *order], [*head, 0, *acks]
+            return [self.working, self.cancelled, self.paused_key, *order], [*head, 0, *acks]
         extra: list[EncodableT] = [*self._limits_argv(), len(releases), *releases]
         extra += [self.batch_prefix, config.BATCH_TTL, len(members)]
         for o in members:
@@ -194,10 +198,10 @@ class ReliableFetch:
 
     def _taken(self, reply: object, most: int) -> list[str]:
         """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`, the slots it took
-        to `slots`."""
-        taken, parked = cast("list[str]", reply), 0
-        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked}: one is tracked or limited
-            taken, marks, slots, parked = cast("tuple[list[str], str, list[str], int]", reply)
+        to `slots`, whether a queue is paused to `paused`."""
+        taken, parked, paused = cast("list[str]", reply), 0, 0
+        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked, paused}: not a plain reply
+            taken, marks, slots, parked, paused = cast("tuple[list[str], str, list[str], int, int]", reply)
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
@@ -205,33 +209,36 @@ class ReliableFetch:
                 if slot:
                     self.slots[raw] = slot
         self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
+        self.paused = paused > 0
         return taken
 
     def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
         """After a fetch found the queues empty: block briefly until payloads come, and take up to `most` of them;
-        [] when none came. A payload BLMOVE brought goes to `hand` (when given) as soon as it comes, and this
-        greenlet yields once, so its job starts before the reply of the fetch behind it is read; the others are
-        returned.
+        [] when none came. A payload BLMOVE brought goes to `hand` (when given), once the fetch behind it has
+        said its queue is not paused; the others are returned.
 
-        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, the
-        worker blocks on NS:wake, which every push adds (a BLMOVE can wait on one queue only). Either way a fetch
-        of the rest goes in the same write, behind the blocking command: Redis runs it the moment the block ends,
-        so a wake costs one round trip, and `drained` then says whether it left the queues empty. It takes in the
-        queues' usual order, so their weights hold. One that took all it could leaves NS:wake set for the next
-        idle worker, as there may be more.
+        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, or on a
+        paused one, the worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on
+        one queue only, and would take from a paused one). Either way a fetch of the rest goes in the same write,
+        behind the blocking command: Redis runs it the moment the block ends, so a wake costs one round trip, and
+        `drained` then says whether it left the queues empty. It takes in the queues' usual order, so their weights
+        hold. One that took all it could leaves NS:wake set for the next idle worker, as there may be more.
 
         Redis out of memory (maxmemory, noeviction) refuses BLMOVE but not the fetch script nor BZPOPMIN: the
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
         memory) without a busy loop or a log line per try.
         """
-        if len(self.queues) == 1:
+        if len(self.queues) == 1 and not self.paused:
             return self._wait_on_queue(most, hand)
         return self._wait_on_wake(most)
 
     def _wait_on_queue(self, most: int, hand: Callable[[str], None] | None) -> list[str]:
+        """BLMOVE, then the fetch behind it. The queue may have been paused while BLMOVE blocked: the fetch says so,
+        and the payload BLMOVE brought goes back to the front of its queue unrun (so it is handed over only after
+        that fetch's reply is read)."""
         queue = self.keys.queue(self.queues[0][0])
         block = ("BLMOVE", queue, self.working, "RIGHT", "LEFT", SINGLE_QUEUE_BLOCK)
-        raw, taken = self._block_then_take(block, most - 1, hand)
+        raw, taken = self._block_then_take(block, most - 1)
         if isinstance(raw, redis.exceptions.OutOfMemoryError):
             self._out_of_memory(raw)
             return taken or self._wait_on_wake(most)
@@ -243,7 +250,13 @@ class ReliableFetch:
         if raw is None:
             self.drained = True  # BLMOVE found the queue empty until its timeout
             return taken
-        return taken if hand is not None else [cast(str, raw), *taken]
+        if self.paused:
+            self.requeue([cast(str, raw)])
+            return taken
+        if hand is None:
+            return [cast(str, raw), *taken]
+        hand(cast(str, raw))
+        return taken
 
     def _out_of_memory(self, exc: redis.RedisError) -> None:
         if self.oom_since is None:
@@ -261,12 +274,7 @@ class ReliableFetch:
                 pass  # a hint only: other idle workers still look again within WAKE_BLOCK
         return taken
 
-    def _block_then_take(
-        self,
-        block: tuple[EncodableT, ...],
-        most: int,
-        hand: Callable[[str], None] | None = None,
-    ) -> tuple[object, list[str]]:
+    def _block_then_take(self, block: tuple[EncodableT, ...], most: int) -> tuple[object, list[str]]:
         """Run the blocking command `block`, then a fetch of up to `most` payloads as soon as it returns: the
         block's reply (or the error Redis answered) and what the fetch took. On this fetch's own connection both
         go in one write and Redis runs the fetch the moment the block ends: one round trip for both. On a Redis
@@ -275,11 +283,9 @@ class ReliableFetch:
         if conn is None:
             client: Any = self.conn  # redis-py leaves execute_command unannotated
             first = _answer(lambda: client.execute_command(*block))
-            if hand is not None and isinstance(first, str):
-                hand(first)  # as _pipelined does: the caller returns only what the fetch took
             return first, self.take(most)
         keys, args = self._fetch_argv(most, (), "")
-        first, second = self._pipelined(conn, (block, _evalsha(self.scripts.fetch, keys, args)), hand)
+        first, second = self._pipelined(conn, (block, _evalsha(self.scripts.fetch, keys, args)))
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
             return first, self.take(most)
         if isinstance(second, Exception):
@@ -287,20 +293,12 @@ class ReliableFetch:
         return first, self._taken(second, most)
 
     @staticmethod
-    def _pipelined(
-        conn: Any, commands: Sequence[tuple[EncodableT, ...]], hand: Callable[[str], None] | None = None
-    ) -> list[object]:
+    def _pipelined(conn: Any, commands: Sequence[tuple[EncodableT, ...]]) -> list[object]:
         """Send `commands` in one write on `conn` (a redis-py Connection, whose methods are untyped) and read their
-        replies (or the errors Redis answered). A first reply that is a payload goes to `hand` before the others are
-        read, and the greenlets it wakes run first."""
+        replies (or the errors Redis answered)."""
         try:
             conn.send_packed_command(_packed(conn, commands))
-            replies = [_answer(conn.read_response)]
-            if hand is not None and isinstance(replies[0], str):
-                hand(replies[0])
-                gevent.sleep(0)
-            replies.extend(_answer(conn.read_response) for _ in commands[1:])
-            return replies
+            return [_answer(conn.read_response) for _ in commands]
         except BaseException:
             conn.disconnect()  # a reply may be left unread on it
             raise

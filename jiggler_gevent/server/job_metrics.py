@@ -1,7 +1,7 @@
 """Counters: the jobs a worker process ran, tallied in memory (server middleware); the heartbeat writes them.
 
-The processed and failed counts of the process (NS:stat:*), and per job and UTC minute the runs, failures, run time
-and run-time histogram (NS:metrics:<minute>). Moved unchanged out of the heartbeat's module.
+The processed, failed and expired counts of the process (NS:stat:*), and per job and UTC minute the runs, failures,
+run time, expired jobs and run-time histogram (NS:metrics:<minute>). Moved unchanged out of the heartbeat's module.
 """
 
 import math
@@ -15,9 +15,9 @@ from . import tally
 from .tally import UNKNOWN as UNKNOWN  # decided in tally.py, still importable from here
 from .tally import Tallied, registered
 
-# A per-job tally row, by config.JOB_METRIC_FIELDS: runs, failures, total ms, then one count per histogram bucket
-# (ROW numbers, added up); then the longest run in microseconds (LONGEST, a maximum: config.JOB_MAX_FIELD).
-RUNS, FAILED, MS, HISTOGRAM = 0, 1, 2, 3
+# A per-job tally row, by config.JOB_METRIC_FIELDS: runs, failures, total ms, expired, then one count per histogram
+# bucket (ROW numbers, added up); then the longest run in microseconds (LONGEST, a maximum: config.JOB_MAX_FIELD).
+RUNS, FAILED, MS, EXPIRED, HISTOGRAM = 0, 1, 2, 3, 4
 ROW = len(config.JOB_METRIC_FIELDS)
 LONGEST = ROW
 JobTally = dict[tuple[int, str], list[int]]  # (UTC minute, job name) -> row
@@ -40,6 +40,7 @@ class Counters(ServerMiddleware):
     def __init__(self, known: Callable[[str], bool] = registered) -> None:
         self.processed = 0
         self.failed = 0
+        self.expired = 0
         self.jobs: JobTally = {}
         self.known = known
 
@@ -56,10 +57,7 @@ class Counters(ServerMiddleware):
             self.processed += 1
             if failed:
                 self.failed += 1
-        key = (int(time.time() // 60), job)
-        row = self.jobs.get(key)
-        if row is None:
-            row = self.jobs[key] = [0] * (ROW + 1)
+        row = self._row(job)
         row[RUNS] += 1
         if failed:
             row[FAILED] += 1
@@ -70,9 +68,22 @@ class Counters(ServerMiddleware):
             if micros > row[LONGEST]:
                 row[LONGEST] = micros
 
+    def _row(self, job: str) -> list[int]:
+        """The per-job row of `job` for this minute."""
+        key = (int(time.time() // 60), job)
+        row = self.jobs.get(key)
+        if row is None:
+            row = self.jobs[key] = [0] * (ROW + 1)
+        return row
+
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""
         self.add(tally.of_unrunnable(entry, self.known))
+
+    def expire(self, job: str, queue: object) -> None:
+        """A job not started by its deadline (tally.py named it): expired, not processed."""
+        self.expired += 1
+        self._row(job)[EXPIRED] += 1
 
     def after_process(self, ctx: JobContext) -> None:
         tally.Tally((self,), self.known).after_process(ctx)  # on its own; in a worker the chain's Tally feeds it
@@ -81,16 +92,17 @@ class Counters(ServerMiddleware):
         """One run of job `name` ending now, that took `seconds` (None: it could not run): its per-job row only."""
         self.add(tally.decide(name, None, failed, seconds, self.known), processed=False)
 
-    def take(self) -> "tuple[int, int]":
-        """The counts since the last take, zeroed."""
-        counts = (self.processed, self.failed)
-        self.processed = self.failed = 0
+    def take(self) -> "tuple[int, int, int]":
+        """The counts since the last take (processed, failed, expired), zeroed."""
+        counts = (self.processed, self.failed, self.expired)
+        self.processed = self.failed = self.expired = 0
         return counts
 
-    def give_back(self, processed: int, failed: int) -> None:
+    def give_back(self, processed: int, failed: int, expired: int) -> None:
         """Return counts that could not be written."""
         self.processed += processed
         self.failed += failed
+        self.expired += expired
 
     def take_jobs(self) -> JobTally:
         """The per-job tally since the last take, emptied."""

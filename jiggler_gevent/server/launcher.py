@@ -103,6 +103,7 @@ class Launcher:
             server_chain(self.tally, slots=self.fetch.slots),
             on_failure=self.tally.unrunnable,
             job_log_level=JOB_LOG_LEVEL_OF[opts.job_log],
+            on_expired=self.tally.expired,
         )
         self.manager = Manager(
             self.fetch,

@@ -94,6 +94,7 @@ class Processor:
         chain: Chain | None = None,
         on_failure: Callable[[dict[str, Any]], None] | None = None,
         job_log_level: int | None = logging.INFO,
+        on_expired: Callable[[object, object], None] | None = None,
     ) -> None:
         self.acker = acker
         self.job_log_level = job_log_level  # of the line per finished job (--job-log); None: no line
@@ -101,6 +102,7 @@ class Processor:
         self.chain = chain if chain is not None else middleware.server
         self.running: dict[int, JobContext] = {}  # by id() of the greenlet running the job
         self.on_failure = on_failure
+        self.on_expired = on_expired  # called with the name and queue of each job dropped past its deadline
         self.stopping = False  # set by the Manager before it kills the jobs still running at shutdown
         self._abandoned: set[int] = set()  # id() of the contexts whose outcome `abandon` wrote
         self._interrupts: dict[int, BaseException] = {}  # by id() of the context: asked for, job not ended yet
@@ -147,6 +149,9 @@ class Processor:
         if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx, self.starts)):
             log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
             self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
+            return
+        if "expires_at" in payload and payload_mod.expired(payload, time.time()):
+            self._expire(ctx)
             return
         ctx.func = self.iterations.runner(func, ctx) if func.iterable else func.func
         hooks = self.chain.hooks(BEFORE, AFTER, () if guarded(func, ctx.view) else GUARDS)
@@ -321,6 +326,17 @@ class Processor:
         self.acker.add(outcome)
         if outcome.disposition == DEAD:
             middleware.notify_death(p, ctx.exception)
+
+    def _expire(self, ctx: JobContext) -> None:
+        """A job not started by its deadline (first run or retry): dropped unrun, neither retried nor buried."""
+        if self.job_log_level is not None:  # the job's one line, as _log_outcome writes it
+            fields = job_fields(ctx.name, ctx.jid)
+            job_log.log(
+                self.job_log_level, "expired %s jid=%s: not started by its deadline", ctx.name, ctx.jid, extra=fields
+            )
+        self.acker.add(Outcome(ctx.raw, Disposition.EXPIRE, end=ending.of_expired(ctx, self.acker.keys)))
+        if self.on_expired is not None:
+            self.on_expired(ctx.view.name, ctx.view.queue)
 
     def _bury_unrunnable(self, raw: str, error: str, payload: dict[str, Any] | None = None) -> None:
         entry = self.wire.salvage(raw, error)

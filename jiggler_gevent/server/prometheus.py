@@ -5,7 +5,8 @@ Imported only when --metrics-port is given, so nothing of prometheus_client is l
 every finished job counts in
 `jiggler_jobs_processed_total{job,queue}`, failures also in `jiggler_jobs_failed_total`, as in Sidekiq; a job that
 ran observes `jiggler_job_duration_seconds`; a payload that could not run (unknown name, bad arguments, not a
-payload) counts as processed and failed. The `job` label is the wire name of a job registered in this worker, else
+payload) counts as processed and failed; a job not started by its deadline counts in `jiggler_jobs_expired_total`
+only. The `job` label is the wire name of a job registered in this worker, else
 "unknown"; the `queue` label one of the worker's queues, else "unknown": a flood of odd payloads makes one series.
 `RedisCollector` reads the queue sizes and latencies, the scheduled, retry and dead set sizes and the live
 processes in two round trips per scrape (keys.py directly: the server never loads the admin side).
@@ -57,22 +58,30 @@ _LABELS = ("job", "queue")
 class Series:
     """Cumulative totals of one (job, queue) label pair: counts, run time, and per-bucket (not cumulative) counts."""
 
-    __slots__ = ("processed", "failed", "seconds", "counts")
+    __slots__ = ("processed", "failed", "seconds", "counts", "expired")
 
-    def __init__(self, processed: int = 0, failed: int = 0, seconds: float = 0.0, counts: list[int] | None = None):
-        self.processed, self.failed, self.seconds = processed, failed, seconds
+    def __init__(
+        self,
+        processed: int = 0,
+        failed: int = 0,
+        seconds: float = 0.0,
+        counts: list[int] | None = None,
+        expired: int = 0,
+    ):
+        self.processed, self.failed, self.seconds, self.expired = processed, failed, seconds, expired
         self.counts = counts if counts is not None else [0] * len(BUCKETS)
 
     def add(self, other: "Series") -> None:
         """Add `other`'s totals to these."""
         self.processed += other.processed
         self.failed += other.failed
+        self.expired += other.expired
         self.seconds += other.seconds
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
 
     def copy(self) -> "Series":
         """A copy that later jobs do not change."""
-        return Series(self.processed, self.failed, self.seconds, list(self.counts))
+        return Series(self.processed, self.failed, self.seconds, list(self.counts), self.expired)
 
 
 Totals = dict[tuple[str, str], Series]
@@ -130,6 +139,10 @@ class JobMetrics(ServerMiddleware):
         """A payload buried without running (its dead-set entry): processed and failed, no run time."""
         self.add(tally.of_unrunnable(entry, self.known))
 
+    def expire(self, job: str, queue: object) -> None:
+        """A job not started by its deadline, never run: expired only."""
+        self._series(job, queue).expired += 1
+
     def state(self) -> State:
         """A copy of the totals, and the gauges now."""
         return {k: s.copy() for k, s in list(self.totals.items())}, self.busy(), self.concurrency
@@ -174,12 +187,14 @@ class JobCollector(Collector):
         totals, busy, concurrency = self.read()
         processed = CounterMetricFamily("jiggler_jobs_processed", "Jobs finished, failures included.", labels=_LABELS)
         failed = CounterMetricFamily("jiggler_jobs_failed", "Jobs that failed or could not run.", labels=_LABELS)
+        expired = CounterMetricFamily("jiggler_jobs_expired", "Jobs not started by their deadline.", labels=_LABELS)
         duration = HistogramMetricFamily(
             "jiggler_job_duration_seconds", "Run time of the jobs that ran.", labels=_LABELS
         )
         for labels, s in sorted(totals.items()):
             processed.add_metric(labels, s.processed)
             failed.add_metric(labels, s.failed)
+            expired.add_metric(labels, s.expired)
             cumulative, buckets = 0, []
             for le, count in zip(_LE, s.counts, strict=True):
                 cumulative += count
@@ -187,6 +202,7 @@ class JobCollector(Collector):
             duration.add_metric(labels, buckets, s.seconds)
         yield processed
         yield failed
+        yield expired
         yield duration
         yield GaugeMetricFamily("jiggler_busy_workers", "Jobs running now.", value=busy)
         yield GaugeMetricFamily("jiggler_concurrency", "Greenlets running jobs.", value=concurrency)
@@ -229,15 +245,15 @@ class Snapshots:
 
 
 def _rows(totals: Totals) -> list[list[Any]]:
-    return [[job, q, s.processed, s.failed, s.seconds, s.counts] for (job, q), s in totals.items()]
+    return [[job, q, s.processed, s.failed, s.seconds, s.counts, s.expired] for (job, q), s in totals.items()]
 
 
 def _merge(totals: Totals, rows: list[list[Any]]) -> None:
-    for job, q, processed, failed, seconds, counts in rows:
+    for job, q, processed, failed, seconds, counts, expired in rows:
         series = totals.get((job, q))
         if series is None:
             series = totals[(job, q)] = Series()
-        series.add(Series(processed, failed, seconds, counts))
+        series.add(Series(processed, failed, seconds, counts, expired))
 
 
 def _write(path: str, snapshot: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""StatsFlush: the processed and failed counts of this process (Counters), added to NS:stat:* with each heartbeat.
+"""StatsFlush: the processed, failed and expired counts of this process (Counters), added to NS:stat:* with each
+heartbeat.
 
 Two counters per name, the total and the UTC day's (kept five years), as Sidekiq's Dashboard reads them. What a
 beat fails to write is given back to Counters for the next one; a clean stop writes what is left.
@@ -23,22 +24,22 @@ class StatsFlush(BeatPart):
 
     def __init__(self, keys: Keys, counters: Counters) -> None:
         self.keys, self.counters = keys, counters
-        self.taken = (0, 0)  # processed, failed: taken for the beat under way
+        self.taken = (0, 0, 0)  # processed, failed, expired: taken for the beat under way
 
     def take(self, client: redis.Redis) -> None:
         self.taken = self.counters.take()
 
     def queue(self, pipe: Any) -> None:
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        for name, n in zip(("processed", "failed"), self.taken, strict=True):
+        for name, n in zip(("processed", "failed", "expired"), self.taken, strict=True):
             if n:
                 pipe.incrby(self.keys.stat(name), n)
                 pipe.incrby(self.keys.stat(name, day), n)
                 pipe.expire(self.keys.stat(name, day), DAILY_STATS_TTL)
 
     def written(self, replies: list[Any]) -> None:
-        self.taken = (0, 0)
+        self.taken = (0, 0, 0)
 
     def failed(self) -> None:
         self.counters.give_back(*self.taken)
-        self.taken = (0, 0)
+        self.taken = (0, 0, 0)

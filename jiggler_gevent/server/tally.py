@@ -5,6 +5,7 @@ What counts is decided here only, once per finished job (`Tallied`):
 - any other end of a run counts as processed, and as failed when the job raised (or a before-hook refused it);
 - a payload buried without running (unknown name, bad arguments, not a payload) counts as processed and failed,
   with no run time;
+- a job not started by its deadline (expires_in / expires_at) counts as expired only (`expire`): it did not run;
 - a name no registered job has counts as UNKNOWN, so made-up names cannot grow a tally without bound;
 - a run time falls in bucket `bisect_left(config.JOB_TIME_BUCKETS, seconds)`: the first bound it does not
   exceed, len(JOB_TIME_BUCKETS) past the last one.
@@ -43,6 +44,9 @@ class Sink(Protocol):
 
     def add(self, tallied: Tallied) -> None:
         """Count one finished job."""
+
+    def expire(self, job: str, queue: object) -> None:
+        """Count one job that was not started by its deadline (never run): `job` bounded as in Tallied."""
 
 
 def decide(
@@ -86,6 +90,12 @@ class Tally(ServerMiddleware):
             return False
         self._known.add(name)
         return True
+
+    def expired(self, name: object, queue: object) -> None:
+        """A job not started by its deadline was dropped unrun: counted as expired only."""
+        job = name if isinstance(name, str) and self._knows(name) else UNKNOWN
+        for sink in self.sinks:
+            sink.expire(job, queue)
 
     def unrunnable(self, entry: dict[str, Any]) -> None:
         """A payload that could not run was buried (`entry` is its dead-set entry): a failure."""

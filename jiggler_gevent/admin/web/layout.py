@@ -38,6 +38,8 @@ FLASH = {
     "gone": "That periodic entry is no longer published by any running worker.",
     "cancelled": "Job cancelled: if it was waiting it will never start; if it runs, it stops at its next safe point.",
     "not-cancelled": "Nothing to cancel: the job was not found waiting or running (it may have ended).",
+    "paused": "Queue paused: no worker starts a job from it until it is resumed (running jobs finish).",
+    "resumed": "Queue resumed: its jobs start now.",
 }
 
 

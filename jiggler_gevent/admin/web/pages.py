@@ -253,10 +253,11 @@ def queues(view: View) -> Safe:
         )
         rows.append(
             render(
-                '<tr><td><a href="{href}"><b>{name}</b></a></td><td class="num">{size}</td>'
+                '<tr><td><a href="{href}"><b>{name}</b></a>{paused}</td><td class="num">{size}</td>'
                 '<td class="num">{latency}</td><td class="actions">{clear}</td></tr>',
                 href=view.url(queue_path(q.name)),
                 name=q.name,
+                paused=_PAUSED_TAG if q.paused else "",
                 size=number(size),
                 latency=_latency(q.latency) if size else "–",
                 clear=clear,
@@ -268,6 +269,19 @@ def queues(view: View) -> Safe:
         "</tr></thead><tbody>{rows}</tbody></table></div>",
         rows=join(rows),
     )
+
+
+_PAUSED_TAG = Safe(' <small class="tag" data-paused>paused</small>')
+
+
+def _pause_form(view: View, q: api.Queue) -> Safe:
+    """The Pause button of a running queue, or the Resume button of a paused one."""
+    button = (
+        '<button name="bulk" value="resume">Resume</button>'
+        if q.paused
+        else '<button name="bulk" value="pause">Pause</button>'
+    )
+    return view.form(queue_path(q.name), Safe(button), css="toolbar")
 
 
 def _latency(seconds: float) -> str:
@@ -296,9 +310,10 @@ def queue(view: View, name: str) -> Safe:
         for i, e in enumerate(q.page(offset, per))
     ]
     summary = render(
-        '<p class="summary"><b>{n}</b> job(s) waiting, the oldest for {lat}.</p>',
+        '<p class="summary"><b>{n}</b> job(s) waiting, the oldest for {lat}.{paused}</p>',
         n=number(total),
         lat=_latency(q.latency) if total else "–",
+        paused=Safe(" <b data-paused>Paused</b>: no worker starts a job from it.") if q.paused else "",
     )
     clear = view.form(
         queue_path(name),
@@ -306,8 +321,9 @@ def queue(view: View, name: str) -> Safe:
         confirm=f"Delete all {total} job(s) in queue {name}?",
         css="toolbar",
     )
+    pause = _pause_form(view, q)
     if not rows:
-        return join([summary, Safe('<p class="empty">This queue is empty.</p>')])
+        return join([summary, pause, Safe('<p class="empty">This queue is empty.</p>')])
     table = view.form(
         f"{queue_path(name)}?page={page}&per={per}",
         render(
@@ -316,17 +332,24 @@ def queue(view: View, name: str) -> Safe:
             rows=join(rows),
         ),
     )
-    return join([summary, clear, table, view.pager(queue_path(name), page, per, total)])
+    return join([summary, pause, clear, table, view.pager(queue_path(name), page, per, total)])
 
 
 def queue_action(req: Request, name: str) -> tuple[dict[str, Any], str] | None:
-    """POST /queues/NAME: delete one job (by jid near its position) or clear the queue.
+    """POST /queues/NAME: delete one job (by jid near its position), clear, pause or resume the queue.
 
     Returns the flash to show and the page to go back to, or None for a form it does not understand.
     """
     q = api.Queue(name)
-    if req.form.get("bulk") == "clear":
+    bulk = req.form.get("bulk")
+    if bulk == "clear":
         return {"flash": "cleared", "n": q.clear()}, "/queues"
+    if bulk == "pause":
+        q.pause()
+        return {"flash": "paused"}, queue_path(name)
+    if bulk == "resume":
+        q.resume()
+        return {"flash": "resumed"}, queue_path(name)
     jid, _, pos = form_text(req.form.get("delete", "")).rpartition("@")
     if not jid or not pos.isdigit():
         return None

@@ -1,0 +1,124 @@
+"""What queue control costs: the fetch script with and without a paused queue, and an enqueue with each option.
+
+    python -m benchmarks.bench_queue_control [--fetches 20000] [--batch 10] [--enqueues 5000] [--rounds 6]
+
+On a private server, one ReliableFetch on three queues takes `--batch` payloads per call from a full queue, acking
+the previous batch in the same call as the worker does. Three states, in alternating rounds (the order rotated each
+round): nothing paused (the plain path: one SCARD), another queue paused (the script then checks each of the three
+queues it is asked for), and the queue being drained paused (the fetch takes nothing: what an idle worker on a
+paused queue pays per look). Prints per state the median microseconds per call and Redis commands per call
+(INFO commandstats, those run inside the script included). Then, in the same way, one enqueue: plain, with
+`expires_in` (the fetch script is unchanged by it: its cost is a field in the payload and one dictionary lookup as
+the worker starts the job) and with `debounce` (each enqueue after the first replaces the waiting job).
+"""
+
+import argparse
+import statistics
+import time
+
+from jiggler_gevent import config, job
+from jiggler_gevent.admin import api
+from jiggler_gevent.demo.local_redis import start_private
+from jiggler_gevent.server.fetch import ReliableFetch
+
+QUEUES = [("default", 1), ("low", 1), ("mail", 1)]
+STATES = ("nothing paused", "another queue paused", "this queue paused")
+
+
+@job
+def noop() -> None:
+    """Does nothing (only enqueued here)."""
+
+
+ENQUEUES = {
+    "plain enqueue": noop.set(),
+    "enqueue with expires_in": noop.set(expires_in=60),
+    "enqueue with debounce (replacing)": noop.set(debounce=60),
+}
+
+
+def _commands(client) -> int:  # type: ignore[no-untyped-def]
+    """Every command Redis has run so far, those inside scripts included."""
+    return sum(int(v["calls"]) for v in client.info("commandstats").values())
+
+
+def _set_state(state: str) -> None:
+    for name, _ in QUEUES:
+        api.Queue(name).resume()
+    if state == "another queue paused":
+        api.Queue("other").pause()
+    elif state == "this queue paused":
+        api.Queue("other").resume()
+        for name, _ in QUEUES:
+            api.Queue(name).pause()
+    else:
+        api.Queue("other").resume()
+
+
+def measure(fetch: ReliableFetch, client, fetches: int, batch: int, state: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(microseconds per fetch, Redis commands per fetch) over `fetches` calls in `state`."""
+    keys = config.current().keys
+    client.delete(keys.queue("default"), fetch.working)
+    client.lpush(keys.queue("default"), *(f'{{"n": {i}}}' for i in range(fetches * batch)))
+    _set_state(state)
+    acks: list[bytes] = []
+    commands0 = _commands(client)
+    started = time.perf_counter()
+    for _ in range(fetches):
+        acks = [raw.encode() for raw in fetch.take(batch, acks)]
+    elapsed = time.perf_counter() - started
+    commands = _commands(client) - commands0 - 1  # less the INFO that read the count
+    return elapsed / fetches * 1e6, commands / fetches
+
+
+def measure_enqueue(kind: str, client, enqueues: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(microseconds per enqueue, Redis commands per enqueue) over `enqueues` calls of the `kind` in ENQUEUES."""
+    call = ENQUEUES[kind]
+    commands0 = _commands(client)
+    started = time.perf_counter()
+    for _ in range(enqueues):
+        call.enqueue()
+    elapsed = time.perf_counter() - started
+    return elapsed / enqueues * 1e6, (_commands(client) - commands0 - 1) / enqueues
+
+
+def _table(title: str, samples: dict[str, list[tuple[float, float]]], what: str) -> None:
+    print(f"\n| {title} | us per {what} | Redis commands per {what} |\n|---|---:|---:|")
+    for state, rows in samples.items():
+        us, commands = (statistics.median(col) for col in zip(*rows, strict=True))
+        print(f"| {state} | {us:.1f} | {commands:.1f} |")
+
+
+def main() -> None:
+    """Alternate the states, print the medians."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fetches", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--enqueues", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=6)
+    opts = parser.parse_args()
+    url, stop = start_private()
+    try:
+        config.configure(redis_url=url, namespace="bench-qc")
+        client = config.redis_client(url)
+        fetch = ReliableFetch(client, config.current().keys, "bench-qc", QUEUES, strict=True)
+        samples: dict[str, list[tuple[float, float]]] = {s: [] for s in STATES}
+        for i in range(opts.rounds):
+            for state in STATES[i % 3 :] + STATES[: i % 3]:
+                samples[state].append(measure(fetch, client, opts.fetches, opts.batch, state))
+                print(f"round {i + 1}, {state}: {samples[state][-1][0]:.1f} us per fetch", flush=True)
+        _set_state("nothing paused")
+        kinds = list(ENQUEUES)
+        pushes: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+        for i in range(opts.rounds):
+            for kind in kinds[i % 3 :] + kinds[: i % 3]:
+                pushes[kind].append(measure_enqueue(kind, client, opts.enqueues))
+                print(f"round {i + 1}, {kind}: {pushes[kind][-1][0]:.1f} us per enqueue", flush=True)
+    finally:
+        stop()
+    _table(f"fetch of {opts.batch} (medians of {opts.rounds} rounds)", samples, "call")
+    _table(f"one enqueue (medians of {opts.rounds} rounds)", pushes, "enqueue")
+
+
+if __name__ == "__main__":
+    main()
