@@ -241,14 +241,15 @@ class JobCall:
         priority: int | None = None,
     ) -> str | None:
         """Celery's call: `countdown` seconds or an `eta` (datetime or unix time) delay the job; `expires` (seconds
-        or a datetime) and `priority` are the `expires_in`/`expires_at` and `priority` options, `queue` the queue."""
+        or a datetime) is the `expires_in`/`expires_at` option, `queue` the queue. `priority` is refused (TypeError)
+        until priorities within a queue are built."""
         if countdown is not None and eta is not None:
             raise ValueError("give countdown or eta, not both")
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
         if priority is not None:
-            options["priority"] = priority
+            raise TypeError("apply_async(priority=...): priorities within a queue are not built yet; use a queue")
         if expires is not None:
             options["expires_at" if isinstance(expires, dt.datetime) else "expires_in"] = expires
         call = self.set(**options) if options else self

@@ -318,7 +318,12 @@ def test_celery_calls_delay_and_apply_async_push_as_the_enqueue_verbs_do(ns, r):
         jobs.record.apply_async(("k", "x"), countdown=1, eta=when)
     with pytest.raises(TypeError, match="arguments do not match"):
         jobs.record.apply_async(("only one",))
-    assert len(queued(r, ns)) == 1 and r.zcard(ns.keys.schedule) == 2, "the refused calls pushed nothing"
+    with pytest.raises(TypeError, match="not built yet"):
+        jobs.record.apply_async(("k", "x"), priority=5)
+    expiring = jobs.record.apply_async(("k", "expiring"), expires=30)
+    [_, e] = queued(r, ns)
+    assert e["jid"] == expiring and e["expires_at"] == pytest.approx(time.time() + 30, abs=5), e
+    assert len(queued(r, ns)) == 2 and r.zcard(ns.keys.schedule) == 2, "the refused calls pushed nothing"
 
 
 AENQUEUE = """
