@@ -101,8 +101,11 @@ class Manager:
             self.finishing = True
             for _ in self.workers:
                 self.inbox.put(_FINISH)
-        finished: list[Greenlet] = gevent.joinall(self.workers, timeout=timeout)
-        return len(finished) == len(self.workers)
+        # Read whether they are dead, not what joinall returns: with timeout 0 its timer can fire before the links
+        # of greenlets already dead have run, and it then leaves some of them out (seen 3 times in 200 with 50).
+        if not all(w.dead for w in self.workers):
+            gevent.joinall(self.workers, timeout=timeout)
+        return all(w.dead for w in self.workers)
 
     def stop(self, timeout: float) -> int:
         """Quiet, wait up to `timeout` s for running jobs, kill the rest and put back what was not done.
