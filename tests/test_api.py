@@ -106,7 +106,8 @@ def test_periodic_set_lists_the_entries_of_live_workers_and_enqueue_now_pushes_o
         "next_at": every.next_at,
         "last_at": every.last_at,
     }
-    assert len(list(r.scan_iter(f"{ns.namespace}:cron:leader:*"))) == 2  # two sets of entries, a lease each
+    # two sets of entries, a lease each: the second worker's Scheduler may take its lease after the first has fired
+    wait_for(lambda: len(list(r.scan_iter(f"{ns.namespace}:cron:leader:*"))) == 2, 15, "a lease per set of entries")
     jid = hourly.enqueue_now()
     [p] = [json.loads(raw) for raw in r.lrange(ns.keys.queue("reports"), 0, -1)]
     assert p["jid"] == jid and p["name"] == "tests.cron_jobs.report" and p["periodic"] == "hourly-report"
