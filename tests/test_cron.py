@@ -244,7 +244,9 @@ def test_cpu_burning_jobs_do_not_delay_the_fire_times(ns, r, start_worker, tkey)
     during = [p for p in parked(r, ns) if burning_from <= p["fire_at"] <= burning_until]
     delays = [p["enqueued_at"] - p["fire_at"] for p in during]
     print(f"{len(during)} fire times while 5 jobs burned CPU: enqueue delays {sorted(round(d, 3) for d in delays)}")
-    assert len(during) >= 5 and max(delays) < 1.0
+    # Each job burns 6 s: without pre-emption a fire would wait that long. Delays are 0.5 s at most on an idle
+    # 2-core machine and reached 1.26 s once beside another test process, so the bound is a safety margin.
+    assert len(during) >= 5 and max(delays) < 2.5
     fires = [p["fire_at"] for p in parked(r, ns)]
     assert fires == list(range(fires[0], fires[-1] + 1))
 
