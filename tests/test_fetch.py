@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import redis
 
-from jiggler_gevent import config, limits, payload
+from jiggler_gevent import config, limits, payload, scripts
 from jiggler_gevent.client import Client
 from jiggler_gevent.keys import SidekiqKeys
 from jiggler_gevent.server import acker as acker_mod
@@ -127,7 +127,7 @@ def test_commands_written_straight_on_the_connection_keep_every_byte_a_lone_surr
     key = ns.keys.queue("packed")
     texts = ("plain", "caf\u00e9", "\udcff read back as it was")  # the last: a byte surrogateescape kept
     conn = fetch.conn.connection
-    replies = [fetch._pipelined(conn, [("RPUSH", key, text, 1.5), ("RPUSH", key, 7)]) for text in texts]
+    replies = [scripts.pipelined(conn, [("RPUSH", key, text, 1.5), ("RPUSH", key, 7)]) for text in texts]
     assert replies == [[2, 3], [5, 6], [8, 9]]  # packed by hiredis, the last by redis-py's encoder
     assert raw_client.lrange(key, 0, -1) == [b"plain", b"1.5", b"7", "caf\u00e9".encode(), b"1.5", b"7"] + [
         b"\xff read back as it was",

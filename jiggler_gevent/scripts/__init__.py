@@ -6,16 +6,18 @@ queue key prefix in ARGV; the header of each file names its KEYS and ARGV. Key n
 """
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 import redis
 from redis.client import Pipeline
 from redis.cluster import ClusterPipeline
 from redis.commands import core
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 INCLUDE = "--#include "  # a line `--#include NAME` is replaced by the text of NAME.lua (shared Lua functions)
 
@@ -53,12 +55,53 @@ def _kind(target: object) -> str:
 _KINDS: dict[type, str] = {}
 
 
+def answer(read: Callable[[], object]) -> object:
+    """A reply, or the error Redis answered instead (returned, so that the replies after it are still read)."""
+    try:
+        return read()
+    except redis.exceptions.ResponseError as exc:
+        return exc
+
+
+# hiredis' stub types its argument as a tuple of one element
+_PACK = cast("Callable[[tuple[EncodableT, ...]], bytes]", hiredis.pack_command)
+
+
+def packed(conn: Any, commands: Sequence[tuple[EncodableT, ...]]) -> list[bytes]:
+    """`commands` in Redis' protocol, packed by hiredis in C (redis-py's packing runs Python per argument: a settle of
+    ten tracked jobs has over a hundred); by redis-py's encoder when a text holds a lone surrogate, which it writes
+    back as it was read (surrogateescape)."""
+    try:
+        return [b"".join(map(_PACK, commands))]
+    except UnicodeEncodeError:
+        packed_commands: list[bytes] = conn.pack_commands(commands)
+        return packed_commands
+
+
+def pipelined(conn: Any, commands: Sequence[tuple[EncodableT, ...]]) -> list[object]:
+    """Send `commands` in one write on `conn` (a redis-py Connection, whose methods are untyped) and read their
+    replies (or the errors Redis answered)."""
+    try:
+        conn.send_packed_command(packed(conn, commands))
+        return [answer(conn.read_response) for _ in commands]
+    except BaseException:
+        conn.disconnect()  # a reply may be left unread on it
+        raise
+
+
+def evalsha(script: core.Script, keys: Sequence[str], args: Sequence[EncodableT]) -> tuple[EncodableT, ...]:
+    """The EVALSHA command that runs `script`."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 class Script(core.Script):
     """One script bound to a client: a call is EVALSHA straight on the client, and loads the script on NOSCRIPT.
 
     redis-py's own `Script.__call__` imports two modules and runs a typing-Protocol isinstance check per call; this
-    does neither. A redis-py pipeline still gets what it expects: the script is added to `pipe.scripts`, which it
-    loads at `execute()` if the server lacks it; a Cluster pipeline only queues EVALSHA, as redis-py's does.
+    does neither. On a single-connection client (client.py keeps one per pool for pushes) the command is packed by
+    hiredis and sent straight on its connection, without redis-py's per-argument encoding and command dispatch. A
+    redis-py pipeline still gets what it expects: the script is added to `pipe.scripts`, which it loads at `execute()`
+    if the server lacks it; a Cluster pipeline only queues EVALSHA, as redis-py's does.
     """
 
     def __init__(self, client: "redis.Redis", source: str, sha: str) -> None:
@@ -84,11 +127,31 @@ class Script(core.Script):
             if kind is PIPELINE:
                 target.scripts.add(self)
             return target.evalsha(self.sha, len(keys), *argv)
+        conn = getattr(target, "connection", None)  # set on a single-connection client only
+        if conn is not None:
+            return self._on_connection(conn, len(keys), argv)
         try:
             return target.evalsha(self.sha, len(keys), *argv)
         except NoScriptError:  # the server restarted or flushed its scripts, or is another node
             self.sha = target.script_load(self.script)
             return target.evalsha(self.sha, len(keys), *argv)
+
+    def _on_connection(self, conn: Any, numkeys: int, argv: tuple[Any, ...]) -> Any:
+        """EVALSHA on one connection, whose caller holds it, retried as redis-py retries a command (the connection's
+        `retry`: across a failover too); loads the script on NOSCRIPT and runs it again."""
+        return conn.retry.call_with_retry(lambda: self._once(conn, numkeys, argv), lambda _error: conn.disconnect())
+
+    def _once(self, conn: Any, numkeys: int, argv: tuple[Any, ...]) -> Any:
+        (reply,) = pipelined(conn, [("EVALSHA", self.sha, numkeys, *argv)])
+        if isinstance(reply, NoScriptError):
+            (sha,) = pipelined(conn, [("SCRIPT", "LOAD", self.script)])
+            if isinstance(sha, Exception):
+                raise sha
+            self.sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+            (reply,) = pipelined(conn, [("EVALSHA", self.sha, numkeys, *argv)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import hiredis
 import redis
-from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from .. import config, scripts, wire
@@ -39,34 +37,6 @@ SINGLE_QUEUE_BLOCK = int(MAX_BLOCK)  # seconds an idle worker on one queue block
 # Seconds an idle worker on several queues blocks on NS:wake. Every push through jiggler_gevent wakes it at once;
 # a payload a foreign producer LPUSHes without touching NS:wake waits for the next try, at most this long.
 WAKE_BLOCK = 1.0  # within connect.MAX_BLOCK
-
-
-def _answer(read: Callable[[], object]) -> object:
-    """A reply, or the error Redis answered instead (returned, so that the replies after it are still read)."""
-    try:
-        return read()
-    except redis.exceptions.ResponseError as exc:
-        return exc
-
-
-# hiredis' stub types its argument as a tuple of one element
-_PACK = cast("Callable[[tuple[EncodableT, ...]], bytes]", hiredis.pack_command)
-
-
-def _packed(conn: Any, commands: Sequence[tuple[EncodableT, ...]]) -> list[bytes]:
-    """`commands` in Redis' protocol, packed by hiredis in C (redis-py's packing runs Python per argument: a settle of
-    ten tracked jobs has over a hundred); by redis-py's encoder when a text holds a lone surrogate, which it writes
-    back as it was read (surrogateescape)."""
-    try:
-        return [b"".join(map(_PACK, commands))]
-    except UnicodeEncodeError:
-        packed: list[bytes] = conn.pack_commands(commands)
-        return packed
-
-
-def _evalsha(script: Script, keys: Sequence[str], args: Sequence[EncodableT]) -> tuple[EncodableT, ...]:
-    """The EVALSHA command that runs `script`."""
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def queue_order(queues: QueueWeights, strict: bool) -> list[str]:
@@ -137,12 +107,13 @@ class ReliableFetch:
             return self._taken(self.scripts.fetch(keys=keys, args=args, client=self.conn), most)
         # Straight on the connection, not through redis-py's execute_command: its plumbing cost as much as the
         # reply's parsing. A lost reply is not sent again: the Manager puts back what such a fetch took.
-        fetch = _evalsha(self.scripts.fetch, keys, args)
+        fetch = scripts.evalsha(self.scripts.fetch, keys, args)
         if not ends:
-            (fetched,) = self._pipelined(conn, (fetch,))
+            (fetched,) = scripts.pipelined(conn, (fetch,))
         else:
             settle_keys, settle_args = settle_argv(self.keys, self.working, ends)
-            settled, fetched = self._pipelined(conn, (_evalsha(self.scripts.settle, settle_keys, settle_args), fetch))
+            settling = scripts.evalsha(self.scripts.settle, settle_keys, settle_args)
+            settled, fetched = scripts.pipelined(conn, (settling, fetch))
             if isinstance(settled, redis.exceptions.NoScriptError):  # not loaded yet: settle() loads it
                 settled = settle(self.scripts.settle, self.keys, self.working, ends, self.conn)
             if isinstance(settled, Exception):
@@ -282,26 +253,15 @@ class ReliableFetch:
         conn = self._own_connection()
         if conn is None:
             client: Any = self.conn  # redis-py leaves execute_command unannotated
-            first = _answer(lambda: client.execute_command(*block))
+            first = scripts.answer(lambda: client.execute_command(*block))
             return first, self.take(most)
         keys, args = self._fetch_argv(most, (), "")
-        first, second = self._pipelined(conn, (block, _evalsha(self.scripts.fetch, keys, args)))
+        first, second = scripts.pipelined(conn, (block, scripts.evalsha(self.scripts.fetch, keys, args)))
         if isinstance(second, redis.exceptions.NoScriptError):  # not loaded yet (or Redis restarted): take loads it
             return first, self.take(most)
         if isinstance(second, Exception):
             raise second
         return first, self._taken(second, most)
-
-    @staticmethod
-    def _pipelined(conn: Any, commands: Sequence[tuple[EncodableT, ...]]) -> list[object]:
-        """Send `commands` in one write on `conn` (a redis-py Connection, whose methods are untyped) and read their
-        replies (or the errors Redis answered)."""
-        try:
-            conn.send_packed_command(_packed(conn, commands))
-            return [_answer(conn.read_response) for _ in commands]
-        except BaseException:
-            conn.disconnect()  # a reply may be left unread on it
-            raise
 
     def requeue(self, raws: Sequence[str]) -> int:
         """Put held payloads back at the front of their queues, unchanged; returns how many were still held.
