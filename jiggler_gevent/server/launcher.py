@@ -129,18 +129,18 @@ class Launcher:
         self.recycle_reason: str | None = None
         self.memory_watch: Greenlet | None = None
         self.report_fd = _take_report_fd()
-        self.health: tuple[Reporter, Responder | None] | None = self._health(opts)
+        self.health: list[Reporter | Responder] = self._health(opts)  # started in this order, stopped in reverse
 
-    def _health(self, opts: WorkerOptions) -> "tuple[Reporter, Responder | None] | None":
+    def _health(self, opts: WorkerOptions) -> "list[Reporter | Responder]":
         """With --health-port: this process's Reporter, and the Responder that serves the port when no supervisor
-        does (the port is bound here: ConfigError when it cannot be)."""
+        does (the port is bound here: ConfigError when it cannot be); without, none."""
         if opts.health_port is None:
-            return None
+            return []
         from . import health  # loaded only with --health-port
 
         directory = os.environ.get(health.DIR_ENV)
         if directory is not None:  # a supervisor's child: the supervisor serves the port from this file
-            return health.Reporter(self._vitals, health.write_to(directory)), None
+            return [health.Reporter(self._vitals, health.write_to(directory))]
         reporter = health.Reporter(self._vitals, lambda v: None)  # its own latest record is what is served
         responder = health.Responder(
             opts.health_host,
@@ -148,7 +148,7 @@ class Launcher:
             opts.health_blocked,
             lambda: [v] if (v := reporter.latest) is not None else [],
         )
-        return reporter, responder
+        return [reporter, responder]
 
     def _vitals(self) -> dict[str, object]:
         """This process's health record but for its times (health.Reporter); runs in the reporter's thread."""
@@ -203,10 +203,8 @@ class Launcher:
             self.memory_watch = gevent.spawn(self._watch_memory, self.opts.max_memory)
         if self.metrics is not None:
             self.metrics.start(lambda: self.manager.busy)
-        if self.health is not None:
-            for part in self.health:
-                if part is not None:
-                    part.start()
+        for part in self.health:
+            part.start()
         self.manager.start()
         log.info(
             "worker %s started: concurrency %d, queues %s%s, redis %s, namespace %s",
@@ -276,10 +274,8 @@ class Launcher:
             self.memory_watch.kill()
         if self.metrics is not None:
             self.metrics.stop()
-        if self.health is not None:
-            for part in self.health:
-                if part is not None:
-                    part.stop()
+        for part in reversed(self.health):
+            part.stop()
         log.info("stopped; %d unfinished job(s) put back", requeued)
 
     def _release_holds(self) -> None:
