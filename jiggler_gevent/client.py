@@ -139,27 +139,26 @@ class Client:
 
     def debounce(self, payload: dict[str, Any], at: float, key: str) -> str:
         """Push a debounced job due at unix time `at`, or, while a job of debounce key `key` still waits, replace it
-        (its arguments, its due time) and keep its jid: one atomic script call (debounce.lua). Returns the jid."""
+        (its arguments, its due time) and keep its jid: one atomic script call (debounce.lua). Returns the jid.
+
+        Written as every push is (middleware, testing's hooks, ENQUEUE_ON_COMMIT). A push deferred to a commit returns
+        the payload's own jid at once; should a job of `key` still wait at the commit, that job keeps its jid."""
         if collecting.get() is not None:
             raise RuntimeError("a debounced job cannot be enqueued inside a `with Batch(...)` block")
-        chain = middleware.client
-        if chain.entries:
-            chain.before("before_push", payload)
-        if push_hook is not None:
-            push_hook([payload], at)
-        else:
-            before, after = self._split_at_jid(payload)
-            k = self.keys
-            keys = [k.debounce(key), k.schedule, k.queue(payload["queue"])]
-            args = [before, after, payload["jid"], at, int((at - time.time() + DEBOUNCE_KEEP) * 1000)]
+        return str(self._write([payload], at, send=lambda: [self._send_debounce(payload, at, key)])[0])
 
-            def issue(client: Redis, target: Any) -> Any:
-                return scripts.register(client).debounce(keys=keys, args=args, client=target)
+    def _send_debounce(self, payload: dict[str, Any], at: float, key: str) -> bool:
+        """Run debounce.lua; the payload's jid becomes that of the job that waits now (its own, or the one kept)."""
+        before, after = self._split_at_jid(payload)
+        k = self.keys
+        keys = [k.debounce(key), k.schedule, k.queue(payload["queue"])]
+        args = [before, after, payload["jid"], at, int((at - time.time() + DEBOUNCE_KEEP) * 1000)]
 
-            payload["jid"] = str(self._durably(issue, lambda: self._what([payload], None)))
-        if chain.entries:
-            chain.after("after_push", payload)
-        return str(payload["jid"])
+        def issue(client: Redis, target: Any) -> Any:
+            return scripts.register(client).debounce(keys=keys, args=args, client=target)
+
+        payload["jid"] = str(self._durably(issue, lambda: self._what([payload], None)))
+        return True
 
     def _split_at_jid(self, payload: dict[str, Any]) -> tuple[str, str]:
         """The payload's text before and after its jid (a fresh jid until it occurs once in the text)."""
@@ -181,18 +180,27 @@ class Client:
         return self._write([p for p, _ in batch.items], None, batch)
 
     def _write(
-        self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None = None
+        self,
+        payloads: list[dict[str, Any]],
+        at: float | None,
+        batch: BatchPush | None = None,
+        send: Callable[[], list[bool]] | None = None,
     ) -> list[str | None]:
+        """Push now, or collect into the open `Batch` block, or defer to the open transaction's commit (`defer`).
+        `send` writes the payloads (default: `_send`) and says which were pushed."""
         if batch is None:
             open_batch = collecting.get()
             if open_batch is not None:
                 open_batch.items.extend((p, at) for p in payloads)
                 return [p["jid"] for p in payloads]
-        if defer is not None and defer(lambda: self._write_now(payloads, at, batch)):
+        write = send or (lambda: self._send(payloads, at, batch))
+        if defer is not None and defer(lambda: self._write_now(payloads, at, write)):
             return [p["jid"] for p in payloads]
-        return self._write_now(payloads, at, batch)
+        return self._write_now(payloads, at, write)
 
-    def _write_now(self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None) -> list[str | None]:
+    def _write_now(
+        self, payloads: list[dict[str, Any]], at: float | None, send: Callable[[], list[bool]]
+    ) -> list[str | None]:
         chain = middleware.client
         if chain.entries:
             for p in payloads:
@@ -201,7 +209,7 @@ class Client:
             push_hook(payloads, at)
             pushed = [True] * len(payloads)
         else:
-            pushed = self._send(payloads, at, batch)
+            pushed = send()
         if chain.entries:
             for p, ok in zip(payloads, pushed, strict=True):
                 if ok:

@@ -275,6 +275,16 @@ def test_enqueue_on_commit_holds_an_enqueue_inside_a_transaction_until_it_commit
     assert len(api.Queue("default")) == 5 and shop.count("orders_order") == 3
 
 
+def test_enqueue_on_commit_holds_a_debounced_enqueue_until_the_commit_too(shop: Shop) -> None:
+    assert "rolled back 1 order(s)" in shop.manage("place_orders", "1", "--direct", "--recount", "--rollback")
+    assert len(api.ScheduledSet()) == 0, "ENQUEUE_ON_COMMIT: a rolled back transaction pushed a debounced job"
+    first = shop.manage("place_orders", "1", "--direct", "--recount").split("recount ")[1].split()[0]
+    second = shop.manage("place_orders", "1", "--direct", "--recount").split("recount ")[1].split()[0]
+    waiting = [entry.jid for entry in api.ScheduledSet()]
+    assert waiting == [first], "one debounced job waits, with the jid of the first commit"
+    assert second != first  # returned at once, before the commit found the first one waiting
+
+
 def test_enqueue_on_commit_must_be_a_bool() -> None:
     conf.check({"ENQUEUE_ON_COMMIT": True})
     with pytest.raises(ImproperlyConfigured, match="ENQUEUE_ON_COMMIT"):
