@@ -65,6 +65,8 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Push the task as a job; its TaskResult, READY (a refused task or argument raises, nothing pushed)."""
         self.validate_task(task)
+        if not task.queue_name or ":" in task.queue_name:
+            raise task_record.invalid_task_error()(f"Queue {task.queue_name!r}: a queue name holds no ':'")
         spec = TaskSpec.of(task)
         args, kwargs = task_record.normalize_json(list(args)), task_record.normalize_json(dict(kwargs))
         enqueued_at = time.time()
