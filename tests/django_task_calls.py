@@ -68,7 +68,8 @@ def run_after(seconds: float) -> None:
 
 
 def routing() -> None:
-    """Enqueue on the reports queue; try an unknown queue and arguments that are not JSON; print what was pushed."""
+    """Enqueue on the reports queue; try an unknown queue and arguments that are not JSON; cancel a waiting task;
+    print what was pushed and what get_result reads."""
     reports = tasks.count_orders.enqueue("nightly")
     refused = {}
     try:
@@ -84,7 +85,11 @@ def routing() -> None:
     except Exception as exc:
         refused["missing"] = type(exc).__name__
     queues = {name: [entry.jid for entry in api.Queue(name)] for name in ("default", "reports", "nowhere")}
-    print(json.dumps({"reports": _result(reports), "refused": refused, "queues": queues}))
+    cancelled = tasks.add.enqueue(3, 4)
+    api.Job(cancelled.id).cancel()
+    cancelled.refresh()
+    out = {"reports": _result(reports), "refused": refused, "queues": queues, "cancelled": _result(cancelled)}
+    print(json.dumps(out))
 
 
 def from_asyncio() -> None:

@@ -90,7 +90,7 @@ def test_run_after_keeps_a_task_scheduled_until_then(shop: Shop) -> None:
     assert seen["ended"]["started_at"] >= seen["due"], "the task started before its run_after"
 
 
-def test_queue_name_routes_and_what_the_backend_refuses_pushes_nothing(shop: Shop) -> None:
+def test_queue_name_routes_what_the_backend_refuses_pushes_nothing_and_a_cancel_fails_a_task(shop: Shop) -> None:
     seen = call(shop, "routing")
 
     assert seen["reports"]["queue"] == "reports" and seen["reports"]["status"] == "READY"
@@ -98,6 +98,10 @@ def test_queue_name_routes_and_what_the_backend_refuses_pushes_nothing(shop: Sho
     assert seen["refused"]["queue"].startswith("InvalidTask") and "nowhere" in seen["refused"]["queue"]
     assert seen["refused"]["arguments"].startswith("TypeError")
     assert seen["refused"]["missing"] == "TaskResultDoesNotExist"
+    # a task whose job was cancelled before it ran is FAILED with jiggler's exception, never started
+    cancelled = seen["cancelled"]
+    assert cancelled["status"] == "FAILED" and cancelled["started_at"] is None and cancelled["worker_ids"] == []
+    assert [e["path"] for e in cancelled["errors"]] == ["jiggler_gevent.errors.JobCancelled"]
 
 
 def test_aenqueue_and_aget_result_from_asyncio(shop: Shop) -> None:

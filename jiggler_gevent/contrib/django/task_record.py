@@ -128,11 +128,21 @@ def write(jid: str, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any], enq
     pipe.execute()
 
 
+def start(jid: str) -> list[str]:
+    """Add this worker to the workers that ran the task, as it starts; all of them, this one last. One worker at a
+    time runs a job (another runs it again only once the first is dead), so reading then writing is safe."""
+    client, keys = _redis()
+    workers = json.loads(cast("str | None", client.hget(keys.django_task(jid), "worker_ids")) or "[]")
+    workers.append(worker_id())
+    client.hset(keys.django_task(jid), "worker_ids", json.dumps(workers))
+    return cast("list[str]", workers)
+
+
 def finish(jid: str, errors: list[dict[str, str]], keep: float) -> None:
-    """Record, as a task ends, the worker that ran it and its errors; kept `keep` seconds (its result_ttl)."""
+    """Record, as a task ends, its errors (none: it succeeded); the record is kept `keep` seconds (its result_ttl)."""
     client, keys = _redis()
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.django_task(jid), mapping={"worker_ids": json.dumps([worker_id()]), "errors": json.dumps(errors)})
+    pipe.hset(keys.django_task(jid), "errors", json.dumps(errors))
     pipe.expire(keys.django_task(jid), int(keep) + 1)
     pipe.execute()
 

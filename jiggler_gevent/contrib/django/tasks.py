@@ -121,8 +121,13 @@ def _write_on_commit(write: Any) -> None:
 
 def _jiggler_error(info: dict[str, Any]) -> dict[str, str]:
     """A failure the task never saw (cancelled, expired, its worker died), as a TaskError's fields."""
+    import builtins
+
     from ... import errors
 
     name = str(info.get("error_class") or "JobFailed")
-    path = f"jiggler_gevent.errors.{name}" if isinstance(getattr(errors, name, None), type) else "builtins.RuntimeError"
+    path = "builtins.RuntimeError"  # a class that can be imported, when the job's own cannot be named
+    for module in (errors, builtins):
+        if isinstance(getattr(module, name, None), type):
+            path = f"{module.__name__}.{name}"
     return {"exception_class_path": path, "traceback": f"{name}: {info.get('error_message', '')}"}
