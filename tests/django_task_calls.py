@@ -14,6 +14,18 @@ from jiggler_gevent import api
 from jiggler_gevent.contrib.django.task_record import framework, framework_part
 
 
+@framework().task(takes_context=True)
+def linger(context: Any) -> dict[str, Any]:
+    """A task whose first attempt runs for a minute (long enough to kill its worker); later ones return at once."""
+    if context.attempt == 1:
+        time.sleep(60)
+    return {"attempt": context.attempt, "workers": context.task_result.worker_ids}
+
+
+async def not_a_plain_function() -> None:
+    """An async task: the backend refuses it (supports_async_task is False)."""
+
+
 def _result(task_result: Any) -> dict[str, Any]:
     finished = task_result.is_finished and task_result.status.name == "SUCCESSFUL"
     return {
@@ -129,3 +141,27 @@ def on_commit() -> None:
     seen["after_commit"] = [entry.jid for entry in api.Queue("default")]
     seen["kept"] = _result(tasks.add.get_result(kept.id))
     print(json.dumps(seen))
+
+
+def enqueue_linger() -> None:
+    """Enqueue `linger`; print its id."""
+    print(json.dumps({"id": linger.enqueue().id}))
+
+
+def wait_for_result(result_id: str) -> None:
+    """Refresh a result until its task ended; print it."""
+    result = linger.get_result(result_id)
+    _wait([result], timeout=60)
+    print(json.dumps(_result(result)))
+
+
+def backend_flags() -> None:
+    """Print what the backend declares, and what it says of an async task."""
+    backend = tasks.add.get_backend()
+    flags = {name: getattr(backend, name) for name in dir(backend) if name.startswith("supports_")}
+    try:
+        framework().task(not_a_plain_function)
+        flags["async_task"] = "accepted"
+    except Exception as exc:
+        flags["async_task"] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps(flags))

@@ -15,6 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from jiggler_gevent import api
+from tests.conftest import wait_for
 from tests.test_django import Shop, output, shop_db, wait_until_started  # noqa: F401
 
 FRAMEWORK = "django.tasks" if sys.version_info >= (3, 12) else "django_tasks"
@@ -119,6 +120,35 @@ def test_enqueue_on_commit_pushes_a_task_when_its_transaction_commits_only(shop:
     assert seen["inside_rolled"] == 0 and seen["rolled"] == "does not exist"
     assert seen["inside_kept"] == 0, "pushed before its transaction committed"
     assert seen["after_commit"] == [seen["kept"]["id"]] and seen["kept"]["status"] == "READY"
+
+
+def test_a_task_whose_worker_was_killed_runs_again_as_its_next_attempt(shop: Shop) -> None:
+    fast = ("-c", "2", "--heartbeat-interval", "0.2")  # presumed dead after 12 missed beats: 2.4 s
+    first = shop.gjiggler(*fast)
+    wait_until_started(first)
+    result_id = call(shop, "enqueue_linger")["id"]
+    wait_for(lambda: api.Job(result_id).status == "running", 30, "the task's first attempt to start")
+    first.kill()
+    first.wait(10)
+
+    second = shop.gjiggler(*fast)
+    wait_until_started(second)
+    seen = call(shop, "wait_for_result", result_id)
+    stop(second)
+
+    assert seen["status"] == "SUCCESSFUL"
+    assert seen["value"]["attempt"] == 2, "context.attempt counts the run the SIGKILL cut short"
+    pids = [worker.rsplit(":", 1)[1] for worker in seen["worker_ids"]]
+    assert pids == [str(first.pid), str(second.pid)] and seen["value"]["workers"] == seen["worker_ids"]
+
+
+def test_backend_declares_what_it_supports(shop: Shop) -> None:
+    flags = call(shop, "backend_flags")
+
+    assert flags["supports_defer"] is True and flags["supports_get_result"] is True
+    assert flags["supports_priority"] is True  # accepted and kept, not yet applied
+    assert flags["supports_async_task"] is False
+    assert flags["async_task"].startswith("InvalidTask") and "async" in flags["async_task"]
 
 
 def test_backend_options_are_checked() -> None:
