@@ -128,6 +128,12 @@ def write(jid: str, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any], enq
     pipe.execute()
 
 
+def forget(jid: str) -> None:
+    """Delete a task's record (its push failed)."""
+    client, keys = _redis()
+    client.delete(keys.django_task(jid))
+
+
 def start(jid: str) -> list[str]:
     """Add this worker to the workers that ran the task, as it starts; all of them, this one last. One worker at a
     time runs a job (another runs it again only once the first is dead), so reading then writing is safe."""

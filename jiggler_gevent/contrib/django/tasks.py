@@ -7,8 +7,14 @@ enqueue pushes one job (task_run.run_task) to the jiggler queue named like the t
 (task_record.py). With JIGGLER["ENQUEUE_ON_COMMIT"], an enqueue inside a transaction is written (record and job)
 when the transaction commits, never if it rolls back. Priority is accepted, checked and kept with the task, but
 not applied: jobs of one queue run in the order they became due.
+
+Guarantees: the record is written before the job is pushed (and taken back if the push fails), so a task that
+runs always has one; a process killed between the two leaves a record whose task reads READY until it expires.
+Once pushed, the task runs at least once (the worker's delivery); with ENQUEUE_ON_COMMIT, a process killed between
+the commit and the push loses the task, as with `transaction.on_commit` written by hand.
 """
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -76,21 +82,15 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
             RUN_NAME, [result_id, spec.as_dict(), args, kwargs, meta], queue=task.queue_name, retries=0
         )
         payload["jid"], payload["result_ttl"] = result_id, self.result_ttl
-
-        def write() -> None:
-            from ... import client
-
-            task_record.write(result_id, spec, args, kwargs, enqueued_at)
-            due = spec.run_after
-            if due is not None and due > time.time():
-                client.current().schedule(payload, due)
-            else:
-                client.current().push(payload)
-
-        _write_on_commit(write)
         record = {"enqueued_at": enqueued_at, "args": args, "kwargs": kwargs, "errors": [], "worker_ids": []}
         result = task_record.make_result(task, result_id, "READY", record, {})
-        task_record.framework_part("signals").task_enqueued.send(type(self), task_result=result)
+
+        def write() -> None:
+            task_record.write(result_id, spec, args, kwargs, enqueued_at)
+            _push(payload, spec.run_after)
+            task_record.framework_part("signals").task_enqueued.send(type(self), task_result=result)
+
+        _write_on_commit(write)
         return result
 
     def get_result(self, result_id: str) -> Any:
@@ -109,6 +109,21 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
             record["errors"] = [_jiggler_error(info)]
         task = TaskSpec(**record["task"]).task()
         return task_record.make_result(task, result_id, status, record, times, info.get("result"))
+
+
+def _push(payload: dict[str, Any], due: float | None) -> None:
+    """Push the job now, or schedule it for `due`; a push that fails takes the task's record back."""
+    from ... import client
+
+    try:
+        if due is not None and due > time.time():
+            client.current().schedule(payload, due)
+        else:
+            client.current().push(payload)
+    except Exception:
+        with contextlib.suppress(Exception):  # the push's own error is the one to raise
+            task_record.forget(payload["jid"])
+        raise
 
 
 def _write_on_commit(write: Any) -> None:
