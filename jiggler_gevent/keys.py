@@ -44,6 +44,10 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
                             for an iterable job cursor (JSON) and iterations; kept config.ITERATION_TTL after each
                             write while the job is unfinished, config.PROGRESS_TTL after it returned (and for a
                             job that only reports progress)
+  NS:djtask:<jid>           hash, a Django task enqueued through the tasks backend (contrib/django/task_record.py):
+                            task (JSON: its path, priority, queue, backend, takes_context, run_after), args and
+                            kwargs (JSON), enqueued_at; once it ran, worker_ids and errors (JSON). Kept as long as
+                            the job's NS:result:<jid> (RESULT_PENDING_TTL while it waits, result_ttl after it ends)
   NS:cancelled              sorted set, jid -> unix time it was cancelled (kept CANCEL_KEEP)
   NS:cancel                 pub/sub channel: the jid of each cancellation, to every worker
   NS:batches                sorted set, batch id -> unix time it was created
@@ -199,6 +203,9 @@ class Keys:
 
     def job_state(self, jid: str) -> str:
         return self._k("state", jid)
+
+    def django_task(self, jid: str) -> str:
+        return self._k("djtask", jid)
 
     @property
     def cancelled(self) -> str:

@@ -41,3 +41,12 @@ JIGGLER = {
     # An enqueue inside a transaction is pushed when it commits, never if it rolls back.
     "ENQUEUE_ON_COMMIT": os.environ.get("JIGGLER_ENQUEUE_ON_COMMIT", "1") == "1",
 }
+
+# 3. Django's tasks (django.tasks; the django_tasks backport before Django 6) run by the same worker.
+TASKS = {
+    "default": {
+        "BACKEND": "jiggler_gevent.contrib.django.tasks.JigglerBackend",
+        "QUEUES": ["default", "reports"],
+        "OPTIONS": {"RESULT_TTL": 3600},  # how long a result stays readable after its task ended
+    }
+}

@@ -31,6 +31,17 @@ class CloseConnections(ServerMiddleware):
         connections.close_all()
 
 
+def uses_tasks_backend() -> bool:
+    """True when settings.TASKS names the jiggler_gevent tasks backend (contrib/django/tasks.py)."""
+    from django.conf import settings
+
+    backends = getattr(settings, "TASKS", None) or {}
+    return any(
+        isinstance(params, dict) and params.get("BACKEND") == "jiggler_gevent.contrib.django.tasks.JigglerBackend"
+        for params in backends.values()
+    )
+
+
 def setup_worker() -> None:
     """Set Django up from DJANGO_SETTINGS_MODULE for this worker process and load the apps' jobs."""
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
@@ -53,5 +64,7 @@ def setup_worker() -> None:
         raise ConfigError(f"an installed app's jobs module cannot be imported: {exc}") from exc
     except PeriodicError as exc:
         raise ConfigError(f"an installed app's jobs module declares a periodic job that cannot work: {exc}") from None
+    if uses_tasks_backend():
+        from . import task_run  # noqa: F401  (registers the job that runs Django tasks)
     if not any(isinstance(m, CloseConnections) for m in middleware.server.entries):
         middleware.server.add(CloseConnections())

@@ -1,0 +1,163 @@
+"""Django's task framework on jiggler_gevent (contrib/django/tasks.py), through the example project in
+examples/django_project: tasks enqueued by Django code (`manage.py shell`, tests/django_task_calls.py), run by
+`manage.py gjiggler`, read back with get_result and refresh(). On Python 3.11 the framework is the django_tasks
+backport on Django 5.2; on 3.12 and later, Django 6's django.tasks (CI runs this module there: conftest.CORE).
+"""
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from jiggler_gevent import api
+from tests.conftest import wait_for
+from tests.test_django import Shop, output, shop_db, wait_until_started  # noqa: F401
+
+FRAMEWORK = "django.tasks" if sys.version_info >= (3, 12) else "django_tasks"
+
+
+@pytest.fixture
+def shop(request, ns, shop_db, redis_url: str) -> Iterator[Shop]:  # noqa: F811
+    """The example project for one test, on psycopg 3 (test_django.py covers both drivers)."""
+    import os
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    s = Shop(shop_db, env)
+    yield s
+    s.close()
+
+
+def call(shop: Shop, name: str, *args: Any) -> dict[str, Any]:
+    """Run tests/django_task_calls.NAME(*ARGS) in the project; the JSON it printed."""
+    code = f"from tests.django_task_calls import {name}; {name}(*{args!r})"
+    out = shop.manage("shell", "--verbosity", "0", "-c", code, timeout=90)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, output(proc)
+
+
+def test_tasks_run_and_their_results_come_back_through_get_result(shop: Shop) -> None:
+    proc = shop.gjiggler("-c", "5")
+    wait_until_started(proc)
+    seen = call(shop, "run_and_wait")
+    stop(proc)
+
+    assert seen["first"] == ["READY"] * 4
+    added, refused, context, prioritised = seen["read"]
+    assert seen["refreshed"] == seen["read"], "refresh() and get_result() read the same"
+    assert added["status"] == "SUCCESSFUL" and added["value"] == 5 and added["args"] == [2, 3]
+    assert added["path"] == "orders.tasks.add" and added["queue"] == "default"
+    assert added["enqueued_at"] <= added["started_at"] <= added["finished_at"]
+    assert len(added["worker_ids"]) == 1 and added["worker_ids"][0].endswith(f":{proc.pid}")
+
+    assert refused["status"] == "FAILED" and refused["value"] is None
+    [error] = refused["errors"]
+    assert error["path"] == "orders.tasks.OrderError"
+    assert error["traceback"].startswith("Traceback (most recent call last):")
+    assert "raise OrderError(reason)" in error["traceback"] and "OrderError: out of stock" in error["traceback"]
+    # the worker counted it failed and buried it (retries=0), as any job that raised
+    dead = [entry for entry in api.DeadSet() if entry.jid == refused["id"]]
+    assert len(dead) == 1 and dead[0].error_class == "OrderError"
+
+    assert context["status"] == "SUCCESSFUL"
+    assert context["value"] == {"id": context["id"], "attempt": 1, "label": "ctx"}
+    assert context["kwargs"] == {"label": "ctx"}
+
+    # priority is accepted and kept with the task (not applied: no priority within a queue yet)
+    assert prioritised["priority"] == 7 and prioritised["value"] == 2 and prioritised["kwargs"] == {"a": 1, "b": 1}
+    assert "OrderError: out of stock" in output(proc), "the worker logs the failure with its traceback"
+
+
+def test_run_after_keeps_a_task_scheduled_until_then(shop: Shop) -> None:
+    proc = shop.gjiggler("-c", "2", "--poll-interval", "0.2")
+    wait_until_started(proc)
+    seen = call(shop, "run_after", 2.0)
+    stop(proc)
+
+    assert seen["at_once"]["status"] == "READY"
+    assert seen["at_once"]["id"] in seen["scheduled"], "the job waits in the scheduled set"
+    assert seen["ended"]["status"] == "SUCCESSFUL" and seen["ended"]["value"] == 42
+    assert seen["ended"]["started_at"] >= seen["due"], "the task started before its run_after"
+
+
+def test_queue_name_routes_what_the_backend_refuses_pushes_nothing_and_a_cancel_fails_a_task(shop: Shop) -> None:
+    seen = call(shop, "routing")
+
+    assert seen["reports"]["queue"] == "reports" and seen["reports"]["status"] == "READY"
+    assert seen["queues"] == {"default": [], "reports": [seen["reports"]["id"]], "nowhere": []}
+    assert seen["refused"]["queue"].startswith("InvalidTask") and "nowhere" in seen["refused"]["queue"]
+    assert seen["refused"]["arguments"].startswith("TypeError")
+    assert seen["refused"]["missing"] == "TaskResultDoesNotExist"
+    # a task whose job was cancelled before it ran is FAILED with jiggler's exception, never started
+    cancelled = seen["cancelled"]
+    assert cancelled["status"] == "FAILED" and cancelled["started_at"] is None and cancelled["worker_ids"] == []
+    assert [e["path"] for e in cancelled["errors"]] == ["jiggler_gevent.errors.JobCancelled"]
+
+
+def test_aenqueue_and_aget_result_from_asyncio(shop: Shop) -> None:
+    seen = call(shop, "from_asyncio")
+
+    assert seen["framework"] == FRAMEWORK
+    assert seen["enqueued"]["status"] == "READY" and seen["read"]["status"] == "READY"
+    assert seen["read"]["id"] == seen["enqueued"]["id"] and seen["read"]["args"] == [4, 5]
+    assert [entry.jid for entry in api.Queue("default")] == [seen["enqueued"]["id"]]
+
+
+def test_enqueue_on_commit_pushes_a_task_when_its_transaction_commits_only(shop: Shop) -> None:
+    seen = call(shop, "on_commit")  # settings.py: JIGGLER["ENQUEUE_ON_COMMIT"] is on
+
+    assert seen["inside_rolled"] == 0 and seen["rolled"] == "does not exist"
+    assert seen["inside_kept"] == 0, "pushed before its transaction committed"
+    assert seen["after_commit"] == [seen["kept"]["id"]] and seen["kept"]["status"] == "READY"
+
+
+def test_a_task_whose_worker_was_killed_runs_again_as_its_next_attempt(shop: Shop) -> None:
+    fast = ("-c", "2", "--heartbeat-interval", "0.2")  # presumed dead after 12 missed beats: 2.4 s
+    first = shop.gjiggler(*fast)
+    wait_until_started(first)
+    result_id = call(shop, "enqueue_linger")["id"]
+    wait_for(lambda: api.Job(result_id).status == "running", 30, "the task's first attempt to start")
+    first.kill()
+    first.wait(10)
+
+    second = shop.gjiggler(*fast)
+    wait_until_started(second)
+    seen = call(shop, "wait_for_result", result_id)
+    stop(second)
+
+    assert seen["status"] == "SUCCESSFUL"
+    assert seen["value"]["attempt"] == 2, "context.attempt counts the run the SIGKILL cut short"
+    pids = [worker.rsplit(":", 1)[1] for worker in seen["worker_ids"]]
+    assert pids == [str(first.pid), str(second.pid)] and seen["value"]["workers"] == seen["worker_ids"]
+
+
+def test_backend_declares_what_it_supports(shop: Shop) -> None:
+    flags = call(shop, "backend_flags")
+
+    assert flags["supports_defer"] is True and flags["supports_get_result"] is True
+    assert flags["supports_priority"] is True  # accepted and kept, not yet applied
+    assert flags["supports_async_task"] is False
+    assert flags["async_task"].startswith("InvalidTask") and "async" in flags["async_task"]
+
+
+def test_backend_options_are_checked() -> None:
+    from jiggler_gevent.contrib.django.tasks import _check_params
+
+    assert _check_params({"OPTIONS": {"RESULT_TTL": 60}}) == 60.0
+    with pytest.raises(ImproperlyConfigured, match="RESULT_TTL"):
+        _check_params({"OPTIONS": {"RESULT_TTL": 0}})
+    with pytest.raises(ImproperlyConfigured, match="RESUTL_TTL"):
+        _check_params({"OPTIONS": {"RESUTL_TTL": 60}})
+    with pytest.raises(ImproperlyConfigured, match="a:b"):
+        _check_params({"QUEUES": ["a:b"]})
