@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from jiggler_gevent import api, config, job
+from jiggler_gevent import api, chain, config, job
 from jiggler_gevent.errors import JobCancelled
 from tests import coroutine_jobs
 from tests.conftest import wait_for
@@ -178,3 +178,21 @@ def test_async_def_is_a_job_and_async_generators_are_refused():
         job(pages)
     with pytest.raises(TypeError, match="fetch_page is an async def function: @job\\(iterable=True\\)"):
         job(iterable=True)(fetch_page)
+
+
+def test_a_chain_of_async_steps_passes_each_awaited_value_on(ns, start_worker):
+    start_worker(*LOAD, "-c", "4")
+    workflow = chain(coroutine_jobs.add.s(1, 2), coroutine_jobs.add.s(10), coroutine_jobs.add.s(100)).enqueue()
+    assert workflow.result(timeout=30) == 113
+
+
+def test_a_shutdown_cancels_a_waiting_coroutine_and_puts_its_job_back(r, ns, start_worker):
+    worker = start_worker(*LOAD, "-c", "2", "-t", "0.5")
+    key = _key(ns, "shutdown")
+    jid = coroutine_jobs.wait_for_cancel.enqueue(key)
+    wait_for(lambda: r.lrange(key, 0, -1) == ["start"], 30, "the job to start")
+    assert worker.stop() == 0
+    assert r.lrange(key, 0, -1) == ["start", "CancelledError"]
+    [raw] = r.lrange(ns.keys.queue("default"), 0, -1)
+    assert json.loads(raw)["jid"] == jid
+    assert len(api.RetrySet()) == 0 and len(api.DeadSet()) == 0
