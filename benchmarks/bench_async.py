@@ -6,7 +6,8 @@
    - mixed: 1,000 async jobs each `await asyncio.sleep(1)` and 1,000 blocking jobs each `time.sleep(1)`, interleaved,
      at -c 1000: 2,000 one-second jobs on 1,000 slots, so 2 s is the bound nothing can beat.
    - async only, and blocking only: 1,000 of each at -c 1000 (bound: 1 s).
-   - noop: 10,000 async noop jobs, then 10,000 blocking noop jobs, at -c 10, in alternating rounds: CPU per job.
+   - noop: 10,000 async noop jobs; 10,000 blocking noop jobs; and one async noop job then 9,999 blocking ones (a
+     worker whose loop exists, its greenlet trace on), at -c 10, in rotating rounds: CPU per job.
 2. Designs compared in this (gevent-patched) process, with no Redis: (a) the worker's design, the loop in a greenlet
    on gevent's hub (server/async_jobs.py); (b) the loop in a native OS thread (gevent's original thread start, the
    original selector), each result handed back through a gevent async watcher. 1,000 coroutines awaiting
@@ -119,14 +120,20 @@ def worker_rows(sleepers: int, noops: int, rounds: int) -> None:
     ]:
         wall, cpu = drain(pushes, sleepers)
         print(f"| {what} | {len(pushes):,} | {sleepers:,} | {wall:.2f} | {cpu:.0f} |", flush=True)
-    samples: dict[str, list[float]] = {"async": [], "blocking": []}
-    kinds = [("async", async_noop), ("blocking", blocking_noop)]
+    # "after one async job": blocking noops in a worker whose loop exists, so its greenlet trace runs at every switch
+    kinds: list[tuple[str, list[tuple[Any, tuple[Any, ...]]]]] = [
+        ("async", [(async_noop, ())] * noops),
+        ("blocking", [(blocking_noop, ())] * noops),
+        ("blocking, after one async job", [(async_noop, ())] + [(blocking_noop, ())] * (noops - 1)),
+    ]
+    samples: dict[str, list[float]] = {name: [] for name, _ in kinds}
     for i in range(rounds):
-        for name, func in kinds if i % 2 == 0 else kinds[::-1]:
-            samples[name].append(drain([(func, ())] * noops, 10)[1])
-    a, b = (statistics.median(samples[k]) for k in ("async", "blocking"))
-    print(f"| noop, async (median of {rounds}) | {noops:,} | 10 | | {a:.1f} |")
-    print(f"| noop, blocking (median of {rounds}) | {noops:,} | 10 | | {b:.1f} |")
+        for name, pushes in kinds[i % 3 :] + kinds[: i % 3]:
+            samples[name].append(drain(pushes, 10)[1])
+    cpu = {name: statistics.median(values) for name, values in samples.items()}
+    for name, _ in kinds:
+        print(f"| noop, {name} (median of {rounds}) | {noops:,} | 10 | | {cpu[name]:.1f} |")
+    a, b = cpu["async"], cpu["blocking"]
     print(f"\nasync noop / blocking noop CPU per job: {a / b:.2f}x ({a - b:+.1f} us)")
 
 

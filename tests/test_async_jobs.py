@@ -196,3 +196,14 @@ def test_a_shutdown_cancels_a_waiting_coroutine_and_puts_its_job_back(r, ns, sta
     [raw] = r.lrange(ns.keys.queue("default"), 0, -1)
     assert json.loads(raw)["jid"] == jid
     assert len(api.RetrySet()) == 0 and len(api.DeadSet()) == 0
+
+
+def test_a_computing_coroutine_past_its_timeout_ends_its_job_after_the_grace(r, ns, start_worker):
+    worker = start_worker(*LOAD, "-c", "2")
+    key = _key(ns, "burn-timeout")
+    coroutine_jobs.burn.set(timeout=0.5).enqueue(key, 10.0)
+    wait_for(lambda: len(api.DeadSet()) == 1, 30, "the job to time out")
+    [entry] = list(api.DeadSet())
+    assert entry.error_class == "JobTimeout", entry.error_message
+    assert r.llen(key) == 0, "the job ended while its coroutine still computed"
+    assert "has not ended after 3.0s (it does not await)" in worker.output()
