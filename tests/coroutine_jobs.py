@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio
 
-from jiggler_gevent import config, job
+from jiggler_gevent import config, job, progress
 
 BARRIER_WAIT = 30.0  # how long a job waits for the others to reach the barrier before it records "alone"
 
@@ -87,6 +87,20 @@ async def wait_open(key: str) -> None:
     client = _aredis()
     try:
         await client.incr(key + ":count")
+        deadline = time.monotonic() + BARRIER_WAIT
+        while not await client.exists(key + ":open") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await client.rpush(key, "done")
+    finally:
+        await client.aclose()
+
+
+@job(retries=0)
+async def halfway(key: str) -> None:
+    """Reports progress 0.5 ("half"), then awaits until `key:open` is set (its job's context reaches the task)."""
+    progress(0.5, "half")
+    client = _aredis()
+    try:
         deadline = time.monotonic() + BARRIER_WAIT
         while not await client.exists(key + ":open") and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -207,3 +207,13 @@ def test_a_computing_coroutine_past_its_timeout_ends_its_job_after_the_grace(r, 
     assert entry.error_class == "JobTimeout", entry.error_message
     assert r.llen(key) == 0, "the job ended while its coroutine still computed"
     assert "has not ended after 3.0s (it does not await)" in worker.output()
+
+
+def test_an_async_job_reports_progress_through_its_jobs_context(r, ns, start_worker):
+    start_worker(*LOAD, "-c", "2", "--heartbeat-interval", "0.2")
+    key = _key(ns, "progress")
+    jid = coroutine_jobs.halfway.enqueue(key)
+    info = wait_for(lambda: (i := api.Job(jid).info()).get("progress") and i, 30, "the progress")
+    assert (info["progress"], info["message"]) == (0.5, "half")
+    r.set(key + ":open", "1")
+    wait_for(lambda: r.llen(key), 30, "the job to end")
