@@ -518,7 +518,8 @@ def job(
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
     resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
-    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it."""
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. An
+    `async def` function is a job too: the worker awaits it on its asyncio loop, beside the blocking jobs."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
