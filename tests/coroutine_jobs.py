@@ -109,6 +109,14 @@ async def halfway(key: str) -> None:
         await client.aclose()
 
 
+@job(retries=0)
+async def upset_the_loop(how: str) -> None:
+    """Raises SystemExit (which asyncio lets out of its loop), or stops the loop it runs on."""
+    if how == "exit":
+        raise SystemExit(3)
+    asyncio.get_running_loop().stop()
+
+
 async def _wait_for_cancel(key: str) -> None:
     client = _aredis()
     try:

@@ -217,3 +217,15 @@ def test_an_async_job_reports_progress_through_its_jobs_context(r, ns, start_wor
     assert (info["progress"], info["message"]) == (0.5, "half")
     r.set(key + ":open", "1")
     wait_for(lambda: r.llen(key), 30, "the job to end")
+
+
+@pytest.mark.parametrize("how, dead", [("exit", 1), ("stop", 0)])
+def test_a_coroutine_that_exits_or_stops_the_loop_leaves_it_running(ns, start_worker, how, dead):
+    worker = start_worker(*LOAD, "-c", "2")
+    coroutine_jobs.upset_the_loop.enqueue(how)
+    assert api.Job(coroutine_jobs.add.enqueue(1, 1)).result(timeout=30) == 2  # after it, the loop runs async jobs
+    wait_for(lambda: len(api.DeadSet()) == dead and not api.Queue("default").size, 30, "the first job's end")
+    if dead:
+        [entry] = list(api.DeadSet())
+        assert entry.error_class == "SystemExit"
+    assert worker.proc.poll() is None

@@ -31,6 +31,7 @@ import gevent
 import gevent.event
 import gevent.selectors
 import greenlet
+from greenlet import GreenletExit
 
 from ..gevent_types import Event, Greenlet, RawGreenlet
 
@@ -85,7 +86,21 @@ class AsyncJobs:
         # gevent's selector, whether or not the process is patched: the loop's waits switch to the hub
         self.selector = HubSelector()
         self.loop = asyncio.SelectorEventLoop(self.selector)
-        self.greenlet: Greenlet = gevent.spawn(self.loop.run_forever)
+        self.greenlet: Greenlet = gevent.spawn(self._serve)
+
+    def _serve(self) -> None:
+        """Run the loop for as long as the process lives: a job's coroutine that stops it (`loop.stop()`), or raises
+        SystemExit or KeyboardInterrupt (which asyncio lets out of the loop, its task failed with it), does not end
+        it: the worker greenlets waiting on it would wait forever."""
+        while True:
+            try:
+                self.loop.run_forever()
+            except GreenletExit:
+                raise  # the process is going away
+            except BaseException as exc:
+                log.error("%r raised by an async job reached the event loop: the job fails, the loop goes on", exc)
+            else:
+                log.warning("an async job stopped the event loop: it goes on")
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run `coro` to its end on the loop and return its value (or raise its exception). An exception thrown
