@@ -321,15 +321,17 @@ class Signature:
 
 
 def refuse_bodies_never_run(func: Callable[..., Any], iterable: bool) -> None:
-    """TypeError for a function whose call would return without running its body: an `async def` (not supported
-    as a job yet) or a generator function without iterable=True. Run as a job, either would count as a success
-    while doing nothing."""
+    """TypeError for a function whose call would return without running its body: an async generator function,
+    an `async def` with iterable=True, or a generator function without iterable=True. Run as a job, each would
+    count as a success while doing nothing. A plain `async def` is a job: the worker awaits its coroutine."""
     what = getattr(func, "__qualname__", repr(func))
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+    if inspect.isasyncgenfunction(func):
         raise TypeError(
-            f"{what} is an async def function: jobs are plain functions for now (a call returns a coroutine, "
-            "and its body would never run); call your coroutine from a plain function with asyncio.run()"
+            f"{what} is an async generator function: a call would return an async generator without running its "
+            "body; jobs are plain or async def functions (@job(iterable=True) takes a plain generator)"
         )
+    if inspect.iscoroutinefunction(func) and iterable:
+        raise TypeError(f"{what} is an async def function: @job(iterable=True) takes a plain generator function")
     if inspect.isgeneratorfunction(func) and not iterable:
         raise TypeError(
             f"{what} is a generator function: a call would return a generator without running its body; "
@@ -516,7 +518,8 @@ def job(
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
     resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
-    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it."""
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. An
+    `async def` function is a job too: the worker awaits it on its asyncio loop, beside the blocking jobs."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(

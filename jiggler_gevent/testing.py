@@ -10,13 +10,18 @@
         assert queue.names() == ["app.jobs.send"]
         queue.drain()                 # run what was recorded (and what those jobs enqueue)
 
+An `async def` job is awaited to its end in both modes: with `asyncio.run()`, or, when the caller is itself inside a
+running event loop (an async test), with `asyncio.run()` in a thread of its own while the caller waits.
+
 Payloads go through the client middleware and the JSON round trip as they would in production, so a job that
 only works with unserialisable arguments fails here too. Modes nest; leaving a block restores the previous one.
 """
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from . import client
@@ -28,7 +33,18 @@ def _run(payload: dict[str, Any]) -> Any:
     if func is None:
         raise LookupError(f"no job named {payload['name']!r} is registered")
     wire = json.loads(json.dumps(payload))
-    return func(*wire["args"], **wire["kwargs"])
+    result = func(*wire["args"], **wire["kwargs"])
+    return _await(result) if asyncio.iscoroutine(result) else result
+
+
+def _await(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run an async job's coroutine to its end, in a thread of its own when the caller's loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @contextlib.contextmanager

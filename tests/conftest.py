@@ -34,12 +34,12 @@ for _variable in ("REDIS_URL", "JIGGLER_REDIS_URL"):
 # The core tests, which CI also runs on Redis 7 and on Python 3.12 and 3.13 (`-m core`, .ci/run): every Lua script
 # (test_cluster runs one test per script family), BLMOVE and BZPOPMIN (fetch), the fetch-run-settle path, recovery,
 # retries, the poller, batches, results, uniqueness, periodic jobs, the patch, pre-emption, a Sentinel failover, and
-# Django's tasks (django.tasks on Django 6 with Python 3.12+, the backport on 3.11).
+# Django's tasks (django.tasks on Django 6 with Python 3.12+, the backport on 3.11), async jobs.
 # Entries are test files, or a test file and one test in it.
 CORE = (
     "test_job.py test_processor.py test_fetch.py test_acker.py test_manager.py test_retry.py test_poller.py "
     "test_heartbeat.py test_worker.py test_recovery.py test_cluster.py test_unique.py test_batches.py test_results.py "
-    "test_periodic.py test_patch.py test_preempt.py test_middleware.py test_django_tasks.py "
+    "test_periodic.py test_patch.py test_preempt.py test_middleware.py test_django_tasks.py test_async_jobs.py "
     "test_sentinel.py::test_sentinel_urls_are_read_checked_and_redacted "
     "test_sentinel.py::test_the_whole_path_through_sentinel_and_a_failover"
 ).split()

@@ -1,9 +1,20 @@
 """jiggler_gevent.testing: inline and fake modes."""
 
+import asyncio
+
 import pytest
 
-from jiggler_gevent import testing
+from jiggler_gevent import job, testing
 from tests import jobs
+
+AWAITED: list = []  # what `remember` appended, once its coroutine ran
+
+
+@job
+async def remember(value: str) -> str:
+    await asyncio.sleep(0)
+    AWAITED.append(value)
+    return value
 
 
 def test_inline_runs_at_enqueue_time(ns, r, tkey):
@@ -35,3 +46,26 @@ def test_modes_still_check_arguments(ns):
         with pytest.raises(TypeError):
             jobs.record.enqueue("k", {1})
         assert len(queue) == 0
+
+
+def test_inline_and_fake_run_async_jobs_to_their_end():
+    AWAITED.clear()
+    with testing.inline():
+        remember.enqueue("inline")
+    with testing.fake() as queue:
+        remember.enqueue("fake")
+        assert AWAITED == ["inline"]
+        assert queue.drain() == 1
+    assert AWAITED == ["inline", "fake"]
+
+
+def test_inline_runs_an_async_job_enqueued_from_a_running_loop():
+    AWAITED.clear()
+
+    async def caller() -> None:
+        remember.enqueue("from a loop")
+        await remember.aenqueue("through aenqueue")
+
+    with testing.inline():
+        asyncio.run(caller())
+    assert AWAITED == ["from a loop", "through aenqueue"]

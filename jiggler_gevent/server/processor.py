@@ -30,7 +30,7 @@ from ..gevent_types import Hub, RawGreenlet
 from ..job import lookup
 from ..logs import current_job, job_fields
 from ..middleware import Chain, Disposition, JobContext, call_each
-from . import ending, tracking
+from . import async_jobs, ending, tracking
 from .acker import Acker, Outcome
 from .guards import GUARDS, guarded
 from .iteration import Iterations, Paused
@@ -39,30 +39,34 @@ from .timeouts import disarm
 
 log = logging.getLogger("jiggler_gevent.processor")
 
-# What a call returns without running the body it stands for (an async def, a generator function reached through a
-# wrapper @job could not see through): such a run fails, it never counts as a success.
+# What a call returns without running the body it stands for: a coroutine (an async def job) is run on the
+# process's asyncio loop (async_jobs.py); a generator (a generator function reached through a wrapper @job could not
+# see through) fails the run, which never counts as a success.
 NEVER_RUN = frozenset({types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType})
 
 
 def call(ctx: JobContext, tracked: bool) -> None:
-    """Call the job's function; its result, or why it cannot count (a body never run, a result a tracked job
-    cannot keep), in `ctx`. The function's own exception propagates."""
+    """Call the job's function (and await the coroutine an async def returns); its result, or why it cannot count
+    (a body never run, a result a tracked job cannot keep), in `ctx`. The function's own exception propagates."""
     assert ctx.func is not None
     ctx.result = ctx.func(*ctx.payload["args"], **ctx.payload["kwargs"])
     if type(ctx.result) in NEVER_RUN:
-        ctx.exception = never_ran(ctx.result)
-    elif tracked:
+        if type(ctx.result) is not types.CoroutineType:
+            ctx.exception = never_ran(ctx.result)
+            return
+        ctx.result = async_jobs.run(ctx.result)
+    if tracked:
         ctx.exception = tracking.result_error(ctx)
 
 
 def never_ran(result: Any) -> TypeError:
-    """The failure of a job whose function returned `result`, one of NEVER_RUN, closed so that it never runs."""
+    """The failure of a job whose function returned `result`, a generator, closed so that it never runs."""
     if not isinstance(result, types.AsyncGeneratorType):
-        result.close()  # closed, it never runs (and a coroutine does not warn that it was never awaited)
+        result.close()  # closed, it never runs
     kind = type(result).__name__
     return TypeError(
-        f"the job's function returned a {kind} without running its body: jobs are plain functions "
-        "(@job(iterable=True) for a generator whose yields are checkpoints)"
+        f"the job's function returned a {kind} without running its body: jobs are plain or async def "
+        "functions (@job(iterable=True) for a generator whose yields are checkpoints)"
     )
 
 
