@@ -22,10 +22,6 @@ def linger(context: Any) -> dict[str, Any]:
     return {"attempt": context.attempt, "workers": context.task_result.worker_ids}
 
 
-async def not_a_plain_function() -> None:
-    """An async task: the backend refuses it (supports_async_task is False)."""
-
-
 def _result(task_result: Any) -> dict[str, Any]:
     finished = task_result.is_finished and task_result.status.name == "SUCCESSFUL"
     return {
@@ -156,12 +152,20 @@ def wait_for_result(result_id: str) -> None:
 
 
 def backend_flags() -> None:
-    """Print what the backend declares, and what it says of an async task."""
+    """Print what the backend declares."""
     backend = tasks.add.get_backend()
-    flags = {name: getattr(backend, name) for name in dir(backend) if name.startswith("supports_")}
-    try:
-        framework().task(not_a_plain_function)
-        flags["async_task"] = "accepted"
-    except Exception as exc:
-        flags["async_task"] = f"{type(exc).__name__}: {exc}"
-    print(json.dumps(flags))
+    print(json.dumps({name: getattr(backend, name) for name in dir(backend) if name.startswith("supports_")}))
+
+
+def async_tasks() -> None:
+    """Enqueue async tasks (one that waits past a blocking one's start, one cancelled while it awaits); print what
+    get_result reads of each once they ended."""
+    quick = tasks.add_later.enqueue(4, 5)
+    waiting = tasks.add_later.enqueue(1, 1, wait=60)
+    deadline = time.monotonic() + 30
+    while api.Job(waiting.id).status != "running":
+        assert time.monotonic() < deadline, "the waiting async task never started"
+        time.sleep(0.05)
+    api.Job(waiting.id).cancel()
+    _wait([quick, waiting])
+    print(json.dumps({"quick": _result(quick), "cancelled": _result(waiting)}))

@@ -147,8 +147,20 @@ def test_backend_declares_what_it_supports(shop: Shop) -> None:
 
     assert flags["supports_defer"] is True and flags["supports_get_result"] is True
     assert flags["supports_priority"] is True  # accepted and kept, not yet applied
-    assert flags["supports_async_task"] is False
-    assert flags["async_task"].startswith("InvalidTask") and "async" in flags["async_task"]
+    assert flags["supports_async_task"] is True
+
+
+def test_async_tasks_run_on_the_workers_loop_and_a_cancel_reaches_them(shop: Shop) -> None:
+    proc = shop.gjiggler("-c", "5")
+    wait_until_started(proc)
+    seen = call(shop, "async_tasks")
+    stop(proc)
+
+    assert seen["quick"]["status"] == "SUCCESSFUL" and seen["quick"]["value"] == 9
+    cancelled = seen["cancelled"]
+    assert cancelled["status"] == "FAILED"
+    assert [e["path"] for e in cancelled["errors"]] == ["jiggler_gevent.errors.CancelJob"]  # raised while it ran
+    assert cancelled["finished_at"] - cancelled["started_at"] < 30, "the cancel stopped the 60 s await"
 
 
 def test_backend_options_are_checked() -> None:

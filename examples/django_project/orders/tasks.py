@@ -1,6 +1,8 @@
 """The app's Django tasks (django.tasks on Django 6, the django_tasks backport before it), run by `manage.py
 gjiggler` through the jiggler_gevent tasks backend (TASKS in settings.py)."""
 
+import asyncio
+
 try:
     from django.tasks import task
 except ImportError:  # Django 4.2-5.x: the backport
@@ -37,3 +39,10 @@ def count_orders(label: str) -> int:
     orders = Order.objects.count()
     Report.objects.create(label=label, orders=orders)
     return orders
+
+
+@task()
+async def add_later(a: int, b: int, wait: float = 0.05) -> int:
+    """An async task: it runs on the worker's asyncio loop beside the blocking ones."""
+    await asyncio.sleep(wait)
+    return a + b

@@ -3,17 +3,20 @@
 The backend pushes it with the task's path, options and arguments, `retries=0` (a task that raises is FAILED, as
 Django defines it: no retry) and its `result_ttl`. It adds this worker to the task's record, calls the task (with a
 TaskContext first when the task takes one), sends Django's task_started and task_finished signals, and returns the
-task's return value, which the job's status keeps. When the task raises (or cannot be imported), its error as
-Django describes it (class path, traceback) is added to the record before the exception goes on to the worker,
-which buries the job in the dead set and counts it failed. Delivery is the worker's: at least once, so a task whose
-worker was SIGKILLed runs again, as its next attempt.
+task's return value, which the job's status keeps. An `async def` task runs on the worker's asyncio loop, as an
+`async def` job does (server/async_jobs.py): a timeout or a cancel reaches it as `asyncio.CancelledError`. When the
+task raises (or cannot be imported), its error as Django describes it (class path, traceback) is added to the record
+before the exception goes on to the worker, which buries the job in the dead set and counts it failed. Delivery is
+the worker's: at least once, so a task whose worker was SIGKILLed runs again, as its next attempt.
 """
 
+import inspect
 import time
 from typing import Any
 
 from ...errors import CancelJob, JobTimeout
 from ...job import job
+from ...server import async_jobs
 from . import task_record
 from .task_record import TaskSpec
 
@@ -41,16 +44,22 @@ def run_task(
     signals.task_started.send(sender=sender, task_result=running)
     try:
         if task.takes_context:
-            value = task.call(task_record.framework().TaskContext(task_result=running), *args, **kwargs)
-        else:
-            value = task.call(*args, **kwargs)
-        value = task_record.normalize_json(value)
+            args = [task_record.framework().TaskContext(task_result=running), *args]
+        value = task_record.normalize_json(_call(task, args, kwargs))
     except FAILURES as exc:
         record["errors"] = [task_record.error_of(exc)]
         _end(task, result_id, record, times, meta["keep"], "FAILED", None)
         raise
     _end(task, result_id, record, times, meta["keep"], "SUCCESSFUL", value)
     return value
+
+
+def _call(task: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The task's return value: an async task awaited on the worker's loop (Django's own `call` would run it in a
+    new loop of its own, which a timeout or a cancel could not reach)."""
+    if inspect.iscoroutinefunction(task.func):
+        return async_jobs.run(task.func(*args, **kwargs))
+    return task.func(*args, **kwargs)
 
 
 def _end(

@@ -60,7 +60,7 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
     """Enqueues Django tasks as jiggler_gevent jobs, run by `manage.py gjiggler`; results through get_result."""
 
     supports_defer = True  # run_after
-    supports_async_task = False  # a task must be a plain function
+    supports_async_task = True  # an async def task runs on the worker's asyncio loop (task_run.py)
     supports_get_result = True
     supports_priority = True  # accepted and kept with the task; not applied yet (see the module's docstring)
 
