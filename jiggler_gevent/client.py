@@ -107,7 +107,9 @@ def _kept(client: "redis.Redis") -> "redis.Redis | None":
 
 def _needs_each(payload: dict[str, Any]) -> bool:
     """True when a payload needs push_each.lua: a unique lock, a tracked status or a batch (payload.py's accessors,
-    which the server's payload.View reads too)."""
+    which the server's payload.View reads too), or a priority (push_each.lua routes it by priority, lib_ready.lua)."""
+    if "priority" in payload:
+        return True
     if "unique_key" not in payload and "result_ttl" not in payload and "bid" not in payload:
         return False  # a plain payload, most of them: no accessor has anything to read
     p = payload_mod
@@ -142,6 +144,7 @@ class Client:
         (its arguments, its due time) and keep its jid: one atomic script call (debounce.lua). Returns the jid."""
         if collecting.get() is not None:
             raise RuntimeError("a debounced job cannot be enqueued inside a `with Batch(...)` block")
+        self._refuse_priority([payload])
         chain = middleware.client
         if chain.entries:
             chain.before("before_push", payload)
@@ -160,6 +163,16 @@ class Client:
         if chain.entries:
             chain.after("after_push", payload)
         return str(payload["jid"])
+
+    def _refuse_priority(self, payloads: list[dict[str, Any]]) -> None:
+        """ValueError for a priority on Sidekiq's wire: Sidekiq reads only the queue's list, where a priority job
+        would not be (it waits in NS:prio:<name>), so Ruby workers would never run it."""
+        if self.keys.wire == "sidekiq" and any("priority" in p for p in payloads):
+            name = next(p["name"] for p in payloads if "priority" in p)
+            raise ValueError(
+                f"cannot enqueue {name} with a priority on Sidekiq's wire: Sidekiq reads only the queue's list, and "
+                "a priority job waits beside it; use a separate queue instead"
+            )
 
     def _split_at_jid(self, payload: dict[str, Any]) -> tuple[str, str]:
         """The payload's text before and after its jid (a fresh jid until it occurs once in the text)."""
@@ -183,6 +196,7 @@ class Client:
     def _write(
         self, payloads: list[dict[str, Any]], at: float | None, batch: BatchPush | None = None
     ) -> list[str | None]:
+        self._refuse_priority(payloads)
         if batch is None:
             open_batch = collecting.get()
             if open_batch is not None:

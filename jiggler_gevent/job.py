@@ -90,7 +90,7 @@ def _check_debounce(debounce: object, key: object, unique_for: object) -> None:
 # the options `.set(...)` takes
 OPTIONS = frozenset(
     ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
-    + ("debounce", "debounce_key")
+    + ("debounce", "debounce_key", "priority")
 )
 
 
@@ -111,6 +111,7 @@ class JobCall:
         expires_at: When | None = None,
         debounce: float | None = None,
         debounce_key: str | None = None,
+        priority: int = 0,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -129,10 +130,12 @@ class JobCall:
         self.expires_at = None if expires_at is None else _timestamp(expires_at)
         _check_debounce(debounce, debounce_key, unique_for)
         self.debounce, self.debounce_key = debounce, debounce_key
+        payload_mod.check_priority(priority)
+        self.priority = priority
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
-        result_ttl, expires_in or expires_at (either replaces the other)."""
+        result_ttl, expires_in or expires_at (either replaces the other), debounce, debounce_key, priority."""
         unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
@@ -148,6 +151,7 @@ class JobCall:
             "expires_at": None if "expires_in" in options else self.expires_at,
             "debounce": self.debounce,
             "debounce_key": self.debounce_key,
+            "priority": self.priority,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -174,6 +178,8 @@ class JobCall:
             payload["result_ttl"] = self.result_ttl
         if self.expires_in is not None or self.expires_at is not None:
             payload["expires_at"] = self._deadline(at)
+        if self.priority:
+            payload["priority"] = self.priority
         return payload
 
     def _deadline(self, at: float | None) -> float:
@@ -241,15 +247,15 @@ class JobCall:
         priority: int | None = None,
     ) -> str | None:
         """Celery's call: `countdown` seconds or an `eta` (datetime or unix time) delay the job; `expires` (seconds
-        or a datetime) is the `expires_in`/`expires_at` option, `queue` the queue. `priority` is refused (TypeError)
-        until priorities within a queue are built."""
+        or a datetime) is the `expires_in`/`expires_at` option, `queue` the queue, `priority` the priority within
+        the queue (-100..100, higher first)."""
         if countdown is not None and eta is not None:
             raise ValueError("give countdown or eta, not both")
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
         if priority is not None:
-            raise TypeError("apply_async(priority=...): priorities within a queue are not built yet; use a queue")
+            options["priority"] = priority
         if expires is not None:
             options["expires_at" if isinstance(expires, dt.datetime) else "expires_in"] = expires
         call = self.set(**options) if options else self
@@ -355,6 +361,7 @@ class JobFunction:
         iterable: bool = False,
         expires_in: float | None = None,
         debounce: float | None = None,
+        priority: int = 0,
     ) -> None:
         refuse_bodies_never_run(func, iterable)
         # where a resumed run puts the cursor (iterable.with_cursor)
@@ -369,7 +376,17 @@ class JobFunction:
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(
-            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in, debounce=debounce
+            self,
+            queue,
+            retries,
+            timeout,
+            dead,
+            unique_for,
+            unique_until,
+            result_ttl,
+            expires_in,
+            debounce=debounce,
+            priority=priority,
         )
         functools.update_wrapper(self, func)
         _registry[self.name] = self
@@ -493,6 +510,7 @@ def job(
     iterable: bool = ...,
     expires_in: float | None = ...,
     debounce: float | None = ...,
+    priority: int = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -511,12 +529,14 @@ def job(
     iterable: bool = False,
     expires_in: float | None = None,
     debounce: float | None = None,
+    priority: int = 0,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
     resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
-    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it."""
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. With
+    priority=N (-100..100, default 0) its waiting jobs start before those of lower priority in the same queue."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
@@ -533,6 +553,7 @@ def job(
             iterable,
             expires_in,
             debounce,
+            priority,
         )
 
     return wrap(func) if func is not None else wrap

@@ -4,6 +4,11 @@ Under the namespace NS (default `jiggler`; on a Redis Cluster, a `redis+cluster:
 tag puts every key of the namespace in one slot, so each Lua script runs on one node):
   NS:queues                 set of queue names ever pushed to
   NS:queue:<name>           list of JSON payloads; clients LPUSH, workers pop from the right
+  NS:prio:<name>            sorted set of the waiting jobs of that queue with a priority other than 0, payload ->
+                            -priority * 2^40 + 2^39 +/- a sequence number: the lowest starts first
+                            (scripts/lib_ready.lua); the scripts make this name from the queue's key
+  NS:prio                   counter, the sequence of priority pushes; its existence tells the fetch script that
+                            priorities are in use on the namespace (made by the first priority push)
   NS:schedule               sorted set, payload -> unix time it is due (enqueue_in / enqueue_at)
   NS:retry                  sorted set, payload -> unix time of the next attempt
   NS:dead                   sorted set, payload -> unix time it died
@@ -105,6 +110,14 @@ class Keys:
     @property
     def queue_prefix(self) -> str:
         return self._k("queue", "")
+
+    def prio(self, name: str) -> str:
+        """The sorted set of the priority jobs of queue `name` (lib_ready.lua makes it from the queue's key)."""
+        return self._k("prio", name)
+
+    @property
+    def prio_counter(self) -> str:
+        return self._k("prio")
 
     @property
     def wake(self) -> str:
@@ -269,6 +282,9 @@ class SidekiqKeys(Keys):
     @property
     def queue_prefix(self) -> str:
         return self._s("queue", "")
+
+    def prio(self, name: str) -> str:
+        return self._s("prio", name)  # never filled: a priority is refused on Sidekiq's wire (client.py)
 
     @property
     def schedule(self) -> str:

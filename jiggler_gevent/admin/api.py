@@ -111,6 +111,7 @@ class Entry:
     error_message = property(lambda self: self._get("error_message"))
     error_backtrace = property(lambda self: self._get("error_backtrace"))
     retry_count = property(lambda self: self._get("retry_count", 0))
+    priority = property(lambda self: self._get("priority", 0))
     enqueued_at = property(lambda self: self._get("enqueued_at"))
     failed_at = property(lambda self: self._get("failed_at"))
 
@@ -155,12 +156,14 @@ class _Paged:
 
 
 class Queue(_Paged):
-    """One queue."""
+    """One queue: its plain list, and beside it the sorted set of its jobs with a priority other than 0
+    (scripts/lib_ready.lua). Its jobs are read in the order they start: priorities above 0, the list, those below."""
 
     def __init__(self, name: str = config.DEFAULT_QUEUE) -> None:
         self.name = name
         self.redis, self.keys = _client_and_keys()
         self.key = self.keys.queue(name)
+        self.prio_key = self.keys.prio(name)
         self.wire = wire.of(self.keys)
 
     @classmethod
@@ -170,7 +173,16 @@ class Queue(_Paged):
         return [cls(n) for n in sorted(cast("set[str]", client.smembers(keys.queues)))]
 
     def __len__(self) -> int:
-        return int(self.redis.llen(self.key))
+        return sum(self._parts())
+
+    def _parts(self) -> tuple[int, int, int]:
+        """How many jobs wait with a priority above 0, on the list (priority 0), and with a priority below 0."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcount(self.prio_key, "-inf", "(0")
+            pipe.llen(self.key)
+            pipe.zcount(self.prio_key, "(0", "+inf")
+            above, plain, below = pipe.execute()
+        return int(above), int(plain), int(below)
 
     @property
     def size(self) -> int:
@@ -205,13 +217,25 @@ class Queue(_Paged):
             pipe.execute()
 
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
-        """Jobs from the oldest (next to run) on."""
+        """Jobs from the next to run on: higher priorities first, then the oldest first."""
         if limit <= 0:
             return []
-        raws = cast("list[str]", self.redis.lrange(self.key, -(offset + limit), -(offset + 1)))
-        return [Entry(r, self) for r in reversed(raws)]
+        above, plain, _ = self._parts()
+        raws: list[str] = []
+        if offset < above:
+            raws += cast("list[str]", self.redis.zrange(self.prio_key, offset, min(above, offset + limit) - 1))
+        start, end = max(0, offset - above), offset + limit - above  # within the list, counted from its oldest
+        if end > 0 and start < plain:
+            listed = cast("list[str]", self.redis.lrange(self.key, -min(plain, end), -(start + 1)))
+            raws += reversed(listed)
+        start, end = max(0, offset - above - plain), offset + limit - above - plain
+        if end > 0:
+            raws += cast("list[str]", self.redis.zrange(self.prio_key, above + start, above + end - 1))
+        return [Entry(r, self) for r in raws[:limit]]
 
     def remove(self, raw: str) -> bool:
+        if '"priority"' in raw and self.redis.zrem(self.prio_key, raw):
+            return True
         return bool(self.redis.lrem(self.key, 1, raw))
 
     def requeue(self, entry: Entry) -> bool:
@@ -222,9 +246,11 @@ class Queue(_Paged):
         """Delete every job in the queue, releasing the unique locks they hold; returns how many."""
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(self.key, 0, -1)
-            pipe.delete(self.key)
+            pipe.zrange(self.prio_key, 0, -1)
+            pipe.delete(self.key, self.prio_key)
             pipe.srem(self.keys.queues, self.name)
-            raws, _, _ = pipe.execute()
+            raws, prioritized, _, _ = pipe.execute()
+        raws += prioritized
         release_unique_locks(Entry(raw, self).item for raw in raws)
         return len(raws)
 
@@ -413,12 +439,14 @@ class Stats:
             pipe.get(k.stat("expired"))
             for name in queue_names:
                 pipe.llen(k.queue(name))
+                pipe.zcard(k.prio(name))
             replies = pipe.execute()
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
         self.expired = int(replies[5] or 0)  # jobs not started by their deadline (expires_in / expires_at)
-        self.queues = dict(zip(queue_names, (int(x) for x in replies[6:]), strict=False))
+        sizes = replies[6:]  # per queue: its list's length, then its priority jobs
+        self.queues = {name: int(sizes[2 * i]) + int(sizes[2 * i + 1]) for i, name in enumerate(queue_names)}
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)

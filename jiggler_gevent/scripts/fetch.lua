@@ -17,6 +17,8 @@
 --   its status as it reschedules it.
 -- A paused queue (its key in NS:paused) is skipped: nothing is taken from it while it is paused, by any worker,
 -- since the check and the take are one step. A plain fetch pays one SCARD for this while nothing is paused.
+-- Priorities (lib_ready): a queue's jobs of priority above 0 are taken first, highest first, then its list, then
+-- those below 0, each in enqueue order: all in this one step, so the order holds across every worker.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2]     NS:cancelled
 -- KEYS[3]     NS:paused
@@ -47,7 +49,9 @@
 --             written), "." not tracked (or not readable here); one slot per payload: its field in
 --             NS:holds:<identity> ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, ""
 --             when not limited (none at all when E[9] is 0); how many payloads were parked (each counts against
---             ARGV[1]); how many of the queues asked are paused }; this shape too when one of them is paused
+--             ARGV[1]); how many of the queues asked are paused; 1 when priorities are in use on the namespace
+--             (NS:prio exists), else 0 }; this shape too when one of them is paused, or priorities are in use
+--#include lib_ready
 local x = tonumber(ARGV[5])
 local acks, first_queue = 6 + x, 4
 local limited, quoted, k = {}, {}, 0
@@ -164,30 +168,54 @@ if redis.call('SCARD', KEYS[3]) > 0 then
   end
 end
 
+-- Priority jobs (lib_ready) wait in NS:prio:<name> beside the list; NS:prio, made by the first push of one, says
+-- whether any ever came: until then a fetch pays one EXISTS for them.
+local prioritized = first_queue <= #KEYS and redis.call('EXISTS', prio_key(KEYS[first_queue], true)) == 1
+
 local want = tonumber(ARGV[1])
 local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
+
+-- Up to `want` payloads of the sorted set `key` scored from `min` to `max`, lowest first, taken out of it.
+local function pop_scored(key, min, max)
+  local got = redis.call('ZRANGEBYSCORE', key, min, max, 'LIMIT', 0, want)
+  if #got == 0 then return false end
+  redis.call('ZREM', key, unpack(got))
+  return got
+end
+
+-- Hold the payloads `got` (or nothing when false), each taking its slot or parked, as the header says.
+local function hold(got)
+  if not got then return end
+  for _, p in ipairs(got) do
+    local lim, slot = k > 0 and limiter_of(p), ''
+    if lim and not string.find(p, '"result_ttl"', 1, true) then slot = take_slot(lim, #taken + 1) end
+    if slot == '!' then
+      park(lim, p)
+      parked = parked + 1
+    else
+      redis.call('LPUSH', KEYS[1], p)
+      taken[#taken + 1] = p
+      local mark = start(p)
+      if lim and mark == 'r' then slot = take_slot(lim, #taken) end  -- tracked: its worker writes a refusal
+      marks[#marks + 1] = mark
+      if k > 0 then slots[#taken] = slot end
+      noted = noted or mark ~= '.' or slot ~= ''
+    end
+  end
+  want = want - #got
+end
+
+-- Per queue: its priority jobs above 0 (negative scores), its list, then those below 0.
 for i = first_queue, #KEYS do
   if want <= 0 then break end
-  local got = not paused[i] and redis.call('RPOP', KEYS[i], want)
-  if got then
-    for _, p in ipairs(got) do
-      local lim, slot = k > 0 and limiter_of(p), ''
-      if lim and not string.find(p, '"result_ttl"', 1, true) then slot = take_slot(lim, #taken + 1) end
-      if slot == '!' then
-        park(lim, p)
-        parked = parked + 1
-      else
-        redis.call('LPUSH', KEYS[1], p)
-        taken[#taken + 1] = p
-        local mark = start(p)
-        if lim and mark == 'r' then slot = take_slot(lim, #taken) end  -- tracked: its worker writes a refusal
-        marks[#marks + 1] = mark
-        if k > 0 then slots[#taken] = slot end
-        noted = noted or mark ~= '.' or slot ~= ''
-      end
-    end
-    want = want - #got
+  if not paused[i] then
+    local scored = prioritized and prio_key(KEYS[i], false)
+    if scored then hold(pop_scored(scored, '-inf', '(0')) end
+    if want > 0 then hold(redis.call('RPOP', KEYS[i], want)) end
+    if scored and want > 0 then hold(pop_scored(scored, '(0', '+inf')) end
   end
 end
-if noted or parked > 0 or skipped > 0 then return { taken, table.concat(marks), slots, parked, skipped } end
+if noted or parked > 0 or skipped > 0 or prioritized then
+  return { taken, table.concat(marks), slots, parked, skipped, prioritized and 1 or 0 }
+end
 return taken

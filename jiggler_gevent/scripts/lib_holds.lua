@@ -1,3 +1,4 @@
+--#include lib_ready
 -- lib_holds: what a worker process holds besides its jobs, and giving it back. Included by concurrent_release,
 -- fetch, settle, adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
 -- recorded in NS:holds:<identity> in the same step that takes it, so whoever ends that process's tenure (the
@@ -20,7 +21,7 @@ local function wake_parked(H, parked_key)
       local ok, job = pcall(cjson.decode, p)
       local queue = H.queue
       if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then queue = job.queue end
-      redis.call('LPUSH', H.qprefix .. queue, p)
+      ready(H.qprefix .. queue, p, false)
       redis.call('SADD', H.queues, queue)
       redis.call('ZADD', H.wake, 0, 'wake')
       return

@@ -115,6 +115,9 @@ class ReliableFetch:
         self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
         self.paused = False  # the last fetch found one of the queues paused (then an idle worker does not BLMOVE)
+        # the last fetch found priorities in use on the namespace: a priority push does not touch the list BLMOVE
+        # waits on, so an idle worker waits on NS:wake instead
+        self.prioritized = False
 
     def take(
         self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = (), releases: Sequence[str] = ()
@@ -199,9 +202,11 @@ class ReliableFetch:
     def _taken(self, reply: object, most: int) -> list[str]:
         """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`, the slots it took
         to `slots`, whether a queue is paused to `paused`."""
-        taken, parked, paused = cast("list[str]", reply), 0, 0
-        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked, paused}: not a plain reply
-            taken, marks, slots, parked, paused = cast("tuple[list[str], str, list[str], int, int]", reply)
+        taken, parked, paused, prioritized = cast("list[str]", reply), 0, 0, 0
+        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked, paused, prio}: not a plain reply
+            taken, marks, slots, parked, paused, prioritized = cast(
+                "tuple[list[str], str, list[str], int, int, int]", reply
+            )
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
@@ -210,6 +215,7 @@ class ReliableFetch:
                     self.slots[raw] = slot
         self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
         self.paused = paused > 0
+        self.prioritized = prioritized > 0
         return taken
 
     def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
@@ -217,9 +223,10 @@ class ReliableFetch:
         [] when none came. A payload BLMOVE brought goes to `hand` (when given), once the fetch behind it has
         said its queue is not paused; the others are returned.
 
-        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, or on a
-        paused one, the worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on
-        one queue only, and would take from a paused one). Either way a fetch of the rest goes in the same write,
+        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, on a
+        paused one, or once priorities are in use on the namespace (a priority job waits beside the list), the
+        worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on one queue only,
+        and would take from a paused one). Either way a fetch of the rest goes in the same write,
         behind the blocking command: Redis runs it the moment the block ends, so a wake costs one round trip, and
         `drained` then says whether it left the queues empty. It takes in the queues' usual order, so their weights
         hold. One that took all it could leaves NS:wake set for the next idle worker, as there may be more.
@@ -228,7 +235,7 @@ class ReliableFetch:
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
         memory) without a busy loop or a log line per try.
         """
-        if len(self.queues) == 1 and not self.paused:
+        if len(self.queues) == 1 and not (self.paused or self.prioritized):
             return self._wait_on_queue(most, hand)
         return self._wait_on_wake(most)
 

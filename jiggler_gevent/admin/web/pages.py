@@ -297,11 +297,12 @@ def queue(view: View, name: str) -> Safe:
     offset = (page - 1) * per
     rows = [
         render(
-            '<tr><td class="num">{pos}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
+            '<tr><td class="num">{pos}</td><td><b>{name}</b>{prio}<br><small class="mono">{jid}</small></td>'
             '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
             '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
             pos=number(offset + i + 1),
             name=clip(e.name, 200),
+            prio=render(" <small data-priority>priority {p}</small>", p=str(e.priority)) if e.priority else "",
             jid=clip(e.jid, 200),
             args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
             enq=timestamp(e.enqueued_at, view.now),
