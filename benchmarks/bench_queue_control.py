@@ -1,15 +1,19 @@
-"""What queue control costs: the fetch script with and without a paused queue, and an enqueue with each option.
+"""What queue control costs: the fetch script with and without a paused queue or priorities, and an enqueue with each
+option.
 
     python -m benchmarks.bench_queue_control [--fetches 20000] [--batch 10] [--enqueues 5000] [--rounds 6]
 
 On a private server, one ReliableFetch on three queues takes `--batch` payloads per call from a full queue, acking
-the previous batch in the same call as the worker does. Three states, in alternating rounds (the order rotated each
-round): nothing paused (the plain path: one SCARD), another queue paused (the script then checks each of the three
-queues it is asked for), and the queue being drained paused (the fetch takes nothing: what an idle worker on a
-paused queue pays per look). Prints per state the median microseconds per call and Redis commands per call
-(INFO commandstats, those run inside the script included). Then, in the same way, one enqueue: plain, with
-`expires_in` (the fetch script is unchanged by it: its cost is a field in the payload and one dictionary lookup as
-the worker starts the job) and with `debounce` (each enqueue after the first replaces the waiting job).
+the previous batch in the same call as the worker does. Five states, in alternating rounds (the order rotated each
+round): nothing paused (the plain path: one SCARD, one EXISTS), another queue paused (the script then checks each of
+the three queues it is asked for), the queue being drained paused (the fetch takes nothing: what an idle worker on a
+paused queue pays per look), priorities in use on the namespace but the jobs drained all of priority 0 (each queue
+asked then costs two ZRANGEBYSCOREs), and every job drained of priority 5 (taken from the queue's sorted set).
+Prints per state the median microseconds per call and Redis commands per call (INFO commandstats, those run inside
+the script included). Then, in the same way, one enqueue: plain, with `expires_in` (the fetch script is unchanged by
+it: its cost is a field in the payload and one dictionary lookup as the worker starts the job), with `debounce`
+(each enqueue after the first replaces the waiting job) and with `priority` (through push_each.lua, into the
+queue's sorted set).
 """
 
 import argparse
@@ -22,7 +26,8 @@ from jiggler_gevent.demo.local_redis import start_private
 from jiggler_gevent.server.fetch import ReliableFetch
 
 QUEUES = [("default", 1), ("low", 1), ("mail", 1)]
-STATES = ("nothing paused", "another queue paused", "this queue paused")
+PRIO_IN_USE, PRIO_JOBS = "priorities in use, jobs of priority 0", "every job of priority 5"
+STATES = ("nothing paused", "another queue paused", "this queue paused", PRIO_IN_USE, PRIO_JOBS)
 
 
 @job
@@ -34,6 +39,7 @@ ENQUEUES = {
     "plain enqueue": noop.set(),
     "enqueue with expires_in": noop.set(expires_in=60),
     "enqueue with debounce (replacing)": noop.set(debounce=60),
+    "enqueue with priority": noop.set(priority=5),
 }
 
 
@@ -43,6 +49,11 @@ def _commands(client) -> int:  # type: ignore[no-untyped-def]
 
 
 def _set_state(state: str) -> None:
+    keys = config.current().keys
+    if state in (PRIO_IN_USE, PRIO_JOBS):
+        config.redis_client(config.current().url).set(keys.prio_counter, 1)
+    else:
+        config.redis_client(config.current().url).delete(keys.prio_counter)
     for name, _ in QUEUES:
         api.Queue(name).resume()
     if state == "another queue paused":
@@ -58,8 +69,12 @@ def _set_state(state: str) -> None:
 def measure(fetch: ReliableFetch, client, fetches: int, batch: int, state: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(microseconds per fetch, Redis commands per fetch) over `fetches` calls in `state`."""
     keys = config.current().keys
-    client.delete(keys.queue("default"), fetch.working)
-    client.lpush(keys.queue("default"), *(f'{{"n": {i}}}' for i in range(fetches * batch)))
+    client.delete(keys.queue("default"), keys.prio("default"), fetch.working)
+    if state == PRIO_JOBS:
+        scored = {f'{{"n": {i}, "priority": 5}}': i - 5 * 2**40 for i in range(fetches * batch)}
+        client.zadd(keys.prio("default"), scored)
+    else:
+        client.lpush(keys.queue("default"), *(f'{{"n": {i}}}' for i in range(fetches * batch)))
     _set_state(state)
     acks: list[bytes] = []
     commands0 = _commands(client)
@@ -104,14 +119,14 @@ def main() -> None:
         fetch = ReliableFetch(client, config.current().keys, "bench-qc", QUEUES, strict=True)
         samples: dict[str, list[tuple[float, float]]] = {s: [] for s in STATES}
         for i in range(opts.rounds):
-            for state in STATES[i % 3 :] + STATES[: i % 3]:
+            for state in STATES[i % len(STATES) :] + STATES[: i % len(STATES)]:
                 samples[state].append(measure(fetch, client, opts.fetches, opts.batch, state))
                 print(f"round {i + 1}, {state}: {samples[state][-1][0]:.1f} us per fetch", flush=True)
         _set_state("nothing paused")
         kinds = list(ENQUEUES)
         pushes: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
         for i in range(opts.rounds):
-            for kind in kinds[i % 3 :] + kinds[: i % 3]:
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
                 pushes[kind].append(measure_enqueue(kind, client, opts.enqueues))
                 print(f"round {i + 1}, {kind}: {pushes[kind][-1][0]:.1f} us per enqueue", flush=True)
     finally:
