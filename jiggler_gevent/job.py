@@ -87,11 +87,27 @@ def _check_debounce(debounce: object, key: object, unique_for: object) -> None:
         raise ValueError("a job is debounced or unique (unique_for), not both")
 
 
+def _check_groupable(priority: int, debounce: float | None) -> None:
+    """ValueError for a grouped job that also has a priority or a debounce: a job is ordered by one of them."""
+    if priority:
+        raise ValueError("a job has a priority or a group, not both: its group's turn decides when it starts")
+    if debounce is not None:
+        raise ValueError("a debounced job cannot have a group")
+
+
 # the options `.set(...)` takes
 OPTIONS = frozenset(
     ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
-    + ("debounce", "debounce_key", "priority")
+    + ("debounce", "debounce_key", "priority", "group")
 )
+
+GROUP_MAX = 500  # characters in a group's name
+
+
+def _check_group(group: object) -> None:
+    """ValueError unless `group` is None or a non-empty string of at most GROUP_MAX characters."""
+    if group is not None and (not isinstance(group, str) or not group or len(group) > GROUP_MAX):
+        raise ValueError(f"a group must be a non-empty string of at most {GROUP_MAX} characters, not {group!r}")
 
 
 class JobCall:
@@ -112,6 +128,7 @@ class JobCall:
         debounce: float | None = None,
         debounce_key: str | None = None,
         priority: int = 0,
+        group: str | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -131,11 +148,14 @@ class JobCall:
         _check_debounce(debounce, debounce_key, unique_for)
         self.debounce, self.debounce_key = debounce, debounce_key
         payload_mod.check_priority(priority)
-        self.priority = priority
+        _check_group(group)
+        self.priority, self.group = priority, group
+        if group is not None:
+            _check_groupable(priority, debounce)
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
-        result_ttl, expires_in or expires_at (either replaces the other), debounce, debounce_key, priority."""
+        result_ttl, expires_in or expires_at (either replaces the other), debounce, debounce_key, priority, group."""
         unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
@@ -152,6 +172,7 @@ class JobCall:
             "debounce": self.debounce,
             "debounce_key": self.debounce_key,
             "priority": self.priority,
+            "group": self.group,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -180,6 +201,12 @@ class JobCall:
             payload["expires_at"] = self._deadline(at)
         if self.priority:
             payload["priority"] = self.priority
+        group = self.group if self.group is not None else self.job.group_of(args, kwargs)
+        if group is not None:
+            _check_groupable(self.priority, self.debounce)
+            payload["group"] = group
+            if self.job.group_concurrency is not None:
+                payload["group_concurrency"] = self.job.group_concurrency
         return payload
 
     def _deadline(self, at: float | None) -> float:
@@ -362,6 +389,8 @@ class JobFunction:
         expires_in: float | None = None,
         debounce: float | None = None,
         priority: int = 0,
+        group_by: Callable[..., str] | None = None,
+        group_concurrency: int | None = None,
     ) -> None:
         refuse_bodies_never_run(func, iterable)
         # where a resumed run puts the cursor (iterable.with_cursor)
@@ -370,8 +399,17 @@ class JobFunction:
             not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an int >= 1 or None, not {concurrency!r}")
+        if group_by is not None and not callable(group_by):
+            raise ValueError(f"group_by must be a callable taking the job's arguments, not {group_by!r}")
+        if group_concurrency is not None and (
+            not isinstance(group_concurrency, int) or isinstance(group_concurrency, bool) or group_concurrency < 1
+        ):
+            raise ValueError(f"group_concurrency must be an int >= 1 or None, not {group_concurrency!r}")
+        if group_concurrency is not None and concurrency is not None:
+            raise ValueError("give concurrency or group_concurrency, not both")
         self.func = func
         self.concurrency = concurrency
+        self.group_by, self.group_concurrency = group_by, group_concurrency
         self.iterable = bool(iterable)  # a generator whose yields are checkpoints (server/iteration.py runs it)
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
@@ -424,6 +462,22 @@ class JobFunction:
         if len(self._shape_errors) < SHAPES_REMEMBERED:
             self._shape_errors[shape] = error
         return error
+
+    def group_of(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """The group `group_by` gives for these arguments (None without group_by); ValueError when it raises or
+        returns anything but a non-empty string, so nothing is pushed."""
+        if self.group_by is None:
+            return None
+        try:
+            group = self.group_by(*args, **kwargs)
+        except Exception as exc:
+            raise ValueError(f"group_by of {self.name} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(group, str) or not group or len(group) > GROUP_MAX:
+            raise ValueError(
+                f"group_by of {self.name} must return a non-empty string of at most {GROUP_MAX} characters, "
+                f"not {group!r}"
+            )
+        return group
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
@@ -511,6 +565,8 @@ def job(
     expires_in: float | None = ...,
     debounce: float | None = ...,
     priority: int = ...,
+    group_by: Callable[..., str] | None = ...,
+    group_concurrency: int | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -530,13 +586,17 @@ def job(
     expires_in: float | None = None,
     debounce: float | None = None,
     priority: int = 0,
+    group_by: Callable[..., str] | None = None,
+    group_concurrency: int | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
     resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
     debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. With
-    priority=N (-100..100, default 0) its waiting jobs start before those of lower priority in the same queue."""
+    priority=N (-100..100, default 0) its waiting jobs start before those of lower priority in the same queue. With
+    group_by=callable (given the job's arguments, returning a string) the waiting jobs of one queue start round-robin
+    across groups, and with group_concurrency=N at most N of one group run at once."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
@@ -554,6 +614,8 @@ def job(
             expires_in,
             debounce,
             priority,
+            group_by,
+            group_concurrency,
         )
 
     return wrap(func) if func is not None else wrap

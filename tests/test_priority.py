@@ -55,7 +55,7 @@ def test_the_fetch_takes_higher_priorities_first_and_equals_in_enqueue_order(mak
     fetch = make_fetch([("default", 1)])
     taken = fetch.take(3) + fetch.take(10)
     assert [json.loads(raw)["args"][1] for raw in taken] == IN_ORDER
-    assert fetch.prioritized and len(api.Queue("default")) == 0
+    assert fetch.arranged and len(api.Queue("default")) == 0
 
 
 def test_a_put_back_goes_to_the_front_of_its_priority(make_fetch, client, ns, tkey):
@@ -88,7 +88,7 @@ def test_bad_priority_is_refused_at_decoration_and_enqueue_and_pushes_nothing(ns
                 jobs.record.apply_async(("k", "v"), priority=bad)
     with pytest.raises(ValueError, match="priority must be an int from -100 to 100"):
         job(priority=200)(lambda: None)
-    assert api.Stats().enqueued == 0 and not client.exists(ns.keys.prio_counter)
+    assert api.Stats().enqueued == 0 and not client.exists(ns.keys.seq)
 
 
 def test_apply_async_and_the_decorator_set_the_priority(ns, tkey):

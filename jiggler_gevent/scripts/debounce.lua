@@ -17,7 +17,7 @@ local jid = ARGV[3]
 local current = redis.call('GET', KEYS[1])
 local function waiting(p)  -- taken out of where it waits: scheduled, or due in its queue (list or priority set)
   return redis.call('ZREM', KEYS[2], p) == 1 or redis.call('LREM', KEYS[3], -1, p) == 1
-    or redis.call('ZREM', prio_key(KEYS[3], false), p) == 1
+    or redis.call('ZREM', arranged_key(KEYS[3], 'prio'), p) == 1
 end
 if current and waiting(current) then
   local ok, d = pcall(cjson.decode, current)
