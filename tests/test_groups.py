@@ -173,3 +173,16 @@ def test_groups_on_the_api_cli_and_dashboard_and_clear(ns, r, tkey):
     assert first.delete() and api.Queue("default").groups() == {"acme": 3}
     assert api.Queue("default").clear() == 3
     assert api.Queue("default").groups() == {} and not r.exists(ns.keys.groups("default"))
+
+
+def test_cancelling_a_waiting_grouped_or_priority_job_takes_it_out_of_where_it_waits(ns, r, tkey):
+    key = tkey("cancel")
+    grouped = group_jobs.tenant_record.enqueue(key, "acme", "x")
+    urgent = jobs.record.set(priority=5).enqueue(key, "y")
+    kept = group_jobs.tenant_record.enqueue(key, "acme", "z")
+    for jid in (grouped, urgent):
+        assert api.Job(jid).status == "queued"
+        assert api.Job(jid).cancel() is True
+        assert api.Job(jid).status == "cancelled"
+    assert [e.jid for e in api.Queue("default")] == [kept]
+    assert api.Queue("default").groups() == {"acme": 1} and r.zcard(ns.keys.prio("default")) == 0

@@ -225,29 +225,35 @@ end
 
 -- Round-robin over the rotation of the queue `queue_key`: one payload from the group whose turn it is (the queue's
 -- own list takes part as the member ''), which then goes to the back of the rotation, or leaves it once empty. A
--- group at its group_concurrency is passed over (to the back): after GROUP_VISITS such passes in a row, or as many
--- as there are groups, the fetch stops looking, so a script call stays short however many groups are full.
+-- group at its group_concurrency is passed over (to the back, its payload put back at its front): after
+-- GROUP_VISITS such passes in a row, or as many as there are groups, or want + that many visits in all, the fetch
+-- stops looking, so a script call stays short however many groups are full.
 local GROUP_VISITS = 200
 local function take_grouped(queue_key, rotation)
   if redis.call('LLEN', queue_key) > 0 then rotate_in(queue_key, '') end
   local passed, most = 0, math.min(GROUP_VISITS, redis.call('ZCARD', rotation))
-  while want > 0 and passed < most do
+  -- the turns this call may hand out, reserved at once: one per visit, at most `visits` visits
+  local visits = want + most
+  local turn = redis.call('INCRBY', arranged_key(queue_key, 'seq'), visits) - visits
+  while want > 0 and passed < most and visits > 0 do
+    visits = visits - 1
     local group = redis.call('ZRANGE', rotation, 0, 0)[1]
     if group == nil then return end
     local key = group == '' and queue_key or arranged_key(queue_key, 'group', group)
-    local p = redis.call('LINDEX', key, -1)
+    local p = redis.call('RPOP', key)
     if p then
       local slot = group ~= '' and group_slot(queue_key, group, p) or ''
       if slot == '!' then
+        redis.call('RPUSH', key, p)  -- back to the front of its group, untaken
         passed = passed + 1
       else
-        redis.call('RPOP', key)
         hold({ p }, slot ~= '' and slot or nil)
         passed = 0
       end
     end
-    if p and redis.call('LLEN', key) > 0 then
-      redis.call('ZADD', rotation, 'XX', redis.call('INCR', arranged_key(queue_key, 'seq')), group)
+    if p and redis.call('EXISTS', key) == 1 then
+      turn = turn + 1
+      redis.call('ZADD', rotation, 'XX', turn, group)
     else
       redis.call('ZREM', rotation, group)
     end

@@ -29,13 +29,15 @@ local function wake_parked(H, parked_key)
   end
 end
 
--- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken).
+-- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken). A slot of a
+-- group's limiter (fetch.lua: 'group.<sha1>') also wakes an idle worker: that group's next job waits in its list.
 local function release_slot(H, limit_key, free_key, parked_key, token, size, keep_ms)
   if redis.call('ZREM', limit_key, token) == 0 then return 0 end
   redis.call('LPUSH', free_key, '1')
   redis.call('LTRIM', free_key, 0, size - 1)
   redis.call('PEXPIRE', free_key, keep_ms)
   wake_parked(H, parked_key)
+  if string.find(limit_key, ':group.', 1, true) then redis.call('ZADD', H.wake, 0, 'wake') end
   return 1
 end
 

@@ -297,6 +297,7 @@ class RedisCollector(Collector):
                 for q in queues:
                     pipe.llen(k.queue(q))
                     pipe.lindex(k.queue(q), -1)  # the oldest: clients push on the left, workers pop on the right
+                    pipe.zcard(k.prio(q))  # its jobs with a priority (its groups' jobs are not counted here)
                 for identity in processes:
                     pipe.hexists(k.process(identity), "info")  # a supervisor's guard record has no info
                 replies = pipe.execute()
@@ -309,14 +310,14 @@ class RedisCollector(Collector):
         )
         now = time.time()
         for i, q in enumerate(queues):
-            size.add_metric([q], replies[2 * i])
-            latency.add_metric([q], _age(replies[2 * i + 1], now))
+            size.add_metric([q], replies[3 * i] + replies[3 * i + 2])
+            latency.add_metric([q], _age(replies[3 * i + 1], now))
         yield size
         yield latency
         yield GaugeMetricFamily("jiggler_scheduled_jobs", "Jobs in the scheduled set.", value=scheduled)
         yield GaugeMetricFamily("jiggler_retry_jobs", "Jobs waiting for a retry.", value=retry)
         yield GaugeMetricFamily("jiggler_dead_jobs", "Jobs in the dead set.", value=dead)
-        alive = sum(1 for found in replies[2 * len(queues) :] if found)
+        alive = sum(1 for found in replies[3 * len(queues) :] if found)
         yield GaugeMetricFamily("jiggler_processes", "Worker processes with a live heartbeat.", value=alive)
 
 
