@@ -58,6 +58,16 @@ def test_the_fetch_takes_higher_priorities_first_and_equals_in_enqueue_order(mak
     assert fetch.arranged and len(api.Queue("default")) == 0
 
 
+def test_the_extreme_priorities_keep_their_order_and_enqueue_order(make_fetch, ns, tkey):
+    key = tkey("extremes")
+    pushes = [(p, f"{p}:{i}") for i in range(40) for p in (-100, 100, -99, 99, 1, -1)]
+    for priority, value in pushes:
+        jobs.record.set(priority=priority).enqueue(key, value)
+    fetch = make_fetch([("default", 1)])
+    taken = [json.loads(raw)["args"][1] for raw in fetch.take(1000)]
+    assert taken == [f"{p}:{i}" for p in (100, 99, 1, -1, -99, -100) for i in range(40)]
+
+
 def test_a_put_back_goes_to_the_front_of_its_priority(make_fetch, client, ns, tkey):
     key = tkey("front")
     for value in ("a", "b", "c"):

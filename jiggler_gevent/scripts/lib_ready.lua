@@ -11,6 +11,7 @@
 -- fetch.lua takes a queue's priorities above 0, then round-robin over its groups and its list, then those below 0.
 -- These keys are made from the queue key (queue names hold no ':'), so every key stays in the namespace's hash
 -- slot; NS:seq, made by the first such push, tells a fetch that priorities or groups are in use on the namespace.
+-- (INCRBY by 1, not INCR: the ACL rule of existing deployments grants INCRBY, acl.py.)
 local PRIO_BAND, PRIO_MIDDLE = 1099511627776, 549755813888  -- 2^40, 2^39
 
 -- A key of the queue whose list is `queue_key`: 'prio', 'groups' or 'group' (with `group`), or the counter NS:seq.
@@ -34,7 +35,7 @@ end
 
 -- Put `group` of the queue `queue_key` in its rotation, at the back, unless it is in already.
 local function rotate_in(queue_key, group)
-  local turn = redis.call('INCR', arranged_key(queue_key, 'seq'))
+  local turn = redis.call('INCRBY', arranged_key(queue_key, 'seq'), 1)
   redis.call('ZADD', arranged_key(queue_key, 'groups'), 'NX', turn, group)
 end
 
@@ -46,7 +47,7 @@ local function ready(queue_key, p, front)
     if front then redis.call('RPUSH', key, p) else redis.call('LPUSH', key, p) end
     rotate_in(queue_key, group)
   elseif n ~= 0 then
-    local seq = redis.call('INCR', arranged_key(queue_key, 'seq'))
+    local seq = redis.call('INCRBY', arranged_key(queue_key, 'seq'), 1)
     local score = -n * PRIO_BAND + PRIO_MIDDLE + (front and -seq or seq)
     redis.call('ZADD', arranged_key(queue_key, 'prio'), string.format('%.0f', score), p)
   elseif front then
