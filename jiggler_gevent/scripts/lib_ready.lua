@@ -1,6 +1,9 @@
 -- lib_ready: put a payload where the jobs of its queue wait, by its priority or its group. Included by every script
 -- that pushes a payload to a queue (push_each, settle, move_due, move_one, cron_fire, debounce, fetch, and
 -- lib_ending, lib_holds, lib_workflow).
+-- Guarantee: the payload goes to exactly one place, in the same atomic step as the script's own work, and a worker
+-- takes it from there only by fetch.lua's move into its working list; so delivery stays at least once, and a job
+-- keeps its priority or group through every way back (retry, put-back, recovery after SIGKILL, parking).
 -- A plain payload (most: one without the text "priority" or "group" costs two string.finds) goes on the list
 -- NS:queue:<name>, as Sidekiq's wire has it. One of priority N (-100..100, not 0) goes into the sorted set
 -- NS:prio:<name>, scored so that a lower score starts first: -N * 2^40 (higher priority first), plus a sequence
