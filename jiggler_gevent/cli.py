@@ -284,6 +284,18 @@ def cron() -> Shown:
 
 
 @read_command()
+@click.argument("queue")
+def groups(queue: str) -> Shown:
+    """The groups with jobs waiting in QUEUE (started round-robin), and how many each has, in the order of their
+    turns."""
+    from .admin.api import Queue
+
+    sizes = Queue(queue).groups()
+    lines = (f"{group}: {size} job(s)" for group, size in sizes.items())
+    return Shown(sizes, lines, f"no group has jobs waiting in queue {queue}")
+
+
+@read_command()
 def limits() -> Shown:
     """Limiters used on the namespace: kind, size, and how much is in use now."""
     from .admin.limits import Limits

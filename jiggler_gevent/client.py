@@ -107,7 +107,9 @@ def _kept(client: "redis.Redis") -> "redis.Redis | None":
 
 def _needs_each(payload: dict[str, Any]) -> bool:
     """True when a payload needs push_each.lua: a unique lock, a tracked status or a batch (payload.py's accessors,
-    which the server's payload.View reads too)."""
+    which the server's payload.View reads too), or a priority or a group (push_each.lua routes it, lib_ready.lua)."""
+    if "priority" in payload or "group" in payload:
+        return True
     if "unique_key" not in payload and "result_ttl" not in payload and "bid" not in payload:
         return False  # a plain payload, most of them: no accessor has anything to read
     p = payload_mod
@@ -160,6 +162,18 @@ class Client:
         payload["jid"] = str(self._durably(issue, lambda: self._what([payload], None)))
         return True
 
+    def _refuse_priority(self, payloads: list[dict[str, Any]]) -> None:
+        """ValueError for a priority or a group on Sidekiq's wire: Sidekiq reads only the queue's list, where such a
+        job would not be (it waits beside it, lib_ready.lua), so Ruby workers would never run it."""
+        if self.keys.wire != "sidekiq":
+            return
+        for p in payloads:
+            if "priority" in p or "group" in p:
+                raise ValueError(
+                    f"cannot enqueue {p['name']} with a priority or a group on Sidekiq's wire: Sidekiq reads only "
+                    "the queue's list, and such a job waits beside it; use a separate queue instead"
+                )
+
     def _split_at_jid(self, payload: dict[str, Any]) -> tuple[str, str]:
         """The payload's text before and after its jid (a fresh jid until it occurs once in the text)."""
         while True:
@@ -188,6 +202,7 @@ class Client:
     ) -> list[str | None]:
         """Push now, or collect into the open `Batch` block, or defer to the open transaction's commit (`defer`).
         `send` writes the payloads (default: `_send`) and says which were pushed."""
+        self._refuse_priority(payloads)
         if batch is None:
             open_batch = collecting.get()
             if open_batch is not None:

@@ -87,11 +87,27 @@ def _check_debounce(debounce: object, key: object, unique_for: object) -> None:
         raise ValueError("a job is debounced or unique (unique_for), not both")
 
 
+def _check_groupable(priority: int, debounce: float | None) -> None:
+    """ValueError for a grouped job that also has a priority or a debounce: a job is ordered by one of them."""
+    if priority:
+        raise ValueError("a job has a priority or a group, not both: its group's turn decides when it starts")
+    if debounce is not None:
+        raise ValueError("a debounced job cannot have a group")
+
+
 # the options `.set(...)` takes
 OPTIONS = frozenset(
     ("queue", "retries", "timeout", "dead", "unique_for", "unique_until", "result_ttl", "expires_in", "expires_at")
-    + ("debounce", "debounce_key")
+    + ("debounce", "debounce_key", "priority", "group")
 )
+
+GROUP_MAX = 500  # characters in a group's name
+
+
+def _check_group(group: object) -> None:
+    """ValueError unless `group` is None or a non-empty string of at most GROUP_MAX characters."""
+    if group is not None and (not isinstance(group, str) or not group or len(group) > GROUP_MAX):
+        raise ValueError(f"a group must be a non-empty string of at most {GROUP_MAX} characters, not {group!r}")
 
 
 class JobCall:
@@ -111,6 +127,8 @@ class JobCall:
         expires_at: When | None = None,
         debounce: float | None = None,
         debounce_key: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise ValueError(f"queue must be a non-empty string without ':', not {queue!r}")
@@ -129,10 +147,15 @@ class JobCall:
         self.expires_at = None if expires_at is None else _timestamp(expires_at)
         _check_debounce(debounce, debounce_key, unique_for)
         self.debounce, self.debounce_key = debounce, debounce_key
+        payload_mod.check_priority(priority)
+        _check_group(group)
+        self.priority, self.group = priority, group
+        if group is not None:
+            _check_groupable(priority, debounce)
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,
-        result_ttl, expires_in or expires_at (either replaces the other)."""
+        result_ttl, expires_in or expires_at (either replaces the other), debounce, debounce_key, priority, group."""
         unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
@@ -148,6 +171,8 @@ class JobCall:
             "expires_at": None if "expires_in" in options else self.expires_at,
             "debounce": self.debounce,
             "debounce_key": self.debounce_key,
+            "priority": self.priority,
+            "group": self.group,
         }
         merged.update(options)
         return JobCall(self.job, **merged)
@@ -174,6 +199,14 @@ class JobCall:
             payload["result_ttl"] = self.result_ttl
         if self.expires_in is not None or self.expires_at is not None:
             payload["expires_at"] = self._deadline(at)
+        if self.priority:
+            payload["priority"] = self.priority
+        group = self.group if self.group is not None else self.job.group_of(args, kwargs)
+        if group is not None:
+            _check_groupable(self.priority, self.debounce)
+            payload["group"] = group
+            if self.job.group_concurrency is not None:
+                payload["group_concurrency"] = self.job.group_concurrency
         return payload
 
     def _deadline(self, at: float | None) -> float:
@@ -241,15 +274,15 @@ class JobCall:
         priority: int | None = None,
     ) -> str | None:
         """Celery's call: `countdown` seconds or an `eta` (datetime or unix time) delay the job; `expires` (seconds
-        or a datetime) is the `expires_in`/`expires_at` option, `queue` the queue. `priority` is refused (TypeError)
-        until priorities within a queue are built."""
+        or a datetime) is the `expires_in`/`expires_at` option, `queue` the queue, `priority` the priority within
+        the queue (-100..100, higher first)."""
         if countdown is not None and eta is not None:
             raise ValueError("give countdown or eta, not both")
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
         if priority is not None:
-            raise TypeError("apply_async(priority=...): priorities within a queue are not built yet; use a queue")
+            options["priority"] = priority
         if expires is not None:
             options["expires_at" if isinstance(expires, dt.datetime) else "expires_in"] = expires
         call = self.set(**options) if options else self
@@ -357,6 +390,9 @@ class JobFunction:
         iterable: bool = False,
         expires_in: float | None = None,
         debounce: float | None = None,
+        priority: int = 0,
+        group_by: Callable[..., str] | None = None,
+        group_concurrency: int | None = None,
     ) -> None:
         refuse_bodies_never_run(func, iterable)
         # where a resumed run puts the cursor (iterable.with_cursor)
@@ -365,13 +401,32 @@ class JobFunction:
             not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an int >= 1 or None, not {concurrency!r}")
+        if group_by is not None and not callable(group_by):
+            raise ValueError(f"group_by must be a callable taking the job's arguments, not {group_by!r}")
+        if group_concurrency is not None and (
+            not isinstance(group_concurrency, int) or isinstance(group_concurrency, bool) or group_concurrency < 1
+        ):
+            raise ValueError(f"group_concurrency must be an int >= 1 or None, not {group_concurrency!r}")
+        if group_concurrency is not None and concurrency is not None:
+            raise ValueError("give concurrency or group_concurrency, not both")
         self.func = func
         self.concurrency = concurrency
+        self.group_by, self.group_concurrency = group_by, group_concurrency
         self.iterable = bool(iterable)  # a generator whose yields are checkpoints (server/iteration.py runs it)
         self._shape_errors: dict[tuple[int, tuple[str, ...]], str | None] = {}
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.defaults = JobCall(
-            self, queue, retries, timeout, dead, unique_for, unique_until, result_ttl, expires_in, debounce=debounce
+            self,
+            queue,
+            retries,
+            timeout,
+            dead,
+            unique_for,
+            unique_until,
+            result_ttl,
+            expires_in,
+            debounce=debounce,
+            priority=priority,
         )
         functools.update_wrapper(self, func)
         _registry[self.name] = self
@@ -409,6 +464,22 @@ class JobFunction:
         if len(self._shape_errors) < SHAPES_REMEMBERED:
             self._shape_errors[shape] = error
         return error
+
+    def group_of(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """The group `group_by` gives for these arguments (None without group_by); ValueError when it raises or
+        returns anything but a non-empty string, so nothing is pushed."""
+        if self.group_by is None:
+            return None
+        try:
+            group = self.group_by(*args, **kwargs)
+        except Exception as exc:
+            raise ValueError(f"group_by of {self.name} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(group, str) or not group or len(group) > GROUP_MAX:
+            raise ValueError(
+                f"group_by of {self.name} must return a non-empty string of at most {GROUP_MAX} characters, "
+                f"not {group!r}"
+            )
+        return group
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
@@ -495,6 +566,9 @@ def job(
     iterable: bool = ...,
     expires_in: float | None = ...,
     debounce: float | None = ...,
+    priority: int = ...,
+    group_by: Callable[..., str] | None = ...,
+    group_concurrency: int | None = ...,
 ) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
@@ -513,13 +587,19 @@ def job(
     iterable: bool = False,
     expires_in: float | None = None,
     debounce: float | None = None,
+    priority: int = 0,
+    group_by: Callable[..., str] | None = None,
+    group_concurrency: int | None = None,
 ) -> Any:
     """Register a function as a job: `@job` or `@job(queue=..., retries=..., timeout=..., dead=..., name=...,
     concurrency=..., unique_for=..., unique_until=..., result_ttl=..., iterable=..., expires_in=...)`. With
     iterable=True the function is a generator with a `cursor` keyword: each value it yields is a checkpoint to
     resume from. With expires_in=SECONDS a job that has not started that long after it became due never runs. With
-    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. An
-    `async def` function is a job too: the worker awaits it on its asyncio loop, beside the blocking jobs."""
+    debounce=SECONDS an enqueue runs the job that much later, and enqueueing again while it waits replaces it. With
+    priority=N (-100..100, default 0) its waiting jobs start before those of lower priority in the same queue. With
+    group_by=callable (given the job's arguments, returning a string) the waiting jobs of one queue start round-robin
+    across groups, and with group_concurrency=N at most N of one group run at once. An `async def` function is a job
+    too: the worker awaits it on its asyncio loop, beside the blocking jobs."""
 
     def wrap(f: Callable[..., Any]) -> JobFunction:
         return JobFunction(
@@ -536,6 +616,9 @@ def job(
             iterable,
             expires_in,
             debounce,
+            priority,
+            group_by,
+            group_concurrency,
         )
 
     return wrap(func) if func is not None else wrap

@@ -4,6 +4,15 @@ Under the namespace NS (default `jiggler`; on a Redis Cluster, a `redis+cluster:
 tag puts every key of the namespace in one slot, so each Lua script runs on one node):
   NS:queues                 set of queue names ever pushed to
   NS:queue:<name>           list of JSON payloads; clients LPUSH, workers pop from the right
+  NS:prio:<name>            sorted set of the waiting jobs of that queue with a priority other than 0, payload ->
+                            -priority * 2^40 + 2^39 +/- a sequence number: the lowest starts first
+  NS:group:<name>:<group>   list of the waiting jobs of one group of that queue (`group`), pushed and popped as a
+                            queue's list
+  NS:groups:<name>          sorted set, the rotation of that queue's groups with jobs waiting: group -> its turn
+                            (the lowest goes next); the member '' stands for the queue's own list
+  NS:seq                    counter, the sequence of the pushes to the three keys above (and of the turns); its
+                            existence tells the fetch script that priorities or groups are in use on the namespace.
+                            The scripts make these four names from the queue's key (scripts/lib_ready.lua)
   NS:schedule               sorted set, payload -> unix time it is due (enqueue_in / enqueue_at)
   NS:retry                  sorted set, payload -> unix time of the next attempt
   NS:dead                   sorted set, payload -> unix time it died
@@ -109,6 +118,22 @@ class Keys:
     @property
     def queue_prefix(self) -> str:
         return self._k("queue", "")
+
+    def prio(self, name: str) -> str:
+        """The sorted set of the priority jobs of queue `name` (lib_ready.lua makes it from the queue's key)."""
+        return self._k("prio", name)
+
+    def group(self, name: str, group: str) -> str:
+        """The list of the waiting jobs of group `group` of queue `name`."""
+        return self._k("group", name, group)
+
+    def groups(self, name: str) -> str:
+        """The rotation of the groups of queue `name` (lib_ready.lua)."""
+        return self._k("groups", name)
+
+    @property
+    def seq(self) -> str:
+        return self._k("seq")
 
     @property
     def wake(self) -> str:
@@ -276,6 +301,16 @@ class SidekiqKeys(Keys):
     @property
     def queue_prefix(self) -> str:
         return self._s("queue", "")
+
+    # Never filled: a priority or a group is refused on Sidekiq's wire (client.py); named as the scripts make them.
+    def prio(self, name: str) -> str:
+        return self._s("prio", name)
+
+    def group(self, name: str, group: str) -> str:
+        return self._s("group", name, group)
+
+    def groups(self, name: str) -> str:
+        return self._s("groups", name)
 
     @property
     def schedule(self) -> str:

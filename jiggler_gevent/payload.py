@@ -95,6 +95,15 @@ def build(
     return payload
 
 
+PRIORITY_RANGE = range(-100, 101)  # a job's priority within its queue (0: the default, on the plain list)
+
+
+def check_priority(priority: object) -> None:
+    """ValueError unless `priority` is an int from -100 to 100 (not a bool)."""
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority not in PRIORITY_RANGE:
+        raise ValueError(f"priority must be an int from -100 to 100, not {priority!r}")
+
+
 def check_result_ttl(result_ttl: object) -> None:
     """ValueError unless `result_ttl` is None or a positive number of seconds."""
     if result_ttl is not None and (

@@ -39,6 +39,7 @@ for _variable in ("REDIS_URL", "JIGGLER_REDIS_URL"):
 CORE = (
     "test_job.py test_processor.py test_fetch.py test_acker.py test_manager.py test_retry.py test_poller.py "
     "test_heartbeat.py test_worker.py test_recovery.py test_cluster.py test_unique.py test_batches.py test_results.py "
+    "test_priority.py test_groups.py "
     "test_periodic.py test_patch.py test_preempt.py test_middleware.py test_django_tasks.py test_async_jobs.py "
     "test_sentinel.py::test_sentinel_urls_are_read_checked_and_redacted "
     "test_sentinel.py::test_the_whole_path_through_sentinel_and_a_failover"

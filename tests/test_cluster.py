@@ -245,3 +245,19 @@ def test_slot_client_survives_its_connection_being_killed(ns):
     assert killed == 1
     assert conn.rpush(key, "b") == 2 and router.lrange(key, 0, -1) == ["a", "b"]
     assert conn.connection is not None and conn.llen(key) == 2
+
+
+def test_priorities_and_groups_in_order_with_their_keys_in_the_namespaces_slot(ns, r, start_worker, tkey):
+    key = tkey("prio")
+    api.Queue("default").pause()
+    for priority, value in ((0, "plain"), (-2, "low"), (9, "urgent")):
+        jobs.record.set(priority=priority).enqueue(key, value)
+    for value in ("a1", "a2"):
+        jobs.record.set(group="a").enqueue(key, value)
+    jobs.record.set(group="b").enqueue(key, "b1")
+    assert len(api.Queue("default")) == 6 and api.Queue("default").groups() == {"a": 2, "b": 1}
+    assert len(_slots(r, ns.namespace)) == 1
+    start_worker("-c", "1", *FAST)
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(key) == 6, 30, "the 6 jobs")
+    assert r.lrange(key, 0, -1) == ["urgent", "a1", "b1", "plain", "a2", "low"]

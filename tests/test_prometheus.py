@@ -73,6 +73,8 @@ def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_ki
     push_raw(r, ns, "default", unknown)
     stale = [dict(payload_mod.build("tests.jobs.record", [key, "x"], queue="elsewhere"), enqueued_at=time.time() - 30)]
     push_raw(r, ns, "elsewhere", stale * 3)  # a queue nobody works: its size and latency
+    jobs.record.set(queue="elsewhere", priority=4).enqueue(key, "urgent")  # counted in its size too
+    jobs.record.set(queue="elsewhere", group="tenant").enqueue_bulk([(key, "a"), (key, "b")])
     jobs.record.enqueue_in(3600, key, "later")
 
     def settled() -> dict | None:
@@ -101,7 +103,7 @@ def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_ki
     # Gauges: the children's summed, and Redis' read on the scrape.
     assert total(m, "jiggler_concurrency") == 10
     assert total(m, "jiggler_busy_workers") == 0
-    assert total(m, "jiggler_queue_size", queue="elsewhere") == 3
+    assert total(m, "jiggler_queue_size", queue="elsewhere") == 6
     assert total(m, "jiggler_queue_latency_seconds", queue="elsewhere") >= 30
     assert total(m, "jiggler_queue_size", queue="default") == 0
     assert total(m, "jiggler_queue_latency_seconds", queue="default") == 0

@@ -40,9 +40,9 @@ def _gj(*args: str) -> subprocess.CompletedProcess:
 
 
 def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, object, redis.Redis]":
-    """Every path a worker takes: a job that runs, one that fails into the retry set, one that dies, a scheduled
-    one, a payload that cannot run, and the recovery of a SIGKILLed worker's jobs; the second worker listens on
-    two queues, so it waits on NS:wake."""
+    """Every path a worker takes: a job that runs (plain, with a priority, in a group), one that fails into the retry
+    set, one that dies, a scheduled one, a payload that cannot run, and the recovery of a SIGKILLed worker's jobs; the
+    second worker listens on two queues, so it waits on NS:wake."""
     _use(url, ns)
     c = config.redis_client(url)
     k = ns.keys
@@ -50,9 +50,11 @@ def _exercise(url: str, ns, worker_at, tkey, *extra: str) -> "tuple[object, obje
     jobs.fail_times.enqueue(tkey("retried"), 5)
     jobs.always_fail.enqueue(tkey("died"))
     jobs.record.enqueue_in(0.3, tkey("ran"), "later")
+    jobs.record.set(priority=3).enqueue(tkey("ran"), "urgent")  # a priority set, and the fetch reading it
+    jobs.record.set(group="tenant").enqueue(tkey("ran"), "grouped")  # a group and its rotation
     c.lpush(k.queue("default"), "not a payload")
     doomed = worker_at(url, "-c", "2", *FAST, *extra)
-    wait_for(lambda: c.llen(tkey("ran")) == 2, 20, "the immediate and the scheduled job")
+    wait_for(lambda: c.llen(tkey("ran")) == 4, 20, "the immediate, priority, grouped and scheduled jobs")
     jobs.started_then_nap.enqueue(tkey("held"), 30)
     wait_for(lambda: c.llen(tkey("held") + ":started") == 1, 20, "the long job to start")
     doomed.kill()
@@ -248,7 +250,7 @@ def test_tls_with_a_generated_ca(redis_server, worker_at, ns, tkey):
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url.split("?")[0], socket_timeout=2).ping()  # an unknown CA is refused
     _exercise(server.url, ns, worker_at, tkey)
-    assert config.redis_client(server.url).llen(tkey("ran")) == 2
+    assert config.redis_client(server.url).llen(tkey("ran")) == 4
 
 
 def test_tls_with_password_and_acl_together(redis_server, worker_at, ns, tkey):

@@ -22,7 +22,7 @@ allow for a reply is always `str` here, hence the casts.
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypedDict, cast
 
 import redis
@@ -111,6 +111,7 @@ class Entry:
     error_message = property(lambda self: self._get("error_message"))
     error_backtrace = property(lambda self: self._get("error_backtrace"))
     retry_count = property(lambda self: self._get("retry_count", 0))
+    priority = property(lambda self: self._get("priority", 0))
     enqueued_at = property(lambda self: self._get("enqueued_at"))
     failed_at = property(lambda self: self._get("failed_at"))
 
@@ -155,12 +156,17 @@ class _Paged:
 
 
 class Queue(_Paged):
-    """One queue."""
+    """One queue: its plain list, and beside it the sorted set of its jobs with a priority other than 0 and the lists
+    of its groups (scripts/lib_ready.lua). Its jobs are read as they start: priorities above 0, the list, then each
+    group's jobs (the groups start round-robin with the list, so this order is not theirs), then priorities below 0.
+    """
 
     def __init__(self, name: str = config.DEFAULT_QUEUE) -> None:
         self.name = name
         self.redis, self.keys = _client_and_keys()
         self.key = self.keys.queue(name)
+        self.prio_key = self.keys.prio(name)
+        self.rotation = self.keys.groups(name)
         self.wire = wire.of(self.keys)
 
     @classmethod
@@ -170,7 +176,38 @@ class Queue(_Paged):
         return [cls(n) for n in sorted(cast("set[str]", client.smembers(keys.queues)))]
 
     def __len__(self) -> int:
-        return int(self.redis.llen(self.key))
+        return sum(size for size, _ in self._parts())
+
+    def groups(self) -> dict[str, int]:
+        """The groups with jobs waiting in this queue, and how many each has, in the order of their turns."""
+        names = [g for g in cast("list[str]", self.redis.zrange(self.rotation, 0, -1)) if g]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(self.keys.group(self.name, name))
+            sizes = pipe.execute()
+        return {name: int(size) for name, size in zip(names, sizes, strict=True) if size}
+
+    def _parts(self) -> list[tuple[int, Callable[[int, int], list[str]]]]:
+        """The places the queue's jobs wait, in the order page() reads them: for each, how many wait there and how to
+        read a window of them (first position, how many), next to start first."""
+        groups = self.groups()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcount(self.prio_key, "-inf", "(0")
+            pipe.llen(self.key)
+            pipe.zcount(self.prio_key, "(0", "+inf")
+            above, plain, below = pipe.execute()
+
+        def scored(first: int) -> Callable[[int, int], list[str]]:
+            return lambda start, n: cast(
+                "list[str]", self.redis.zrange(self.prio_key, first + start, first + start + n - 1)
+            )
+
+        def listed(key: str) -> Callable[[int, int], list[str]]:
+            return lambda start, n: cast("list[str]", self.redis.lrange(key, -(start + n), -(start + 1)))[::-1]
+
+        parts = [(int(above), scored(0)), (int(plain), listed(self.key))]
+        parts += [(size, listed(self.keys.group(self.name, g))) for g, size in groups.items()]
+        return [*parts, (int(below), scored(int(above)))]
 
     @property
     def size(self) -> int:
@@ -205,13 +242,22 @@ class Queue(_Paged):
             pipe.execute()
 
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
-        """Jobs from the oldest (next to run) on."""
-        if limit <= 0:
-            return []
-        raws = cast("list[str]", self.redis.lrange(self.key, -(offset + limit), -(offset + 1)))
-        return [Entry(r, self) for r in reversed(raws)]
+        """Jobs from the next to run on: higher priorities first, then the oldest first."""
+        raws: list[str] = []
+        for size, read in self._parts():
+            if len(raws) >= limit:
+                break
+            if offset < size:
+                raws += read(offset, min(size - offset, limit - len(raws)))
+            offset = max(0, offset - size)
+        return [Entry(r, self) for r in raws[:limit]]
 
     def remove(self, raw: str) -> bool:
+        if '"priority"' in raw and self.redis.zrem(self.prio_key, raw):
+            return True
+        group = self.wire.read(raw).get("group") if '"group"' in raw else None
+        if isinstance(group, str) and self.redis.lrem(self.keys.group(self.name, group), 1, raw):
+            return True
         return bool(self.redis.lrem(self.key, 1, raw))
 
     def requeue(self, entry: Entry) -> bool:
@@ -220,11 +266,18 @@ class Queue(_Paged):
 
     def clear(self) -> int:
         """Delete every job in the queue, releasing the unique locks they hold; returns how many."""
+        group_keys = [self.keys.group(self.name, g) for g in self.groups()]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(self.key, 0, -1)
-            pipe.delete(self.key)
+            pipe.zrange(self.prio_key, 0, -1)
+            for key in group_keys:
+                pipe.lrange(key, 0, -1)
+            pipe.delete(self.key, self.prio_key, self.rotation, *group_keys)
             pipe.srem(self.keys.queues, self.name)
-            raws, _, _ = pipe.execute()
+            raws, prioritized, *grouped, _, _ = pipe.execute()
+        raws += prioritized
+        for more in grouped:
+            raws += more
         release_unique_locks(Entry(raw, self).item for raw in raws)
         return len(raws)
 
@@ -413,12 +466,18 @@ class Stats:
             pipe.get(k.stat("expired"))
             for name in queue_names:
                 pipe.llen(k.queue(name))
+                pipe.zcard(k.prio(name))
+                pipe.exists(k.groups(name))
             replies = pipe.execute()
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
         self.expired = int(replies[5] or 0)  # jobs not started by their deadline (expires_in / expires_at)
-        self.queues = dict(zip(queue_names, (int(x) for x in replies[6:]), strict=False))
+        sizes = replies[6:]  # per queue: its list's length, its priority jobs, whether it has groups waiting
+        self.queues = {name: int(sizes[3 * i]) + int(sizes[3 * i + 1]) for i, name in enumerate(queue_names)}
+        for i, name in enumerate(queue_names):
+            if sizes[3 * i + 2]:
+                self.queues[name] += sum(Queue(name).groups().values())
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)

@@ -105,9 +105,9 @@ class Job:
             if raw is not None:
                 return Found(status, key, raw)
         for name in sorted(cast("set[str]", self.redis.smembers(k.queues))):
-            raw = self._in_list(k.queue(name))
+            key, raw = self._in_queue(name)
             if raw is not None:
-                return Found("queued", k.queue(name), raw)
+                return Found("queued", key, raw)
         for identity in cast("set[str]", self.redis.smembers(k.processes)):
             if self._in_list(k.working(identity)) is not None:
                 return Found("running")
@@ -115,6 +115,22 @@ class Job:
         if raw is not None:
             return Found("dead", k.dead, raw)
         return Found(tracked.get("status") or "unknown")
+
+    def _in_queue(self, name: str) -> tuple[str, str | None]:
+        """Where in queue `name` the job waits (its list, its priority set, or one of its groups' lists), and its
+        payload (None when it is not there)."""
+        k = self.keys
+        raw = self._in_list(k.queue(name))
+        if raw is not None:
+            return k.queue(name), raw
+        raw = self._in_sorted_set(k.prio(name))
+        if raw is not None:
+            return k.prio(name), raw
+        for group in cast("list[str]", self.redis.zrange(k.groups(name), 0, -1)):
+            raw = self._in_list(k.group(name, group)) if group else None
+            if raw is not None:
+                return k.group(name, group), raw
+        return k.queue(name), None
 
     def _in_sorted_set(self, key: str) -> str | None:
         pattern = f"*{_glob_escape(self._needle)}*"

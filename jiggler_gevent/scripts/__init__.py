@@ -19,13 +19,24 @@ from redis.commands import core
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-INCLUDE = "--#include "  # a line `--#include NAME` is replaced by the text of NAME.lua (shared Lua functions)
+# A line `--#include NAME` is replaced by the text of NAME.lua (shared Lua functions), once per script: a library
+# that two others include is read at its first include only (so it must come where both can see it).
+INCLUDE = "--#include "
 
 
-def _source(name: str) -> str:
+def _source(name: str, included: set[str] | None = None) -> str:
+    included = set() if included is None else included
     text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    return "".join(_source(line[len(INCLUDE) :].strip()) if line.startswith(INCLUDE) else line for line in lines)
+    parts = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith(INCLUDE):
+            parts.append(line)
+            continue
+        library = line[len(INCLUDE) :].strip()
+        if library not in included:
+            included.add(library)
+            parts.append(_source(library, included))
+    return "".join(parts)
 
 
 SOURCES = {

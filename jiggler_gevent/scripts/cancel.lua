@@ -6,7 +6,8 @@
 -- NS:cancel and checks NS:cancelled when it (re)subscribes; a payload recovered from a dead worker is skipped
 -- when fetched again, as the jid is in NS:cancelled (kept CANCEL_KEEP seconds).
 -- KEYS[1]  NS:cancelled
--- KEYS[2]  the queue, NS:schedule or NS:retry where the payload was seen (NS:cancelled when not waiting: read
+-- KEYS[2]  where the payload was seen: its queue's list, NS:prio:<name> or a group's NS:group:<name>:<group>,
+--          NS:schedule or NS:retry (NS:cancelled when not waiting: read
 --          only when ARGV[5] names a payload, passed anyway so that every key is in the namespace's hash slot)
 -- KEYS[3]  NS:queues
 -- KEYS[4]  NS:wake

@@ -1,3 +1,4 @@
+--#include lib_ready
 -- cron_fire: enqueue periodic jobs, each at most once per (entry, fire time), and only for the lease holder.
 -- A payload is pushed only if its fire time is later than the last one recorded for its entry, and recording
 -- it is part of the same atomic step: a fire time enqueued by one holder is never enqueued again by the next,
@@ -17,7 +18,7 @@ for i = 3, #ARGV, 4 do
   local name, fire = ARGV[i], tonumber(ARGV[i + 1])
   local last = tonumber(redis.call('HGET', KEYS[2], name) or '')
   if last == nil or fire > last then
-    redis.call('LPUSH', ARGV[2] .. ARGV[i + 2], ARGV[i + 3])
+    ready(ARGV[2] .. ARGV[i + 2], ARGV[i + 3], false)
     redis.call('SADD', KEYS[3], ARGV[i + 2])
     redis.call('HSET', KEYS[2], name, ARGV[i + 1])
     results[#results + 1] = 1

@@ -1,3 +1,4 @@
+--#include lib_ready
 -- debounce: push a debounced job, or replace the job of the same debounce key that still waits, in one atomic step.
 -- The job waiting for a key is named by NS:debounce:<key>; when it is still in the scheduled set (or already due in
 -- its queue, not yet taken by a worker), it is taken out and the new payload goes in with its jid, due again after
@@ -14,7 +15,11 @@
 -- returns  the jid of the job that waits now
 local jid = ARGV[3]
 local current = redis.call('GET', KEYS[1])
-if current and (redis.call('ZREM', KEYS[2], current) == 1 or redis.call('LREM', KEYS[3], -1, current) == 1) then
+local function waiting(p)  -- taken out of where it waits: scheduled, or due in its queue (list or priority set)
+  return redis.call('ZREM', KEYS[2], p) == 1 or redis.call('LREM', KEYS[3], -1, p) == 1
+    or redis.call('ZREM', arranged_key(KEYS[3], 'prio'), p) == 1
+end
+if current and waiting(current) then
   local ok, d = pcall(cjson.decode, current)
   if ok and type(d) == 'table' and type(d.jid) == 'string' then jid = d.jid end
 end

@@ -17,6 +17,11 @@
 --   its status as it reschedules it.
 -- A paused queue (its key in NS:paused) is skipped: nothing is taken from it while it is paused, by any worker,
 -- since the check and the take are one step. A plain fetch pays one SCARD for this while nothing is paused.
+-- Priorities and groups (lib_ready): a queue's jobs of priority above 0 are taken first, highest first, then its
+-- list and its groups' lists in turn (round-robin, NS:groups:<name>), then its jobs below 0, each in enqueue order:
+-- all in this one step, so the order holds across every worker. With the extra part, a grouped payload whose job
+-- has `group_concurrency=N` (written in the payload) takes a slot of its group's `concurrent` limiter as it is
+-- taken (the same slots, recorded and given back as above); a group whose limiter is full is passed over.
 -- KEYS[1]     NS:working:<identity>
 -- KEYS[2]     NS:cancelled
 -- KEYS[3]     NS:paused
@@ -47,7 +52,9 @@
 --             written), "." not tracked (or not readable here); one slot per payload: its field in
 --             NS:holds:<identity> ('slot:<limiter>:<token>') when it took one, "!" when the limiter was full, ""
 --             when not limited (none at all when E[9] is 0); how many payloads were parked (each counts against
---             ARGV[1]); how many of the queues asked are paused }; this shape too when one of them is paused
+--             ARGV[1]); how many of the queues asked are paused; 1 when priorities or groups are in use on the
+--             namespace (NS:seq exists), else 0 }; this shape too when one of them is paused, or they are in use
+--#include lib_ready
 local x = tonumber(ARGV[5])
 local acks, first_queue = 6 + x, 4
 local limited, quoted, k = {}, {}, 0
@@ -96,6 +103,7 @@ if x > 0 then
   local clock_ms, swept = nil, {}
 
   -- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
+  -- A group's limiter (lim.unlisted) is not named in NS:limits: a queue may have thousands of groups.
   take_slot = function(lim, i)
     local key, timeout = ARGV[6] .. lim.name, tonumber(ARGV[7])
     if clock_ms == nil then
@@ -105,7 +113,9 @@ if x > 0 then
     if not swept[key] then
       swept[key] = true
       redis.call('ZREMRANGEBYSCORE', key, '-inf', clock_ms)
-      redis.call('HSET', KEYS[5], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
+      if not lim.unlisted then
+        redis.call('HSET', KEYS[5], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
+      end
     end
     if redis.call('ZCARD', key) >= lim.size then return '!' end
     local token = ARGV[8] .. i
@@ -164,30 +174,109 @@ if redis.call('SCARD', KEYS[3]) > 0 then
   end
 end
 
+-- Priority and grouped jobs (lib_ready) wait beside the list; NS:seq, made by the first push of one, says whether
+-- any ever came on the namespace: until then a fetch pays one EXISTS for them.
+local arranged = first_queue <= #KEYS and redis.call('EXISTS', arranged_key(KEYS[first_queue], 'seq')) == 1
+
 local want = tonumber(ARGV[1])
 local taken, marks, slots, parked, noted = {}, {}, {}, 0, false
-for i = first_queue, #KEYS do
-  if want <= 0 then break end
-  local got = not paused[i] and redis.call('RPOP', KEYS[i], want)
-  if got then
-    for _, p in ipairs(got) do
-      local lim, slot = k > 0 and limiter_of(p), ''
-      if lim and not string.find(p, '"result_ttl"', 1, true) then slot = take_slot(lim, #taken + 1) end
+
+-- Up to `want` payloads of the sorted set `key` scored from `min` to `max`, lowest first, taken out of it.
+local function pop_scored(key, min, max)
+  local got = redis.call('ZRANGEBYSCORE', key, min, max, 'LIMIT', 0, want)
+  if #got == 0 then return false end
+  redis.call('ZREM', key, unpack(got))
+  return got
+end
+
+-- Hold the payloads `got` (or nothing when false), each taking its slot or parked, as the header says; `group_slot`
+-- is the slot of its group's limiter a grouped payload took already.
+local function hold(got, group_slot)
+  if not got then return end
+  for _, p in ipairs(got) do
+    local lim, slot = k > 0 and not group_slot and limiter_of(p), group_slot or ''
+    if lim and not string.find(p, '"result_ttl"', 1, true) then slot = take_slot(lim, #taken + 1) end
+    if slot == '!' then
+      park(lim, p)
+      parked = parked + 1
+    else
+      redis.call('LPUSH', KEYS[1], p)
+      taken[#taken + 1] = p
+      local mark = start(p)
+      if lim and mark == 'r' then slot = take_slot(lim, #taken) end  -- tracked: its worker writes a refusal
+      marks[#marks + 1] = mark
+      if x > 0 then slots[#taken] = slot end
+      noted = noted or mark ~= '.' or slot ~= ''
+    end
+  end
+  want = want - #got
+end
+
+-- The slot of the `group_concurrency` limiter of `group` of the queue `queue_key` for payload `p`, taken as
+-- take_slot does: "!" when full, "" when the payload names no limit (or without the extra part: the worker has no
+-- job with group_concurrency registered).
+local function group_slot(queue_key, group, p)
+  if x == 0 or not string.find(p, '"group_concurrency"', 1, true) then return '' end
+  local ok, d = pcall(cjson.decode, p)
+  if not ok or type(d) ~= 'table' or type(d.group_concurrency) ~= 'number' then return '' end
+  local name = 'group.' .. redis.sha1hex(queue_key .. '\n' .. group)  -- a limiter name holds no ':'
+  return take_slot({ name = name, size = d.group_concurrency, unlisted = true }, #taken + 1)
+end
+
+-- Round-robin over the rotation of the queue `queue_key`: one payload from the group whose turn it is (the queue's
+-- own list takes part as the member ''), which then goes to the back of the rotation, or leaves it once empty. A
+-- group at its group_concurrency is passed over (to the back, its payload put back at its front): after
+-- GROUP_VISITS such passes in a row, or as many as there are groups, or want + that many visits in all, the fetch
+-- stops looking, so a script call stays short however many groups are full.
+local GROUP_VISITS = 200
+local function take_grouped(queue_key, rotation)
+  if redis.call('LLEN', queue_key) > 0 then rotate_in(queue_key, '') end
+  local passed, most = 0, math.min(GROUP_VISITS, redis.call('ZCARD', rotation))
+  -- the turns this call may hand out, reserved at once: one per visit, at most `visits` visits
+  local visits = want + most
+  local turn = redis.call('INCRBY', arranged_key(queue_key, 'seq'), visits) - visits
+  while want > 0 and passed < most and visits > 0 do
+    visits = visits - 1
+    local group = redis.call('ZRANGE', rotation, 0, 0)[1]
+    if group == nil then return end
+    local key = group == '' and queue_key or arranged_key(queue_key, 'group', group)
+    local p = redis.call('RPOP', key)
+    if p then
+      local slot = group ~= '' and group_slot(queue_key, group, p) or ''
       if slot == '!' then
-        park(lim, p)
-        parked = parked + 1
+        redis.call('RPUSH', key, p)  -- back to the front of its group, untaken
+        passed = passed + 1
       else
-        redis.call('LPUSH', KEYS[1], p)
-        taken[#taken + 1] = p
-        local mark = start(p)
-        if lim and mark == 'r' then slot = take_slot(lim, #taken) end  -- tracked: its worker writes a refusal
-        marks[#marks + 1] = mark
-        if k > 0 then slots[#taken] = slot end
-        noted = noted or mark ~= '.' or slot ~= ''
+        hold({ p }, slot ~= '' and slot or nil)
+        passed = 0
       end
     end
-    want = want - #got
+    if p and redis.call('EXISTS', key) == 1 then
+      turn = turn + 1
+      redis.call('ZADD', rotation, 'XX', turn, group)
+    else
+      redis.call('ZREM', rotation, group)
+    end
   end
 end
-if noted or parked > 0 or skipped > 0 then return { taken, table.concat(marks), slots, parked, skipped } end
+
+-- Per queue: its priority jobs above 0 (negative scores), its groups and list in turn (or its list alone when it
+-- has no group waiting), then its priority jobs below 0.
+for i = first_queue, #KEYS do
+  if want <= 0 then break end
+  if not paused[i] then
+    local scored = arranged and arranged_key(KEYS[i], 'prio')
+    if scored then hold(pop_scored(scored, '-inf', '(0')) end
+    local rotation = arranged and want > 0 and arranged_key(KEYS[i], 'groups')
+    if rotation and redis.call('EXISTS', rotation) == 1 then
+      take_grouped(KEYS[i], rotation)
+    elseif want > 0 then
+      hold(redis.call('RPOP', KEYS[i], want))
+    end
+    if scored and want > 0 then hold(pop_scored(scored, '(0', '+inf')) end
+  end
+end
+if noted or parked > 0 or skipped > 0 or arranged then
+  return { taken, table.concat(marks), slots, parked, skipped, arranged and 1 or 0 }
+end
 return taken

@@ -33,7 +33,7 @@ local function batch_callback(E, bkey, which)
   local raw = redis.call('HGET', bkey, 'cb_' .. which)
   if raw then
     local queue = redis.call('HGET', bkey, 'cbq_' .. which)
-    redis.call('LPUSH', E.qprefix .. queue, '{"enqueued_at":' .. E.now .. ',' .. string.sub(raw, 2))
+    ready(E.qprefix .. queue, '{"enqueued_at":' .. E.now .. ',' .. string.sub(raw, 2), false)
     redis.call('SADD', E.queues, queue)
     redis.call('ZADD', E.wake, 0, 'wake')
   end

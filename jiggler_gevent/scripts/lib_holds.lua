@@ -1,3 +1,4 @@
+--#include lib_ready
 -- lib_holds: what a worker process holds besides its jobs, and giving it back. Included by concurrent_release,
 -- fetch, settle, adopt and release_holds. Guarantee: a `concurrent` slot or a scheduler lease taken by a worker process is
 -- recorded in NS:holds:<identity> in the same step that takes it, so whoever ends that process's tenure (the
@@ -20,7 +21,7 @@ local function wake_parked(H, parked_key)
       local ok, job = pcall(cjson.decode, p)
       local queue = H.queue
       if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then queue = job.queue end
-      redis.call('LPUSH', H.qprefix .. queue, p)
+      ready(H.qprefix .. queue, p, false)
       redis.call('SADD', H.queues, queue)
       redis.call('ZADD', H.wake, 0, 'wake')
       return
@@ -28,13 +29,15 @@ local function wake_parked(H, parked_key)
   end
 end
 
--- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken).
+-- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken). A slot of a
+-- group's limiter (fetch.lua: 'group.<sha1>') also wakes an idle worker: that group's next job waits in its list.
 local function release_slot(H, limit_key, free_key, parked_key, token, size, keep_ms)
   if redis.call('ZREM', limit_key, token) == 0 then return 0 end
   redis.call('LPUSH', free_key, '1')
   redis.call('LTRIM', free_key, 0, size - 1)
   redis.call('PEXPIRE', free_key, keep_ms)
   wake_parked(H, parked_key)
+  if string.find(limit_key, ':group.', 1, true) then redis.call('ZADD', H.wake, 0, 'wake') end
   return 1
 end
 

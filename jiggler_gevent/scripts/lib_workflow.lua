@@ -1,3 +1,4 @@
+--#include lib_ready
 -- lib_workflow: a workflow's steps pushed as the steps before them succeed. Included by lib_ending (so by settle
 -- and cancel, whose batch_end calls workflow_end for a step) and by workflow_push and workflow_cancel.
 -- Guarantee: a step is pushed exactly once, in the same atomic step that records the success of the last step it
@@ -21,7 +22,7 @@ local function workflow_push(E, wkey, step)
   if not f[1] then return end  -- pushed already (the counting never does it): a Lua error would fail the settle
   local raw = f[1]
   if f[2] then raw = raw .. workflow_input(wkey, cjson.decode(f[3])) .. f[2] end
-  redis.call('LPUSH', E.qprefix .. f[4], '{"enqueued_at":' .. E.now .. ',' .. string.sub(raw, 2))
+  ready(E.qprefix .. f[4], '{"enqueued_at":' .. E.now .. ',' .. string.sub(raw, 2), false)
   redis.call('SADD', E.queues, f[4])
   redis.call('ZADD', E.wake, 0, 'wake')
   redis.call('HSET', wkey, 's' .. step, E.now)

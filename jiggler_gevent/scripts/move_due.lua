@@ -1,3 +1,4 @@
+--#include lib_ready
 -- move_due: move payloads whose time has come from a sorted set to the back of their queues.
 -- KEYS[1]  NS:schedule or NS:retry
 -- KEYS[2]  NS:queues
@@ -13,7 +14,7 @@ for _, p in ipairs(due) do
   local ok, job = pcall(cjson.decode, p)
   local queue = ARGV[4]
   if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then queue = job.queue end
-  redis.call('LPUSH', ARGV[3] .. queue, p)
+  ready(ARGV[3] .. queue, p, false)
   redis.call('SADD', KEYS[2], queue)
 end
 if #due > 0 then redis.call('ZADD', KEYS[3], 0, 'wake') end

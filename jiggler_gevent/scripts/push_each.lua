@@ -1,3 +1,4 @@
+--#include lib_ready
 --#include lib_ending
 -- push_each: push payloads one by one, to their queues now or to the scheduled set, for pushes that need more
 -- than push.lua: unique locks, tracked status (result_ttl) or a batch. All in one atomic step. A unique job's
@@ -34,7 +35,7 @@ for i = 11, #ARGV, 7 do
   if ok == 1 then
     count = count + 1
     if ARGV[i + 2] == '' then
-      redis.call('LPUSH', ARGV[1] .. ARGV[i], ARGV[i + 1])
+      ready(ARGV[1] .. ARGV[i], ARGV[i + 1], false)
       redis.call('SADD', KEYS[1], ARGV[i])
       woke = true
     else

@@ -1,3 +1,4 @@
+--#include lib_ready
 --#include lib_ending
 --#include lib_holds
 -- settle: write what becomes of payloads held in a working list. Each leaves the list; one that was still
@@ -64,11 +65,7 @@ for i = first, #ARGV, 10 do
         redis.call('PEXPIRE', parked, ARGV[10])
       end
     elseif BACK[disposition] ~= nil then
-      if BACK[disposition] then
-        redis.call('LPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
-      else
-        redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], ARGV[i + 2])
-      end
+      ready(ARGV[3] .. ARGV[i + 3], ARGV[i + 2], not BACK[disposition])
       redis.call('SADD', KEYS[4], ARGV[i + 3])
       requeued = true
     end

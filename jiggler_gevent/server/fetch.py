@@ -80,11 +80,15 @@ class ReliableFetch:
             *(self.holds, keys.limits, keys.schedule, keys.queues, keys.wake),
         ]
         self.limited: list[str | int] | None = None  # per limited job: its name, its limiter's, N (guards.fetch_limits)
+        self.group_limited = False  # a job with group_concurrency=N is registered: the fetch takes its groups' slots
         self.no_limits = (keys.limit_prefix, 0, "", "", 0, 0, keys.queue_prefix, config.DEFAULT_QUEUE, 0)
         self.token_base = os.urandom(6).hex() + ":"  # slot tokens: this, a count of fetches, the payload's position
         self.fetches = itertools.count()
         self.drained = False  # the last fetch took fewer payloads than asked: the queues were empty then
         self.paused = False  # the last fetch found one of the queues paused (then an idle worker does not BLMOVE)
+        # the last fetch found priorities or groups in use on the namespace: such a push does not touch the list
+        # BLMOVE waits on, so an idle worker waits on NS:wake instead
+        self.arranged = False
 
     def take(
         self, most: int, acks: Sequence[bytes] = (), ends: Sequence[Outcome] = (), releases: Sequence[str] = ()
@@ -143,7 +147,8 @@ class ReliableFetch:
         head: list[EncodableT] = [most, self.result_prefix, now, config.RESULT_PENDING_TTL]
         if self.limited is None:  # the jobs with `concurrency=N` registered by now (the worker has loaded its modules)
             self.limited = guards.fetch_limits()
-        if not (self.limited or releases or members):
+            self.group_limited = guards.group_limited()
+        if not (self.limited or self.group_limited or releases or members):
             return [self.working, self.cancelled, self.paused_key, *order], [*head, 0, *acks]
         extra: list[EncodableT] = [*self._limits_argv(), len(releases), *releases]
         extra += [self.batch_prefix, config.BATCH_TTL, len(members)]
@@ -155,7 +160,7 @@ class ReliableFetch:
         """The start of fetch.lua's extra part, E[1..9+3k]: what it needs to take the slots of the jobs with
         `concurrency=N` registered at the first fetch, with a token prefix of this call's own, and to park the
         payloads whose limiter is full."""
-        if not self.limited:
+        if not (self.limited or self.group_limited):
             return self.no_limits
         field = "class" if self.keys.wire == "sidekiq" else "name"
         token_prefix = f"{self.token_base}{next(self.fetches)}."
@@ -164,15 +169,18 @@ class ReliableFetch:
         # when no release comes, which a slot dropped at its lock timeout (a holder nobody recovered) does not send.
         # A shorter delay would make a backlog over a busy limiter cycle through the queue and be parked again.
         due = time.time() + guards.SLOT_TIMEOUT
-        parking = (due, PARKED_KEEP_MS, self.keys.queue_prefix, config.DEFAULT_QUEUE, len(self.limited) // 3)
-        return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *self.limited)
+        limited = self.limited or ()
+        parking = (due, PARKED_KEEP_MS, self.keys.queue_prefix, config.DEFAULT_QUEUE, len(limited) // 3)
+        return (self.keys.limit_prefix, ms, token_prefix, field, *parking, *limited)
 
     def _taken(self, reply: object, most: int) -> list[str]:
         """The payloads of a fetch's reply; what it found for the tracked ones goes to `starts`, the slots it took
         to `slots`, whether a queue is paused to `paused`."""
-        taken, parked, paused = cast("list[str]", reply), 0, 0
-        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked, paused}: not a plain reply
-            taken, marks, slots, parked, paused = cast("tuple[list[str], str, list[str], int, int]", reply)
+        taken, parked, paused, arranged = cast("list[str]", reply), 0, 0, 0
+        if taken and isinstance(taken[0], list):  # {payloads, marks, slots, parked, paused, prio}: not a plain reply
+            taken, marks, slots, parked, paused, arranged = cast(
+                "tuple[list[str], str, list[str], int, int, int]", reply
+            )
             for raw, mark in zip(taken, marks, strict=True):
                 if mark != ".":
                     self.starts[raw] = mark == "c"
@@ -181,6 +189,7 @@ class ReliableFetch:
                     self.slots[raw] = slot
         self.drained = len(taken) + parked < most  # one parked over a full limiter was there to take
         self.paused = paused > 0
+        self.arranged = arranged > 0
         return taken
 
     def wait(self, most: int, hand: Callable[[str], None] | None = None) -> list[str]:
@@ -188,9 +197,10 @@ class ReliableFetch:
         [] when none came. A payload BLMOVE brought goes to `hand` (when given), once the fetch behind it has
         said its queue is not paused; the others are returned.
 
-        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, or on a
-        paused one, the worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on
-        one queue only, and would take from a paused one). Either way a fetch of the rest goes in the same write,
+        On one queue, BLMOVE moves the first payload pushed straight into the working list. On several, on a
+        paused one, or once priorities or groups are in use on the namespace (such a job waits beside the list), the
+        worker blocks on NS:wake, which every push adds, and so does a resume (a BLMOVE can wait on one queue only,
+        and would take from a paused one). Either way a fetch of the rest goes in the same write,
         behind the blocking command: Redis runs it the moment the block ends, so a wake costs one round trip, and
         `drained` then says whether it left the queues empty. It takes in the queues' usual order, so their weights
         hold. One that took all it could leaves NS:wake set for the next idle worker, as there may be more.
@@ -199,7 +209,7 @@ class ReliableFetch:
         worker then waits as on several queues, logging once, so it goes on draining the queue (which frees
         memory) without a busy loop or a log line per try.
         """
-        if len(self.queues) == 1 and not self.paused:
+        if len(self.queues) == 1 and not (self.paused or self.arranged):
             return self._wait_on_queue(most, hand)
         return self._wait_on_wake(most)
 

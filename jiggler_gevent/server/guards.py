@@ -51,6 +51,11 @@ def fetch_limits() -> list[str | int]:
     return table
 
 
+def group_limited() -> bool:
+    """Whether a job with `group_concurrency=N` is registered now: then the fetch script takes its groups' slots."""
+    return any(getattr(lookup(name), "group_concurrency", None) is not None for name in registered())
+
+
 class ConcurrencyMiddleware(ServerMiddleware):
     """At most N of a job with `concurrency=N` run at once across every worker on the namespace."""
 
@@ -70,6 +75,8 @@ class ConcurrencyMiddleware(ServerMiddleware):
 
     def before_process(self, ctx: JobContext) -> None:
         func = lookup(ctx.name)
+        if func is not None and func.group_concurrency is not None:
+            self._renew_group_slot(ctx, func.group_concurrency)
         if func is None or func.concurrency is None:
             return
         limiter = self._limiter(ctx.name, func.concurrency)
@@ -86,6 +93,18 @@ class ConcurrencyMiddleware(ServerMiddleware):
             ctx.exception = exc
             return
         self._hold(ctx, limiter, token, fetched=False)
+
+    def _renew_group_slot(self, ctx: JobContext, size: int) -> None:
+        """Keep renewed the slot of its group's limiter the fetch took for this run (fetch.lua), if it took one; it
+        goes back with the outcome, as a fetched slot does."""
+        slot = self.fetched.get(ctx.raw) if self.fetched else None
+        if slot is None or not slot.startswith("slot:group."):
+            return
+        _, name, token = slot.split(":", 2)  # slot:<limiter>:<token>
+        limiter = self.limiters.get(name)
+        if limiter is None or limiter.size != size:
+            limiter = self.limiters[name] = limits.concurrent(name, size, lock_timeout=SLOT_TIMEOUT)
+        self._hold(ctx, limiter, token, fetched=True)
 
     def _hold(self, ctx: JobContext, limiter: limits.Concurrent, token: str, fetched: bool) -> None:
         """Keep the slot renewed while the job runs."""
@@ -127,5 +146,6 @@ GUARDS = (UniqueStartMiddleware, ConcurrencyMiddleware)  # what a job that `guar
 
 def guarded(job: JobFunction, view: View) -> bool:
     """Whether a guard has anything to do for a run of `job` with a payload read as `view`: a concurrency slot to
-    take, or a unique lock to release as it starts. The guards' hooks do nothing for any other run."""
-    return job.concurrency is not None or view.unique_until == "start"
+    take, a group's slot to renew, or a unique lock to release as it starts. The guards' hooks do nothing for any
+    other run."""
+    return job.concurrency is not None or job.group_concurrency is not None or view.unique_until == "start"

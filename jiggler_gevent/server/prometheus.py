@@ -282,6 +282,18 @@ class RedisCollector(Collector):
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis, self.keys = client, keys
 
+    def _grouped_sizes(self, queues: list[str], rotations: list[list[str]]) -> list[int]:
+        """Per queue, how many jobs wait in its groups (the members of its rotation, read in one more pipeline; a
+        queue without groups costs nothing here)."""
+        group_keys = [[self.keys.group(q, g) for g in groups if g] for q, groups in zip(queues, rotations, strict=True)]
+        if not any(group_keys):
+            return [0] * len(queues)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in (key for keys in group_keys for key in keys):
+                pipe.llen(key)
+            lengths = iter(pipe.execute())
+        return [sum(next(lengths) for _ in keys) for keys in group_keys]
+
     def collect(self) -> Iterator[Metric]:
         k = self.keys
         try:
@@ -297,9 +309,12 @@ class RedisCollector(Collector):
                 for q in queues:
                     pipe.llen(k.queue(q))
                     pipe.lindex(k.queue(q), -1)  # the oldest: clients push on the left, workers pop on the right
+                    pipe.zcard(k.prio(q))  # its jobs with a priority
+                    pipe.zrange(k.groups(q), 0, -1)  # its groups with jobs waiting ('' is its own list)
                 for identity in processes:
                     pipe.hexists(k.process(identity), "info")  # a supervisor's guard record has no info
                 replies = pipe.execute()
+            grouped = self._grouped_sizes(queues, replies[3 : 4 * len(queues) : 4])
         except redis.RedisError as exc:
             log.warning("metrics: could not read Redis: %s", exc)
             return
@@ -309,14 +324,14 @@ class RedisCollector(Collector):
         )
         now = time.time()
         for i, q in enumerate(queues):
-            size.add_metric([q], replies[2 * i])
-            latency.add_metric([q], _age(replies[2 * i + 1], now))
+            size.add_metric([q], replies[4 * i] + replies[4 * i + 2] + grouped[i])
+            latency.add_metric([q], _age(replies[4 * i + 1], now))
         yield size
         yield latency
         yield GaugeMetricFamily("jiggler_scheduled_jobs", "Jobs in the scheduled set.", value=scheduled)
         yield GaugeMetricFamily("jiggler_retry_jobs", "Jobs waiting for a retry.", value=retry)
         yield GaugeMetricFamily("jiggler_dead_jobs", "Jobs in the dead set.", value=dead)
-        alive = sum(1 for found in replies[2 * len(queues) :] if found)
+        alive = sum(1 for found in replies[4 * len(queues) :] if found)
         yield GaugeMetricFamily("jiggler_processes", "Worker processes with a live heartbeat.", value=alive)
 
 

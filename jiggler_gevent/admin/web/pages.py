@@ -297,11 +297,12 @@ def queue(view: View, name: str) -> Safe:
     offset = (page - 1) * per
     rows = [
         render(
-            '<tr><td class="num">{pos}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
+            '<tr><td class="num">{pos}</td><td><b>{name}</b>{prio}<br><small class="mono">{jid}</small></td>'
             '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
             '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
             pos=number(offset + i + 1),
             name=clip(e.name, 200),
+            prio=render(" <small data-priority>priority {p}</small>", p=str(e.priority)) if e.priority else "",
             jid=clip(e.jid, 200),
             args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
             enq=timestamp(e.enqueued_at, view.now),
@@ -322,6 +323,7 @@ def queue(view: View, name: str) -> Safe:
         css="toolbar",
     )
     pause = _pause_form(view, q)
+    groups = _groups(q)
     if not rows:
         return join([summary, pause, Safe('<p class="empty">This queue is empty.</p>')])
     table = view.form(
@@ -332,7 +334,29 @@ def queue(view: View, name: str) -> Safe:
             rows=join(rows),
         ),
     )
-    return join([summary, pause, clear, table, view.pager(queue_path(name), page, per, total)])
+    return join([summary, pause, groups, clear, table, view.pager(queue_path(name), page, per, total)])
+
+
+GROUPS_SHOWN = 100  # groups listed on a queue's page, in the order of their turns
+
+
+def _groups(q: api.Queue) -> Safe:
+    """The queue's groups with jobs waiting and their sizes (none when it has no group)."""
+    sizes = q.groups()
+    if not sizes:
+        return Safe("")
+    rows = [
+        render('<tr><td class="mono">{g}</td><td class="num">{n}</td></tr>', g=clip(group, 200), n=number(size))
+        for group, size in list(sizes.items())[:GROUPS_SHOWN]
+    ]
+    more = f" (the first {GROUPS_SHOWN} in turn)" if len(sizes) > GROUPS_SHOWN else ""
+    return render(
+        '<h3 data-groups>{n} group(s), started in turn{more}</h3><div class="table-wrap"><table class="rows">'
+        "<thead><tr><th>Group</th><th>Waiting</th></tr></thead><tbody>{rows}</tbody></table></div>",
+        n=number(len(sizes)),
+        more=more,
+        rows=join(rows),
+    )
 
 
 def queue_action(req: Request, name: str) -> tuple[dict[str, Any], str] | None:

@@ -1,0 +1,24 @@
+"""Grouped jobs the group tests enqueue and their workers run (`-r tests.group_jobs`): kept apart from tests.jobs, since
+a worker with a `group_concurrency` job registered sends the fetch script's extra part on every fetch."""
+
+import time
+
+from jiggler_gevent import config, job
+
+
+def _redis():
+    return config.redis_client()
+
+
+@job(group_by=lambda key, tenant, seconds: tenant, group_concurrency=1)
+def tenant_nap(key: str, tenant: str, seconds: float) -> None:
+    """Record its start and end (one list, in the order Redis saw them) around a sleep; one run per tenant at once."""
+    _redis().rpush(key, f"start {tenant}")
+    time.sleep(seconds)
+    _redis().rpush(key, f"end {tenant}")
+
+
+@job(group_by=lambda key, tenant, value: tenant)
+def tenant_record(key: str, tenant: str, value: str) -> None:
+    """RPUSH `tenant:value` to the list `key`: the order the tenants' jobs started."""
+    _redis().rpush(key, f"{tenant}:{value}")

@@ -1,0 +1,188 @@
+"""Fair groups within a queue: round-robin across groups (the queue's ungrouped jobs taking part as one more group),
+`group_concurrency` across every worker, recovery of a grouped job, bad input; on real Redis and real workers."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from jiggler_gevent import api, config, job
+from jiggler_gevent.server.fetch import ReliableFetch
+from jiggler_gevent.web import create_app
+from tests import group_jobs, jobs
+from tests.conftest import ROOT, identity_of, wait_for
+from tests.test_web import Browser
+
+LOAD = ("-r", "tests.group_jobs")
+FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2")  # a SIGKILLed worker is presumed dead after 2.4 s
+
+
+@pytest.fixture
+def make_fetch(ns):
+    made: list[ReliableFetch] = []
+
+    def make(queues):
+        made.append(ReliableFetch(config.redis_client(ns.url), ns.keys, "test-fetch", queues, True))
+        return made[-1]
+
+    yield make
+    for fetch in made:
+        fetch.conn.close()
+
+
+def _value(raw: str) -> str:
+    return json.loads(raw)["args"][-1]
+
+
+def test_the_fetch_takes_one_job_per_group_in_turn_with_the_ungrouped_jobs_as_one_more(make_fetch, ns, tkey):
+    key = tkey("turns")
+    for i in range(30):
+        group_jobs.tenant_record.enqueue(key, "big", f"big{i}")
+    for i in range(3):
+        group_jobs.tenant_record.enqueue(key, "small", f"small{i}")
+    jobs.record.enqueue(key, "plain0")
+    jobs.record.set(group="other").enqueue(key, "other0")
+    assert api.Queue("default").groups() == {"big": 30, "small": 3, "other": 1}
+    assert len(api.Queue("default")) == 35 and api.Stats().queues == {"default": 35}
+    fetch = make_fetch([("default", 1)])
+    taken = [_value(raw) for raw in fetch.take(4) + fetch.take(4) + fetch.take(2)]
+    assert taken[:9] == ["big0", "small0", "other0", "plain0", "big1", "small1", "big2", "small2", "big3"]
+    assert taken[9] == "big4" and fetch.arranged
+    assert api.Queue("default").groups() == {"big": 25}
+
+
+def test_bad_groups_are_refused_at_enqueue_and_push_nothing(ns, r):
+    def raising(key, tenant, value):
+        raise KeyError("no tenant")
+
+    for bad in ("", 42, b"t", "x" * 501):
+        with pytest.raises(ValueError, match="a group must be a non-empty string"):
+            jobs.record.set(group=bad)
+    refused = {
+        "raised KeyError": job(name="tests.raising", group_by=raising)(group_jobs.tenant_record.func),
+        "must return a non-empty string": job(name="tests.int_group", group_by=lambda k, t, v: 7)(
+            group_jobs.tenant_record.func
+        ),
+    }
+    for message, grouped in refused.items():
+        with pytest.raises(ValueError, match=message):
+            grouped.enqueue("k", "t", "v")
+        with pytest.raises(ValueError, match=message):
+            grouped.enqueue_bulk([("k", "t", "v")])
+    with pytest.raises(ValueError, match="group_by must be a callable"):
+        job(group_by="tenant")(lambda: None)
+    for bad_n in (0, True, 1.5):
+        with pytest.raises(ValueError, match="group_concurrency must be an int >= 1"):
+            job(group_concurrency=bad_n)(lambda: None)
+    with pytest.raises(ValueError, match="concurrency or group_concurrency"):
+        job(concurrency=2, group_concurrency=1)(lambda: None)
+    with pytest.raises(ValueError, match="a priority or a group, not both"):
+        jobs.record.set(group="t", priority=3)
+    with pytest.raises(ValueError, match="a priority or a group, not both"):
+        group_jobs.tenant_record.set(priority=3).enqueue("k", "t", "v")
+    with pytest.raises(ValueError, match="debounced job cannot have a group"):
+        jobs.record.set(debounce=5, group="t")
+    assert api.Stats().enqueued == 0 and not r.exists(ns.keys.seq)
+
+
+def test_a_group_is_refused_on_the_sidekiq_wire(redis_url):
+    config.configure(url=redis_url, namespace="group-sidekiq", wire="sidekiq")
+    try:
+        with pytest.raises(ValueError, match="Sidekiq reads only the queue's list"):
+            group_jobs.tenant_record.enqueue("k", "t", "v")
+        assert api.Stats().enqueued == 0
+    finally:
+        config.reset()
+
+
+def test_a_group_with_300_waiting_jobs_does_not_delay_another_groups_5_beyond_round_robin(ns, r, tkey, start_worker):
+    key = tkey("fair")
+    api.Queue("default").pause()
+    group_jobs.tenant_record.enqueue_bulk([(key, "big", str(i)) for i in range(300)])
+    group_jobs.tenant_record.enqueue_bulk([(key, "small", str(i)) for i in range(5)])
+    start_worker(*LOAD, "-c", "1", *FAST)
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(key) == 305, 60, "the 305 jobs")
+    order = r.lrange(key, 0, -1)
+    assert order[:10] == [f"{tenant}:{i}" for i in range(5) for tenant in ("big", "small")]
+    assert order[10:] == [f"big:{i}" for i in range(5, 300)]
+
+
+def _most_at_once(events: list[str], tenant: str | None = None) -> int:
+    """The most runs (of `tenant`, or of all) that had started and not ended at any point of `events`."""
+    running = most = 0
+    for event in events:
+        what, who = event.split(" ", 1)
+        if tenant is None or who == tenant:
+            running += 1 if what == "start" else -1
+            most = max(most, running)
+    return most
+
+
+def test_group_concurrency_1_never_overlaps_across_two_worker_processes(ns, r, tkey, start_worker):
+    key = tkey("overlap")
+    tenants = ("t1", "t2", "t3")
+    api.Queue("default").pause()
+    group_jobs.tenant_nap.enqueue_bulk([(key, t, 0.1) for _ in range(6) for t in tenants])
+    for _ in range(2):
+        start_worker(*LOAD, "-c", "5", *FAST)
+    wait_for(lambda: api.Stats().processes == 2, 30, "both workers up")
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(key) == 36, 60, "the 18 runs started and ended")
+    events = r.lrange(key, 0, -1)
+    assert [_most_at_once(events, t) for t in tenants] == [1, 1, 1], events
+    assert _most_at_once(events) > 1  # the groups ran beside each other
+    assert _slots_held(r, ns) == 0  # each given back
+
+
+def _slots_held(r, ns) -> int:
+    """The slots of the groups' limiters held now (their sorted sets; the `:free` lists beside them left out)."""
+    return sum(r.zcard(k) for k in r.keys(f"{ns.keys.limit_prefix}group.*") if not k.endswith(":free"))
+
+
+def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(ns, r, tkey, start_worker):
+    key = tkey("killed")
+    first = start_worker(*LOAD, "-c", "1", *FAST)
+    wait_for(lambda: identity_of(r, ns, first.pid), 30, "the first worker's heartbeat")
+    identity = identity_of(r, ns, first.pid)
+    group_jobs.tenant_nap.enqueue(key, "acme", 60)
+    wait_for(lambda: r.lrange(key, 0, -1) == ["start acme"], 30, "the job started")
+    api.Queue("default").pause()  # the recovered job then waits where it was put back
+    first.signal(signal.SIGKILL)
+    start_worker(*LOAD, "-c", "1", *FAST)
+    wait_for(lambda: r.llen(ns.keys.working(identity)) == 0, 30, "the killed worker's job recovered")
+    wait_for(lambda: api.Queue("default").groups() == {"acme": 1}, 30, "the job back in its group")
+    assert r.llen(ns.keys.queue("default")) == 0
+    assert _slots_held(r, ns) == 0  # its slot was given back
+
+
+def test_groups_on_the_api_cli_and_dashboard_and_clear(ns, r, tkey):
+    key = tkey("shown")
+    for tenant, n in (("acme", 3), ("initech", 1)):
+        group_jobs.tenant_record.enqueue_bulk([(key, tenant, str(i)) for i in range(n)])
+    assert api.Queue("default").groups() == {"acme": 3, "initech": 1}
+    command = [sys.executable, "-m", "jiggler_gevent", "groups", "default", "--json"]
+    command += ["--redis-url", ns.url, "--namespace", ns.namespace]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"acme": 3, "initech": 1}, out.stderr
+    page = Browser(create_app()).get("/queues/default").text
+    assert "data-groups>2 group(s)" in page and ">acme</td>" in page and "<b>4</b> job(s) waiting" in page
+    (first,) = [e for e in api.Queue("default") if e.args[1] == "initech"]
+    assert first.delete() and api.Queue("default").groups() == {"acme": 3}
+    assert api.Queue("default").clear() == 3
+    assert api.Queue("default").groups() == {} and not r.exists(ns.keys.groups("default"))
+
+
+def test_cancelling_a_waiting_grouped_or_priority_job_takes_it_out_of_where_it_waits(ns, r, tkey):
+    key = tkey("cancel")
+    grouped = group_jobs.tenant_record.enqueue(key, "acme", "x")
+    urgent = jobs.record.set(priority=5).enqueue(key, "y")
+    kept = group_jobs.tenant_record.enqueue(key, "acme", "z")
+    for jid in (grouped, urgent):
+        assert api.Job(jid).status == "queued"
+        assert api.Job(jid).cancel() is True
+        assert api.Job(jid).status == "cancelled"
+    assert [e.jid for e in api.Queue("default")] == [kept]
+    assert api.Queue("default").groups() == {"acme": 1} and r.zcard(ns.keys.prio("default")) == 0
