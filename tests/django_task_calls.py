@@ -151,6 +151,18 @@ def wait_for_result(result_id: str) -> None:
     print(json.dumps(_result(result)))
 
 
+def enqueue_by_priority() -> None:
+    """Enqueue three tasks of different priorities (no worker runs yet); print their ids, lowest priority first."""
+    print(json.dumps([tasks.add.using(priority=p).enqueue(p, 0).id for p in (-5, 0, 10)]))
+
+
+def read_results(*ids: str) -> None:
+    """Print each task's result as get_result reads it, once it has ended."""
+    results = [tasks.add.get_result(i) for i in ids]
+    _wait(results)
+    print(json.dumps([_result(r) for r in results]))
+
+
 def backend_flags() -> None:
     """Print what the backend declares."""
     backend = tasks.add.get_backend()

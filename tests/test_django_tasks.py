@@ -74,7 +74,7 @@ def test_tasks_run_and_their_results_come_back_through_get_result(shop: Shop) ->
     assert context["value"] == {"id": context["id"], "attempt": 1, "label": "ctx"}
     assert context["kwargs"] == {"label": "ctx"}
 
-    # priority is accepted and kept with the task (not applied: no priority within a queue yet)
+    # priority is kept with the task (and applied: test_priorities_order_the_tasks_of_one_queue)
     assert prioritised["priority"] == 7 and prioritised["value"] == 2 and prioritised["kwargs"] == {"a": 1, "b": 1}
     assert "OrderError: out of stock" in output(proc), "the worker logs the failure with its traceback"
 
@@ -142,11 +142,23 @@ def test_a_task_whose_worker_was_killed_runs_again_as_its_next_attempt(shop: Sho
     assert pids == [str(first.pid), str(second.pid)] and seen["value"]["workers"] == seen["worker_ids"]
 
 
+def test_priorities_order_the_tasks_of_one_queue(shop: Shop) -> None:
+    low, plain, high = call(shop, "enqueue_by_priority")
+    proc = shop.gjiggler("-c", "1")
+    wait_until_started(proc)
+    results = call(shop, "read_results", low, plain, high)
+    stop(proc)
+
+    assert [r["status"] for r in results] == ["SUCCESSFUL"] * 3
+    started = sorted(results, key=lambda r: r["started_at"])
+    assert [r["priority"] for r in started] == [10, 0, -5], "one at a time, the highest priority first"
+
+
 def test_backend_declares_what_it_supports(shop: Shop) -> None:
     flags = call(shop, "backend_flags")
 
     assert flags["supports_defer"] is True and flags["supports_get_result"] is True
-    assert flags["supports_priority"] is True  # accepted and kept, not yet applied
+    assert flags["supports_priority"] is True
     assert flags["supports_async_task"] is True
 
 

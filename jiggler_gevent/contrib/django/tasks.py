@@ -5,8 +5,8 @@ Works with `django.tasks` (Django 6 and later) and with its backport `django_tas
 enqueue pushes one job (task_run.run_task) to the jiggler queue named like the task's `queue_name`, due at its
 `run_after`; the job's jid is the result's id. `get_result` reads the job's status (api.Job) and the task's record
 (task_record.py). With JIGGLER["ENQUEUE_ON_COMMIT"], an enqueue inside a transaction is written (record and job)
-when the transaction commits, never if it rolls back. Priority is accepted, checked and kept with the task, but
-not applied: jobs of one queue run in the order they became due.
+when the transaction commits, never if it rolls back. A task's priority is its job's (`priority`, the same -100..100
+range): of the waiting jobs of one queue, a higher priority starts first.
 
 Guarantees: the record is written before the job is pushed (and taken back if the push fails), so a task that
 runs always has one; a process killed between the two leaves a record whose task reads READY until it expires.
@@ -62,7 +62,7 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
     supports_defer = True  # run_after
     supports_async_task = True  # an async def task runs on the worker's asyncio loop (task_run.py)
     supports_get_result = True
-    supports_priority = True  # accepted and kept with the task; not applied yet (see the module's docstring)
+    supports_priority = True  # the job's own priority
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -82,6 +82,8 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
             RUN_NAME, [result_id, spec.as_dict(), args, kwargs, meta], queue=task.queue_name, retries=0
         )
         payload["jid"], payload["result_ttl"] = result_id, self.result_ttl
+        if spec.priority:
+            payload["priority"] = spec.priority
         record = {"enqueued_at": enqueued_at, "args": args, "kwargs": kwargs, "errors": [], "worker_ids": []}
         result = task_record.make_result(task, result_id, "READY", record, {})
 
