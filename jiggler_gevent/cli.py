@@ -122,12 +122,16 @@ def _set_django_up() -> None:
 @click.argument("name")
 @click.argument("args", nargs=-1)
 @click.option("-q", "--queue", default=None, help="Queue to push to [default: the job's own with -r, else default].")
+@click.option("--priority", type=int, default=None, help="Priority within the queue, -100..100 (higher first).")
+@click.option("--group", default=None, help="Fair group (tenant) key: a queue's groups start round-robin.")
 @_options("requires")
 @redis_options
 def enqueue(
     name: str,
     args: tuple[str, ...],
     queue: str | None,
+    priority: int | None,
+    group: str | None,
     requires: tuple[str, ...],
     redis_url: str | None,
     namespace: str | None,
@@ -135,18 +139,23 @@ def enqueue(
     """Push job NAME with ARGs (each parsed as JSON, else taken as a string).
 
     With -r the job registered under NAME in those modules is pushed with its own options (queue, retries,
-    timeout, ...; -q still chooses the queue), once its arguments are checked against its signature. Without -r
-    the name is not checked and the defaults apply (queue default, 25 retries)."""
+    timeout, ...; -q, --priority and --group still apply), once its arguments are checked against its signature.
+    Without -r the name is not checked and the defaults apply (queue default, 25 retries)."""
     if queue is not None:
         try:
             options.parse_queue(queue)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="-q/--queue") from None
+    given = {"queue": queue, "priority": priority, "group": group}
+    chosen = {option: value for option, value in given.items() if value is not None}
     values = [_json_or_text(a) for a in args]
-    if requires:
-        jid = _enqueue_registered(name, values, queue, requires, redis_url, namespace)
-    else:
-        jid = _enqueue_by_name(name, values, queue or config.DEFAULT_QUEUE, redis_url, namespace)
+    try:
+        if requires:
+            jid = _enqueue_registered(name, values, chosen, requires, redis_url, namespace)
+        else:
+            jid = _enqueue_by_name(name, values, chosen, redis_url, namespace)
+    except ValueError as exc:  # a priority or group refused (out of range, both at once, Sidekiq's wire)
+        raise click.UsageError(str(exc)) from None
     if jid is None:
         click.echo("not pushed: an identical unique job holds its lock", err=True)
     else:
@@ -154,14 +163,20 @@ def enqueue(
 
 
 def _enqueue_by_name(
-    name: str, values: list[Any], queue: str, redis_url: str | None, namespace: str | None
+    name: str, values: list[Any], chosen: dict[str, Any], redis_url: str | None, namespace: str | None
 ) -> str | None:
-    """Push by wire name alone, with the default options, saying on stderr that the job's own were not applied."""
+    """Push by wire name alone, with the default options and those `chosen` (queue, priority, group), saying on
+    stderr that the job's own were not applied."""
     from . import payload
     from .client import Client
+    from .job import check_placement
 
     cfg = apply_redis_options(redis_url, namespace)
-    jid = Client(cfg).push(payload.build(name, values, queue=queue))
+    priority, group = chosen.get("priority", 0), chosen.get("group")
+    check_placement(priority, group)
+    built = payload.build(name, values, queue=chosen.get("queue", config.DEFAULT_QUEUE))
+    built.update({"priority": priority} if priority else {}, **({"group": group} if group is not None else {}))
+    jid = Client(cfg).push(built)
     click.echo(
         "gjiggler: note: pushed with the default options; the job's own (queue, retries, timeout, ...) were not "
         "applied (use -r MODULE to apply them)",
@@ -173,12 +188,13 @@ def _enqueue_by_name(
 def _enqueue_registered(
     name: str,
     values: list[Any],
-    queue: str | None,
+    chosen: dict[str, Any],
     requires: tuple[str, ...],
     redis_url: str | None,
     namespace: str | None,
 ) -> str | None:
-    """Import the -r modules and push the job they register under `name`, with its options and a signature check.
+    """Import the -r modules and push the job they register under `name`, with its options (and those `chosen`) and
+    a signature check.
 
     The modules are imported first, so that --redis-url and --namespace win over a configure() call in them."""
     from .job import lookup
@@ -189,7 +205,7 @@ def _enqueue_registered(
     func = lookup(name)
     if func is None:
         raise click.UsageError(f"no job named {name!r} is registered in {', '.join(requires)}")
-    call = func.set(queue=queue) if queue is not None else func.defaults
+    call = func.set(**chosen) if chosen else func.defaults
     try:
         return call.enqueue(*values)
     except TypeError as exc:

@@ -110,6 +110,15 @@ def _check_group(group: object) -> None:
         raise ValueError(f"a group must be a non-empty string of at most {GROUP_MAX} characters, not {group!r}")
 
 
+def check_placement(priority: int, group: str | None, debounce: float | None = None) -> None:
+    """ValueError unless `priority` and `group` are valid options of one call (a group has neither a priority nor a
+    debounce)."""
+    payload_mod.check_priority(priority)
+    _check_group(group)
+    if group is not None:
+        _check_groupable(priority, debounce)
+
+
 class JobCall:
     """A job with options fixed for the next pushes: what `.set(...)` returns."""
 
@@ -147,11 +156,8 @@ class JobCall:
         self.expires_at = None if expires_at is None else _timestamp(expires_at)
         _check_debounce(debounce, debounce_key, unique_for)
         self.debounce, self.debounce_key = debounce, debounce_key
-        payload_mod.check_priority(priority)
-        _check_group(group)
+        check_placement(priority, group, debounce)
         self.priority, self.group = priority, group
-        if group is not None:
-            _check_groupable(priority, debounce)
 
     def set(self, **options: Any) -> "JobCall":
         """The same job with some options changed: queue, retries, timeout, dead, unique_for, unique_until,

@@ -135,6 +135,22 @@ def test_enqueue_with_r_refuses_what_cannot_run_and_pushes_nothing(ns, r, args, 
     assert list(r.scan_iter(f"{ns.namespace}:*")) == []
 
 
+@pytest.mark.parametrize("registered", [[], ["-r", "tests.jobs"]], ids=["by-name", "with-r"])
+def test_enqueue_with_a_priority_or_a_group_places_the_job_as_the_option_does(ns, r, registered):
+    high = gj("enqueue", "tests.jobs.record", "k", "v", "--priority", "7", *registered, ns=ns)
+    grouped = gj("enqueue", "tests.jobs.record", "k", "v", "--group", "tenant-4", *registered, ns=ns)
+    assert high.returncode == 0 and grouped.returncode == 0, (high.stderr, grouped.stderr)
+    assert api.Queue("default").size == 2 and api.Queue("default").groups() == {"tenant-4": 1}
+    [first] = api.Queue("default").page(0, 1)  # priority jobs are listed first
+    assert (first.jid, first.priority) == (high.stdout.strip(), 7)
+    for bad, word in ((["--priority", "101"], "priority"), (["--priority", "3", "--group", "g"], "group")):
+        out = gj("enqueue", "tests.jobs.record", "k", "v", *bad, *registered, ns=ns)
+        assert out.returncode == 2, out
+        [line] = out.stderr.strip().splitlines()
+        assert line.startswith("gjiggler: error:") and word in line, line
+    assert api.Queue("default").size == 2  # nothing more pushed
+
+
 def test_stats_json_and_text(ns, r):
     r.incrby(ns.keys.stat("processed"), 7)
     gj("enqueue", "x.y", "1", ns=ns)
