@@ -12,6 +12,7 @@ import time
 
 import gevent
 import gevent.event
+import greenlet
 import pytest
 from greenlet import GreenletExit
 
@@ -19,6 +20,7 @@ from jiggler_gevent import config, job, middleware
 from jiggler_gevent import payload as payload_mod
 from jiggler_gevent.errors import JobTimeout
 from jiggler_gevent.middleware import Disposition
+from jiggler_gevent.server import async_jobs
 from jiggler_gevent.server.acker import Acker
 from jiggler_gevent.server.fetch import ReliableFetch
 from jiggler_gevent.server.job_metrics import Counters
@@ -278,6 +280,27 @@ def test_a_job_whose_function_returns_a_coroutine_runs_it_to_its_end(parts, recw
     assert parts.dispositions() == [Disposition.ACK]
     assert AWAITED == ["ran"]
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_other_greenlets_keep_the_threads_running_loop_once_the_worker_has_its_loop():
+    """Playwright's sync API marks its loop running from one greenlet and reads it from another, as CPython keeps
+    it per thread: the worker's loop must not change what they see (it used to, and Playwright failed)."""
+    assert async_jobs.run(_awaited()) == "awaited"  # the worker's loop exists now
+    loop, seen = asyncio.new_event_loop(), []
+
+    def other() -> None:
+        seen.append(asyncio._get_running_loop())
+        asyncio._set_running_loop(None)
+
+    asyncio._set_running_loop(loop)
+    try:
+        greenlet.greenlet(other).switch()
+        seen.append(asyncio._get_running_loop())
+    finally:
+        asyncio._set_running_loop(None)
+        loop.close()
+    assert seen == [loop, None], "the running loop is the thread's, as without the worker's loop"
+    assert async_jobs.run(_awaited()) == "awaited"  # and the worker's loop still runs its coroutines
 
 
 def test_async_generator_and_generator_functions_are_refused_as_jobs_when_decorated():

@@ -15,9 +15,12 @@ processes, as every job). A coroutine that computes without awaiting holds the l
 (preempt.py) makes the loop's greenlet yield like any other. It cannot be cancelled until it awaits; past
 CANCEL_GRACE its job ends anyway (its outcome is written) and the coroutine goes on running in the loop.
 
-The running loop: CPython keeps it per OS thread, not per greenlet. A greenlet trace (installed with the loop)
-moves it at every switch, so each greenlet sees its own: the loop's greenlet sees this loop, and a blocking job
-that calls `asyncio.run()` while the loop waits gets a loop of its own, which its greenlet keeps across switches.
+The running loop: CPython keeps it per OS thread, not per greenlet, and the loop's greenlet is always inside
+`run_forever`, even while it waits. A greenlet trace (installed with the loop) swaps it only at the switches into and
+out of the loop's greenlet: the loop's greenlet sees this loop, and the rest of the thread sees what it would see
+had the loop never been made. So a blocking job may call `asyncio.run()` while the loop waits, and libraries that
+run asyncio through greenlets of their own (Playwright's sync API, SQLAlchemy's asyncio bridge) keep the per-thread
+behaviour they rely on.
 """
 
 import asyncio
@@ -43,28 +46,23 @@ Trace = Callable[[str, tuple[RawGreenlet, RawGreenlet]], None]
 
 
 class RunningLoops:
-    """Keeps CPython's running loop per greenlet: saved as a greenlet switches out, restored as it switches in."""
+    """Hides the loop's running state from every greenlet but its own: swapped in as that greenlet switches in, and
+    the thread's own state put back as it switches out (no other switch is touched)."""
 
-    installed = False  # once per process: a forked child inherits its parent's trace
-
-    def __init__(self) -> None:
-        self._saved: dict[RawGreenlet, asyncio.AbstractEventLoop] = {}  # switched-out greenlets with a running loop
-        self._previous: Trace | None = None
-
-    @classmethod
-    def install_once(cls) -> None:
-        """Trace every switch of this thread's greenlets from now on (chained to a trace already set)."""
-        if not cls.installed:
-            loops = cls()
-            loops._previous = greenlet.settrace(loops._on_switch)
-            cls.installed = True
+    def __init__(self, owner: RawGreenlet) -> None:
+        self.owner = owner  # the loop's greenlet
+        self.own: asyncio.AbstractEventLoop | None = None  # its running loop while it is switched out
+        self.outside: asyncio.AbstractEventLoop | None = None  # the thread's, while the loop's greenlet runs
+        self._previous: Trace | None = greenlet.settrace(self._on_switch)  # chained: a trace set before still runs
 
     def _on_switch(self, event: str, args: tuple[RawGreenlet, RawGreenlet]) -> None:
         origin, target = args
-        running = asyncio._get_running_loop()
-        if running is not None:
-            self._saved[origin] = running
-        asyncio._set_running_loop(self._saved.pop(target, None) if self._saved else None)
+        if origin is self.owner:
+            self.own = asyncio._get_running_loop()
+            asyncio._set_running_loop(self.outside)
+        elif target is self.owner:
+            self.outside = asyncio._get_running_loop()
+            asyncio._set_running_loop(self.own)
         if self._previous is not None:
             self._previous(event, args)
 
@@ -82,11 +80,11 @@ class AsyncJobs:
     """The loop and its greenlet; `run(coro)` runs one coroutine on it from a worker greenlet."""
 
     def __init__(self) -> None:
-        RunningLoops.install_once()
         # gevent's selector, whether or not the process is patched: the loop's waits switch to the hub
         self.selector = HubSelector()
         self.loop = asyncio.SelectorEventLoop(self.selector)
         self.greenlet: Greenlet = gevent.spawn(self._serve)
+        self.running_loops = RunningLoops(self.greenlet)  # before the greenlet first runs
 
     def _serve(self) -> None:
         """Run the loop for as long as the process lives: a job's coroutine that stops it (`loop.stop()`), or raises
