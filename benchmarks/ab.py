@@ -5,7 +5,8 @@
 REV is checked out into a temporary git worktree. Each round drains `--jobs` noop jobs with a worker of REV, then
 with a worker of this tree (the order alternates), on one private server; the enqueue side is this tree's, so only
 the worker differs. `--kind incr` jobs make one INCR each through a redis-py client with its pool, as the
-benchmark rows' jobs do: what one blocking call from job code costs under each worker. Prints each drain, then
+benchmark rows' jobs do: what one blocking call from job code costs under each worker. `--kind sleep-incr` jobs
+sleep 0.2 s, then INCR: the sleep row's job (with `--concurrency 1000`). Prints each drain, then
 the median jobs/s and worker CPU per job of each side and their ratio.
 Workers run with `--job-log off` where the revision has it (the peers in benchmarks/ log no line per job either).
 State each change's cost on the plain path with it: `python -m benchmarks.ab main`. The cost of a worker option:
@@ -59,6 +60,12 @@ def incr():
     if _counter is None:
         _counter = redis.Redis.from_url(os.environ["AB_REDIS_URL"], max_connections=4096)
     _counter.incr("ab:count")
+
+
+@job(name="ab.sleep_incr")
+def sleep_incr():
+    time.sleep(0.2)
+    incr()
 """
 
 
@@ -89,13 +96,13 @@ def _env(tree: Path) -> dict[str, str]:
 
 
 def drain(url: str, tree: Path, argv: list[str], jobs: int, kind: str) -> tuple[float, float]:
-    """Jobs per second of one worker of `tree` draining `jobs` jobs of `kind` (noop, an INCR, or a 0.2 s sleep), and
-    its CPU microseconds per job."""
+    """Jobs per second of one worker of `tree` draining `jobs` jobs of `kind` (noop, an INCR, a 0.2 s sleep, or both),
+    and its CPU microseconds per job."""
     config.configure(redis_url=url, namespace=NAMESPACE)
     config.redis_client().flushdb()
     import ab_jobs  # type: ignore[import-not-found]  # written to JOBS_DIR at start
 
-    getattr(ab_jobs, kind).enqueue_bulk([()] * jobs)
+    getattr(ab_jobs, kind.replace("-", "_")).enqueue_bulk([()] * jobs)
     before = _children_cpu()
     queue = config.current().keys.queue("default")
     rate = jobs_per_second(argv, queue, NAMESPACE, jobs, tree=tree, pythonpath=_env(tree)["PYTHONPATH"])
@@ -148,9 +155,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
-    kinds = ("noop", "incr", "sleep", "enqueue", "enqueue-bulk")
+    kinds = ("noop", "incr", "sleep", "sleep-incr", "enqueue", "enqueue-bulk")
     parser.add_argument(
-        "--kind", choices=kinds, default="noop", help="incr: one Redis call; sleep: 0.2 s per job; enqueue: the client"
+        "--kind",
+        choices=kinds,
+        default="noop",
+        help="incr: one Redis call; sleep: 0.2 s per job; sleep-incr: both (the benchmark rows' sleep job); enqueue: "
+        "the client",
     )
     parser.add_argument(
         "--this-args", default="", help="worker options for this tree's side only: the cost of an option, against HEAD"
