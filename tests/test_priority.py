@@ -3,6 +3,7 @@ its priority however it comes back to its queue (a retry, a put-back, a recovery
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -194,3 +195,32 @@ def test_the_dashboards_queue_page_lists_priority_jobs_first_with_their_priority
     assert "<b>8</b> job(s) waiting" in page
     assert page.count("data-priority>priority 10<") == 2 and page.count("data-priority") == 6
     assert page.index("p10-a") < page.index("p0-a") < page.index("m5-b")
+
+
+def _aged(priority: int, group: str | None, age: float, value: str) -> None:
+    """Push a record job that has waited `age` seconds, with a priority or in a group."""
+    from jiggler_gevent import payload
+    from jiggler_gevent.client import Client
+
+    p = payload.build("tests.jobs.record", ["k", value])
+    p["enqueued_at"] = time.time() - age
+    if priority:
+        p["priority"] = priority
+    if group is not None:
+        p["group"] = group
+    Client().push(p)
+
+
+@pytest.mark.parametrize("where", ["lowest priority", "highest priority", "group"])
+def test_latency_counts_jobs_waiting_with_a_priority_or_in_a_group(ns, client, where):
+    from jiggler_gevent.server.prometheus import RedisCollector
+
+    _aged(0, None, 10, "plain")
+    _aged(5, None, 20, "mid")  # newer than the oldest below, wherever it is
+    old = {"lowest priority": (-7, None), "highest priority": (9, None), "group": (0, "tenant-1")}[where]
+    _aged(*old, 300, "oldest")
+    _aged(-7, None, 5, "low-new")
+    assert 299 < api.Queue("default").latency < 330, "the oldest job is the one with a priority or a group"
+    metrics = {m.name: m for m in RedisCollector(client, ns.keys).collect()}
+    [sample] = [s for s in metrics["jiggler_queue_latency_seconds"].samples if s.labels["queue"] == "default"]
+    assert 299 < sample.value < 330

@@ -27,7 +27,7 @@ from typing import Any, TypedDict, cast
 
 import redis
 
-from .. import config, scripts, wire
+from .. import config, scripts, waiting, wire
 from .. import payload as payload_mod
 from ..connect import server_and_version
 from ..errors import CancelRefused, JobCancelled, JobFailed
@@ -215,10 +215,11 @@ class Queue(_Paged):
 
     @property
     def latency(self) -> float:
-        """Seconds the oldest job has waited (0 when empty)."""
-        raw = cast("str | None", self.redis.lindex(self.key, -1))
-        if raw is None:
-            return 0.0
+        """Seconds the oldest job has waited (0 when empty), whether on the list, in a group or with a priority
+        (waiting.candidates: of the priorities, the highest and the lowest are read)."""
+        return max((self._waited(raw) for raw in waiting.candidates(self.redis, self.keys, self.name)), default=0.0)
+
+    def _waited(self, raw: str) -> float:
         entry = Entry(raw, self)  # times in seconds, also from Sidekiq 8 (which writes milliseconds)
         times = (entry._get("enqueued_at"), entry._get("at"), 0.0)
         ready = max(x for x in times if isinstance(x, (int, float)))

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .. import waiting
 from ..config import JOB_TIME_BUCKETS
 from ..errors import ConfigError
 from ..keys import Keys
@@ -294,6 +295,14 @@ class RedisCollector(Collector):
             lengths = iter(pipe.execute())
         return [sum(next(lengths) for _ in keys) for keys in group_keys]
 
+    def _candidates(self, queue: str) -> list[str | None]:
+        """waiting.candidates, or nothing when Redis fails meanwhile (the size is still reported)."""
+        try:
+            return list(waiting.candidates(self.redis, self.keys, queue))
+        except redis.RedisError as exc:
+            log.warning("metrics: could not read the oldest jobs of queue %s: %s", queue, exc)
+            return []
+
     def collect(self) -> Iterator[Metric]:
         k = self.keys
         try:
@@ -325,7 +334,10 @@ class RedisCollector(Collector):
         now = time.time()
         for i, q in enumerate(queues):
             size.add_metric([q], replies[4 * i] + replies[4 * i + 2] + grouped[i])
-            latency.add_metric([q], _age(replies[4 * i + 1], now))
+            heads = [replies[4 * i + 1]]
+            if replies[4 * i + 2] or grouped[i]:  # jobs with a priority or a group wait too: read their oldest
+                heads = self._candidates(q)
+            latency.add_metric([q], max((_age(raw, now) for raw in heads), default=0.0))
         yield size
         yield latency
         yield GaugeMetricFamily("jiggler_scheduled_jobs", "Jobs in the scheduled set.", value=scheduled)
