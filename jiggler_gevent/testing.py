@@ -92,12 +92,21 @@ class FakeQueue:
         self.jobs.clear()
 
     def drain(self) -> int:
-        """Run recorded jobs until none is left (jobs they enqueue are run too); returns how many ran."""
+        """Run recorded jobs until none is left (jobs they enqueue are run too); returns how many ran. A job with a
+        priority runs before the jobs of lower priority recorded before it, as a worker starts them (equal
+        priorities in the order they were recorded; groups are not taken in turn here)."""
         ran = 0
         while self.jobs:
-            _run(self.jobs.pop(0))
+            _run(self.jobs.pop(self._next()))
             ran += 1
         return ran
+
+    def _next(self) -> int:
+        """The position of the job to run next: the first of the highest priority."""
+        if not any("priority" in p for p in self.jobs):
+            return 0
+        priorities = [p.get("priority", 0) for p in self.jobs]
+        return priorities.index(max(priorities))
 
     def __len__(self) -> int:
         return len(self.jobs)

@@ -41,6 +41,14 @@ def test_fake_records_and_drains(ns, r, tkey):
     assert r.llen(ns.keys.queue("default")) == 0
 
 
+def test_fake_drains_higher_priorities_first_and_equals_in_order(ns, r, tkey):
+    with testing.fake() as queue:
+        for priority, value in [(0, "p0-a"), (-5, "m5"), (10, "p10-a"), (0, "p0-b"), (10, "p10-b")]:
+            jobs.record.set(priority=priority).enqueue(tkey("order"), value)
+        assert queue.drain() == 5
+    assert r.lrange(tkey("order"), 0, -1) == ["p10-a", "p10-b", "p0-a", "p0-b", "m5"]
+
+
 def test_modes_still_check_arguments(ns):
     with testing.fake() as queue:
         with pytest.raises(TypeError):
