@@ -183,3 +183,18 @@ async def burn(key: str, seconds: float) -> None:
     while time.monotonic() < end:
         pass
     _redis().rpush(key, "done")
+
+
+@job(retries=0, concurrency=1)
+async def one_at_a_time(key: str) -> None:
+    """An async job limited to one running at once across every worker: counts itself in while it awaits, and
+    records "overlap" if another was counted in meanwhile."""
+    client = _aredis()
+    try:
+        if await client.incr(key + ":running") > 1:
+            await client.rpush(key, "overlap")
+        await asyncio.sleep(0.1)
+        await client.decr(key + ":running")
+        await client.rpush(key, "done")
+    finally:
+        await client.aclose()

@@ -229,3 +229,13 @@ def test_a_coroutine_that_exits_or_stops_the_loop_leaves_it_running(ns, start_wo
         [entry] = list(api.DeadSet())
         assert entry.error_class == "SystemExit"
     assert worker.proc.poll() is None
+
+
+def test_a_concurrency_limit_holds_for_async_jobs_across_two_processes(r, ns, start_worker):
+    start_worker(*LOAD, "-c", "4")
+    start_worker(*LOAD, "-c", "4")
+    key = _key(ns, "limited")
+    for _ in range(6):
+        coroutine_jobs.one_at_a_time.enqueue(key)
+    wait_for(lambda: r.llen(key) >= 6, 60, "the six limited jobs to end")
+    assert r.lrange(key, 0, -1) == ["done"] * 6, "never two at once, with eight slots free"
