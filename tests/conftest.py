@@ -7,6 +7,7 @@ before anything runs, so neither the tests nor the workers they start ever send 
 keeps data in. A server that cannot be started fails the run (never a skip).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -133,6 +135,44 @@ def tkey(ns: config.Config) -> Callable[[str], str]:
 def r(ns: config.Config) -> redis.Redis:
     """A client on the test Redis (decoded strings)."""
     return config.redis_client(ns.url)
+
+
+@pytest.fixture
+def client(r: redis.Redis) -> redis.Redis:
+    """`r`, under the name the fetch and queue-control tests pass to their helpers."""
+    return r
+
+
+@pytest.fixture
+def make_fetch(ns: config.Config) -> Iterator[Callable[..., Any]]:
+    """ReliableFetch on the test namespace (or on `keys`); each gives its dedicated connection back to the pool after
+    the test."""
+    from jiggler_gevent.server.fetch import ReliableFetch
+
+    made: list[ReliableFetch] = []
+
+    def make(queues: Any, strict: bool = True, identity: str = "test-fetch", keys: Any = None) -> ReliableFetch:
+        made.append(ReliableFetch(config.redis_client(ns.url), keys or ns.keys, identity, queues, strict))
+        return made[-1]
+
+    yield make
+    for fetch in made:
+        fetch.conn.close()
+
+
+def heartbeat_times(r: redis.Redis, ns: config.Config, seconds: float) -> list:
+    """The distinct heartbeat times of the one worker on the namespace, watched for `seconds`."""
+    seen: list = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for identity in r.smembers(ns.keys.processes):
+            info = r.hget(ns.keys.process(identity), "info")
+            if info:
+                beat = json.loads(info)["beat"]
+                if not seen or beat != seen[-1]:
+                    seen.append(beat)
+        time.sleep(0.01)
+    return seen
 
 
 def identity_of(r: redis.Redis, cfg: config.Config, pid: int) -> str | None:

@@ -35,6 +35,13 @@ async def _barrier(client: Any, key: str, parties: int) -> str:
     return "alone"
 
 
+async def _until_open(client: Any, key: str) -> None:
+    """Await until `key:open` is set (at most BARRIER_WAIT seconds)."""
+    deadline = time.monotonic() + BARRIER_WAIT
+    while not await client.exists(key + ":open") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 @job(retries=0)
 async def meet(key: str, parties: int) -> None:
     """An async job that waits at a barrier with `parties` jobs, then records whether they all got there."""
@@ -87,9 +94,7 @@ async def wait_open(key: str) -> None:
     client = _aredis()
     try:
         await client.incr(key + ":count")
-        deadline = time.monotonic() + BARRIER_WAIT
-        while not await client.exists(key + ":open") and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await _until_open(client, key)
         await client.rpush(key, "done")
     finally:
         await client.aclose()
@@ -101,9 +106,7 @@ async def halfway(key: str) -> None:
     progress(0.5, "half")
     client = _aredis()
     try:
-        deadline = time.monotonic() + BARRIER_WAIT
-        while not await client.exists(key + ":open") and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await _until_open(client, key)
         await client.rpush(key, "done")
     finally:
         await client.aclose()

@@ -16,7 +16,7 @@ import pytest
 from jiggler_gevent import api, chain, config, job
 from jiggler_gevent.errors import JobCancelled
 from tests import coroutine_jobs
-from tests.conftest import wait_for
+from tests.conftest import heartbeat_times, wait_for
 
 LOAD = ("-r", "tests.coroutine_jobs")
 
@@ -126,21 +126,6 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
-def _beats(r, ns, seconds: float) -> list:
-    """The distinct heartbeat times of the one worker on the namespace, watched for `seconds`."""
-    seen: list = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for identity in r.smembers(ns.keys.processes):
-            info = r.hget(ns.keys.process(identity), "info")
-            if info:
-                beat = json.loads(info)["beat"]
-                if not seen or beat != seen[-1]:
-                    seen.append(beat)
-        time.sleep(0.01)
-    return seen
-
-
 def test_a_coroutine_that_computes_does_not_stop_the_heartbeat(r, ns, start_worker):
     interval, threshold = 0.5, 0.1
     worker = start_worker(*LOAD, "-c", "4", "--heartbeat-interval", str(interval), "--preempt", str(threshold))
@@ -148,7 +133,7 @@ def test_a_coroutine_that_computes_does_not_stop_the_heartbeat(r, ns, start_work
     key = _key(ns, "burn")
     coroutine_jobs.burn.enqueue(key, 4.0)
     wait_for(lambda: r.llen(key + ":started"), 20, "the coroutine to start computing")
-    beats = _beats(r, ns, 3.0)
+    beats = heartbeat_times(r, ns, 3.0)
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     assert len(gaps) >= 2, (beats, worker.output()[-2000:])
     assert max(gaps) < interval * 1.1 + threshold + 1.0, gaps  # the bound of test_preempt's blocking hogs
@@ -161,7 +146,7 @@ def test_without_preemption_the_computing_coroutine_stops_the_heartbeat(r, ns, s
     key = _key(ns, "burn0")
     coroutine_jobs.burn.enqueue(key, 4.0)
     wait_for(lambda: r.llen(key + ":started"), 20, "the coroutine to start computing")
-    beats = _beats(r, ns, 3.0)
+    beats = heartbeat_times(r, ns, 3.0)
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     assert not gaps or max(gaps) > 2.0, f"the test would not show that pre-emption helps: {gaps}"
 

@@ -20,30 +20,11 @@ from jiggler_gevent.server.fetch import ReliableFetch, queue_order
 
 
 @pytest.fixture
-def client(ns):
-    return config.redis_client(ns.url)
-
-
-@pytest.fixture
 def raw_client(ns):
     """Bytes in, bytes out: to see exactly what is stored."""
     c = redis.Redis.from_url(ns.url)
     yield c
     c.close()
-
-
-@pytest.fixture
-def make_fetch(client, ns):
-    """ReliableFetch on the test namespace; each gives its dedicated connection back to the pool after the test."""
-    made: list[ReliableFetch] = []
-
-    def make(queues, strict=True, identity="test-fetch"):
-        made.append(ReliableFetch(client, ns.keys, identity, queues, strict))
-        return made[-1]
-
-    yield make
-    for fetch in made:
-        fetch.conn.close()
 
 
 def push(client, ns, queue, *raws):

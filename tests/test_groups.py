@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from jiggler_gevent import api, config, job
-from jiggler_gevent.server.fetch import ReliableFetch
 from jiggler_gevent.web import create_app
 from tests import group_jobs, jobs
 from tests.conftest import ROOT, identity_of, wait_for
@@ -17,19 +16,6 @@ from tests.test_web import Browser
 
 LOAD = ("-r", "tests.group_jobs")
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2")  # a SIGKILLed worker is presumed dead after 2.4 s
-
-
-@pytest.fixture
-def make_fetch(ns):
-    made: list[ReliableFetch] = []
-
-    def make(queues):
-        made.append(ReliableFetch(config.redis_client(ns.url), ns.keys, "test-fetch", queues, True))
-        return made[-1]
-
-    yield make
-    for fetch in made:
-        fetch.conn.close()
 
 
 def _value(raw: str) -> str:

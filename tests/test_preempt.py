@@ -21,7 +21,7 @@ from jiggler_gevent import config
 from jiggler_gevent.server import safepoints
 from jiggler_gevent.server.preempt import PassCounter, resolve_threshold
 from tests import jobs
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, heartbeat_times, wait_for
 
 
 def _key(ns: config.Config, name: str) -> str:
@@ -57,21 +57,6 @@ def test_five_hogs_at_once_still_leave_the_ticker_its_time(r, ns, start_worker):
     assert worst < 1.0, f"worst ticker gap {worst:.3f}s with 5 hogs"
 
 
-def _beats(r, ns, seconds: float) -> list:
-    """The distinct heartbeat times of the one worker on the namespace, watched for `seconds`."""
-    seen: list = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for identity in r.smembers(ns.keys.processes):
-            info = r.hget(ns.keys.process(identity), "info")
-            if info:
-                beat = json.loads(info)["beat"]
-                if not seen or beat != seen[-1]:
-                    seen.append(beat)
-        time.sleep(0.01)
-    return seen
-
-
 @pytest.mark.parametrize("preempt, bound", [("0.1", None), ("0", 2.0)])
 def test_heartbeat_keeps_its_interval_while_hogs_run(r, ns, start_worker, preempt, bound):
     interval, threshold = 0.5, 0.1
@@ -81,7 +66,7 @@ def test_heartbeat_keeps_its_interval_while_hogs_run(r, ns, start_worker, preemp
     for i in range(2):
         jobs.cpu_hog.enqueue(f"{key}:{i}", 4.0)
     wait_for(lambda: r.llen(f"{key}:0:started") and r.llen(f"{key}:1:started"), 20, "the hogs to start")
-    beats = _beats(r, ns, 3.5)
+    beats = heartbeat_times(r, ns, 3.5)
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     if bound is None:
         # Its sleep (interval +-10%), at most one threshold before it runs, and a margin: the Monitor

@@ -9,29 +9,10 @@ import pytest
 
 from jiggler_gevent import api, config, job
 from jiggler_gevent.keys import SidekiqKeys
-from jiggler_gevent.server.fetch import ReliableFetch
 from tests import jobs
 from tests.conftest import identity_of, wait_for
 
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2")  # a SIGKILLed worker is presumed dead after 2.4 s
-
-
-@pytest.fixture
-def client(ns):
-    return config.redis_client(ns.url)
-
-
-@pytest.fixture
-def make_fetch(client, ns):
-    made: list[ReliableFetch] = []
-
-    def make(queues):
-        made.append(ReliableFetch(client, ns.keys, "test-fetch", queues, True))
-        return made[-1]
-
-    yield make
-    for fetch in made:
-        fetch.conn.close()
 
 
 MIX = [(0, "p0-a"), (-5, "m5-a"), (10, "p10-a"), (0, "p0-b"), (3, "p3-a"), (10, "p10-b"), (-5, "m5-b"), (3, "p3-b")]

@@ -9,35 +9,16 @@ import time
 
 import pytest
 
-from jiggler_gevent import api, config, job
+from jiggler_gevent import api, job
 from jiggler_gevent.errors import JobFailed
 from jiggler_gevent.job import JobCall
 from jiggler_gevent.keys import SidekiqKeys
 from jiggler_gevent.server import fetch as fetch_mod
-from jiggler_gevent.server.fetch import ReliableFetch
 from jiggler_gevent.web import create_app
 from tests import jobs
 from tests.conftest import ROOT, held_jobs, wait_for
 from tests.test_fetch import push, push_once_blocked, queued
 from tests.test_web import Browser
-
-
-@pytest.fixture
-def client(ns):
-    return config.redis_client(ns.url)
-
-
-@pytest.fixture
-def make_fetch(client, ns):
-    made: list[ReliableFetch] = []
-
-    def make(queues, keys=None):
-        made.append(ReliableFetch(client, keys or ns.keys, "test-fetch", queues, True))
-        return made[-1]
-
-    yield make
-    for fetch in made:
-        fetch.conn.close()
 
 
 def test_a_paused_queue_gives_nothing_and_the_others_carry_on(make_fetch, client, ns):
@@ -84,7 +65,7 @@ def test_a_queue_paused_while_blmove_blocks_gets_its_payload_back(make_fetch, cl
 
 def test_pause_on_the_sidekiq_layout(make_fetch, client, ns):
     keys = SidekiqKeys(namespace=ns.namespace, prefix=f"{ns.namespace}:sk:")
-    fetch = make_fetch([("a", 1)], keys)
+    fetch = make_fetch([("a", 1)], keys=keys)
     client.lpush(keys.queue("a"), "s1")
     client.sadd(keys.paused, keys.queue("a"))
     assert fetch.take(1) == [] and fetch.paused
