@@ -175,7 +175,10 @@ def _enqueue_by_name(
     priority, group = chosen.get("priority", 0), chosen.get("group")
     check_placement(priority, group)
     built = payload.build(name, values, queue=chosen.get("queue", config.DEFAULT_QUEUE))
-    built.update({"priority": priority} if priority else {}, **({"group": group} if group is not None else {}))
+    if priority:
+        built["priority"] = priority
+    if group is not None:
+        built["group"] = group
     jid = Client(cfg).push(built)
     click.echo(
         "gjiggler: note: pushed with the default options; the job's own (queue, retries, timeout, ...) were not "

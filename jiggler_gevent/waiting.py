@@ -14,10 +14,13 @@ from .keys import Keys
 PRIO_BAND = 2**40  # the width of one priority's band of scores (lib_ready.lua's PRIO_BAND)
 
 
-def candidates(client: Any, keys: Keys, queue: str) -> list[str]:
+def candidates(client: Any, keys: Keys, queue: str, rotation: list[str] | None = None) -> list[str]:
     """The payloads of `queue` that may have waited longest: the oldest of its list and of each group, and the first
-    of its highest and lowest priority. Two pipelined round trips, a third when it has priority jobs."""
-    groups = [g for g in cast("list[str]", client.zrange(keys.groups(queue), 0, -1)) if g]
+    of its highest and lowest priority. `rotation`: the members of its groups' rotation, when the caller has read
+    them already. One or two pipelined round trips, one more when it has priority jobs."""
+    if rotation is None:
+        rotation = cast("list[str]", client.zrange(keys.groups(queue), 0, -1))
+    groups = [g for g in rotation if g]
     with client.pipeline(transaction=False) as pipe:
         pipe.lindex(keys.queue(queue), -1)
         for group in groups:

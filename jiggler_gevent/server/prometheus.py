@@ -295,10 +295,10 @@ class RedisCollector(Collector):
             lengths = iter(pipe.execute())
         return [sum(next(lengths) for _ in keys) for keys in group_keys]
 
-    def _candidates(self, queue: str) -> list[str | None]:
+    def _candidates(self, queue: str, rotation: list[str]) -> list[str | None]:
         """waiting.candidates, or nothing when Redis fails meanwhile (the size is still reported)."""
         try:
-            return list(waiting.candidates(self.redis, self.keys, queue))
+            return list(waiting.candidates(self.redis, self.keys, queue, rotation))
         except redis.RedisError as exc:
             log.warning("metrics: could not read the oldest jobs of queue %s: %s", queue, exc)
             return []
@@ -336,7 +336,7 @@ class RedisCollector(Collector):
             size.add_metric([q], replies[4 * i] + replies[4 * i + 2] + grouped[i])
             heads = [replies[4 * i + 1]]
             if replies[4 * i + 2] or grouped[i]:  # jobs with a priority or a group wait too: read their oldest
-                heads = self._candidates(q)
+                heads = self._candidates(q, replies[4 * i + 3])
             latency.add_metric([q], max((_age(raw, now) for raw in heads), default=0.0))
         yield size
         yield latency
