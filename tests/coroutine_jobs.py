@@ -201,3 +201,14 @@ async def one_at_a_time(key: str) -> None:
         await client.rpush(key, "done")
     finally:
         await client.aclose()
+
+
+@job(retries=0)
+async def hold_the_gil(key: str, seconds: float) -> None:
+    """Hold the GIL in one C call for about `seconds` from the coroutine (no forced yield can cut it short), then
+    record "done" under `key`."""
+    from tests.jobs import _hold_gil
+
+    await asyncio.sleep(0)  # the loop runs the rest from its own greenlet
+    _hold_gil(seconds)
+    _redis().rpush(key, "done")

@@ -194,6 +194,16 @@ def test_a_computing_coroutine_past_its_timeout_ends_its_job_after_the_grace(r, 
     assert "has not ended after 3.0s (it does not await)" in worker.output()
 
 
+def test_a_coroutine_that_holds_the_hub_is_reported_by_its_jobs_name(r, ns, start_worker):
+    worker = start_worker(*LOAD, "-c", "2")
+    key = _key(ns, "gil")
+    jid = coroutine_jobs.hold_the_gil.enqueue(key, 1.0)
+    wait_for(lambda: r.llen(key), 30, "the job to finish")
+    lines = wait_for(lambda: [ln for ln in worker.output().splitlines() if "held the hub for" in ln], 10, "a report")
+    # the loop's greenlet held the hub: the report names the job whose coroutine it ran, not the greenlet
+    assert f"job tests.coroutine_jobs.hold_the_gil (jid {jid})" in lines[0], lines[0]
+
+
 def test_an_async_job_reports_progress_through_its_jobs_context(r, ns, start_worker):
     start_worker(*LOAD, "-c", "2", "--heartbeat-interval", "0.2")
     key = _key(ns, "progress")

@@ -85,6 +85,13 @@ class AsyncJobs:
         self.loop = asyncio.SelectorEventLoop(self.selector)
         self.greenlet: Greenlet = gevent.spawn(self._serve)
         self.running_loops = RunningLoops(self.greenlet)  # before the greenlet first runs
+        self.workers: dict[asyncio.Task[Any], RawGreenlet] = {}  # each task's worker greenlet, while it runs
+
+    def worker_now(self) -> RawGreenlet | None:
+        """The worker greenlet whose coroutine the loop is running at this moment (None between tasks): what
+        pre-emption's reports name when the loop's greenlet holds the hub. Only reads: safe from a signal handler."""
+        task = asyncio.current_task(self.loop)
+        return self.workers.get(task) if task is not None else None
 
     def _serve(self) -> None:
         """Run the loop for as long as the process lives: a job's coroutine that stops it (`loop.stop()`), or raises
@@ -103,7 +110,7 @@ class AsyncJobs:
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run `coro` to its end on the loop and return its value (or raise its exception). An exception thrown
         into the calling greenlet meanwhile cancels it first, then propagates."""
-        task = Handover(coro, contextvars.copy_context())
+        task = Handover(coro, contextvars.copy_context(), gevent.getcurrent(), self.workers)
         self.soon(task.start, self.loop)
         try:
             task.done.wait()
@@ -123,11 +130,18 @@ class AsyncJobs:
 class Handover:
     """One coroutine on its way to the loop, and the Event its worker greenlet waits on."""
 
-    __slots__ = ("coro", "context", "done", "task", "dropped")
+    __slots__ = ("coro", "context", "worker", "workers", "done", "task", "dropped")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        context: contextvars.Context,
+        worker: RawGreenlet,
+        workers: dict["asyncio.Task[Any]", RawGreenlet],
+    ) -> None:
         self.coro = coro
         self.context = context
+        self.worker, self.workers = worker, workers  # AsyncJobs.workers: the task is in it while it runs
         self.done: Event = gevent.event.Event()
         self.task: asyncio.Task[Any] | None = None
         self.dropped = False  # given up before the loop started it: it never runs
@@ -138,9 +152,11 @@ class Handover:
             self.coro.close()
             return
         self.task = loop.create_task(self.coro, context=self.context)
+        self.workers[self.task] = self.worker
         self.task.add_done_callback(self._ended)
 
     def _ended(self, task: "asyncio.Task[Any]") -> None:
+        self.workers.pop(task, None)
         self.done.set()
 
     def cancel(self, soon: Callable[..., None]) -> None:
@@ -163,6 +179,14 @@ class Handover:
 
 _jobs: AsyncJobs | None = None
 _pid = 0
+
+
+def worker_running(glet: RawGreenlet) -> RawGreenlet | None:
+    """When `glet` is this process's loop greenlet: the worker greenlet whose async job it runs now, else None."""
+    jobs = _jobs
+    if jobs is None or glet is not jobs.greenlet or _pid != os.getpid():
+        return None
+    return jobs.worker_now()
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -18,7 +18,7 @@ only by weak reference and touches nothing but plain attributes; it is restarted
 
 What it cannot cut short: C code that holds the GIL (the thread itself cannot run), and blocking calls
 that gevent does not patch. Both are detected afterwards (the handler runs late, or the thread woke late
-while the main thread was burning CPU) and logged with the job's name and how long the hub was held.
+while the main thread stayed runnable: MainThreadBusy) and logged with the job's name and how long the hub was held.
 """
 
 import _thread
@@ -51,10 +51,11 @@ PROBE_INTERVAL = 0.002  # how often the thread looks for a safe point while an e
 REPORT_MIN = 0.2  # shorter blocks are not reported (a busy machine can delay a thread that long)
 
 _real_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
-_real_start_thread: Callable[[Callable[[_thread.LockType], None], tuple[_thread.LockType]], int] = monkey.get_original(
+_real_start_thread: Callable[[Callable[..., None], tuple[object, ...]], int] = monkey.get_original(
     "_thread", "start_new_thread"
 )
 _real_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+_real_get_native_id: Callable[[], int] = monkey.get_original("_thread", "get_native_id")
 _real_lock: Callable[[], _thread.LockType] = monkey.get_original("_thread", "allocate_lock")
 
 Request = tuple[float, float, int]  # (asked at, last pass seen at, passes then)
@@ -80,11 +81,40 @@ class PassCounter:
         return int(repr(self._count)[6:-1])  # "count(N)": reading never advances it
 
 
-def _main_cpu_clock() -> int | None:
-    try:
-        return time.pthread_getcpuclockid(_real_get_ident())
-    except (AttributeError, OSError):
-        return None
+class MainThreadBusy:
+    """Seconds the main thread has been runnable: on a CPU, or waiting in a run queue for one (Linux's schedstat
+    of that thread), else its CPU time only. Made in the main thread, read from the switcher's thread.
+
+    C code that holds the GIL keeps the main thread runnable throughout; on a loaded machine it gets only a share
+    of a CPU, so its CPU time alone would read as if it had been idle (a 1 s hold read 1.0 s of CPU over 5.5 s).
+    An idle main thread (asleep in the loop's poll) is neither."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.clock: int | None = None
+        try:
+            self.fd = os.open(f"/proc/self/task/{_real_get_native_id()}/schedstat", os.O_RDONLY)
+        except OSError:
+            try:
+                self.clock = time.pthread_getcpuclockid(_real_get_ident())
+            except (AttributeError, OSError):
+                pass
+
+    def seconds(self) -> float | None:
+        """The runnable seconds so far (None when this system tells neither)."""
+        try:
+            if self.fd is not None:
+                on_cpu, waiting, _ = os.pread(self.fd, 128, 0).split()
+                return (int(on_cpu) + int(waiting)) / 1e9
+            return time.clock_gettime(self.clock) if self.clock is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        """Close the schedstat file (in the thread that reads it, as it ends)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class JobRunner(Protocol):
@@ -94,8 +124,8 @@ class JobRunner(Protocol):
     def call_site(self) -> CodeType:
         """The code of the frame that calls a job function: a job's own frames are those inside it."""
 
-    def running_job(self, glet: RawGreenlet) -> JobContext | None:
-        """The job `glet` runs now, if any (named in reports)."""
+    def job_on(self, glet: RawGreenlet) -> JobContext | None:
+        """The job whose code `glet` runs now, if any (named in reports)."""
 
     def abandon(self, glet: RawGreenlet, exc: BaseException) -> JobContext | None:
         """Fail the job `glet` runs as if it had raised `exc`, while it goes on running."""
@@ -130,7 +160,6 @@ class Switcher:
         self._stall = 0.0
         self._probe = False
         self._pid = 0
-        self._clock: int | None = None
         self._alive: _thread.LockType | None = None
         self._last_report: dict[str, float] = {}
 
@@ -171,11 +200,10 @@ class Switcher:
         if not self.running or self._pid == os.getpid():
             return
         self._pid = os.getpid()
-        self._clock = _main_cpu_clock()
         self._request, self._stall = None, 0.0
         self._alive = _real_lock()
         self._alive.acquire()
-        _real_start_thread(self._watch, (self._alive,))
+        _real_start_thread(self._watch, (self._alive, MainThreadBusy()))
 
     def _after_fork_in_child(self) -> None:
         hub = self._hub_ref() if self._hub_ref else None
@@ -185,25 +213,19 @@ class Switcher:
 
     # -- the thread ----------------------------------------------------------------------------------
 
-    def _cpu(self) -> float | None:
-        try:
-            return time.clock_gettime(self._clock) if self._clock is not None else None
-        except OSError:
-            return None
-
-    def _watch(self, alive: _thread.LockType) -> None:
+    def _watch(self, alive: _thread.LockType, busy: MainThreadBusy) -> None:
         pid = os.getpid()
         try:
-            seen, since, last, cpu = self._passes.value, time.monotonic(), time.monotonic(), self._cpu()
+            seen, since, last, ran = self._passes.value, time.monotonic(), time.monotonic(), busy.seconds()
             while self.running and self._pid == pid:
                 # While an exception waits for a safe point, probe often: each probe is a cheap look at
                 # the stack, and the sooner one lands in the user's code, the sooner the job stops.
                 nap = PROBE_INTERVAL if len(safepoints.deferrals) else self.interval
                 _real_sleep(nap)
-                now, passes, cpu_now = time.monotonic(), self._passes.value, self._cpu()
+                now, passes, ran_now = time.monotonic(), self._passes.value, busy.seconds()
                 overslept = now - last - nap
-                if overslept >= self.threshold and (cpu is None or cpu_now is None or cpu_now - cpu >= overslept / 2):
-                    # This thread could not run while the main thread burned CPU: C code held the GIL.
+                if overslept >= self.threshold and (ran is None or ran_now is None or ran_now - ran >= overslept / 2):
+                    # This thread could not run while the main thread wanted a CPU: C code held the GIL.
                     # Interrupt at once, so the handler runs in the greenlet that did it, as it resumes.
                     self._stall = overslept
                     self._request = (now, now - overslept, passes)
@@ -218,8 +240,9 @@ class Switcher:
                 if nap == PROBE_INTERVAL:
                     self._probe = True
                     _thread.interrupt_main(SIGNUM)
-                last, cpu = now, cpu_now
+                last, ran = now, ran_now
         finally:
+            busy.close()
             alive.release()
 
     # -- the main thread ------------------------------------------------------------------------------
@@ -282,7 +305,7 @@ class Switcher:
             timer.close()
 
     def _who(self, glet: RawGreenlet) -> tuple[str, str]:
-        ctx = self.runner.running_job(glet) if self.runner is not None else None
+        ctx = self.runner.job_on(glet) if self.runner is not None else None
         if ctx is None:
             return repr(glet), f"greenlet {glet!r}"
         return ctx.name, f"job {ctx.name} (jid {ctx.jid})"

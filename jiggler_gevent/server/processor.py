@@ -129,6 +129,15 @@ class Processor:
         """The job `glet` is running now, if any."""
         return self.running.get(id(glet))
 
+    def job_on(self, glet: RawGreenlet) -> JobContext | None:
+        """The job whose code `glet` runs now, for reports: its own job, or for the asyncio loop's greenlet the
+        async job whose coroutine the loop is in (that job's worker greenlet only waits meanwhile)."""
+        ctx = self.running.get(id(glet))
+        if ctx is None:
+            worker = async_jobs.worker_running(glet)
+            ctx = self.running.get(id(worker)) if worker is not None else None
+        return ctx
+
     def process(self, raw: str) -> None:
         """Run one payload to its outcome (in the calling greenlet)."""
         try:
