@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jiggler_gevent import api, config, job
+from jiggler_gevent import api, config, job, testing
 from jiggler_gevent.web import create_app
 from tests import group_jobs, jobs
 from tests.conftest import ROOT, identity_of, wait_for
@@ -94,6 +94,38 @@ def test_a_group_with_300_waiting_jobs_does_not_delay_another_groups_5_beyond_ro
     order = r.lrange(key, 0, -1)
     assert order[:10] == [f"{tenant}:{i}" for i in range(5) for tenant in ("big", "small")]
     assert order[10:] == [f"big:{i}" for i in range(5, 300)]
+
+
+def _enqueue_plain_a_b_plain(key: str) -> None:
+    jobs.record.enqueue(key, "x1")
+    group_jobs.tenant_record.enqueue_bulk([(key, "a", str(i)) for i in range(6)])
+    group_jobs.tenant_record.enqueue_bulk([(key, "b", str(i)) for i in range(2)])
+    jobs.record.enqueue(key, "x2")
+
+
+def test_fake_drain_starts_groups_in_the_order_a_worker_does(ns, r, tkey, start_worker):
+    faked, worked = tkey("faked"), tkey("worked")
+    with testing.fake() as queue:
+        _enqueue_plain_a_b_plain(faked)
+        assert queue.drain() == 10
+    # the ungrouped jobs join the rotation at the first fetch, behind the groups pushed before it
+    expected = ["a:0", "b:0", "x1", "a:1", "b:1", "x2", "a:2", "a:3", "a:4", "a:5"]
+    assert r.lrange(faked, 0, -1) == expected
+    api.Queue("default").pause()
+    _enqueue_plain_a_b_plain(worked)
+    start_worker(*LOAD, "-c", "1", *FAST)
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(worked) == 10, 60, "the worker ran the 10 jobs")
+    assert r.lrange(worked, 0, -1) == expected
+
+
+def test_fake_drain_puts_a_group_a_job_enqueues_at_the_back_of_the_rotation(ns, r, tkey):
+    key = tkey("joined")
+    with testing.fake() as queue:
+        group_jobs.tenant_record.enqueue_bulk([(key, "a", "0"), (key, "a", "1")])
+        group_jobs.tenant_spawn.enqueue(key, "b", "s")
+        assert queue.drain() == 4
+    assert r.lrange(key, 0, -1) == ["a:0", "b:s", "a:1", "new:s"]
 
 
 def _most_at_once(events: list[str], tenant: str | None = None) -> int:
