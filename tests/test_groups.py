@@ -1,6 +1,7 @@
 """Fair groups within a queue: round-robin across groups (the queue's ungrouped jobs taking part as one more group),
 `group_concurrency` across every worker, recovery of a grouped job, bad input; on real Redis and real workers."""
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -158,6 +159,19 @@ def test_group_concurrency_1_never_overlaps_across_two_worker_processes(ns, r, t
 def _slots_held(r, ns) -> int:
     """The slots of the groups' limiters held now (their sorted sets; the `:free` lists beside them left out)."""
     return sum(r.zcard(k) for k in r.keys(f"{ns.keys.limit_prefix}group.*") if not k.endswith(":free"))
+
+
+def test_a_groups_limiter_is_listed_with_its_slot_in_use_as_soon_as_the_fetch_takes_it(ns, r, tkey, start_worker):
+    key = tkey("listed")
+    name = "group." + hashlib.sha1(f"{ns.keys.queue('default')}\nacme".encode()).hexdigest()
+    start_worker(*LOAD, "-c", "2", *FAST)
+    group_jobs.tenant_wait.enqueue(key, "acme")
+    wait_for(lambda: r.lrange(key, 0, -1) == ["started"], 30, "the job started")
+    # listed long before the first renewal of the slot (SLOT_TIMEOUT / 3 = 20 s), which used to be what listed it
+    listed = wait_for(lambda: api.Limits().get(name), 5, "the group's limiter listed")
+    assert (listed.kind, listed.size, listed.in_use) == ("concurrent", 1, 1)
+    r.set(key + ":open", "1")
+    wait_for(lambda: api.Limits().get(name).in_use == 0, 30, "its slot given back")
 
 
 def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(ns, r, tkey, start_worker):
