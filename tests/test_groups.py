@@ -40,6 +40,22 @@ def test_the_fetch_takes_one_job_per_group_in_turn_with_the_ungrouped_jobs_as_on
     assert api.Queue("default").groups() == {"big": 25}
 
 
+def test_the_queue_lists_its_jobs_in_the_order_the_fetch_takes_them(make_fetch, ns, tkey):
+    key = tkey("listed-order")
+    jobs.record.set(priority=-5).enqueue(key, "low")
+    for tenant, n in (("big", 12), ("small", 3), ("other", 1)):
+        group_jobs.tenant_record.enqueue_bulk([(key, tenant, f"{tenant}{i}") for i in range(n)])
+    jobs.record.enqueue_bulk([(key, "plain0"), (key, "plain1")])
+    jobs.record.set(priority=5).enqueue(key, "high")
+    queue = api.Queue("default")
+    listed = [_value(e.raw) for e in queue]
+    windows = [_value(e.raw) for start in range(0, 20, 3) for e in queue.page(start, 3)]
+    fetch = make_fetch([("default", 1)])
+    taken = [_value(raw) for _ in range(20) for raw in fetch.take(1)]
+    assert taken[:8] == ["high", "big0", "small0", "other0", "plain0", "big1", "small1", "plain1"]
+    assert listed == windows == taken and len(taken) == 20
+
+
 def test_bad_groups_are_refused_at_enqueue_and_push_nothing(ns, r):
     def raising(key, tenant, value):
         raise KeyError("no tenant")
