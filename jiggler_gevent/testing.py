@@ -74,10 +74,17 @@ class FakeQueue:
 
     def __init__(self) -> None:
         self.jobs: list[dict[str, Any]] = []
+        # Per queue, the groups with jobs waiting and their turns, as the rotation NS:groups:<queue> holds them
+        # (lowest turn goes next; '' stands for the queue's ungrouped jobs); _seq plays NS:seq.
+        self._turns: dict[str, dict[str, int]] = {}
+        self._seq = 0
 
     def record(self, payloads: list[dict[str, Any]], at: float | None) -> None:
         for p in payloads:
-            self.jobs.append(json.loads(json.dumps(dict(p, at=at) if at is not None else p)))
+            payload = json.loads(json.dumps(dict(p, at=at) if at is not None else p))
+            self.jobs.append(payload)
+            if payload.get("group"):
+                self._rotate_in(payload["queue"], payload["group"])
 
     def names(self) -> list[str]:
         """Wire names of the recorded jobs."""
@@ -90,11 +97,12 @@ class FakeQueue:
     def clear(self) -> None:
         """Forget every recorded job."""
         self.jobs.clear()
+        self._turns.clear()
 
     def drain(self) -> int:
-        """Run recorded jobs until none is left (jobs they enqueue are run too); returns how many ran. A job with a
-        priority runs before the jobs of lower priority recorded before it, as a worker starts them (equal
-        priorities in the order they were recorded; groups are not taken in turn here)."""
+        """Run recorded jobs until none is left (jobs they enqueue are run too); returns how many ran. They start
+        as a worker starts them: a higher priority first, then the groups of a queue in turn (round-robin, its
+        ungrouped jobs as one more group), each priority and group in the order recorded."""
         ran = 0
         while self.jobs:
             _run(self.jobs.pop(self._next()))
@@ -102,11 +110,38 @@ class FakeQueue:
         return ran
 
     def _next(self) -> int:
-        """The position of the job to run next: the first of the highest priority."""
-        if not any("priority" in p for p in self.jobs):
-            return 0
+        """The position of the job to run next: the first of the highest priority, or, at priority 0, the first of
+        the member whose turn it is in the rotation of that job's queue."""
         priorities = [p.get("priority", 0) for p in self.jobs]
-        return priorities.index(max(priorities))
+        first = priorities.index(max(priorities))
+        if priorities[first] != 0 or not self._turns:
+            return first
+        return self._take_turn(self.jobs[first]["queue"], first)
+
+    def _take_turn(self, queue: str, first: int) -> int:
+        """The position of the next job of `queue`'s rotation, which then moves to the back of it or leaves it once
+        empty, as fetch.lua's take_grouped does; `first` (its oldest job) when no group of it waits."""
+        waiting: dict[str, list[int]] = {}
+        for i, p in enumerate(self.jobs):
+            if p["queue"] == queue and not p.get("priority"):
+                waiting.setdefault(p.get("group") or "", []).append(i)
+        turns = self._turns.get(queue, {})
+        for member in [m for m in turns if m not in waiting]:  # taken out of `jobs` by hand
+            del turns[member]
+        if not turns:
+            return first
+        if "" in waiting:
+            self._rotate_in(queue, "")
+        member = min(turns, key=turns.__getitem__)
+        del turns[member]
+        if len(waiting[member]) > 1:
+            self._rotate_in(queue, member)
+        return waiting[member][0]
+
+    def _rotate_in(self, queue: str, member: str) -> None:
+        """Put `member` at the back of `queue`'s rotation unless it is in already (lib_ready.rotate_in)."""
+        self._seq += 1
+        self._turns.setdefault(queue, {}).setdefault(member, self._seq)
 
     def __len__(self) -> int:
         return len(self.jobs)

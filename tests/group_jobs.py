@@ -22,3 +22,19 @@ def tenant_nap(key: str, tenant: str, seconds: float) -> None:
 def tenant_record(key: str, tenant: str, value: str) -> None:
     """RPUSH `tenant:value` to the list `key`: the order the tenants' jobs started."""
     _redis().rpush(key, f"{tenant}:{value}")
+
+
+@job(group_by=lambda key, tenant, value: tenant)
+def tenant_spawn(key: str, tenant: str, value: str) -> None:
+    """Record `tenant:value` as tenant_record does, then enqueue a job of the group "new"."""
+    tenant_record.func(key, tenant, value)
+    tenant_record.enqueue(key, "new", value)
+
+
+@job(group_by=lambda key, tenant: tenant, group_concurrency=1)
+def tenant_wait(key: str, tenant: str) -> None:
+    """Record "started", then wait until `key:open` is set (at most 60 s)."""
+    _redis().rpush(key, "started")
+    deadline = time.monotonic() + 60
+    while not _redis().exists(key + ":open") and time.monotonic() < deadline:
+        time.sleep(0.05)

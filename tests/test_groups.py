@@ -1,6 +1,7 @@
 """Fair groups within a queue: round-robin across groups (the queue's ungrouped jobs taking part as one more group),
 `group_concurrency` across every worker, recovery of a grouped job, bad input; on real Redis and real workers."""
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from jiggler_gevent import api, config, job
+from jiggler_gevent import api, config, job, testing
 from jiggler_gevent.web import create_app
 from tests import group_jobs, jobs
 from tests.conftest import ROOT, identity_of, wait_for
@@ -37,6 +38,22 @@ def test_the_fetch_takes_one_job_per_group_in_turn_with_the_ungrouped_jobs_as_on
     assert taken[:9] == ["big0", "small0", "other0", "plain0", "big1", "small1", "big2", "small2", "big3"]
     assert taken[9] == "big4" and fetch.arranged
     assert api.Queue("default").groups() == {"big": 25}
+
+
+def test_the_queue_lists_its_jobs_in_the_order_the_fetch_takes_them(make_fetch, ns, tkey):
+    key = tkey("listed-order")
+    jobs.record.set(priority=-5).enqueue(key, "low")
+    for tenant, n in (("big", 12), ("small", 3), ("other", 1)):
+        group_jobs.tenant_record.enqueue_bulk([(key, tenant, f"{tenant}{i}") for i in range(n)])
+    jobs.record.enqueue_bulk([(key, "plain0"), (key, "plain1")])
+    jobs.record.set(priority=5).enqueue(key, "high")
+    queue = api.Queue("default")
+    listed = [_value(e.raw) for e in queue]
+    windows = [_value(e.raw) for start in range(0, 20, 3) for e in queue.page(start, 3)]
+    fetch = make_fetch([("default", 1)])
+    taken = [_value(raw) for _ in range(20) for raw in fetch.take(1)]
+    assert taken[:8] == ["high", "big0", "small0", "other0", "plain0", "big1", "small1", "plain1"]
+    assert listed == windows == taken and len(taken) == 20
 
 
 def test_bad_groups_are_refused_at_enqueue_and_push_nothing(ns, r):
@@ -96,6 +113,38 @@ def test_a_group_with_300_waiting_jobs_does_not_delay_another_groups_5_beyond_ro
     assert order[10:] == [f"big:{i}" for i in range(5, 300)]
 
 
+def _enqueue_plain_a_b_plain(key: str) -> None:
+    jobs.record.enqueue(key, "x1")
+    group_jobs.tenant_record.enqueue_bulk([(key, "a", str(i)) for i in range(6)])
+    group_jobs.tenant_record.enqueue_bulk([(key, "b", str(i)) for i in range(2)])
+    jobs.record.enqueue(key, "x2")
+
+
+def test_fake_drain_starts_groups_in_the_order_a_worker_does(ns, r, tkey, start_worker):
+    faked, worked = tkey("faked"), tkey("worked")
+    with testing.fake() as queue:
+        _enqueue_plain_a_b_plain(faked)
+        assert queue.drain() == 10
+    # the ungrouped jobs join the rotation at the first fetch, behind the groups pushed before it
+    expected = ["a:0", "b:0", "x1", "a:1", "b:1", "x2", "a:2", "a:3", "a:4", "a:5"]
+    assert r.lrange(faked, 0, -1) == expected
+    api.Queue("default").pause()
+    _enqueue_plain_a_b_plain(worked)
+    start_worker(*LOAD, "-c", "1", *FAST)
+    api.Queue("default").resume()
+    wait_for(lambda: r.llen(worked) == 10, 60, "the worker ran the 10 jobs")
+    assert r.lrange(worked, 0, -1) == expected
+
+
+def test_fake_drain_puts_a_group_a_job_enqueues_at_the_back_of_the_rotation(ns, r, tkey):
+    key = tkey("joined")
+    with testing.fake() as queue:
+        group_jobs.tenant_record.enqueue_bulk([(key, "a", "0"), (key, "a", "1")])
+        group_jobs.tenant_spawn.enqueue(key, "b", "s")
+        assert queue.drain() == 4
+    assert r.lrange(key, 0, -1) == ["a:0", "b:s", "a:1", "new:s"]
+
+
 def _most_at_once(events: list[str], tenant: str | None = None) -> int:
     """The most runs (of `tenant`, or of all) that had started and not ended at any point of `events`."""
     running = most = 0
@@ -126,6 +175,19 @@ def test_group_concurrency_1_never_overlaps_across_two_worker_processes(ns, r, t
 def _slots_held(r, ns) -> int:
     """The slots of the groups' limiters held now (their sorted sets; the `:free` lists beside them left out)."""
     return sum(r.zcard(k) for k in r.keys(f"{ns.keys.limit_prefix}group.*") if not k.endswith(":free"))
+
+
+def test_a_groups_limiter_is_listed_with_its_slot_in_use_as_soon_as_the_fetch_takes_it(ns, r, tkey, start_worker):
+    key = tkey("listed")
+    name = "group." + hashlib.sha1(f"{ns.keys.queue('default')}\nacme".encode()).hexdigest()
+    start_worker(*LOAD, "-c", "2", *FAST)
+    group_jobs.tenant_wait.enqueue(key, "acme")
+    wait_for(lambda: r.lrange(key, 0, -1) == ["started"], 30, "the job started")
+    # listed long before the first renewal of the slot (SLOT_TIMEOUT / 3 = 20 s), which used to be what listed it
+    listed = wait_for(lambda: api.Limits().get(name), 5, "the group's limiter listed")
+    assert (listed.kind, listed.size, listed.in_use) == ("concurrent", 1, 1)
+    r.set(key + ":open", "1")
+    wait_for(lambda: api.Limits().get(name).in_use == 0, 30, "its slot given back")
 
 
 def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(ns, r, tkey, start_worker):

@@ -22,6 +22,7 @@ allow for a reply is always `str` here, hence the casts.
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypedDict, cast
 
@@ -157,8 +158,8 @@ class _Paged:
 
 class Queue(_Paged):
     """One queue: its plain list, and beside it the sorted set of its jobs with a priority other than 0 and the lists
-    of its groups (scripts/lib_ready.lua). Its jobs are read as they start: priorities above 0, the list, then each
-    group's jobs (the groups start round-robin with the list, so this order is not theirs), then priorities below 0.
+    of its groups (scripts/lib_ready.lua). Its jobs are read in the order they start: priorities above 0, then its
+    groups and its list round-robin in the order of their turns (fetch.lua), then priorities below 0.
     """
 
     def __init__(self, name: str = config.DEFAULT_QUEUE) -> None:
@@ -180,17 +181,27 @@ class Queue(_Paged):
 
     def groups(self) -> dict[str, int]:
         """The groups with jobs waiting in this queue, and how many each has, in the order of their turns."""
-        names = [g for g in cast("list[str]", self.redis.zrange(self.rotation, 0, -1)) if g]
+        return {name: size for name, size in self._turns() if name}
+
+    def _turns(self) -> list[tuple[str, int]]:
+        """The members of the rotation with jobs waiting, in the order of their turns, and how many each has; the
+        list is the member '', at the back when it is not in yet (the next fetch puts it there). [] when no group
+        waits: then the list is not taken in turns."""
+        names = cast("list[str]", self.redis.zrange(self.rotation, 0, -1))
+        if not names:
+            return []
+        if "" not in names:
+            names.append("")
         with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.llen(self.keys.group(self.name, name))
+                pipe.llen(self.keys.group(self.name, name) if name else self.key)
             sizes = pipe.execute()
-        return {name: int(size) for name, size in zip(names, sizes, strict=True) if size}
+        return [(name, int(size)) for name, size in zip(names, sizes, strict=True) if size]
 
     def _parts(self) -> list[tuple[int, Callable[[int, int], list[str]]]]:
         """The places the queue's jobs wait, in the order page() reads them: for each, how many wait there and how to
         read a window of them (first position, how many), next to start first."""
-        groups = self.groups()
+        turns = self._turns()
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.zcount(self.prio_key, "-inf", "(0")
             pipe.llen(self.key)
@@ -202,12 +213,35 @@ class Queue(_Paged):
                 "list[str]", self.redis.zrange(self.prio_key, first + start, first + start + n - 1)
             )
 
-        def listed(key: str) -> Callable[[int, int], list[str]]:
-            return lambda start, n: cast("list[str]", self.redis.lrange(key, -(start + n), -(start + 1)))[::-1]
+        if turns:
+            middle = (sum(size for _, size in turns), self._read_in_turn(turns))
+        else:
+            middle = (int(plain), lambda start, n: self._oldest_first(self.key, start, start + n - 1))
+        return [(int(above), scored(0)), middle, (int(below), scored(int(above)))]
 
-        parts = [(int(above), scored(0)), (int(plain), listed(self.key))]
-        parts += [(size, listed(self.keys.group(self.name, g))) for g, size in groups.items()]
-        return [*parts, (int(below), scored(int(above)))]
+    def _oldest_first(self, key: str, first: int, last: int) -> list[str]:
+        """Positions `first` to `last` of the list `key`, counted from its oldest job (its right end)."""
+        return cast("list[str]", self.redis.lrange(key, -(last + 1), -(first + 1)))[::-1]
+
+    def _read_in_turn(self, turns: list[tuple[str, int]]) -> Callable[[int, int], list[str]]:
+        """How to read a window of the jobs of the rotation `turns` in the order the fetch takes them: one LRANGE
+        per member the window reaches, in one round trip."""
+
+        def read(start: int, n: int) -> list[str]:
+            slots = _round_robin([size for _, size in turns], start, n)
+            spans: dict[int, tuple[int, int]] = {}
+            for member, index in slots:
+                first, last = spans.get(member, (index, index))
+                spans[member] = (min(first, index), max(last, index))
+            with self.redis.pipeline(transaction=False) as pipe:
+                for member, (first, last) in spans.items():
+                    name = turns[member][0]
+                    pipe.lrange(self.keys.group(self.name, name) if name else self.key, -(last + 1), -(first + 1))
+                replies = dict(zip(spans, pipe.execute(), strict=True))
+            found = {(m, spans[m][0] + i): raw for m, reply in replies.items() for i, raw in enumerate(reply[::-1])}
+            return [found[slot] for slot in slots if slot in found]  # a job taken meanwhile is left out
+
+        return read
 
     @property
     def size(self) -> int:
@@ -243,7 +277,8 @@ class Queue(_Paged):
             pipe.execute()
 
     def page(self, offset: int = 0, limit: int = 25) -> list[Entry]:
-        """Jobs from the next to run on: higher priorities first, then the oldest first."""
+        """Jobs from the next to run on: higher priorities first, then the groups and the list in turn (each oldest
+        first), as the fetch takes them."""
         raws: list[str] = []
         for size, read in self._parts():
             if len(raws) >= limit:
@@ -281,6 +316,29 @@ class Queue(_Paged):
             raws += more
         release_unique_locks(Entry(raw, self).item for raw in raws)
         return len(raws)
+
+
+def _round_robin(sizes: list[int], start: int, n: int) -> list[tuple[int, int]]:
+    """Positions `start` to `start + n - 1` of a round-robin over members of these sizes, in their order, each member
+    leaving the rotation once it has no more: (the member, which of its jobs), its jobs counted from its first.
+    Rounds where the same members remain are skipped whole, so a deep position costs one step per distinct size."""
+    out: list[tuple[int, int]] = []
+    position, done_rounds = 0, 0
+    ending = Counter(s for s in sizes if s > 0)  # how many members leave after each round count
+    remaining = sum(ending.values())
+    for level in sorted(ending):
+        block = (level - done_rounds) * remaining  # rounds done_rounds..level-1, `remaining` members in each
+        if start + len(out) < position + block:
+            active = [i for i, s in enumerate(sizes) if s >= level]
+            while len(out) < n and start + len(out) < position + block:
+                into = start + len(out) - position
+                out.append((active[into % remaining], done_rounds + into // remaining))
+        if len(out) >= n:
+            break
+        position += block
+        remaining -= ending[level]
+        done_rounds = level
+    return out
 
 
 class SortedSet(_Paged):

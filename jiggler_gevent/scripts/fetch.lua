@@ -103,7 +103,8 @@ if x > 0 then
   local clock_ms, swept = nil, {}
 
   -- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
-  -- A group's limiter (lim.unlisted) is not named in NS:limits: a queue may have thousands of groups.
+  -- The limiter is named in NS:limits here, as concurrent_acquire.lua names it, so it is listed (api.Limits, the
+  -- Limits page) from its first slot, not from the first renewal of one (a group's too).
   take_slot = function(lim, i)
     local key, timeout = ARGV[6] .. lim.name, tonumber(ARGV[7])
     if clock_ms == nil then
@@ -113,9 +114,7 @@ if x > 0 then
     if not swept[key] then
       swept[key] = true
       redis.call('ZREMRANGEBYSCORE', key, '-inf', clock_ms)
-      if not lim.unlisted then
-        redis.call('HSET', KEYS[5], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
-      end
+      redis.call('HSET', KEYS[5], lim.name, '{"kind": "concurrent", "size": ' .. lim.size .. ', "per": 0}')
     end
     if redis.call('ZCARD', key) >= lim.size then return '!' end
     local token = ARGV[8] .. i
@@ -220,7 +219,7 @@ local function group_slot(queue_key, group, p)
   local ok, d = pcall(cjson.decode, p)
   if not ok or type(d) ~= 'table' or type(d.group_concurrency) ~= 'number' then return '' end
   local name = 'group.' .. redis.sha1hex(queue_key .. '\n' .. group)  -- a limiter name holds no ':'
-  return take_slot({ name = name, size = d.group_concurrency, unlisted = true }, #taken + 1)
+  return take_slot({ name = name, size = d.group_concurrency }, #taken + 1)
 end
 
 -- Round-robin over the rotation of the queue `queue_key`: one payload from the group whose turn it is (the queue's
