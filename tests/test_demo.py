@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,22 +41,30 @@ def bare_env() -> dict[str, str]:
 
 
 def test_demo_starts_the_embedded_valkey_when_nothing_answers_and_removes_it(empty_netns):
-    before = set(Path("/tmp").glob("jiggler-redis-*")) | set(Path("/tmp").glob("jiggler-demo-*"))
-    run = subprocess.run(
+    # a temporary folder of its own: the tests beside it make and remove jiggler-redis-* folders in /tmp meanwhile
+    tmp = Path(tempfile.mkdtemp(prefix="jd-"))
+    proc = subprocess.Popen(
         [shutil.which("ip") or "ip", "netns", "exec", empty_netns, sys.executable, "-m", "jiggler_gevent", "demo"],
         cwd=ROOT,
-        env=bare_env(),
-        capture_output=True,
+        env={**bare_env(), "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=180,
     )
-    out = run.stdout
-    assert run.returncode == 0, out + run.stderr
+    made: set[str] = set()  # what the demo made in its temporary folder while it ran
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        made |= {p.name.rsplit("-", 1)[0] for p in tmp.iterdir()}
+        time.sleep(0.01)
+    out = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0, out
     assert "No Redis answers at redis://localhost:6379/0: started Valkey 9." in out
     assert "processed 40, failed 1" in out
     assert "stopped and removed Valkey 9." in out
-    after = set(Path("/tmp").glob("jiggler-redis-*")) | set(Path("/tmp").glob("jiggler-demo-*"))
-    assert after == before  # the server's directory and the demo's own are gone
+    left = sorted(p.name for p in tmp.iterdir())
+    shutil.rmtree(tmp)
+    assert made == {"jiggler-redis", "jiggler-demo"}, made
+    assert left == []  # the server's directory and the demo's own are gone
 
 
 def test_demo_given_a_url_that_does_not_answer_says_so_and_starts_nothing():
