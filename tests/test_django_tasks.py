@@ -122,6 +122,34 @@ def test_enqueue_on_commit_pushes_a_task_when_its_transaction_commits_only(shop:
     assert seen["after_commit"] == [seen["kept"]["id"]] and seen["kept"]["status"] == "READY"
 
 
+def test_a_task_has_its_record_if_and_only_if_its_job_was_pushed(shop: Shop, r, ns) -> None:
+    seen = call(shop, "interrupted_pushes")  # no worker: the pushed jobs wait
+
+    interrupted, pushed = seen["interrupted"], seen["pushed"]
+    assert len(interrupted) == 2 and len(pushed) == 2
+    statuses = {jid: api.Job(jid).status for jid in interrupted + pushed}
+    recorded = {jid for jid in statuses if r.exists(ns.keys.django_task(jid))}
+    # a push interrupted after the task was prepared (now, and scheduled) leaves nothing: no phantom READY task
+    assert [statuses[jid] for jid in interrupted] == ["unknown", "unknown"] and not recorded & set(interrupted)
+    assert seen["found"][:2] == ["does not exist", "does not exist"]
+    # one pushed now waits in its queue, one scheduled in the scheduled set, each with its record
+    assert [statuses[jid] for jid in pushed] == ["queued", "scheduled"] and recorded == set(pushed)
+    assert seen["found"][2:] == ["READY", "READY"]
+    assert sorted(r.scan_iter(ns.keys.django_task("*"))) == sorted(ns.keys.django_task(jid) for jid in pushed)
+
+
+def test_a_push_refused_by_redis_raises_and_leaves_neither_record_nor_job(shop: Shop, redis_server) -> None:
+    server = redis_server(directives=["min-replicas-to-write 1"])  # no replica: Redis refuses every write
+    shop.env["REDIS_URL"] = server.url
+    errors = call(shop, "refused_pushes")
+
+    assert len(errors) == 2, errors
+    for error in errors:
+        assert error.startswith("EnqueueError: could not push 1 job(s) (jiggler_gevent.django_task)"), error
+        assert "NOREPLICAS" in error or "NoReplicas" in error, error
+    assert server.client().dbsize() == 0, "a record or a job was written"
+
+
 def test_a_task_whose_worker_was_killed_runs_again_as_its_next_attempt(shop: Shop) -> None:
     fast = ("-c", "2", "--heartbeat-interval", "0.2")  # presumed dead after 12 missed beats: 2.4 s
     first = shop.gjiggler(*fast)
