@@ -160,11 +160,18 @@ def read(jid: str) -> dict[str, Any] | None:
 
 def normalize_json(value: Any) -> Any:
     """The framework's own normalisation of arguments and return values (tuples to lists; TypeError otherwise)."""
+    return _normalizer()(value)
+
+
+@cache
+def _normalizer() -> Any:
+    """Django 6's normalize_json, else the backport's: looked up once (a failed import is not cached by Python, and
+    costs more than the normalisation itself)."""
     try:
-        from django.utils.json import normalize_json as normalize  # Django 6
+        from django.utils.json import normalize_json  # Django 6
     except ImportError:
-        normalize = framework_part("utils").normalize_json
-    return normalize(value)
+        return framework_part("utils").normalize_json
+    return normalize_json
 
 
 def make_result(
