@@ -1,14 +1,14 @@
 """Pushing payloads to Redis: the client side of every enqueue verb.
 
-Each push runs the client middleware chain, then writes with one atomic command: the push script (push.lua)
-for jobs to run now, which also wakes a worker idle on several queues, or one ZADD for scheduled jobs. So a
-push, a bulk push included, lands whole or not at all, in one round trip. Payloads that need more (a unique
-lock, a tracked status for `result_ttl`, a batch) go through push_each.lua instead, which takes each unique
-lock in the same atomic step as its push and skips those whose lock is held (their places in the result are
-None), writes tracked statuses, and counts a batch's jobs. Inside a `with Batch(...)` block pushes are
-collected (`collecting`) and written by the block's end, all in one such call. A Redis that cannot be reached
-or refuses the write (out of memory under `noeviction`, a read-only replica) raises EnqueueError naming the job
-and carrying Redis' reason; nothing was pushed then.
+Each push runs the client middleware chain, then writes with one atomic command: the push script (push.lua) for jobs to
+run now, which also wakes a worker idle on several queues, or one ZADD for scheduled jobs. So a push, a bulk push
+included, lands whole or not at all, in one round trip. Payloads that need more (a unique lock, a tracked status for
+`result_ttl`, a batch) go through push_each.lua instead, which takes each unique lock in the same atomic step as its
+push and skips those whose lock is held (their places in the result are None), writes tracked statuses and hashes pushed
+beside a payload (`push_beside`), and counts a batch's jobs. Inside a `with Batch(...)` block pushes are collected
+(`collecting`) and written by the block's end, all in one such call. A Redis that cannot be reached or refuses the write
+(out of memory under `noeviction`, a read-only replica) raises EnqueueError naming the job and carrying Redis' reason;
+nothing was pushed then.
 """
 
 import os
@@ -45,6 +45,20 @@ class BatchPush:
     mode: str  # "new": create the batch with `fields`; "add": add jobs to an existing one
     fields: list[str] = field(default_factory=list)  # alternating hash field names and values
     items: list[Item] = field(default_factory=list)
+
+
+@dataclass
+class Beside:
+    """A hash written with a payload, in the same script call as its push: it exists if and only if the payload
+    was pushed. `key` must hash to the namespace's slot on a Cluster (a key of config.Keys does)."""
+
+    key: str
+    ttl: int  # seconds
+    fields: dict[str, str]
+
+    def encode(self) -> str:
+        """push_each.lua's form: a JSON array of the key, the TTL, then alternating field names and values."""
+        return payload_mod.encode([self.key, str(self.ttl), *(x for pair in self.fields.items() for x in pair)])
 
 
 # The batch whose block is open in this greenlet or thread: pushes made inside it are collected, not sent.
@@ -161,6 +175,21 @@ class Client:
 
         payload["jid"] = str(self._durably(issue, lambda: self._what([payload], None)))
         return True
+
+    def push_beside(self, payload: dict[str, Any], at: float | None, beside: Beside) -> str | None:
+        """Push one payload now (`at` None) or due at unix time `at`, and write the hash `beside` in the same atomic
+        script call (push_each.lua): both or neither. Written as every push is (middleware, ENQUEUE_ON_COMMIT; under
+        jiggler_gevent.testing's hooks the hash is not written). Returns the jid (None as push())."""
+        if collecting.get() is not None:
+            raise RuntimeError(f"{payload['name']} cannot be enqueued inside a `with Batch(...)` block")
+
+        def issue(client: Redis, target: Any) -> Any:
+            return self._send_each(client, target, [(payload, at)], None, beside)
+
+        def send() -> list[bool]:
+            return [bool(f) for f in self._durably(issue, lambda: self._what([payload], None))]
+
+        return self._write([payload], at, send=send)[0]
 
     def _refuse_priority(self, payloads: list[dict[str, Any]]) -> None:
         """ValueError for a priority or a group on Sidekiq's wire: Sidekiq reads only the queue's list, where such a
@@ -322,10 +351,13 @@ class Client:
         keys = [self.keys.queues, self.keys.wake]
         return scripts.register(client).push(keys=keys, args=self._push_args(payloads), client=target)
 
-    def _send_each(self, client: Redis, target: Any, items: Sequence[Item], batch: BatchPush | None) -> Any:
+    def _send_each(
+        self, client: Redis, target: Any, items: Sequence[Item], batch: BatchPush | None, beside: Beside | None = None
+    ) -> Any:
         """Push with push_each.lua: unique locks (SET NX PX) taken in the same step as their payloads' pushes,
-        tracked statuses written, and the batch's totals counted. A lock lasts `unique_for` seconds from when
-        the job is due (now, or its `at`). Its reply holds one flag per item: pushed or not."""
+        tracked statuses written, the batch's totals counted, `beside` written with each item pushed (one, from
+        push_beside). A lock lasts `unique_for` seconds from when the job is due (now, or its `at`). Its reply holds
+        one flag per item: pushed or not."""
         now, k = time.time(), self.keys
         args: list[str | int | float] = [k.queue_prefix, k.unique_prefix, k.result_prefix, k.batch_prefix, now]
         args += [config.RESULT_PENDING_TTL, config.BATCH_TTL]
@@ -335,7 +367,7 @@ class Client:
             ttl_ms = int(((at or now) - now + float(p.get("unique_for") or 0)) * 1000) if lock else 0
             tracked = payload_mod.result_ttl(p)
             args += [p["queue"], self.wire.encode(p), "" if at is None else at, lock, p["jid"], max(1, ttl_ms)]
-            args.append("" if tracked is None else tracked)
+            args += ["" if tracked is None else tracked, beside.encode() if beside else ""]
         keys = [k.queues, k.wake, k.schedule, k.batches]
         return scripts.register(client).push_each(keys=keys, args=args, client=target)
 

@@ -55,8 +55,9 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
                             job that only reports progress)
   NS:djtask:<jid>           hash, a Django task enqueued through the tasks backend (contrib/django/task_record.py):
                             task (JSON: its path, priority, queue, backend, takes_context, run_after), args and
-                            kwargs (JSON), enqueued_at; once it ran, worker_ids and errors (JSON). Kept as long as
-                            the job's NS:result:<jid> (RESULT_PENDING_TTL while it waits, result_ttl after it ends)
+                            kwargs (JSON), enqueued_at, written with the job by push_each.lua; once it ran,
+                            worker_ids and errors (JSON). Kept as long as the job's NS:result:<jid>
+                            (RESULT_PENDING_TTL while it waits, result_ttl after it ends)
   NS:cancelled              sorted set, jid -> unix time it was cancelled (kept CANCEL_KEEP)
   NS:cancel                 pub/sub channel: the jid of each cancellation, to every worker
   NS:batches                sorted set, batch id -> unix time it was created

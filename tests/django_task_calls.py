@@ -7,10 +7,10 @@ import json
 import time
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from orders import tasks
 
-from jiggler_gevent import api
+from jiggler_gevent import api, middleware
 from jiggler_gevent.contrib.django.task_record import framework, framework_part
 
 
@@ -62,7 +62,13 @@ def run_and_wait() -> None:
     first = [r.status.name for r in enqueued]
     _wait(enqueued)
     read = [tasks.add.get_backend().get_result(r.id) for r in enqueued]
-    print(json.dumps({"first": first, "refreshed": [_result(r) for r in enqueued], "read": [_result(r) for r in read]}))
+    out = {"first": first, "refreshed": [_result(r) for r in enqueued], "read": [_result(r) for r in read]}
+    print(json.dumps({**out, "driver": _driver()}))
+
+
+def _driver() -> str:
+    """The database driver Django uses in this process: psycopg (3) or psycopg2."""
+    return str(connection.Database.__name__)
 
 
 def run_after(seconds: float) -> None:
@@ -136,7 +142,7 @@ def on_commit() -> None:
         seen["inside_kept"] = len(api.Queue("default"))
     seen["after_commit"] = [entry.jid for entry in api.Queue("default")]
     seen["kept"] = _result(tasks.add.get_result(kept.id))
-    print(json.dumps(seen))
+    print(json.dumps({**seen, "driver": _driver()}))
 
 
 def enqueue_linger() -> None:
@@ -181,3 +187,52 @@ def async_tasks() -> None:
     api.Job(waiting.id).cancel()
     _wait([quick, waiting])
     print(json.dumps({"quick": _result(quick), "cancelled": _result(waiting)}))
+
+
+class Interrupt:
+    """Client middleware that interrupts each push as its job is about to be written (KeyboardInterrupt, as a Ctrl-C
+    or a kill would stop the process there), noting its jid."""
+
+    def __init__(self) -> None:
+        self.jids: list[str] = []
+
+    def before_push(self, payload: dict[str, Any]) -> None:
+        self.jids.append(payload["jid"])
+        raise KeyboardInterrupt
+
+
+def _found(result_id: str) -> str:
+    """The status get_result reads, or "does not exist"."""
+    try:
+        return str(tasks.add.get_result(result_id).status.name)
+    except framework_part("exceptions").TaskResultDoesNotExist:
+        return "does not exist"
+
+
+def interrupted_pushes() -> None:
+    """Enqueue a task now and one due in an hour, each interrupted as its job is pushed, then one of each pushed;
+    print their ids and what get_result finds of each."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    interrupt = Interrupt()
+    middleware.client.add(interrupt)
+    for task in (tasks.add, tasks.add.using(run_after=later)):
+        try:
+            task.enqueue(1, 2)
+        except KeyboardInterrupt:
+            pass
+    middleware.client.remove(interrupt)
+    pushed = [tasks.add.enqueue(3, 4).id, tasks.add.using(run_after=later).enqueue(5, 6).id]
+    ids = interrupt.jids + pushed
+    print(json.dumps({"interrupted": interrupt.jids, "pushed": pushed, "found": [_found(i) for i in ids]}))
+
+
+def refused_pushes() -> None:
+    """Enqueue a task now and one due in an hour on a Redis that refuses writes; print the errors raised."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    errors = []
+    for task in (tasks.add, tasks.add.using(run_after=later)):
+        try:
+            task.enqueue(1, 2)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    print(json.dumps(errors))

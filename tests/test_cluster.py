@@ -261,3 +261,20 @@ def test_priorities_and_groups_in_order_with_their_keys_in_the_namespaces_slot(n
     api.Queue("default").resume()
     wait_for(lambda: r.llen(key) == 6, 30, "the 6 jobs")
     assert r.lrange(key, 0, -1) == ["urgent", "a1", "b1", "plain", "a2", "low"]
+
+
+def test_a_hash_pushed_beside_a_job_lands_with_it_in_the_namespaces_slot(ns, r):
+    # the Django tasks backend's record (NS:djtask:<jid>) and its job, now and scheduled, in one script call
+    from jiggler_gevent import client
+    from jiggler_gevent import payload as payload_mod
+
+    beside = []
+    for at in (None, time.time() + 3600):
+        payload = payload_mod.build("tests.jobs.record", ["k", "v"], queue="default")
+        payload["result_ttl"] = 60
+        record = client.Beside(ns.keys.django_task(payload["jid"]), 60, {"task": "t"})
+        assert client.current().push_beside(payload, at, record) == payload["jid"]
+        beside.append(record.key)
+    assert [r.hgetall(key) for key in beside] == [{"task": "t"}] * 2
+    assert len(api.Queue("default")) == 1 and len(api.ScheduledSet()) == 1
+    assert len(_slots(r, ns.namespace)) == 1

@@ -110,15 +110,20 @@ def without_psycopg3(tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.fixture(params=["psycopg", "psycopg2"])
-def shop(request, ns, shop_db, redis_url: str, without_psycopg3: str) -> Iterator[Shop]:
-    """The project for one test, on psycopg 3 ("psycopg") or on psycopg2 (psycopg 3 hidden from its processes)."""
-    shop_db.query(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    driver = request.param
+def shop_on(driver: str, ns, shop_db, redis_url: str, without_psycopg3: str) -> Shop:
+    """The project on the test namespace, with psycopg 3 ("psycopg") or psycopg2 (psycopg 3 hidden from its
+    processes)."""
     pythonpath = str(ROOT) if driver == "psycopg" else os.pathsep.join([without_psycopg3, str(ROOT)])
     env = dict(os.environ, PYTHONPATH=pythonpath, REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    s = Shop(shop_db, env, driver)
+    return Shop(shop_db, env, driver)
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def shop(request, ns, shop_db, redis_url: str, without_psycopg3: str) -> Iterator[Shop]:
+    """The project for one test, on psycopg 3 or on psycopg2 (shop_on), its tables emptied."""
+    shop_db.query(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    s = shop_on(request.param, ns, shop_db, redis_url, without_psycopg3)
     yield s
     s.close()
 

@@ -16,23 +16,22 @@ from django.core.exceptions import ImproperlyConfigured
 
 from jiggler_gevent import api
 from tests.conftest import wait_for
-from tests.test_django import Shop, output, shop_db, wait_until_started  # noqa: F401
+from tests.test_django import Shop, output, shop_db, shop_on, wait_until_started, without_psycopg3  # noqa: F401
 
 FRAMEWORK = "django.tasks" if sys.version_info >= (3, 12) else "django_tasks"
 
 
-@pytest.fixture
-def shop(request, ns, shop_db, redis_url: str) -> Iterator[Shop]:  # noqa: F811
-    """The example project for one test, on psycopg 3 (test_django.py covers both drivers)."""
-    import os
-
-    from tests.conftest import ROOT
-
-    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, JIGGLER_NAMESPACE=ns.namespace, **shop_db.env)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    s = Shop(shop_db, env)
+@pytest.fixture(params=["psycopg"])
+def shop(request, ns, shop_db, redis_url: str, without_psycopg3: str) -> Iterator[Shop]:  # noqa: F811
+    """The example project for one test: on psycopg 3, or on the driver a test names (`on_both_drivers`)."""
+    s = shop_on(request.param, ns, shop_db, redis_url, without_psycopg3)
     yield s
     s.close()
+
+
+# The tests whose Django code touches the database driver (results read and written around transactions) run on
+# psycopg2 too; the rest once, on psycopg 3 (test_django.py covers both drivers throughout).
+on_both_drivers = pytest.mark.parametrize("shop", ["psycopg", "psycopg2"], indirect=True)
 
 
 def call(shop: Shop, name: str, *args: Any) -> dict[str, Any]:
@@ -47,12 +46,14 @@ def stop(proc: subprocess.Popen) -> None:
     assert proc.wait(30) == 0, output(proc)
 
 
+@on_both_drivers
 def test_tasks_run_and_their_results_come_back_through_get_result(shop: Shop) -> None:
     proc = shop.gjiggler("-c", "5")
     wait_until_started(proc)
     seen = call(shop, "run_and_wait")
     stop(proc)
 
+    assert seen["driver"] == shop.driver
     assert seen["first"] == ["READY"] * 4
     added, refused, context, prioritised = seen["read"]
     assert seen["refreshed"] == seen["read"], "refresh() and get_result() read the same"
@@ -114,12 +115,42 @@ def test_aenqueue_and_aget_result_from_asyncio(shop: Shop) -> None:
     assert [entry.jid for entry in api.Queue("default")] == [seen["enqueued"]["id"]]
 
 
+@on_both_drivers
 def test_enqueue_on_commit_pushes_a_task_when_its_transaction_commits_only(shop: Shop) -> None:
     seen = call(shop, "on_commit")  # settings.py: JIGGLER["ENQUEUE_ON_COMMIT"] is on
 
+    assert seen["driver"] == shop.driver
     assert seen["inside_rolled"] == 0 and seen["rolled"] == "does not exist"
     assert seen["inside_kept"] == 0, "pushed before its transaction committed"
     assert seen["after_commit"] == [seen["kept"]["id"]] and seen["kept"]["status"] == "READY"
+
+
+def test_a_task_has_its_record_if_and_only_if_its_job_was_pushed(shop: Shop, r, ns) -> None:
+    seen = call(shop, "interrupted_pushes")  # no worker: the pushed jobs wait
+
+    interrupted, pushed = seen["interrupted"], seen["pushed"]
+    assert len(interrupted) == 2 and len(pushed) == 2
+    statuses = {jid: api.Job(jid).status for jid in interrupted + pushed}
+    recorded = {jid for jid in statuses if r.exists(ns.keys.django_task(jid))}
+    # a push interrupted after the task was prepared (now, and scheduled) leaves nothing: no phantom READY task
+    assert [statuses[jid] for jid in interrupted] == ["unknown", "unknown"] and not recorded & set(interrupted)
+    assert seen["found"][:2] == ["does not exist", "does not exist"]
+    # one pushed now waits in its queue, one scheduled in the scheduled set, each with its record
+    assert [statuses[jid] for jid in pushed] == ["queued", "scheduled"] and recorded == set(pushed)
+    assert seen["found"][2:] == ["READY", "READY"]
+    assert sorted(r.scan_iter(ns.keys.django_task("*"))) == sorted(ns.keys.django_task(jid) for jid in pushed)
+
+
+def test_a_push_refused_by_redis_raises_and_leaves_neither_record_nor_job(shop: Shop, redis_server) -> None:
+    server = redis_server(directives=["min-replicas-to-write 1"])  # no replica: Redis refuses every write
+    shop.env["REDIS_URL"] = server.url
+    errors = call(shop, "refused_pushes")
+
+    assert len(errors) == 2, errors
+    for error in errors:
+        assert error.startswith("EnqueueError: could not push 1 job(s) (jiggler_gevent.django_task)"), error
+        assert "NOREPLICAS" in error or "NoReplicas" in error, error
+    assert server.client().dbsize() == 0, "a record or a job was written"
 
 
 def test_a_task_whose_worker_was_killed_runs_again_as_its_next_attempt(shop: Shop) -> None:

@@ -6,7 +6,9 @@
 -- number of clients, exactly one is pushed while its lock is held; a payload whose lock is held (by another
 -- job, or an earlier payload of the same call) is skipped. The lock's value is the jid that holds it. A
 -- batch's totals grow by the payloads pushed in the same step, so no job of it can end before it is counted;
--- a new batch that gets no job completes at once (its callbacks are enqueued here).
+-- a new batch that gets no job completes at once (its callbacks are enqueued here). A payload may carry a hash
+-- written beside it (the Django tasks backend's record, NS:djtask:<jid>), in the same step: it exists if and only
+-- if its payload was pushed: written right after that push, which a refused write (OOM, READONLY) stops first.
 -- KEYS[1]  NS:queues
 -- KEYS[2]  NS:wake
 -- KEYS[3]  NS:schedule
@@ -21,13 +23,14 @@
 -- ARGV[8]  batch id ('' = none)
 -- ARGV[9]  "new" to create that batch, "add" to add to it
 -- ARGV[10] the new batch's fields as alternating names and values, JSON-encoded (an array of strings)
--- ARGV     then groups of 7: queue name, payload, due time ('' = now), lock digest ('' = none), jid,
---          lock TTL (ms), result_ttl ('' = untracked)
+-- ARGV     then groups of 8: queue name, payload, due time ('' = now), lock digest ('' = none), jid,
+--          lock TTL (ms), result_ttl ('' = untracked), the hash beside it ('' = none: else a JSON array of
+--          strings, its key, its TTL in seconds, then alternating field names and values)
 -- returns  a list with 1 for each payload pushed and 0 for each skipped, in order
 local E = { qprefix = ARGV[1], queues = KEYS[1], wake = KEYS[2], now = ARGV[5], pending_ttl = ARGV[6],
             batch_ttl = ARGV[7] }
 local pushed, woke, count = {}, false, 0
-for i = 11, #ARGV, 7 do
+for i = 11, #ARGV, 8 do
   local ok = 1
   if ARGV[i + 3] ~= '' then
     if not redis.call('SET', ARGV[2] .. ARGV[i + 3], ARGV[i + 4], 'NX', 'PX', ARGV[i + 5]) then ok = 0 end
@@ -43,6 +46,11 @@ for i = 11, #ARGV, 7 do
     end
     if ARGV[i + 6] ~= '' then
       track(E, ARGV[3] .. ARGV[i + 4], ARGV[i + 2] == '' and 'queued' or 'scheduled', '', ARGV[i + 6])
+    end
+    if ARGV[i + 7] ~= '' then
+      local beside = cjson.decode(ARGV[i + 7])
+      redis.call('HSET', beside[1], unpack(beside, 3))
+      redis.call('EXPIRE', beside[1], beside[2])
     end
   end
   pushed[#pushed + 1] = ok

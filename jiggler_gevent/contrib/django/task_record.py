@@ -4,8 +4,8 @@ The framework is Django's own `django.tasks` (Django 6 and later) or its backpor
 both have the same classes, under two names for one exception. The record (NS:djtask:<jid>, a hash) holds what a
 result needs and the job's status does not: the task's path and options, its arguments, when it was enqueued,
 and once it ran, the worker that ran it and its errors as Django describes them (class path and traceback). The
-enqueuing process writes it just before the push, the worker adds to it as the task ends; it lives as long as
-the job's status (NS:result:<jid>).
+push writes it with the job, in one script call (client.push_beside): a record exists if and only if its job was
+pushed. The worker adds to it as the task starts and ends; it lives as long as the job's status (NS:result:<jid>).
 """
 
 import datetime as dt
@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from ... import config
+from ...client import Beside
 
 
 @cache
@@ -112,26 +113,17 @@ def _redis() -> Any:
     return config.redis_client(cfg.url), cfg.keys
 
 
-def write(jid: str, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any], enqueued_at: float) -> None:
-    """Record a task about to be pushed; kept while it may wait (RESULT_PENDING_TTL after its run_after)."""
-    client, keys = _redis()
+def record(jid: str, spec: TaskSpec, args: list[Any], kwargs: dict[str, Any], enqueued_at: float) -> Beside:
+    """A task's record, for its push to write with its job (client.push_beside); kept while the task may wait
+    (RESULT_PENDING_TTL after its run_after)."""
     wait = max(0.0, (spec.run_after or enqueued_at) - enqueued_at)
     fields = {
         "task": json.dumps(spec.as_dict()),
         "args": json.dumps(args),
         "kwargs": json.dumps(kwargs),
-        "enqueued_at": enqueued_at,
+        "enqueued_at": repr(enqueued_at),
     }
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.django_task(jid), mapping=fields)
-    pipe.expire(keys.django_task(jid), int(wait) + config.RESULT_PENDING_TTL)
-    pipe.execute()
-
-
-def forget(jid: str) -> None:
-    """Delete a task's record (its push failed)."""
-    client, keys = _redis()
-    client.delete(keys.django_task(jid))
+    return Beside(config.current().keys.django_task(jid), int(wait) + config.RESULT_PENDING_TTL, fields)
 
 
 def start(jid: str) -> list[str]:
@@ -168,11 +160,18 @@ def read(jid: str) -> dict[str, Any] | None:
 
 def normalize_json(value: Any) -> Any:
     """The framework's own normalisation of arguments and return values (tuples to lists; TypeError otherwise)."""
+    return _normalizer()(value)
+
+
+@cache
+def _normalizer() -> Any:
+    """Django 6's normalize_json, else the backport's: looked up once (a failed import is not cached by Python, and
+    costs more than the normalisation itself)."""
     try:
-        from django.utils.json import normalize_json as normalize  # Django 6
+        from django.utils.json import normalize_json  # Django 6
     except ImportError:
-        normalize = framework_part("utils").normalize_json
-    return normalize(value)
+        return framework_part("utils").normalize_json
+    return normalize_json
 
 
 def make_result(

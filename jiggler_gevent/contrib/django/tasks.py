@@ -8,13 +8,12 @@ enqueue pushes one job (task_run.run_task) to the jiggler queue named like the t
 when the transaction commits, never if it rolls back. A task's priority is its job's (`priority`, the same -100..100
 range): of the waiting jobs of one queue, a higher priority starts first.
 
-Guarantees: the record is written before the job is pushed (and taken back if the push fails), so a task that
-runs always has one; a process killed between the two leaves a record whose task reads READY until it expires.
-Once pushed, the task runs at least once (the worker's delivery); with ENQUEUE_ON_COMMIT, a process killed between
-the commit and the push loses the task, as with `transaction.on_commit` written by hand.
+Guarantees: the task's record and its job are written by one atomic script call (push_each.lua), so there is no task
+without its job nor job without its record: a push refused or cut short leaves neither, and get_result finds only tasks
+that were pushed. Once pushed, the task runs at least once (the worker's delivery); with ENQUEUE_ON_COMMIT, a process
+killed between the commit and the push loses the task, as with `transaction.on_commit` written by hand.
 """
 
-import contextlib
 import math
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ... import payload as payload_mod
+from ...client import Beside
 from . import task_record
 from .task_record import TaskSpec
 from .task_run import RUN_NAME
@@ -32,7 +32,7 @@ STATUSES = {  # a job's status (api.Job) -> the task result's
     "scheduled": "READY",
     "queued": "READY",
     "retrying": "READY",
-    "unknown": "READY",  # recorded, not yet pushed: the record is written just before the push
+    "unknown": "READY",  # its record exists, so it was pushed; its status is gone (both are kept as long)
     "running": "RUNNING",
     "done": "SUCCESSFUL",
     "dead": "FAILED",
@@ -88,8 +88,7 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
         result = task_record.make_result(task, result_id, "READY", record, {})
 
         def write() -> None:
-            task_record.write(result_id, spec, args, kwargs, enqueued_at)
-            _push(payload, spec.run_after)
+            _push(payload, spec.run_after, task_record.record(result_id, spec, args, kwargs, enqueued_at))
             task_record.framework_part("signals").task_enqueued.send(type(self), task_result=result)
 
         _write_on_commit(write)
@@ -113,19 +112,11 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
         return task_record.make_result(task, result_id, status, record, times, info.get("result"))
 
 
-def _push(payload: dict[str, Any], due: float | None) -> None:
-    """Push the job now, or schedule it for `due`; a push that fails takes the task's record back."""
+def _push(payload: dict[str, Any], due: float | None, record: Beside) -> None:
+    """Push the job now, or schedule it for `due`, with the task's record: both or neither."""
     from ... import client
 
-    try:
-        if due is not None and due > time.time():
-            client.current().schedule(payload, due)
-        else:
-            client.current().push(payload)
-    except Exception:
-        with contextlib.suppress(Exception):  # the push's own error is the one to raise
-            task_record.forget(payload["jid"])
-        raise
+    client.current().push_beside(payload, due if due is not None and due > time.time() else None, record)
 
 
 def _write_on_commit(write: Any) -> None:
