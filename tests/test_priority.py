@@ -192,13 +192,18 @@ def _aged(priority: int, group: str | None, age: float, value: str) -> None:
     Client().push(p)
 
 
-@pytest.mark.parametrize("where", ["lowest priority", "highest priority", "group"])
+@pytest.mark.parametrize("where", ["lowest priority", "highest priority", "a priority between", "group"])
 def test_latency_counts_jobs_waiting_with_a_priority_or_in_a_group(ns, client, where):
     from jiggler_gevent.server.prometheus import RedisCollector
 
     _aged(0, None, 10, "plain")
     _aged(5, None, 20, "mid")  # newer than the oldest below, wherever it is
-    old = {"lowest priority": (-7, None), "highest priority": (9, None), "group": (0, "tenant-1")}[where]
+    old = {
+        "lowest priority": (-7, None),
+        "highest priority": (9, None),
+        "a priority between": (3, None),  # between 5 and -7
+        "group": (0, "tenant-1"),
+    }[where]
     _aged(*old, 300, "oldest")
     _aged(-7, None, 5, "low-new")
     assert 299 < api.Queue("default").latency < 330, "the oldest job is the one with a priority or a group"
