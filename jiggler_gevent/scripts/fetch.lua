@@ -73,8 +73,8 @@ if x > 0 then
   local releases = 16 + 3 * k  -- the first slot to give back
   local members = releases + tonumber(ARGV[15 + 3 * k]) + 3  -- the first batch member
   if releases < members - 3 then
-    local H = { limit_prefix = ARGV[6], schedule = KEYS[6], queues = KEYS[7], wake = KEYS[8], qprefix = ARGV[12],
-                queue = ARGV[13] }
+    local H = { limit_prefix = ARGV[6], limits = KEYS[5], schedule = KEYS[6], queues = KEYS[7], wake = KEYS[8],
+                qprefix = ARGV[12], queue = ARGV[13] }
     for i = releases, members - 4 do give_back(H, KEYS[4], ARGV[i]) end
   end
   local E = { qprefix = ARGV[12], queues = KEYS[7], wake = KEYS[8], now = ARGV[3], batch_ttl = ARGV[members - 2] }
