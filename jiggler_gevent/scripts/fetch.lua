@@ -104,7 +104,8 @@ if x > 0 then
 
   -- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
   -- The limiter is named in NS:limits here, as concurrent_acquire.lua names it, so it is listed (api.Limits, the
-  -- Limits page) from its first slot, not from the first renewal of one (a group's too).
+  -- Limits page) from its first slot, not from the first renewal of one (a group's too, until the release of its
+  -- last slot unlists it: lib_holds.release_slot).
   take_slot = function(lim, i)
     local key, timeout = ARGV[6] .. lim.name, tonumber(ARGV[7])
     if clock_ms == nil then
