@@ -36,7 +36,8 @@ tag puts every key of the namespace in one slot, so each Lua script runs on one 
                             name, arguments, keyword arguments and queue (the payload's `unique_key`)
   NS:debounce:<key>         the payload (as stored) of the debounced job waiting for <key> (default: its wire name
                             and queue), replaced by each enqueue with that key while it waits (scripts/debounce.lua)
-  NS:limits                 hash, limiter name -> JSON {kind, size, per}: every limiter used on the namespace
+  NS:limits                 hash, limiter name -> JSON {kind, size, per}: every limiter used on the namespace (a
+                            group's, 'group.<sha1>', only while one of its slots is in use: scripts/lib_holds.lua)
   NS:limit:<name>           a limiter's state: concurrent, sorted set holder token -> expiry (ms); window, sorted
                             set acquisition -> time (µs); bucket, hash {interval, count} (all on Redis' clock)
   NS:limit:<name>:free      list a concurrent limiter's release pushes to, and its waiters block on (BLPOP)

@@ -187,7 +187,7 @@ class Concurrent(Limiter):
         name = self.name
         k = [keys.limit(name), keys.limit_free(name), keys.limit_parked(name), keys.holds(_holder), keys.schedule]
         args: list[str | int] = [token, self.size, ms, name, keys.queue_prefix, config.DEFAULT_QUEUE]
-        scripts.register(client).concurrent_release(keys=[*k, keys.queues, keys.wake], args=args)
+        scripts.register(client).concurrent_release(keys=[*k, keys.queues, keys.wake, keys.limits], args=args)
 
 
 class Window(Limiter):

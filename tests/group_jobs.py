@@ -38,3 +38,9 @@ def tenant_wait(key: str, tenant: str) -> None:
     deadline = time.monotonic() + 60
     while not _redis().exists(key + ":open") and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@job(group_by=lambda key, tenant: tenant, group_concurrency=2)
+def tenant_wait_two(key: str, tenant: str) -> None:
+    """tenant_wait with two runs of a tenant at once (each run given its own `key`)."""
+    tenant_wait.func(key, tenant)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from jiggler_gevent import api, config, job, testing
+from jiggler_gevent import api, config, job, limits, scripts, testing
+from jiggler_gevent.server.recovery import Recovery
 from jiggler_gevent.web import create_app
 from tests import group_jobs, jobs
 from tests.conftest import ROOT, identity_of, wait_for
@@ -178,9 +179,14 @@ def _slots_held(r, ns) -> int:
     return sum(r.zcard(k) for k in r.keys(f"{ns.keys.limit_prefix}group.*") if not k.endswith(":free"))
 
 
+def _group_limiter(ns, group: str) -> str:
+    """The name the fetch gives the limiter of `group` of the queue "default" (fetch.lua)."""
+    return "group." + hashlib.sha1(f"{ns.keys.queue('default')}\n{group}".encode()).hexdigest()
+
+
 def test_a_groups_limiter_is_listed_with_its_slot_in_use_as_soon_as_the_fetch_takes_it(ns, r, tkey, start_worker):
     key = tkey("listed")
-    name = "group." + hashlib.sha1(f"{ns.keys.queue('default')}\nacme".encode()).hexdigest()
+    name = _group_limiter(ns, "acme")
     start_worker(*LOAD, "-c", "2", *FAST)
     group_jobs.tenant_wait.enqueue(key, "acme")
     wait_for(lambda: r.lrange(key, 0, -1) == ["started"], 30, "the job started")
@@ -188,7 +194,34 @@ def test_a_groups_limiter_is_listed_with_its_slot_in_use_as_soon_as_the_fetch_ta
     listed = wait_for(lambda: api.Limits().get(name), 5, "the group's limiter listed")
     assert (listed.kind, listed.size, listed.in_use) == ("concurrent", 1, 1)
     r.set(key + ":open", "1")
-    wait_for(lambda: api.Limits().get(name).in_use == 0, 30, "its slot given back")
+    # unlisted with its last slot, so a queue with very many groups does not list them all (issue 30)
+    wait_for(lambda: api.Limits().get(name) is None, 30, "the group's limiter unlisted with its slot given back")
+    assert not r.hexists(ns.keys.limits, name)
+
+
+def test_a_groups_limiter_stays_listed_until_its_last_slot_is_given_back(ns, r, tkey, start_worker):
+    keys, name = (tkey("first"), tkey("second")), _group_limiter(ns, "acme")
+    start_worker(*LOAD, "-c", "3", *FAST)
+    for key in keys:
+        group_jobs.tenant_wait_two.enqueue(key, "acme")
+    wait_for(lambda: all(r.lrange(key, 0, -1) == ["started"] for key in keys), 30, "both runs started")
+    assert api.Limits().get(name).in_use == 2
+    r.set(keys[0] + ":open", "1")
+    wait_for(lambda: api.Limits().get(name).in_use == 1, 30, "the first run's slot given back, the limiter listed")
+    r.set(keys[1] + ":open", "1")
+    wait_for(lambda: api.Limits().get(name) is None, 30, "the group's limiter unlisted with its last slot")
+
+
+def test_a_release_unlists_a_groups_limiter_left_with_expired_slots_only_and_never_a_named_one(ns, r):
+    group = _group_limiter(ns, "acme")
+    for name in (group, "group.acme", "c"):
+        limiter = limits.concurrent(name, 3)
+        token = limiter.acquire()
+        r.zadd(ns.keys.limit(name), {"expired-holder": 1})  # a holder that died, not yet swept
+        assert api.Limits().get(name).in_use == 1
+        limiter.release(token)
+    # in use as api.Limits counts it (unexpired, on Redis' clock): the expired holder does not keep it listed
+    assert {x.name: x.in_use for x in api.Limits()} == {"group.acme": 0, "c": 0}
 
 
 def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(ns, r, tkey, start_worker):
@@ -198,6 +231,7 @@ def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(
     identity = identity_of(r, ns, first.pid)
     group_jobs.tenant_nap.enqueue(key, "acme", 60)
     wait_for(lambda: r.lrange(key, 0, -1) == ["start acme"], 30, "the job started")
+    assert api.Limits().get(_group_limiter(ns, "acme")).in_use == 1
     api.Queue("default").pause()  # the recovered job then waits where it was put back
     first.signal(signal.SIGKILL)
     start_worker(*LOAD, "-c", "1", *FAST)
@@ -205,6 +239,34 @@ def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(
     wait_for(lambda: api.Queue("default").groups() == {"acme": 1}, 30, "the job back in its group")
     assert r.llen(ns.keys.queue("default")) == 0
     assert _slots_held(r, ns) == 0  # its slot was given back
+    assert api.Limits().get(_group_limiter(ns, "acme")) is None  # and its limiter unlisted (adopt.lua)
+
+
+def test_a_processs_stop_and_its_recovery_unlist_the_groups_limiters_it_held_and_no_named_one(ns, r):
+    client = config.redis_client(ns.url)
+    s, k = scripts.register(client), ns.keys
+    for identity, group in (("stopping", "acme"), ("dead-one", "initech")):
+        limits.set_holder(identity)  # as a worker process does: its slots are recorded in NS:holds:<identity>
+        try:
+            limits.concurrent(_group_limiter(ns, group), 1).acquire()
+            limits.concurrent(f"named-{group}", 1).acquire()
+        finally:
+            limits.set_holder("")
+    r.sadd(k.processes, "dead-one")  # no heartbeat: dead
+    assert Recovery(client, k, "stopping", s).release_own() == 2  # release_holds.lua
+    Recovery(client, k, "me", s).sweep()  # adopt.lua
+    assert {x.name: x.in_use for x in api.Limits()} == {"named-acme": 0, "named-initech": 0}
+
+
+def test_a_worker_stopped_with_a_grouped_job_running_unlists_the_groups_limiter(ns, r, tkey, start_worker):
+    key, name = tkey("stopped"), _group_limiter(ns, "acme")
+    worker = start_worker(*LOAD, "-c", "1", "-t", "0.5", *FAST)
+    group_jobs.tenant_wait.enqueue(key, "acme")
+    wait_for(lambda: r.lrange(key, 0, -1) == ["started"], 30, "the job started")
+    assert api.Limits().get(name).in_use == 1
+    assert worker.stop() == 0
+    assert api.Queue("default").groups() == {"acme": 1}  # put back in its group, unrun
+    assert api.Limits().get(name) is None
 
 
 def test_groups_on_the_api_cli_and_dashboard_and_clear(ns, r, tkey):

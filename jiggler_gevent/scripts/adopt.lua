@@ -14,6 +14,7 @@
 -- KEYS[8]  NS:queues
 -- KEYS[9]  NS:wake
 -- KEYS[10] NS:deaths
+-- KEYS[11] NS:limits (a group's limiter leaves it with its last slot: lib_holds)
 -- ARGV[1]  the dead identity
 -- ARGV[2]  "force" to adopt even if the heartbeat is still there (the supervisor saw the process die)
 -- ARGV[3]  the limiter key prefix NS:limit:
@@ -34,8 +35,8 @@ while true do
 end
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[5])
-local H = { limit_prefix = ARGV[3], leader_prefix = ARGV[4], schedule = KEYS[7], queues = KEYS[8], wake = KEYS[9],
-            qprefix = ARGV[5], queue = ARGV[6] }
+local H = { limit_prefix = ARGV[3], leader_prefix = ARGV[4], limits = KEYS[11], schedule = KEYS[7], queues = KEYS[8],
+            wake = KEYS[9], qprefix = ARGV[5], queue = ARGV[6] }
 release_holds(H, KEYS[6], ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -11,6 +11,7 @@
 -- KEYS[5]  NS:schedule
 -- KEYS[6]  NS:queues
 -- KEYS[7]  NS:wake
+-- KEYS[8]  NS:limits (a group's limiter leaves it with its last slot: lib_holds)
 -- ARGV[1]  the holder's token
 -- ARGV[2]  the limiter's size
 -- ARGV[3]  how long a wake-up nobody takes is kept (ms)
@@ -18,6 +19,7 @@
 -- ARGV[5]  the queue key prefix NS:queue:
 -- ARGV[6]  the queue of a payload that names none
 -- returns  1 when the token was held, else 0
-local H = { schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[5], queue = ARGV[6] }
+local H = { limits = KEYS[8], schedule = KEYS[5], queues = KEYS[6], wake = KEYS[7], qprefix = ARGV[5],
+            queue = ARGV[6] }
 redis.call('HDEL', KEYS[4], 'slot:' .. ARGV[4] .. ':' .. ARGV[1])
-return release_slot(H, KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), ARGV[3])
+return release_slot(H, ARGV[4], KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), ARGV[3])

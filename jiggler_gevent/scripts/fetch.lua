@@ -73,8 +73,8 @@ if x > 0 then
   local releases = 16 + 3 * k  -- the first slot to give back
   local members = releases + tonumber(ARGV[15 + 3 * k]) + 3  -- the first batch member
   if releases < members - 3 then
-    local H = { limit_prefix = ARGV[6], schedule = KEYS[6], queues = KEYS[7], wake = KEYS[8], qprefix = ARGV[12],
-                queue = ARGV[13] }
+    local H = { limit_prefix = ARGV[6], limits = KEYS[5], schedule = KEYS[6], queues = KEYS[7], wake = KEYS[8],
+                qprefix = ARGV[12], queue = ARGV[13] }
     for i = releases, members - 4 do give_back(H, KEYS[4], ARGV[i]) end
   end
   local E = { qprefix = ARGV[12], queues = KEYS[7], wake = KEYS[8], now = ARGV[3], batch_ttl = ARGV[members - 2] }
@@ -104,7 +104,8 @@ if x > 0 then
 
   -- Take a slot of `lim` for the payload at position `i` of this call, as concurrent_acquire.lua does; "!" when full.
   -- The limiter is named in NS:limits here, as concurrent_acquire.lua names it, so it is listed (api.Limits, the
-  -- Limits page) from its first slot, not from the first renewal of one (a group's too).
+  -- Limits page) from its first slot, not from the first renewal of one (a group's too, until the release of its
+  -- last slot unlists it: lib_holds.release_slot).
   take_slot = function(lim, i)
     local key, timeout = ARGV[6] .. lim.name, tonumber(ARGV[7])
     if clock_ms == nil then

@@ -7,9 +7,11 @@
 --   'slot:<limiter name>:<token>'  -> '<limiter size>,<lock timeout ms>'
 --   'lease:<signature>'            -> '1' (NS:cron:leader:<signature> holds the identity while it is its lease)
 -- A freed slot wakes one waiter (a push to NS:limit:<name>:free, kept to the limiter's size) and one job parked
--- on the limiter (wake_parked). `H` holds what these need: limit_prefix (NS:limit:), leader_prefix
--- (NS:cron:leader:), schedule (NS:schedule), queues (NS:queues), wake (NS:wake), qprefix (NS:queue:), queue (the
--- queue of a payload that names none).
+-- on the limiter (wake_parked). A group's limiter (fetch.lua: 'group.<sha1>') is listed in NS:limits only while
+-- one of its slots is in use: the release of its last one unlists it (named limiters stay listed). `H` holds what
+-- these need: limit_prefix (NS:limit:), leader_prefix (NS:cron:leader:), limits (NS:limits), schedule
+-- (NS:schedule), queues (NS:queues), wake (NS:wake), qprefix (NS:queue:), queue (the queue of a payload that names
+-- none).
 
 -- A job rescheduled because this limiter was full waits in NS:schedule and is named in NS:limit:<name>:parked
 -- (settle.lua). Move the first one still scheduled to the back of its queue now, rather than at its delay's end.
@@ -29,15 +31,27 @@ local function wake_parked(H, parked_key)
   end
 end
 
--- Give back one slot; 1 when `token` held it, else 0 (released already, or expired: nobody is woken). A slot of a
--- group's limiter (fetch.lua: 'group.<sha1>') also wakes an idle worker: that group's next job waits in its list.
-local function release_slot(H, limit_key, free_key, parked_key, token, size, keep_ms)
+-- The name of a group's limiter, as fetch.lua makes it; any other name is a named limiter's.
+local GROUP_LIMITER = '^group%.' .. string.rep('%x', 40) .. '$'
+
+-- Give back one slot of the limiter `name`; 1 when `token` held it, else 0 (released already, or expired: nobody
+-- is woken). A slot of a group's limiter also wakes an idle worker (that group's next job waits in its list), and
+-- the group's limiter leaves NS:limits once none of its slots is in use (unexpired, on Redis' clock, as api.Limits
+-- counts them): a queue with very many groups lists only those running a job.
+local function release_slot(H, name, limit_key, free_key, parked_key, token, size, keep_ms)
   if redis.call('ZREM', limit_key, token) == 0 then return 0 end
   redis.call('LPUSH', free_key, '1')
   redis.call('LTRIM', free_key, 0, size - 1)
   redis.call('PEXPIRE', free_key, keep_ms)
   wake_parked(H, parked_key)
-  if string.find(limit_key, ':group.', 1, true) then redis.call('ZADD', H.wake, 0, 'wake') end
+  if string.find(name, GROUP_LIMITER) then
+    redis.call('ZADD', H.wake, 0, 'wake')
+    if not H.now_ms then
+      local t = redis.call('TIME')
+      H.now_ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+    end
+    if redis.call('ZCOUNT', limit_key, '(' .. H.now_ms, '+inf') == 0 then redis.call('HDEL', H.limits, name) end
+  end
   return 1
 end
 
@@ -51,7 +65,8 @@ local function give_back(H, holds_key, field)
   local size, keep = string.match(record, '^(%d+),(%d+)$')
   if name and size then
     local key = H.limit_prefix .. name
-    release_slot(H, key, key .. ':free', key .. ':parked', token, tonumber(size), math.max(1000, tonumber(keep)))
+    local keep_ms = math.max(1000, tonumber(keep))
+    release_slot(H, name, key, key .. ':free', key .. ':parked', token, tonumber(size), keep_ms)
   end
 end
 
@@ -65,7 +80,7 @@ local function release_holds(H, holds_key, identity)
     if name and size then
       local key = H.limit_prefix .. name
       local keep_ms = math.max(1000, tonumber(keep))
-      freed = freed + release_slot(H, key, key .. ':free', key .. ':parked', token, tonumber(size), keep_ms)
+      freed = freed + release_slot(H, name, key, key .. ':free', key .. ':parked', token, tonumber(size), keep_ms)
     end
     local signature = string.match(fields[i], '^lease:(.+)$')
     if signature and redis.call('GET', H.leader_prefix .. signature) == identity then

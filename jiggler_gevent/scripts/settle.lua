@@ -21,6 +21,7 @@
 -- KEYS[5]  NS:wake (added when a payload is put back in a queue)
 -- KEYS[6]  NS:schedule
 -- KEYS[7]  NS:holds:<identity>, the settling process's record of the slots it holds (lib_holds)
+-- KEYS[8]  NS:limits (a group's limiter leaves it with its last slot: lib_holds)
 -- ARGV[1]  the oldest score kept in the dead set (now - 180 days)
 -- ARGV[2]  the most entries kept in the dead set
 -- ARGV[3]  the queue key prefix NS:queue:
@@ -43,8 +44,8 @@ local E = { qprefix = ARGV[3], queues = KEYS[4], wake = KEYS[5], now = ARGV[6], 
 local STATUS = { ack = 'done', drop = 'dead', dead = 'dead', cancel = 'cancelled', retry = 'retrying',
                  reschedule = 'scheduled', requeue = 'queued', recover = 'queued', expire = 'expired' }
 local BACK = { requeue = false, recover = true }  -- the put-backs: to the back of the queue, or the front
-local H = { limit_prefix = ARGV[9], schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5], qprefix = ARGV[3],
-            queue = ARGV[11] }
+local H = { limit_prefix = ARGV[9], limits = KEYS[8], schedule = KEYS[6], queues = KEYS[4], wake = KEYS[5],
+            qprefix = ARGV[3], queue = ARGV[11] }
 local first = 13 + tonumber(ARGV[12])  -- the first group
 for i = 13, first - 1 do give_back(H, KEYS[7], ARGV[i]) end
 local held, buried, requeued = 0, false, false

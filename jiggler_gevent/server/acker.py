@@ -136,7 +136,7 @@ def settle_argv(
     for o in outcomes:
         args += o.argv()
     holds = keys.holds(working.removeprefix(keys.working("")))  # of the process whose working list this is
-    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule, holds], args
+    return [working, keys.retry, keys.dead, keys.queues, keys.wake, keys.schedule, holds, keys.limits], args
 
 
 # The `concurrent` slots the fetch script took for the payloads it took, by raw payload: the field of

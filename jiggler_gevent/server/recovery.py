@@ -99,7 +99,7 @@ class Recovery:
         k = self.keys
         reply = self.scripts.adopt(
             keys=[k.process(dead_identity), k.working(dead_identity), self.working, k.processes, k.work(dead_identity)]
-            + [k.holds(dead_identity), k.schedule, k.queues, k.wake, k.deaths],
+            + [k.holds(dead_identity), k.schedule, k.queues, k.wake, k.deaths, k.limits],
             args=[dead_identity, "force" if force else "", *self._release_args(), self.blame_window_ms]
             + [config.SUSPECT_DEATHS],
         )
@@ -116,7 +116,7 @@ class Recovery:
         """At a clean stop: give back the slots and lease this process still holds (those of jobs killed at the
         end of the shutdown wait); returns how many slots were freed."""
         k = self.keys
-        keys = [k.holds(self.identity), k.schedule, k.queues, k.wake]
+        keys = [k.holds(self.identity), k.schedule, k.queues, k.wake, k.limits]
         return int(self.scripts.release_holds(keys=keys, args=[self.identity, *self._release_args()]))
 
     def _release_args(self) -> list[str]:
