@@ -338,7 +338,8 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     assert proc.wait(30) == 0, output(proc)
     assert time.monotonic() - started < 10
     assert shop.count("orders_report") == 18, "the running jobs finished before the worker exited"
-    assert shop.db.connections() == 0
+    # the jobs' backends exit once PostgreSQL sees the worker gone, a moment after it exited: polled
+    wait_for(lambda: shop.db.connections() == 0, 10, "the jobs' connections to close with the worker")
 
 
 def test_orm_queries_of_concurrent_jobs_overlap_on_either_driver(shop: Shop, r, tkey) -> None:

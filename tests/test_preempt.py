@@ -44,7 +44,8 @@ def _ticker_beside_hogs(r, ns, start_worker, hogs: int, *worker_args: str, hog_s
 
 def test_one_cpu_hog_leaves_the_ticker_its_time(r, ns, start_worker):
     worst = _ticker_beside_hogs(r, ns, start_worker, 1)
-    assert worst < 0.5, f"worst ticker gap {worst:.3f}s with the default threshold"
+    # starved, the ticker would wait the hog's 3 s (the next test); the bound leaves room for a loaded machine
+    assert worst < 1.5, f"worst ticker gap {worst:.3f}s with the default threshold"
 
 
 def test_without_preemption_the_hog_starves_the_ticker(r, ns, start_worker):
@@ -54,7 +55,8 @@ def test_without_preemption_the_hog_starves_the_ticker(r, ns, start_worker):
 
 def test_five_hogs_at_once_still_leave_the_ticker_its_time(r, ns, start_worker):
     worst = _ticker_beside_hogs(r, ns, start_worker, 5, "--preempt", "0.1")
-    assert worst < 1.0, f"worst ticker gap {worst:.3f}s with 5 hogs"
+    # a turn of the five hogs is 0.5 s at 0.1 s each; starved, the ticker would wait 3 s or more
+    assert worst < 2.0, f"worst ticker gap {worst:.3f}s with 5 hogs"
 
 
 @pytest.mark.parametrize("preempt, bound", [("0.1", None), ("0", 2.0)])
@@ -168,15 +170,16 @@ def test_switcher_is_restarted_in_a_forked_child():
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, json.dumps({"child": worst_gap(1.5)}).encode())
+            os.write(write, json.dumps({"child": worst_gap(2.0)}).encode())
             os._exit(0)
         os.close(write)
         child = json.loads(os.read(read, 1000))
         os.waitpid(pid, 0)
-        print(json.dumps(dict(child, parent=worst_gap(1.0))))
+        print(json.dumps(dict(child, parent=worst_gap(2.0))))
     """)
-    assert result["child"] < 0.5, result
-    assert result["parent"] < 0.5, result
+    # a hog not cut holds the hub its whole 2 s; cut every 0.1 s, the gaps stay far below 1 s even on a loaded machine
+    assert result["child"] < 1.0, result
+    assert result["parent"] < 1.0, result
 
 
 def test_stop_ends_the_thread_and_restores_the_signal():
@@ -227,7 +230,7 @@ def test_a_user_gevent_timeout_in_cpu_code_lands_in_the_users_code():
         print(json.dumps({"caught": caught, "elapsed": time.monotonic() - t0}))
     """)
     assert result["caught"] is True, result
-    assert result["elapsed"] < 1.5, result
+    assert result["elapsed"] < 2.5, result  # a spin the timeout did not cut runs its whole 3 s
 
 
 # -- plain units (no hub involved) ------------------------------------------------------------------------

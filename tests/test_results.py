@@ -210,8 +210,10 @@ print(json.dumps({{"value": value, "waited": end - start, "ticks": len(during), 
     report = json.loads(out)
     assert report["value"] == ["from", "gevent"]
     assert report["waited"] > 1.4  # it did wait for the 1.5 s job...
-    assert report["ticks"] >= report["waited"] / 0.02 / 3  # ...while the other greenlet kept ticking
-    assert report["max_gap"] < 0.5, report
+    # ...while the other greenlet kept ticking: a blocked hub would tick once or twice in all, and stop for the
+    # whole wait (1.4 s or more); the bounds leave room for a loaded machine, where a 20 ms sleep wakes late
+    assert report["ticks"] >= report["waited"] / 0.02 / 10
+    assert report["max_gap"] < 1.0, report
 
 
 def test_result_outside_gevent_wakes_every_waiter_when_the_job_ends(ns, r, tkey, start_worker):

@@ -43,7 +43,9 @@ def test_sigterm_with_1000_jobs_in_flight_exits_0_within_the_timeout_and_puts_al
     code = w.proc.wait(timeout + 30)
     elapsed = time.monotonic() - t0
     assert code == 0, w.output()[-2000:]
-    assert elapsed < timeout + 2, f"exit took {elapsed:.1f}s with -t {timeout}"
+    # a hang bound: the jobs nap 60 s; stopping 1000 greenlets and putting 1000 payloads back after the timeout
+    # can take a loaded machine longer than the 2 s allowed before
+    assert elapsed < timeout + 8, f"exit took {elapsed:.1f}s with -t {timeout}"
     assert elapsed >= timeout - 0.5, "the worker did not wait for the running jobs"
     _assert_all_back_once(ns, r, tkey, jids, identity)
     assert r.llen(tkey("j") + ":finished") == 0
