@@ -27,7 +27,7 @@ from jiggler_gevent.cli import worker as worker_command
 from jiggler_gevent.client import Client
 from jiggler_gevent.contrib.django import conf
 from tests.conftest import ROOT, wait_for
-from tests.pg import max_overlap
+from tests.pg import PgDatabase, max_overlap
 
 PROJECT = ROOT / "examples" / "django_project"
 TABLES = "orders_order, orders_shipment, orders_report"
@@ -307,6 +307,14 @@ def test_a_view_enqueues_with_the_same_job_api(shop: Shop) -> None:
     assert pushed == [("orders.jobs.ship_order", [i]) for i in ids]
 
 
+def _connections_held(db: PgDatabase, most: int) -> int:
+    """The jobs' connections open now; a count over `most` is read again, and the lower of the two kept: a job's
+    connection just closed is listed until its backend exits, while the same greenlet's next job has opened its
+    own, so one reading can show one more than are open (an excess that lasts shows in both)."""
+    count = db.connections()
+    return min(count, db.connections()) if count > most else count
+
+
 def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -> None:
     shop.manage("place_orders", "2")
     api.Queue("default").clear()
@@ -320,7 +328,7 @@ def test_connections_stay_at_one_per_running_job_and_sigterm_waits(shop: Shop) -
     seen: list[int] = []
 
     def reports_done() -> bool:
-        seen.append(shop.db.connections())
+        seen.append(_connections_held(shop.db, 5))
         return shop.count("orders_report") >= 15
 
     wait_for(reports_done, 30, "15 reports")
