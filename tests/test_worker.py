@@ -2,6 +2,7 @@
 
 import json
 import signal
+import statistics
 import time
 
 import pytest
@@ -177,7 +178,9 @@ def test_log_lines_carry_the_job_name_and_jid(ns, r, start_worker, tkey):
 
 def test_an_idle_worker_on_three_queues_starts_a_job_pushed_to_any_of_them_at_once(ns, r, start_worker, tkey):
     """Each push wakes the idle worker (NS:wake): without it, a job pushed to a queue the worker is not blocked on
-    would wait for the next try, up to WAKE_BLOCK (1 s). The 0.5 s bound is a hang detector, not a benchmark."""
+    would wait for the next try, up to WAKE_BLOCK (1 s): nearly all of it, as each push follows the worker's block
+    at once. The bounds are hang detectors, not a benchmark: a median under 0.3 s, and room for one wait a loaded
+    machine delayed."""
     key = tkey("waits")
     w = start_worker("-q", "mail", "-q", "low", "-q", "default", "-c", "2")
     for n, queue in enumerate(["default", "low", "mail", "default", "low", "default", "mail", "low"]):
@@ -185,7 +188,7 @@ def test_an_idle_worker_on_three_queues_starts_a_job_pushed_to_any_of_them_at_on
         jobs.record_wait.set(queue=queue).enqueue(key, time.time())
         wait_for(lambda n=n: r.llen(key) == n + 1, 10, f"job {n} on {queue}")
     waits = [float(x) for x in r.lrange(key, 0, -1)]
-    assert max(waits) < 0.5, waits
+    assert statistics.median(waits) < 0.3 and max(waits) < 2.0, waits
     assert w.stop() == 0
 
 
