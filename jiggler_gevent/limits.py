@@ -234,6 +234,12 @@ def bucket(name: str, n: int, per: float, wait_timeout: float = 0) -> Bucket:
     return Bucket(name, n, _seconds("per", per, positive=True), wait_timeout)
 
 
+def is_group_limiter(name: str) -> bool:
+    """Whether `name` is one fetch.lua gives a fair group's `group_concurrency` limiter: 'group.' and the sha1 of
+    the queue's key, a newline and the group (scripts/lib_holds.lua's GROUP_LIMITER)."""
+    return len(name) == 46 and name.startswith("group.") and all(c in "0123456789abcdef" for c in name[6:])
+
+
 def describe(raw: str) -> dict[str, Any]:
     """A limiter's description as NS:limits stores it ({kind, size, per}); {} when unreadable."""
     try:

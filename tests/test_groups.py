@@ -222,6 +222,17 @@ def test_a_release_unlists_a_groups_limiter_left_with_expired_slots_only_and_nev
         limiter.release(token)
     # in use as api.Limits counts it (unexpired, on Redis' clock): the expired holder does not keep it listed
     assert {x.name: x.in_use for x in api.Limits()} == {"group.acme": 0, "c": 0}
+    assert set(r.hkeys(ns.keys.limits)) == {"group.acme", "c"}
+
+
+def test_a_groups_limiter_whose_slots_all_expired_unreleased_is_not_listed(ns, r):
+    # a worker killed while its holds record had expired: nobody releases the slot, it only times out
+    group = _group_limiter(ns, "acme")
+    for name in (group, "group.acme"):
+        limits.concurrent(name, 2, lock_timeout=0.05).acquire()
+    wait_for(lambda: not api.Limits().get("group.acme").in_use, 10, "the slots to expire")
+    assert r.hexists(ns.keys.limits, group), "still in the registry: no release unlisted it"
+    assert {x.name: x.in_use for x in api.Limits()} == {"group.acme": 0}
 
 
 def test_a_grouped_job_recovered_from_a_sigkilled_worker_goes_back_to_its_group(ns, r, tkey, start_worker):

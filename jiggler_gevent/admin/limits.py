@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from .. import config
-from ..limits import KINDS, describe
+from ..limits import KINDS, describe, is_group_limiter
 
 FIELDS = ("name", "kind", "size", "per", "in_use")
 
@@ -30,7 +30,8 @@ class Limit:
 
 
 class Limits:
-    """Every limiter on the namespace, by name."""
+    """Every limiter on the namespace, by name; a fair group's limiter only while a slot of it is in use (its last
+    release unlists it; one whose slots all expired unreleased is left out here)."""
 
     def __init__(self) -> None:
         cfg = config.current()
@@ -46,10 +47,11 @@ class Limits:
             for name, d in found:
                 self._queue_count(pipe, name, d, now)
             replies = pipe.execute()
-        return [
+        listed = [
             Limit(name, d["kind"], d["size"], d["per"], _in_use(d, r, now))
             for (name, d), r in zip(found, replies, strict=True)
         ]
+        return [x for x in listed if x.in_use or not is_group_limiter(x.name)]
 
     def _queue_count(self, pipe: Any, name: str, d: dict[str, Any], now: float) -> None:
         key = self.keys.limit(name)
