@@ -256,21 +256,33 @@ def test_call_site_is_the_frame_that_calls_job_functions(parts):
     assert CODES[: CODES.index(call_site)] == [frames_up.func.__code__]  # the job's own frames begin right there
 
 
-class YieldingBefore(middleware.ServerMiddleware):
-    """A user's middleware whose before hook switches (as one that does I/O does)."""
+class WaitingBefore(middleware.ServerMiddleware):
+    """A user's middleware whose before hook waits (as one that does I/O does), until `release` is set; it notes
+    whether an exception reached it while it waited."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = gevent.event.Event(), gevent.event.Event()
+        self.interrupted: BaseException | None = None
 
     def before_process(self, ctx) -> None:
-        gevent.sleep(0.01)
+        self.entered.set()
+        try:
+            self.release.wait(5)
+        except BaseException as exc:
+            self.interrupted = exc
+            raise
 
 
 def test_an_interrupt_during_a_before_hook_still_ends_the_job(parts):
-    parts.processor.chain.entries.insert(2, YieldingBefore())
+    hook = WaitingBefore()
+    parts.processor.chain.entries.insert(2, hook)
     raw = parts.fetched(sleeper, 0.3)
     glet = parts.spawn(raw)
-    wait_for(lambda: parts.processor.running_job(glet), 5, message="the job to start")
+    wait_for(hook.entered.is_set, 5, message="the before hook to wait")
     assert parts.processor.interrupt(glet, RuntimeError("stop now")) is True
     glet.join(5)
-    assert parts.dispositions() == [Disposition.DEAD]  # as if it had raised (retries=0); today: ACK
+    assert isinstance(hook.interrupted, RuntimeError), "the interrupt landed in the hook"
+    assert parts.dispositions() == [Disposition.DEAD]  # as if it had raised (retries=0)
 
 
 def test_a_job_whose_function_returns_a_coroutine_runs_it_to_its_end(parts, recwarn):
