@@ -22,6 +22,7 @@ while the main thread stayed runnable: MainThreadBusy) and logged with the job's
 """
 
 import _thread
+import ctypes
 import itertools
 import logging
 import math
@@ -31,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Optional, Protocol
+from typing import Optional, Protocol, cast
 
 import gevent
 from gevent import monkey
@@ -86,12 +87,15 @@ class MainThreadBusy:
     of that thread), else its CPU time only. Made in the main thread, read from the switcher's thread.
 
     C code that holds the GIL keeps the main thread runnable throughout; on a loaded machine it gets only a share
-    of a CPU, so its CPU time alone would read as if it had been idle (a 1 s hold read 1.0 s of CPU over 5.5 s).
-    An idle main thread (asleep in the loop's poll) is neither."""
+    of a CPU, so its CPU time alone would read as if it had been idle (a 1 s hold read 1.0 s of CPU over 5.5 s at
+    load 8). An idle main thread (asleep in the loop's poll) is neither. The file is read with libc's pread called
+    through ctypes.PyDLL, which keeps the GIL (os.pread lets go of it): the main thread must not run on between the
+    switcher's wake and its interrupt, or the report would land in whatever greenlet runs next, often the hub."""
 
     def __init__(self) -> None:
         self.fd: int | None = None
         self.clock: int | None = None
+        self.buffer = ctypes.create_string_buffer(128)
         try:
             self.fd = os.open(f"/proc/self/task/{_real_get_native_id()}/schedstat", os.O_RDONLY)
         except OSError:
@@ -103,8 +107,9 @@ class MainThreadBusy:
     def seconds(self) -> float | None:
         """The runnable seconds so far (None when this system tells neither)."""
         try:
-            if self.fd is not None:
-                on_cpu, waiting, _ = os.pread(self.fd, 128, 0).split()
+            if self.fd is not None and _pread_keeping_gil is not None:
+                size = _pread_keeping_gil(self.fd, self.buffer, len(self.buffer), 0)
+                on_cpu, waiting, _ = self.buffer.raw[: max(size, 0)].split()
                 return (int(on_cpu) + int(waiting)) / 1e9
             return time.clock_gettime(self.clock) if self.clock is not None else None
         except (OSError, ValueError):
@@ -115,6 +120,20 @@ class MainThreadBusy:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _libc_pread() -> Callable[..., int] | None:
+    """libc's pread, called with the GIL kept (ctypes.PyDLL); None where there is no such libc."""
+    try:
+        pread = ctypes.PyDLL(None).pread
+    except (OSError, AttributeError):
+        return None
+    pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+    pread.restype = ctypes.c_ssize_t
+    return cast("Callable[..., int]", pread)
+
+
+_pread_keeping_gil = _libc_pread()
 
 
 class JobRunner(Protocol):
