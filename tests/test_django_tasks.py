@@ -227,7 +227,7 @@ def test_a_task_shows_under_its_own_path_with_its_own_arguments_everywhere(shop:
     assert f"[&quot;{key}&quot;] {{&quot;note&quot;: &quot;shown&quot;}}" in page, "the task's args, then its kwargs"
     assert "orders.tasks.add" not in page and "&quot;path&quot;" not in page, "not the wrapper's spec"
 
-    proc = shop.gjiggler("-c", "5")
+    proc = shop.gjiggler("-c", "5", "--heartbeat-interval", "0.2")  # the task holds its worker 8 s at most
     wait_until_started(proc)
     wait_for(lambda: api.Job(ids["held"]).status == "running", 30, "the held task to start")
 
@@ -242,6 +242,7 @@ def test_a_task_shows_under_its_own_path_with_its_own_arguments_everywhere(shop:
     )
     busy = web.get("/busy").text
     assert f"<b>{HOLD}</b>" in busy and f"[&quot;{key}&quot;]" in busy
+    r.rpush(key, "go")
     dead = wait_for(lambda: list(api.DeadSet()), 30, "the failed task to be buried")
     assert [(e.display_name, e.display_args, e.jid) for e in dead] == [
         ("orders.tasks.refuse", ["out of stock"], ids["failed"])
@@ -251,7 +252,6 @@ def test_a_task_shows_under_its_own_path_with_its_own_arguments_everywhere(shop:
     href = re.search(r'href="(/dead/[^"]+)"', dead_page).group(1)
     detail = web.get(href.replace("%40", "@")).text
     assert "<dd>orders.tasks.refuse</dd>" in detail and "<dt>Run by</dt><dd>jiggler_gevent.django_task</dd>" in detail
-    r.rpush(key, "go")
     wait_for(lambda: api.Job(ids["held"]).status == "done", 30, "the held task to end")
     wait_for(lambda: not len(api.Queue("reports")), 30, "the plain job to start (the clean stop lets it end)")
     stop(proc)  # a clean stop writes the per-job metrics
