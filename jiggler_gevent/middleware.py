@@ -76,6 +76,12 @@ class JobContext:
         return name
 
     @property
+    def display_name(self) -> str:
+        """The job its log lines name, as its payload says now: the one a wrapper runs (`wrapped`, a Django task's
+        path), else its wire name (payload.display_name)."""
+        return payload_mod.display_name(self.payload) if "wrapped" in self.payload else self.name
+
+    @property
     def jid(self) -> str:
         """The job's id, as its payload says now ('?' when it has none)."""
         jid: str = self.payload.get("jid", "?")

@@ -8,7 +8,9 @@ error_message, error_backtrace, failed_at; `recoveries` (deaths it was held at),
 unique_until and unique_key (the digest naming its lock NS:unique:<unique_key>). A job whose status and
 result are kept has `result_ttl` (seconds); a member of a batch has `bid`; a job with an expiry has `expires_at`
 (unix seconds: it never starts after that). With contrib.opentelemetry
-instrumented, `trace` carries the push's trace context (W3C traceparent).
+instrumented, `trace` carries the push's trace context (W3C traceparent). A job that runs another (a Django task,
+contrib/django; a Ruby ActiveJob) names it in `wrapped`, as Sidekiq does: `display_name` and `display_arguments`
+show that job rather than its wrapper.
 """
 
 import hashlib
@@ -167,19 +169,64 @@ def unique_lock(payload: Mapping[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+DJANGO_TASK = "jiggler_gevent.django_task"  # the job that runs a Django task (contrib/django/task_run.py)
+# Ruby's ActiveJob wrappers (Rails' and Sidekiq 7.3's): the job's one argument is ActiveJob's hash, whose `arguments`
+# are the wrapped job's.
+ACTIVE_JOB = frozenset(("ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper", "Sidekiq::ActiveJob::Wrapper"))
+
+
+def display_name(payload: Mapping[str, Any]) -> str:
+    """The job a person thinks of: `wrapped` (the job a wrapper runs, as Sidekiq's display_class shows it) when it
+    is a non-empty string, else `name` ('?' when it has none)."""
+    wrapped = payload.get("wrapped")
+    if isinstance(wrapped, str) and wrapped:
+        return wrapped
+    name = payload.get("name")
+    return name if isinstance(name, str) else "?"
+
+
+def display_arguments(payload: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments and keyword arguments of the job `display_name` names: a Django task's own (not its wrapper's
+    result id, spec and meta), an ActiveJob's `arguments`, else the payload's args and kwargs. A wrapper whose
+    arguments have another shape (cut short in a heartbeat, written by hand) shows them as they are."""
+    args, kwargs = payload.get("args"), payload.get("kwargs")
+    args, kwargs = args if isinstance(args, list) else [], kwargs if isinstance(kwargs, dict) else {}
+    if "wrapped" not in payload:
+        return args, kwargs
+    name = payload.get("name")
+    if name == DJANGO_TASK and len(args) == 5 and isinstance(args[2], list) and isinstance(args[3], dict):
+        return args[2], args[3]
+    job = args[0] if name in ACTIVE_JOB and len(args) == 1 and isinstance(args[0], dict) else {}
+    if isinstance(job.get("arguments"), list):
+        return job["arguments"], {}
+    return args, kwargs
+
+
 class View:
     """What the server reads of a checked payload, one typed field each, read once per run (JobContext.view).
     The wire format stays the JSON object: this is a view of it, never written back. Each field is read by one
     accessor (result_ttl, batch_id, unique_lock above), which the client shares: "is this job tracked?" has one
     answer."""
 
-    __slots__ = ("jid", "name", "queue", "result_ttl", "tracked", "bid", "unique_lock", "unique_until", "plain")
+    __slots__ = (
+        "jid",
+        "name",
+        "shown",
+        "queue",
+        "result_ttl",
+        "tracked",
+        "bid",
+        "unique_lock",
+        "unique_until",
+        "plain",
+    )
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         get = payload.get
         jid, name, queue = get("jid"), get("name"), get("queue")
         self.jid: str = jid if isinstance(jid, str) else "?"
         self.name: str = name if isinstance(name, str) else "?"
+        self.shown = self.name if "wrapped" not in payload else display_name(payload)  # what log lines name
         self.queue: str | None = queue if isinstance(queue, str) else None
         # Each accessor answers None for a missing field: asked only when the field is there.
         self.result_ttl: int | None = result_ttl(payload) if "result_ttl" in payload else None  # None: not tracked

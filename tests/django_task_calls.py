@@ -22,6 +22,17 @@ def linger(context: Any) -> dict[str, Any]:
     return {"attempt": context.attempt, "workers": context.task_result.worker_ids}
 
 
+@framework().task()
+def hold(key: str, *, note: str) -> str:
+    """A task that runs until the list `key` in Redis has an item (the test pushes it), and returns that item."""
+    from jiggler_gevent import config
+
+    released = config.redis_client(config.current().url).blpop([key], timeout=8)  # within the job's 10 s timeout
+    if released is None:
+        raise TimeoutError(f"nothing was pushed to {key} ({note})")
+    return str(released[1])
+
+
 def _result(task_result: Any) -> dict[str, Any]:
     finished = task_result.is_finished and task_result.status.name == "SUCCESSFUL"
     return {
@@ -236,3 +247,13 @@ def refused_pushes() -> None:
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
     print(json.dumps(errors))
+
+
+def enqueue_to_show(key: str) -> None:
+    """Enqueue a task that holds its worker until `key` has an item, one that fails and a plain job; print their ids."""
+    from orders import jobs
+
+    held = hold.enqueue(key, note="shown")
+    failed = tasks.refuse.enqueue("out of stock")
+    plain = jobs.count_orders.enqueue("shown")
+    print(json.dumps({"held": held.id, "failed": failed.id, "plain": plain}))

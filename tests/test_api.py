@@ -159,3 +159,35 @@ def test_stats_in_sidekiq_wire_mode_read_sidekiqs_counters_and_sets(ns, r, start
     r.lpush(keys.queue("rb"), json.dumps(sidekiq_8))  # Sidekiq 8 writes integer milliseconds
     assert 99 < api.Queue("rb").latency < 160
     assert w.stop() == 0
+
+
+def test_entries_show_the_job_a_wrapper_runs_in_sidekiqs_format_too(ns, r):
+    """`wrapped` is a Sidekiq field: a Django task's payload keeps it at the top level in Sidekiq's format (where
+    Sidekiq's Web UI reads it), and a Ruby ActiveJob payload shows its job class and that job's arguments."""
+    from jiggler_gevent import client, config
+    from jiggler_gevent import payload as payload_mod
+
+    keys = config.configure(wire="sidekiq").keys
+    spec = {"path": "shop.tasks.send_mail", "priority": 0}
+    task = payload_mod.build(payload_mod.DJANGO_TASK, ["rid", spec, ["a@b.c"], {"subject": "hi"}, {}], queue="mail")
+    task["wrapped"] = "shop.tasks.send_mail"
+    client.current().push(task)
+    active_job = {
+        "class": "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
+        "wrapped": "InvoiceJob",
+        "queue": "mail",
+        "jid": "aj1",
+        "args": [{"job_class": "InvoiceJob", "arguments": [42, "eur"], "job_id": "x"}],
+        "created_at": time.time(),
+    }
+    r.lpush(keys.queue("mail"), json.dumps(active_job))
+    client.current().push(payload_mod.build("tests.jobs.record", ["k", "v"], queue="mail"))
+
+    [stored] = [json.loads(raw) for raw in r.lrange(keys.queue("mail"), 0, -1) if '"rid"' in raw]
+    assert stored["wrapped"] == "shop.tasks.send_mail" and "wrapped" not in stored.get("jiggler", {})
+    shown = [(e.name, e.display_name, e.display_args, e.display_kwargs) for e in api.Queue("mail")]
+    assert shown == [
+        (payload_mod.DJANGO_TASK, "shop.tasks.send_mail", ["a@b.c"], {"subject": "hi"}),
+        (active_job["class"], "InvoiceJob", [42, "eur"], {}),
+        ("tests.jobs.record", "tests.jobs.record", ["k", "v"], {}),  # a plain job: its own name and args
+    ]

@@ -5,6 +5,7 @@ backport on Django 5.2; on 3.12 and later, Django 6's django.tasks (CI runs this
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from jiggler_gevent import api
 from tests.conftest import wait_for
 from tests.test_django import Shop, output, shop_db, shop_on, wait_until_started, without_psycopg3  # noqa: F401
 
+HOLD = "tests.django_task_calls.hold"  # a task's module path, as the dashboard and metrics show it
 FRAMEWORK = "django.tasks" if sys.version_info >= (3, 12) else "django_tasks"
 
 
@@ -204,6 +206,62 @@ def test_async_tasks_run_on_the_workers_loop_and_a_cancel_reaches_them(shop: Sho
     assert cancelled["status"] == "FAILED"
     assert [e["path"] for e in cancelled["errors"]] == ["jiggler_gevent.errors.CancelJob"]  # raised while it ran
     assert cancelled["finished_at"] - cancelled["started_at"] < 30, "the cancel stopped the 60 s await"
+
+
+def test_a_task_shows_under_its_own_path_with_its_own_arguments_everywhere(shop: Shop, r) -> None:
+    from jiggler_gevent import config
+    from tests.test_web import Browser, create_app
+
+    key = f"{config.current().namespace}:release"  # under the test namespace, so it is deleted after
+    ids = call(shop, "enqueue_to_show", key)  # no worker yet: they wait in their queues
+    web = Browser(create_app())
+    queued = {e.jid: e for e in [*api.Queue("default"), *api.Queue("reports")]}
+    held, plain = queued[ids["held"]], queued[ids["plain"]]
+    assert (held.display_name, held.display_args, held.display_kwargs) == (HOLD, [key], {"note": "shown"})
+    assert held.name == "jiggler_gevent.django_task" and held.args[0] == ids["held"], "name and args are the wire's"
+    assert (
+        (plain.display_name, plain.display_args) == (plain.name, plain.args) == ("orders.jobs.count_orders", ["shown"])
+    )
+    page = web.get("/queues/default").text
+    assert f"<b>{HOLD}</b>" in page and "<b>orders.tasks.refuse</b>" in page and "data-wrapper" in page
+    assert f"[&quot;{key}&quot;] {{&quot;note&quot;: &quot;shown&quot;}}" in page, "the task's args, then its kwargs"
+    assert "orders.tasks.add" not in page and "&quot;path&quot;" not in page, "not the wrapper's spec"
+
+    proc = shop.gjiggler("-c", "5", "--heartbeat-interval", "0.2")  # the task holds its worker 8 s at most
+    wait_until_started(proc)
+    wait_for(lambda: api.Job(ids["held"]).status == "running", 30, "the held task to start")
+
+    def held_running() -> list[dict[str, Any]]:
+        return [j for p in api.ProcessSet() for j in p.jobs if j["payload"]["jid"] == ids["held"]]
+
+    [running] = wait_for(held_running, 30, "the heartbeat to list it")
+    assert (running["display_name"], running["display_args"], running["display_kwargs"]) == (
+        HOLD,
+        [key],
+        {"note": "shown"},
+    )
+    busy = web.get("/busy").text
+    assert f"<b>{HOLD}</b>" in busy and f"[&quot;{key}&quot;]" in busy
+    r.rpush(key, "go")
+    dead = wait_for(lambda: list(api.DeadSet()), 30, "the failed task to be buried")
+    assert [(e.display_name, e.display_args, e.jid) for e in dead] == [
+        ("orders.tasks.refuse", ["out of stock"], ids["failed"])
+    ]
+    dead_page = web.get("/dead").text
+    assert "<b>orders.tasks.refuse</b>" in dead_page and "[&quot;out of stock&quot;]" in dead_page
+    href = re.search(r'href="(/dead/[^"]+)"', dead_page).group(1)
+    detail = web.get(href.replace("%40", "@")).text
+    assert "<dd>orders.tasks.refuse</dd>" in detail and "<dt>Run by</dt><dd>jiggler_gevent.django_task</dd>" in detail
+    wait_for(lambda: api.Job(ids["held"]).status == "done", 30, "the held task to end")
+    wait_for(lambda: not len(api.Queue("reports")), 30, "the plain job to start (the clean stop lets it end)")
+    stop(proc)  # a clean stop writes the per-job metrics
+
+    runs = {j.name: (j.runs, j.failures) for j in api.Metrics(10)}
+    assert runs == {HOLD: (1, 0), "orders.tasks.refuse": (1, 1), "orders.jobs.count_orders": (1, 0)}
+    log = output(proc)
+    assert re.search(rf"done {re.escape(HOLD)} jid={ids['held']} in \d+\.\d+s", log), log
+    assert re.search(rf"fail orders\.tasks\.refuse jid={ids['failed']} after", log), log
+    assert re.search(r"done orders\.jobs\.count_orders jid=\w+ in \d+\.\d+s", log), "a plain job's line is as it was"
 
 
 def test_backend_options_are_checked() -> None:

@@ -94,3 +94,32 @@ def test_a_name_no_registered_job_has_is_unknown_and_run_times_share_the_redis_b
     assert decide("x", None, False, bounds[0], lambda _: True)[4] == 0  # a bound holds itself (`le`)
     assert decide("x", None, False, bounds[-1] + 1, lambda _: True)[4] == len(bounds)  # past the last: +Inf
     assert decide("x", None, False, -1.0, lambda _: True)[3] == 0.0  # a clock step back is no negative time
+
+
+def test_a_wrapper_counts_under_the_job_it_ran_when_that_is_loaded_code_else_its_own_name():
+    """As Sidekiq keeps an ActiveJob's metrics under its class: a Django task's runs count under its path, in both
+    sinks; a `wrapped` naming nothing loaded here (made up) counts under the wrapper, so names stay bounded."""
+    loaded = f"{__name__}.known"
+    counters = Counters(known=known)
+    metrics = JobMetrics(QUEUES, 1, known=known)
+    tally = Tally((counters, metrics), known=known)
+    runs = [
+        ("app.a", loaded, None),  # this module's function: loaded
+        ("app.a", loaded, ValueError("x")),
+        ("app.a", f"{__name__}.no_such_function", None),
+        ("app.a", "no_such_module.task", None),
+        ("app.b", 42, None),  # not a name
+        ("not.registered", loaded, None),  # an unknown wrapper stays unknown
+        ("app.b", None, None),  # no `wrapped`: the plain path
+    ]
+    for name, wrapped, exc in runs:
+        payload = {"name": name, "queue": "default", "jid": "j"}
+        if wrapped is not None:
+            payload["wrapped"] = wrapped
+        ctx = JobContext(payload, "")
+        ctx.exception = exc
+        ctx.started_at = time.time()
+        tally.after_process(ctx)
+    rows = {job: (row[RUNS], row[FAILED]) for (_, job), row in counters.take_jobs().items()}
+    assert rows == {loaded: (2, 1), "app.a": (2, 0), "app.b": (2, 0), UNKNOWN: (1, 0)}
+    assert {job: s.processed for (job, _), s in metrics.totals.items()} == {j: n for j, (n, _) in rows.items()}

@@ -11,10 +11,11 @@
     Workflow(id)     one workflow: status, result(timeout), steps, cancel(); Workflows() (workflows.py)
     Metrics(minutes) per-job runs, failures, run time, p50/p95 over the last minutes, per minute (metrics.py)
 
-Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message,
-retry_count, ...) with retry() and delete(). Large sets are read in windows, never whole. Payloads are read and
-written through the wire of the configured key layout (wire.of), never parsed here: with `wire="sidekiq"` an entry
-shows a Sidekiq job as the worker sees it.
+Iterating yields Entry objects (jid, name, args, kwargs, queue, error_class, error_message, retry_count, ...) with
+retry() and delete(). `display_name` and `display_args` (`display_kwargs`) name the job a wrapper runs (`wrapped`: a
+Django task, an ActiveJob) and its own arguments; a plain job's are name and args. Large sets are read in windows, never
+whole. Payloads are read and written through the wire of the configured key layout (wire.of), never parsed here: with
+`wire="sidekiq"` an entry shows a Sidekiq job as the worker sees it.
 
 The clients come from config.redis_client, which decodes replies: the `bytes | str` that redis-py's types
 allow for a reply is always `str` here, hence the casts.
@@ -115,6 +116,22 @@ class Entry:
     priority = property(lambda self: self._get("priority", 0))
     enqueued_at = property(lambda self: self._get("enqueued_at"))
     failed_at = property(lambda self: self._get("failed_at"))
+
+    @property
+    def display_name(self) -> str:
+        """The job to show: the one a wrapper runs (`wrapped`: a Django task's path, an ActiveJob's class), else
+        `name`. `name` stays the wrapper's, which the worker looks up."""
+        return payload_mod.display_name(self.item)
+
+    @property
+    def display_args(self) -> list[Any]:
+        """The arguments of the job display_name names: a Django task's own args, else `args`."""
+        return payload_mod.display_arguments(self.item)[0]
+
+    @property
+    def display_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the job display_name names: a Django task's own kwargs, else `kwargs`."""
+        return payload_mod.display_arguments(self.item)[1]
 
     @property
     def at(self) -> float | None:
@@ -445,7 +462,8 @@ class Process:
 
     @property
     def jobs(self) -> list[dict[str, Any]]:
-        """The jobs running in it at its last heartbeat."""
+        """The jobs running in it at its last heartbeat: each its `queue`, `payload` (the internal form), `run_at`,
+        what it reported (progress...), and `display_name` and `display_args` (`display_kwargs`), as Entry has them."""
         return list(self.work.values())
 
 
@@ -467,7 +485,7 @@ class ProcessSet:
         for i, identity in enumerate(identities):
             fields, work = replies[2 * i], replies[2 * i + 1]
             if fields[0]:
-                running = {k: self.wire.read_work(v) for k, v in work.items()}
+                running = {k: _displayed(self.wire.read_work(v)) for k, v in work.items()}
                 processes.append(Process(identity, _heartbeat(fields), running))
         return processes
 
@@ -476,6 +494,15 @@ class ProcessSet:
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+def _displayed(work: dict[str, Any]) -> dict[str, Any]:
+    """A running job's work entry with display_name, display_args and display_kwargs (Entry's) added."""
+    payload = work.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    work["display_name"] = payload_mod.display_name(payload)
+    work["display_args"], work["display_kwargs"] = payload_mod.display_arguments(payload)
+    return work
 
 
 HEARTBEAT_FIELDS = ("info", "busy", "quiet", "beat", "rss")

@@ -19,10 +19,10 @@ ROW = len(config.JOB_METRIC_FIELDS)
 
 
 class JobSummary:
-    """One job's metrics over some minutes: `name` (its wire name, or "unknown" for payloads naming no registered
-    job), `runs`, `failures`, `expired` (jobs not started by their deadline, never run), `total` (seconds of run
-    time) and `histogram` (runs per bucket of
-    config.JOB_TIME_BUCKETS, one more for longer runs), `longest` (seconds, the slowest run; None when unknown).
+    """One job's metrics over some minutes: `name` (its wire name, a Django task's path (tally.py), or "unknown" for
+    payloads naming no registered job), `runs`, `failures`, `expired` (jobs not started by their deadline, never run),
+    `total` (seconds of run time) and `histogram` (runs per bucket of config.JOB_TIME_BUCKETS, one more for longer
+    runs), `longest` (seconds, the slowest run; None when unknown).
     Runs of payloads that could not run have no time."""
 
     def __init__(self, name: str, row: list[int] | None = None, longest_us: int = 0) -> None:

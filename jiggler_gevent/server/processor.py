@@ -160,7 +160,12 @@ class Processor:
             return
         ctx = JobContext(payload, raw)
         if (self.cancelled and ctx.jid in self.cancelled) or (ctx.view.tracked and tracking.start(ctx, self.starts)):
-            log.info("cancelled %s jid=%s: not started", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid))
+            log.info(
+                "cancelled %s jid=%s: not started",
+                ctx.display_name,
+                ctx.jid,
+                extra=job_fields(ctx.display_name, ctx.jid),
+            )
             self.acker.add(Outcome(raw, CANCEL, end=ending.of_unstarted(ctx, self.acker.keys)))
             return
         if "expires_at" in payload and payload_mod.expired(payload, time.time()):
@@ -171,10 +176,10 @@ class Processor:
         if self.isolate is not None and "recoveries" in payload and suspect(payload):
             log.warning(
                 "%s jid=%s was held by %d processes as they died: running it alone",
-                ctx.name,
+                ctx.display_name,
                 ctx.jid,
                 payload["recoveries"],
-                extra=job_fields(ctx.name, ctx.jid),
+                extra=job_fields(ctx.display_name, ctx.jid),
             )
             with self.isolate(raw) as alone:
                 if alone and self._run(ctx, hooks):
@@ -193,9 +198,9 @@ class Processor:
         ctx.started_at = time.time()
         view = ctx.view
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("start %s jid=%s", view.name, view.jid, extra=job_fields(view.name, view.jid))
+            log.debug("start %s jid=%s", view.shown, view.jid, extra=job_fields(view.shown, view.jid))
         batch_token = running_bid.set(view.bid) if view.bid is not None else None
-        log_token = current_job.set((view.name, view.jid))  # what the job's own log lines carry (logs.JobFilter)
+        log_token = current_job.set((view.shown, view.jid))  # what the job's own log lines carry (logs.JobFilter)
         tracked = view.tracked
         befores, afters = hooks
         try:
@@ -238,7 +243,10 @@ class Processor:
             self._abandoned.discard(cid)
         elif type(ctx.exception) is Paused:
             log.info(
-                "paused %s jid=%s at a checkpoint: put back", ctx.name, ctx.jid, extra=job_fields(ctx.name, ctx.jid)
+                "paused %s jid=%s at a checkpoint: put back",
+                ctx.display_name,
+                ctx.jid,
+                extra=job_fields(ctx.display_name, ctx.jid),
             )
         else:
             return False
@@ -298,14 +306,14 @@ class Processor:
         if exc is not None and ctx.disposition not in (RESCHEDULE, CANCEL):
             log.warning(
                 "fail %s jid=%s after %.3fs: %s: %s -> %s",
-                ctx.name,
+                ctx.display_name,
                 ctx.jid,
                 elapsed,
                 type(exc).__name__,
                 exc,
                 ctx.disposition,
                 exc_info=(type(exc), exc, exc.__traceback__),
-                extra=job_fields(ctx.name, ctx.jid),
+                extra=job_fields(ctx.display_name, ctx.jid),
             )
             middleware.notify_error(exc, ctx)
         self._commit(ctx)
@@ -316,9 +324,11 @@ class Processor:
         d = ctx.disposition
         outcome = "dead" if d == RETRY and ctx.retry_at is None else OUTCOMES.get(d, str(d))
         why = f": {ctx.exception}" if d == RESCHEDULE else ""
-        fields = job_fields(ctx.name, ctx.jid)
+        name = ctx.display_name  # a Django task's path, not its wrapper's
         level = self.job_log_level or logging.INFO
-        job_log.log(level, "%s %s jid=%s in %.3fs%s", outcome, ctx.name, ctx.jid, elapsed, why, extra=fields)
+        job_log.log(
+            level, "%s %s jid=%s in %.3fs%s", outcome, name, ctx.jid, elapsed, why, extra=job_fields(name, ctx.jid)
+        )
 
     def _commit(self, ctx: JobContext) -> None:
         """Hand the job's outcome to the Acker: its payload moved by its disposition, and its Ending (ending.py)."""
@@ -343,9 +353,13 @@ class Processor:
     def _expire(self, ctx: JobContext) -> None:
         """A job not started by its deadline (first run or retry): dropped unrun, neither retried nor buried."""
         if self.job_log_level is not None:  # the job's one line, as _log_outcome writes it
-            fields = job_fields(ctx.name, ctx.jid)
+            fields = job_fields(ctx.display_name, ctx.jid)
             job_log.log(
-                self.job_log_level, "expired %s jid=%s: not started by its deadline", ctx.name, ctx.jid, extra=fields
+                self.job_log_level,
+                "expired %s jid=%s: not started by its deadline",
+                ctx.display_name,
+                ctx.jid,
+                extra=fields,
             )
         self.acker.add(Outcome(ctx.raw, Disposition.EXPIRE, end=ending.of_expired(ctx, self.acker.keys)))
         if self.on_expired is not None:

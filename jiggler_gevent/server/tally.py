@@ -7,6 +7,9 @@ What counts is decided here only, once per finished job (`Tallied`):
   with no run time;
 - a job not started by its deadline (expires_in / expires_at) counts as expired only (`expire`): it did not run;
 - a name no registered job has counts as UNKNOWN, so made-up names cannot grow a tally without bound;
+- a job that runs another (`wrapped`: a Django task's path) counts under the wrapped name, as Sidekiq keeps an
+  ActiveJob's metrics under its class, when that name is an object of a module this worker has imported (the task
+  the wrapper ran): bounded by the code loaded, as registered names are; else under the wrapper's name;
 - a run time falls in bucket `bisect_left(config.JOB_TIME_BUCKETS, seconds)`: the first bound it does not
   exceed, len(JOB_TIME_BUCKETS) past the last one.
 The sinks: monitor.Counters (processed and failed, and the per-minute metrics in Redis, written with the
@@ -15,6 +18,7 @@ decides and feeds them; the sinks only add up.
 """
 
 import bisect
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -30,6 +34,22 @@ RESCHEDULE = Disposition.RESCHEDULE
 def registered(name: str) -> bool:
     """True when a job is registered under wire name `name` in this worker."""
     return lookup(name) is not None
+
+
+def loaded(path: str) -> bool:
+    """True when dotted `path` names an object of a module already imported (a Django task's module_path: its
+    module, then attributes, as `pkg.mod.func` or `pkg.mod.Class.method`); nothing is imported here."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        found: object = sys.modules.get(".".join(parts[:cut]))
+        if found is None:
+            continue
+        for attr in parts[cut:]:
+            found = getattr(found, attr, None)
+            if found is None:
+                return False
+        return True
+    return False
 
 
 # One finished job as every sink counts it: (job, queue, failed, seconds, bucket). `job` is its wire name or UNKNOWN;
@@ -78,7 +98,8 @@ class Tally(ServerMiddleware):
         if ctx.disposition == RESCHEDULE:
             return
         view = ctx.view
-        tallied = decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self._knows)
+        name = view.name if "wrapped" not in ctx.payload else self._wrapped(view.name, ctx.payload["wrapped"])
+        tallied = decide(name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self._knows)
         for sink in self.sinks:
             sink.add(tallied)
 
@@ -90,6 +111,14 @@ class Tally(ServerMiddleware):
             return False
         self._known.add(name)
         return True
+
+    def _wrapped(self, name: str, wrapped: object) -> str:
+        """The name a wrapper's run counts under: the job it ran (`wrapped`) when that is loaded here, else its own.
+        A wrapped name found loaded joins the known names (a module once imported stays so)."""
+        if isinstance(wrapped, str) and self._knows(name) and (wrapped in self._known or loaded(wrapped)):
+            self._known.add(wrapped)
+            return wrapped
+        return name
 
     def expired(self, name: object, queue: object) -> None:
         """A job not started by its deadline was dropped unrun: counted as expired only."""

@@ -1,8 +1,9 @@
 """Sidekiq's wire format (`wire="sidekiq"`): the one module that reads and writes Sidekiq payloads and heartbeats.
 
 A Sidekiq payload is a JSON object: class, args, queue, jid, retry (true, false or a number), created_at,
-enqueued_at, and after a failure retry_count, error_class, error_message, failed_at, retried_at and (when asked for)
-error_backtrace (Base64 of zlib-deflated JSON lines). Sidekiq up to 7 writes times as float seconds, Sidekiq 8 as
+enqueued_at, `wrapped` (the job a wrapper runs: an ActiveJob's class, a Django task's path), and after a failure
+retry_count, error_class, error_message, failed_at, retried_at and (when asked for) error_backtrace (Base64 of
+zlib-deflated JSON lines). Sidekiq up to 7 writes times as float seconds, Sidekiq 8 as
 integer milliseconds: both are read (a number from 1e11 up is milliseconds), float seconds are written, which
 every version reads. The internal payload (payload.py) gets `name` from class, `retries` and `dead` from retry and
 dead, `kwargs` and our other fields (timeout, recoveries, result_ttl, unique_*, bid...) from the `jiggler` object
@@ -26,7 +27,7 @@ from .. import payload as payload_mod
 from . import Wire, registered
 
 TIMES = ("created_at", "enqueued_at", "failed_at", "retried_at")
-COPIED = ("args", "queue", "jid", "retry_count", "error_class", "error_message")
+COPIED = ("args", "queue", "jid", "retry_count", "error_class", "error_message", "wrapped")  # same name, same meaning
 INTERNAL_SIDEKIQ = ("name", "retries", "dead", "error_backtrace", "sidekiq", *COPIED, *TIMES)
 MS_FROM = 1e11  # a timestamp this large is in milliseconds (Sidekiq 8): 1e11 s is the year 5138
 NESTED = "jiggler"  # the object our own fields travel in

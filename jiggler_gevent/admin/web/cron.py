@@ -3,7 +3,7 @@
 from typing import Any
 
 from .. import api
-from .html import Safe, as_json, join, render, timestamp
+from .html import Safe, arguments, join, render, timestamp
 from .http import Request
 from .layout import View
 
@@ -38,7 +38,6 @@ def page(view: View) -> Safe:
 
 
 def _row(view: View, e: api.PeriodicEntry) -> Safe:
-    arguments = as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else "")
     return render(
         '<tr data-entry="{name}"><td><b>{name}</b></td><td data-label="schedule"><code>{cron}</code>'
         '<small class="tag">{tz}</small></td><td data-label="job">{job}<small class="tag">{queue}</small></td>'
@@ -49,7 +48,7 @@ def _row(view: View, e: api.PeriodicEntry) -> Safe:
         tz=e.tz,
         job=e.job,
         queue=e.queue,
-        args=arguments,
+        args=arguments(e.args, e.kwargs),
         next=timestamp(e.next_at, view.now),
         last=timestamp(e.last_at, view.now) if e.last_at is not None else "never",
     )

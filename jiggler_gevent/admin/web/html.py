@@ -53,6 +53,20 @@ def as_json(value: Any, indent: int | None = None, limit: int = SHOWN) -> str:
     return clip(text, limit)
 
 
+def arguments(args: Any, kwargs: Any) -> str:
+    """A job's arguments on one line: args as JSON, then kwargs when it has any (each cut short; plain text)."""
+    return as_json(args, limit=300) + (" " + as_json(kwargs, limit=200) if kwargs else "")
+
+
+def job_label(display_name: Any, name: Any) -> Safe:
+    """A job's name in bold: the job a wrapper runs (display_name) with the wrapper's name in a tag beside it, or the
+    name alone when no wrapper runs it."""
+    shown = render("<b>{name}</b>", name=clip(display_name, 200) or "(no name)")
+    if display_name == name:
+        return shown
+    return render('{shown} <small class="tag" data-wrapper>{wrapper}</small>', shown=shown, wrapper=clip(name, 200))
+
+
 def clip(value: Any, limit: int = SHOWN) -> str:
     """`value` (str() of it) cut to `limit` characters, saying how many more there were."""
     text = "" if value is None else str(value)

@@ -4,7 +4,21 @@ import time
 from typing import Any, cast
 
 from .. import api
-from .html import Safe, as_json, clip, duration, form_text, human_bytes, join, number, path_part, render, timestamp
+from .html import (
+    Safe,
+    arguments,
+    as_json,
+    clip,
+    duration,
+    form_text,
+    human_bytes,
+    job_label,
+    join,
+    number,
+    path_part,
+    render,
+    timestamp,
+)
 from .http import Request, Response
 from .layout import View
 
@@ -201,15 +215,15 @@ def _running_row(view: View, p: api.Process, work: dict[str, Any]) -> Safe:
     run_at = work.get("run_at")
     age = duration(view.now - run_at) if isinstance(run_at, (int, float)) else "–"
     return render(
-        '<tr><td class="mono">{host}:{pid}</td><td><b>{name}</b><br><small class="mono">{jid}</small></td>'
+        '<tr><td class="mono">{host}:{pid}</td><td>{name}<br><small class="mono">{jid}</small></td>'
         '<td data-label="queue">{queue}</td><td class="args mono">{args}</td>'
         '<td data-label="progress">{progress}</td><td class="num" data-label="running for">{age}</td></tr>',
         host=p.info.get("hostname"),
         pid=p.info.get("pid"),
-        name=payload.get("name"),
+        name=job_label(work.get("display_name"), payload.get("name")),
         jid=payload.get("jid"),
         queue=work.get("queue") or payload.get("queue"),
-        args=as_json(payload.get("args", []), limit=300),
+        args=arguments(work.get("display_args", []), work.get("display_kwargs")),
         progress=_job_progress(work),
         age=age,
     )
@@ -297,14 +311,14 @@ def queue(view: View, name: str) -> Safe:
     offset = (page - 1) * per
     rows = [
         render(
-            '<tr><td class="num">{pos}</td><td><b>{name}</b>{prio}<br><small class="mono">{jid}</small></td>'
+            '<tr><td class="num">{pos}</td><td>{name}{prio}<br><small class="mono">{jid}</small></td>'
             '<td class="args mono">{args}</td><td>{enq}</td><td class="actions">'
             '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
             pos=number(offset + i + 1),
-            name=clip(e.name, 200),
+            name=job_label(e.display_name, e.name),
             prio=render(" <small data-priority>priority {p}</small>", p=str(e.priority)) if e.priority else "",
             jid=clip(e.jid, 200),
-            args=as_json(e.args, limit=300) + (" " + as_json(e.kwargs, limit=200) if e.kwargs else ""),
+            args=arguments(e.display_args, e.display_kwargs),
             enq=timestamp(e.enqueued_at, view.now),
             key=path_part(f"{e.jid}@{offset + i}"),  # read back with form_text
         )

@@ -7,7 +7,7 @@ so neither a page nor an action scans the set.
 from typing import Any
 
 from .. import api
-from .html import Safe, as_json, clip, form_text, join, number, path_part, render, timestamp
+from .html import Safe, arguments, as_json, clip, form_text, job_label, join, number, path_part, render, timestamp
 from .http import Request
 from .layout import View
 
@@ -114,17 +114,17 @@ def _row(view: View, kind: Kind, e: api.Entry) -> Safe:
     )
     return render(
         '<tr><td class="pick"><input type="checkbox" name="key" value="{key}" aria-label="select"></td>'
-        '<td>{when}</td><td><a href="{href}"><b>{name}</b></a><br><small class="mono">{jid}</small>'
+        '<td>{when}</td><td><a href="{href}">{name}</a><br><small class="mono">{jid}</small>'
         '<small class="tag">{queue}</small></td><td class="args mono">{args}</td>{error}'
         '<td class="actions"><button name="retry" value="{key}" class="small">{retry}</button>'
         '<button name="delete" value="{key}" class="danger small">Delete</button></td></tr>',
         key=key,
         when=timestamp(e.score, view.now),
         href=view.url(job_path(kind, e)),
-        name=clip(e.name, 200) or "(no name)",
+        name=job_label(e.display_name, e.name),
         jid=clip(e.jid, 200),
         queue=e.queue,
-        args=as_json(e.args, limit=300),
+        args=arguments(e.display_args, e.display_kwargs),
         error=error,
         retry="Enqueue" if kind.path == "/scheduled" else "Retry",
     )
@@ -141,7 +141,8 @@ def detail(view: View, kind: Kind, key: str) -> Safe | None:
     if e is None:
         return None
     facts: list[tuple[str, Any]] = [
-        ("Job", e.name),
+        ("Job", e.display_name),
+        *([("Run by", e.name)] if e.display_name != e.name else []),
         ("JID", e.jid),
         ("Queue", e.queue),
         (kind.when, timestamp(e.score, view.now)),
@@ -157,10 +158,11 @@ def detail(view: View, kind: Kind, key: str) -> Safe | None:
     dl = join(render("<div><dt>{k}</dt><dd>{v}</dd></div>", k=k, v=v) for k, v in facts)
     parts = [
         render('<dl class="facts wide">{dl}</dl>', dl=dl),
-        render('<h2>Arguments</h2><pre class="code">{args}</pre>', args=as_json(e.args, indent=2)),
+        render('<h2>Arguments</h2><pre class="code">{args}</pre>', args=as_json(e.display_args, indent=2)),
     ]
-    if e.kwargs:
-        parts.append(render('<h2>Keyword arguments</h2><pre class="code">{kw}</pre>', kw=as_json(e.kwargs, indent=2)))
+    if e.display_kwargs:
+        kwargs = as_json(e.display_kwargs, indent=2)
+        parts.append(render('<h2>Keyword arguments</h2><pre class="code">{kw}</pre>', kw=kwargs))
     if e.error_class or e.error_message:
         cls, msg = clip(e.error_class, 200), clip(e.error_message)
         parts.append(render('<h2>Error</h2><p class="error"><b>{cls}</b>: {msg}</p>', cls=cls, msg=msg))

@@ -1,6 +1,7 @@
 """The job that runs a Django task in the worker (`manage.py gjiggler`): one per task enqueued through the backend.
 
-The backend pushes it with the task's path, options and arguments, `retries=0` (a task that raises is FAILED, as
+The backend pushes it with the task's path (also in the payload's `wrapped`, so the dashboard, the log lines and the
+per-job metrics name the task, not this job), options and arguments, `retries=0` (a task that raises is FAILED, as
 Django defines it: no retry) and its `result_ttl`. It adds this worker to the task's record, calls the task (with a
 TaskContext first when the task takes one), sends Django's task_started and task_finished signals, and returns the
 task's return value, which the job's status keeps. An `async def` task runs on the worker's asyncio loop, as an
@@ -16,11 +17,12 @@ from typing import Any
 
 from ...errors import CancelJob, JobTimeout
 from ...job import job
+from ...payload import DJANGO_TASK
 from ...server import async_jobs
 from . import task_record
 from .task_record import TaskSpec
 
-RUN_NAME = "jiggler_gevent.django_task"
+RUN_NAME = DJANGO_TASK  # the payload module names it: the admin side shows its tasks without importing this
 FAILURES = (Exception, JobTimeout, CancelJob)  # what a task's error records; not the worker's own exits
 
 

@@ -1,12 +1,13 @@
 """Django's task framework on jiggler_gevent: `TASKS = {"default": {"BACKEND":
 "jiggler_gevent.contrib.django.tasks.JigglerBackend", "QUEUES": [...], "OPTIONS": {"RESULT_TTL": seconds}}}`.
 
-Works with `django.tasks` (Django 6 and later) and with its backport `django_tasks` (Django 4.2-5.x). A task's
-enqueue pushes one job (task_run.run_task) to the jiggler queue named like the task's `queue_name`, due at its
-`run_after`; the job's jid is the result's id. `get_result` reads the job's status (api.Job) and the task's record
-(task_record.py). With JIGGLER["ENQUEUE_ON_COMMIT"], an enqueue inside a transaction is written (record and job)
-when the transaction commits, never if it rolls back. A task's priority is its job's (`priority`, the same -100..100
-range): of the waiting jobs of one queue, a higher priority starts first.
+Works with `django.tasks` (Django 6 and later) and with its backport `django_tasks` (Django 4.2-5.x). A task's enqueue
+pushes one job (task_run.run_task) to the jiggler queue named like the task's `queue_name`, due at its `run_after`; the
+job's jid is the result's id, and its `wrapped` the task's path (the dashboard, `gjiggler`, the log lines and the
+per-job metrics name the task by it, as Sidekiq names an ActiveJob). `get_result` reads the job's status (api.Job) and
+the task's record (task_record.py). With JIGGLER["ENQUEUE_ON_COMMIT"], an enqueue inside a transaction is written
+(record and job) when the transaction commits, never if it rolls back. A task's priority is its job's (`priority`, the
+same -100..100 range): of the waiting jobs of one queue, a higher priority starts first.
 
 Guarantees: the task's record and its job are written by one atomic script call (push_each.lua), so there is no task
 without its job nor job without its record: a push refused or cut short leaves neither, and get_result finds only tasks
@@ -82,6 +83,7 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
             RUN_NAME, [result_id, spec.as_dict(), args, kwargs, meta], queue=task.queue_name, retries=0
         )
         payload["jid"], payload["result_ttl"] = result_id, self.result_ttl
+        payload["wrapped"] = spec.path  # shown in its wrapper's place (payload.display_name), as Sidekiq does
         if spec.priority:
             payload["priority"] = spec.priority
         record = {"enqueued_at": enqueued_at, "args": args, "kwargs": kwargs, "errors": [], "worker_ids": []}
