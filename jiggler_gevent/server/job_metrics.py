@@ -37,6 +37,8 @@ class Counters(ServerMiddleware):
     stop writes them; what a process counted since its last beat is lost if it is killed (SIGKILL, out of memory).
     """
 
+    per_wrapped = True  # a Django task's runs are charted under its path (tally.Sink)
+
     def __init__(self, known: Callable[[str], bool] = registered) -> None:
         self.processed = 0
         self.failed = 0

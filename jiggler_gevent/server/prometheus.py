@@ -98,6 +98,8 @@ class JobMetrics(ServerMiddleware):
     """The per-job totals of one worker process, and its busy count and concurrency. A sink of tally.Tally (`add`);
     also server middleware on its own (tests, embedders)."""
 
+    per_wrapped = False  # the `job` label is the wire name, a Django task's too (tally.Sink)
+
     def __init__(
         self,
         queues: "tuple[str, ...]",

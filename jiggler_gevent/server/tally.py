@@ -60,7 +60,11 @@ Tallied = tuple[str, object, bool, float | None, int | None]
 
 
 class Sink(Protocol):
-    """What the tally feeds: adds one finished job to its counts (plain arithmetic, never a Redis call)."""
+    """What the tally feeds: adds one finished job to its counts (plain arithmetic, never a Redis call).
+    `per_wrapped`: a wrapper's run counts under the job it ran (the per-job metrics in Redis), else under the
+    wrapper's wire name (Prometheus' `job` label is the wire name)."""
+
+    per_wrapped: bool
 
     def add(self, tallied: Tallied) -> None:
         """Count one finished job."""
@@ -98,10 +102,18 @@ class Tally(ServerMiddleware):
         if ctx.disposition == RESCHEDULE:
             return
         view = ctx.view
-        name = view.name if "wrapped" not in ctx.payload else self._wrapped(view.name, ctx.payload["wrapped"])
-        tallied = decide(name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self._knows)
+        tallied = decide(view.name, view.queue, ctx.exception is not None, time.time() - ctx.started_at, self._knows)
+        if "wrapped" in ctx.payload:
+            self._add_wrapped(tallied, self._wrapped(view.name, ctx.payload["wrapped"]))
+            return
         for sink in self.sinks:
             sink.add(tallied)
+
+    def _add_wrapped(self, tallied: Tallied, wrapped: str) -> None:
+        """A wrapper's run: under the job it ran for the sinks that count so, under its own name for the others."""
+        shown: Tallied = (wrapped, *tallied[1:]) if tallied[0] != UNKNOWN else tallied
+        for sink in self.sinks:
+            sink.add(shown if sink.per_wrapped else tallied)
 
     def _knows(self, name: str) -> bool:
         """`known`, remembered for the names it said yes to."""
