@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio
 
 from jiggler_gevent import config, job, progress
+from tests.jobs import _hold_gil, cpu_hog
 
 BARRIER_WAIT = 30.0  # how long a job waits for the others to reach the barrier before it records "alone"
 
@@ -45,11 +46,8 @@ async def _until_open(client: Any, key: str) -> None:
 @job(retries=0)
 async def meet(key: str, parties: int) -> None:
     """An async job that waits at a barrier with `parties` jobs, then records whether they all got there."""
-    client = _aredis()
-    try:
+    async with _aredis() as client:
         await client.rpush(key, "async:" + await _barrier(client, key, parties))
-    finally:
-        await client.aclose()
 
 
 @job(retries=0)
@@ -72,12 +70,9 @@ def meet_in_asyncio_run(key: str, parties: int) -> None:
     """A blocking job whose body is `asyncio.run()` of its own coroutine, at the same barrier as `meet`."""
 
     async def inside() -> str:
-        client = _aredis()
-        try:
+        async with _aredis() as client:
             seen = await _barrier(client, key, parties)
             return seen if asyncio.get_running_loop() is own_loop[0] else "another loop"
-        finally:
-            await client.aclose()
 
     own_loop: list[Any] = []
 
@@ -91,25 +86,19 @@ def meet_in_asyncio_run(key: str, parties: int) -> None:
 @job(retries=0)
 async def wait_open(key: str) -> None:
     """Counts itself in at `key`, awaits until `key:open` is set, then records "done"."""
-    client = _aredis()
-    try:
+    async with _aredis() as client:
         await client.incr(key + ":count")
         await _until_open(client, key)
         await client.rpush(key, "done")
-    finally:
-        await client.aclose()
 
 
 @job(retries=0)
 async def halfway(key: str) -> None:
     """Reports progress 0.5 ("half"), then awaits until `key:open` is set (its job's context reaches the task)."""
     progress(0.5, "half")
-    client = _aredis()
-    try:
+    async with _aredis() as client:
         await _until_open(client, key)
         await client.rpush(key, "done")
-    finally:
-        await client.aclose()
 
 
 @job(retries=0)
@@ -121,16 +110,14 @@ async def upset_the_loop(how: str) -> None:
 
 
 async def _wait_for_cancel(key: str) -> None:
-    client = _aredis()
-    try:
-        await client.rpush(key, "start")
-        await asyncio.sleep(60)
-        await client.rpush(key, "not cancelled")
-    except asyncio.CancelledError:
-        await client.rpush(key, "CancelledError")
-        raise
-    finally:
-        await client.aclose()
+    async with _aredis() as client:
+        try:
+            await client.rpush(key, "start")
+            await asyncio.sleep(60)
+            await client.rpush(key, "not cancelled")
+        except asyncio.CancelledError:
+            await client.rpush(key, "CancelledError")
+            raise
 
 
 @job(timeout=0.5, retries=0)
@@ -148,11 +135,8 @@ async def wait_for_cancel(key: str) -> None:
 @job(retries=1)
 async def fail_once(key: str) -> str:
     """Fails its first run (ValueError), succeeds the next."""
-    client = _aredis()
-    try:
+    async with _aredis() as client:
         runs = await client.incr(key)
-    finally:
-        await client.aclose()
     if runs == 1:
         raise ValueError("the first run fails")
     return "ok"
@@ -180,35 +164,27 @@ async def ping_over_a_socket(host: str, port: int) -> str:
 
 @job(retries=0)
 async def burn(key: str, seconds: float) -> None:
-    """Computes for `seconds` without awaiting: holds the loop, never the hub for long (pre-emption)."""
-    _redis().rpush(key + ":started", "1")
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
-    _redis().rpush(key, "done")
+    """Computes for `seconds` without awaiting (tests.jobs.cpu_hog's body): holds the loop, never the hub for long
+    (pre-emption)."""
+    cpu_hog.func(key, seconds)
 
 
 @job(retries=0, concurrency=1)
 async def one_at_a_time(key: str) -> None:
     """An async job limited to one running at once across every worker: counts itself in while it awaits, and
     records "overlap" if another was counted in meanwhile."""
-    client = _aredis()
-    try:
+    async with _aredis() as client:
         if await client.incr(key + ":running") > 1:
             await client.rpush(key, "overlap")
         await asyncio.sleep(0.1)
         await client.decr(key + ":running")
         await client.rpush(key, "done")
-    finally:
-        await client.aclose()
 
 
 @job(retries=0)
 async def hold_the_gil(key: str, seconds: float) -> None:
     """Hold the GIL in one C call for about `seconds` from the coroutine (no forced yield can cut it short), then
     record "done" under `key`."""
-    from tests.jobs import _hold_gil
-
     await asyncio.sleep(0)  # the loop runs the rest from its own greenlet
     _hold_gil(seconds)
     _redis().rpush(key, "done")
