@@ -47,3 +47,17 @@ def _first_of_bands(client: Any, key: str, low: int, high: int) -> list[str]:
         for band in range(low, high + 1):
             pipe.zrangebyscore(key, band * PRIO_BAND, f"({(band + 1) * PRIO_BAND}", start=0, num=1)
         return [raw for firsts in pipe.execute() for raw in firsts]
+
+
+def grouped_sizes(client: Any, keys: Keys, queues: list[str], rotations: list[list[str]]) -> list[int]:
+    """Per queue of `queues`, how many jobs wait in its groups, given the members of its rotation (`rotations`, as
+    read by the caller; '' is the queue's own list, not a group): one pipelined round trip, none when no queue has
+    groups."""
+    group_keys = [[keys.group(q, g) for g in groups if g] for q, groups in zip(queues, rotations, strict=True)]
+    if not any(group_keys):
+        return [0] * len(queues)
+    with client.pipeline(transaction=False) as pipe:
+        for key in (key for of_queue in group_keys for key in of_queue):
+            pipe.llen(key)
+        lengths = iter(pipe.execute())
+    return [sum(int(next(lengths)) for _ in of_queue) for of_queue in group_keys]

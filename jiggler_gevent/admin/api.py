@@ -267,7 +267,7 @@ class Queue(_Paged):
     @property
     def latency(self) -> float:
         """Seconds the oldest job has waited (0 when empty), whether on the list, in a group or with a priority
-        (waiting.candidates: of the priorities, the highest and the lowest are read)."""
+        (waiting.candidates: the first job of each priority is read)."""
         return max((self._waited(raw) for raw in waiting.candidates(self.redis, self.keys, self.name)), default=0.0)
 
     def _waited(self, raw: str) -> float:
@@ -553,17 +553,17 @@ class Stats:
             for name in queue_names:
                 pipe.llen(k.queue(name))
                 pipe.zcard(k.prio(name))
-                pipe.exists(k.groups(name))
+                pipe.zrange(k.groups(name), 0, -1)
             replies = pipe.execute()
         self.processed = int(replies[0] or 0)
         self.failed = int(replies[1] or 0)
         self.scheduled_size, self.retry_size, self.dead_size = (int(x) for x in replies[2:5])
         self.expired = int(replies[5] or 0)  # jobs not started by their deadline (expires_in / expires_at)
-        sizes = replies[6:]  # per queue: its list's length, its priority jobs, whether it has groups waiting
-        self.queues = {name: int(sizes[3 * i]) + int(sizes[3 * i + 1]) for i, name in enumerate(queue_names)}
-        for i, name in enumerate(queue_names):
-            if sizes[3 * i + 2]:
-                self.queues[name] += sum(Queue(name).groups().values())
+        sizes = replies[6:]  # per queue: its list's length, its priority jobs, the members of its groups' rotation
+        grouped = waiting.grouped_sizes(self.redis, k, queue_names, sizes[2::3])
+        self.queues = {
+            name: int(sizes[3 * i]) + int(sizes[3 * i + 1]) + grouped[i] for i, name in enumerate(queue_names)
+        }
         self.enqueued = sum(self.queues.values())
         self.process_list = ProcessSet()._load()
         self.processes = len(self.process_list)

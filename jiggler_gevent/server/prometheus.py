@@ -285,18 +285,6 @@ class RedisCollector(Collector):
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis, self.keys = client, keys
 
-    def _grouped_sizes(self, queues: list[str], rotations: list[list[str]]) -> list[int]:
-        """Per queue, how many jobs wait in its groups (the members of its rotation, read in one more pipeline; a
-        queue without groups costs nothing here)."""
-        group_keys = [[self.keys.group(q, g) for g in groups if g] for q, groups in zip(queues, rotations, strict=True)]
-        if not any(group_keys):
-            return [0] * len(queues)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in (key for keys in group_keys for key in keys):
-                pipe.llen(key)
-            lengths = iter(pipe.execute())
-        return [sum(next(lengths) for _ in keys) for keys in group_keys]
-
     def _candidates(self, queue: str, rotation: list[str]) -> list[str | None]:
         """waiting.candidates, or nothing when Redis fails meanwhile (the size is still reported)."""
         try:
@@ -325,7 +313,7 @@ class RedisCollector(Collector):
                 for identity in processes:
                     pipe.hexists(k.process(identity), "info")  # a supervisor's guard record has no info
                 replies = pipe.execute()
-            grouped = self._grouped_sizes(queues, replies[3 : 4 * len(queues) : 4])
+            grouped = waiting.grouped_sizes(self.redis, k, queues, replies[3 : 4 * len(queues) : 4])
         except redis.RedisError as exc:
             log.warning("metrics: could not read Redis: %s", exc)
             return
