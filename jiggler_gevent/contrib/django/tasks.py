@@ -100,10 +100,14 @@ class JigglerBackend(task_record.framework_part("backends.base").BaseTaskBackend
         """The task's result now (TaskResultDoesNotExist: no such task, or its result_ttl has passed)."""
         from ... import api
 
-        record = task_record.read(result_id) if isinstance(result_id, str) and result_id else None
+        if not isinstance(result_id, str) or not result_id:
+            raise task_record.framework_part("exceptions").TaskResultDoesNotExist(result_id)
+        # the job's status first, then the record: a run writes its record (worker_ids at its start, errors before
+        # it ends) before the status moves on, so the record read second is never older than the status
+        info = api.Job(result_id).info()
+        record = task_record.read(result_id)
         if record is None:
             raise task_record.framework_part("exceptions").TaskResultDoesNotExist(result_id)
-        info = api.Job(result_id).info()
         status = STATUSES[info["status"]]
         times = {name: info[name] for name in ("started_at",) if name in info}
         if status in ("SUCCESSFUL", "FAILED") and "updated_at" in info:
