@@ -20,7 +20,7 @@ from jiggler_gevent.contrib.django import conf
 from jiggler_gevent.logs import JobFilter, JsonFormatter, TextFormatter, current_job
 from tests import jobs, log_jobs
 from tests.conftest import ROOT, gjiggler_command, wait_for
-from tests.test_supervisor import child_pids
+from tests.test_supervisor import children
 
 FIELDS = {"time", "level", "logger", "message", "pid"}
 
@@ -187,11 +187,11 @@ def test_the_formatter_keeps_a_multi_line_message_and_traceback_on_one_line():
 def test_a_replacement_child_logs_json_too(ns, r, start_worker):
     """The first children are forked with the supervisor's logging; a replacement is a fresh command line."""
     w = start_worker("-p", "2", "-c", "1", "-v", "--log-format", "json")
-    first = wait_for(lambda: len(child_pids(r, ns)) == 2 and child_pids(r, ns), 20, "two children")
+    first = wait_for(lambda: children(r, ns), 20, "two children")
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(child_pids(r, ns)) == 2 and victim not in child_pids(r, ns), 20, "a replacement child")
-    (replacement,) = child_pids(r, ns) - first
+    now = wait_for(lambda: children(r, ns, without=victim), 20, "a replacement child")
+    (replacement,) = now - first
     assert w.stop() == 0
     entries = parse_every_line(w.output())
     assert any(e["pid"] == replacement and e["logger"] == "jiggler_gevent.launcher" for e in entries), entries

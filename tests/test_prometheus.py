@@ -11,6 +11,7 @@ import pytest
 from jiggler_gevent import payload as payload_mod
 from tests import jobs
 from tests.conftest import ROOT, wait_for
+from tests.test_supervisor import child_pids, children
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -52,10 +53,6 @@ def series(metrics: dict, name: str) -> set:
     return {ls for (n, ls), _ in metrics.items() if n == name}
 
 
-def child_pids(r, ns) -> set:
-    return {int(i.split(":")[1]) for i in r.smembers(ns.keys.processes)}
-
-
 def push_raw(r, ns, queue: str, payloads: list) -> None:
     r.sadd(ns.keys.queues, queue)
     r.lpush(ns.keys.queue(queue), *[payload_mod.encode(p) for p in payloads])
@@ -64,7 +61,7 @@ def push_raw(r, ns, queue: str, payloads: list) -> None:
 def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_killed_child(ns, r, start_worker):
     port = free_port()
     w = start_worker("-p", "2", "-c", "5", "--metrics-port", str(port))
-    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
+    wait_for(lambda: children(r, ns), 20, "two worker processes")
     key = f"{ns.namespace}:t:metrics"
     jobs.record.enqueue_bulk([(key + ":ok", str(i)) for i in range(12)])
     jobs.always_fail.enqueue_bulk([(key + ":fail",)] * 4)
@@ -117,7 +114,7 @@ def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_ki
     before = {k: v for k, v in m.items() if k[0].startswith("jiggler_job")}
     victim = min(child_pids(r, ns))
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(child_pids(r, ns)) == 2 and victim not in child_pids(r, ns), 30, "a replacement process")
+    wait_for(lambda: children(r, ns, without=victim), 30, "a replacement process")
     m = wait_for(lambda: (lambda m: m if total(m, "jiggler_concurrency") == 10 else None)(scrape(port)), 20, "gauges")
     for k, v in before.items():
         assert m.get(k, 0) >= v, k

@@ -23,6 +23,13 @@ def child_pids(r, ns) -> set:
     return {pid_of(i) for i in r.smembers(ns.keys.processes)}
 
 
+def children(r, ns, without: int | None = None) -> set:
+    """The two worker processes' pids, in one read (a killed one's entry goes before its replacement's comes), when
+    there are two and `without` (a killed one) is not among them; else an empty set."""
+    pids = child_pids(r, ns)
+    return pids if len(pids) == 2 and without not in pids else set()
+
+
 def parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -68,7 +75,7 @@ def test_child_command_gives_the_supervisors_options_for_one_process_and_backoff
 
 def test_jobs_run_in_two_distinct_child_processes(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "3")
-    pids = wait_for(lambda: len(child_pids(r, ns)) == 2 and child_pids(r, ns), 20, "two worker processes")
+    pids = wait_for(lambda: children(r, ns), 20, "two worker processes")
     assert w.pid not in pids
     assert {parent_of(p) for p in pids} == {w.pid}
     key = f"{ns.namespace}:t:naps"
@@ -82,7 +89,7 @@ def test_jobs_run_in_two_distinct_child_processes(ns, r, start_worker):
 
 def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "5")
-    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
+    wait_for(lambda: children(r, ns), 20, "two worker processes")
     key = f"{ns.namespace}:t:held"
     jobs.started_then_nap.enqueue_bulk([(key, 2.0)] * 10)
     wait_for(lambda: r.llen(key + ":started") == 10, 20, "10 jobs started (5 per process)")
@@ -92,8 +99,8 @@ def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, sta
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
 
-    wait_for(lambda: len(child_pids(r, ns)) == 2 and victim not in child_pids(r, ns), 20, "a replacement process")
-    replacement = (child_pids(r, ns) - {survivor}).pop()
+    now = wait_for(lambda: children(r, ns, without=victim), 20, "a replacement process")
+    replacement = (now - {survivor}).pop()
     assert replacement != victim and parent_of(replacement) == w.pid
     # The first children were forked from the supervisor (its command line); the replacement is a fresh one.
     assert cmdline(survivor) == cmdline(w.pid)
@@ -113,8 +120,7 @@ def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, sta
 
 def test_sigterm_stops_every_child_and_puts_unfinished_jobs_back(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "3", "-t", "1")
-    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
-    pids = child_pids(r, ns)
+    pids = wait_for(lambda: children(r, ns), 20, "two worker processes")
     key = f"{ns.namespace}:t:long"
     jids = set(jobs.started_then_nap.enqueue_bulk([(key, 60)] * 6))
     wait_for(lambda: r.llen(key + ":started") == 6, 20, "6 jobs started")
@@ -130,7 +136,7 @@ def test_sigterm_stops_every_child_and_puts_unfinished_jobs_back(ns, r, start_wo
 
 def test_a_second_sigterm_stops_the_children_at_once(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "2", "-t", "120")
-    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
+    wait_for(lambda: children(r, ns), 20, "two worker processes")
     key = f"{ns.namespace}:t:long"
     jobs.started_then_nap.enqueue_bulk([(key, 120)] * 4)
     wait_for(lambda: r.llen(key + ":started") == 4, 20, "4 jobs started")
@@ -151,13 +157,10 @@ def beats(r, ns) -> dict:
 
 def test_sigtstp_is_forwarded_and_quiets_every_child(ns, r, start_worker):
     w = start_worker("-p", "2", "-c", "2")
-    wait_for(lambda: len(child_pids(r, ns)) == 2, 20, "two worker processes")
+    wait_for(lambda: children(r, ns), 20, "two worker processes")
     w.signal(signal.SIGTSTP)
-    wait_for(
-        lambda: len(beats(r, ns)) == 2 and all(b["quiet"] for b in beats(r, ns).values()),
-        20,
-        "both children heartbeating quiet",
-    )
+    quiet = lambda seen: len(seen) == 2 and all(b["quiet"] for b in seen.values())  # noqa: E731
+    wait_for(lambda: quiet(beats(r, ns)), 20, "both children heartbeating quiet")
     key = f"{ns.namespace}:t:after-quiet"
     jobs.record.enqueue(key, "x")
     pushed = time.time()
@@ -186,7 +189,7 @@ def test_a_module_that_raises_at_import_shows_its_error_once_and_stops_the_worke
 
 def test_children_stop_cleanly_when_the_supervisor_is_killed(ns, r, start_worker):
     w = start_worker("-p", "2")
-    pids = wait_for(lambda: len(child_pids(r, ns)) == 2 and child_pids(r, ns), 20, "two worker processes")
+    pids = wait_for(lambda: children(r, ns), 20, "two worker processes")
     w.kill()
     wait_for(lambda: not any(alive(p) for p in pids), 30, "the orphaned children to stop")
     assert r.scard(ns.keys.processes) == 0
