@@ -190,7 +190,7 @@ def test_a_replacement_child_logs_json_too(ns, r, start_worker):
     first = wait_for(lambda: children(r, ns), 20, "two children")
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    now = wait_for(lambda: children(r, ns, without=victim), 20, "a replacement child")
+    now = wait_for(lambda: children(r, ns, killed=victim, supervisor=w.pid), 20, "a replacement child")
     (replacement,) = now - first
     assert w.stop() == 0
     entries = parse_every_line(w.output())

@@ -114,7 +114,7 @@ def test_two_processes_serve_one_endpoint_that_counts_what_ran_and_survives_a_ki
     before = {k: v for k, v in m.items() if k[0].startswith("jiggler_job")}
     victim = min(child_pids(r, ns))
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: children(r, ns, without=victim), 30, "a replacement process")
+    wait_for(lambda: children(r, ns, killed=victim, supervisor=w.pid), 30, "a replacement process")
     m = wait_for(lambda: (lambda m: m if total(m, "jiggler_concurrency") == 10 else None)(scrape(port)), 20, "gauges")
     for k, v in before.items():
         assert m.get(k, 0) >= v, k

@@ -23,11 +23,12 @@ def child_pids(r, ns) -> set:
     return {pid_of(i) for i in r.smembers(ns.keys.processes)}
 
 
-def children(r, ns, without: int | None = None) -> set:
+def children(r, ns, killed: int | None = None, supervisor: int | None = None) -> set:
     """The two worker processes' pids, in one read (a killed one's entry goes before its replacement's comes), when
-    there are two and `without` (a killed one) is not among them; else an empty set."""
-    pids = child_pids(r, ns)
-    return pids if len(pids) == 2 and without not in pids else set()
+    there are two and `killed` is not among them; else an empty set. While it recovers a killed child's jobs, the
+    supervisor lists itself too (supervisor.py's _recover): pass its pid to leave it out."""
+    pids = child_pids(r, ns) - {supervisor}
+    return pids if len(pids) == 2 and killed not in pids else set()
 
 
 def parent_of(pid: int) -> int:
@@ -99,7 +100,7 @@ def test_sigkill_of_a_child_restarts_it_and_recovers_its_jobs_at_once(ns, r, sta
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
 
-    now = wait_for(lambda: children(r, ns, without=victim), 20, "a replacement process")
+    now = wait_for(lambda: children(r, ns, killed=victim, supervisor=w.pid), 20, "a replacement process")
     replacement = (now - {survivor}).pop()
     assert replacement != victim and parent_of(replacement) == w.pid
     # The first children were forked from the supervisor (its command line); the replacement is a fresh one.
