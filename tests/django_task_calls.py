@@ -33,6 +33,19 @@ def hold(key: str, *, note: str) -> str:
     return str(released[1])
 
 
+@framework().task()
+async def await_cancel(key: str) -> None:
+    """An async task that says it is running (an item on the list `key`, pushed from inside the coroutine), then awaits
+    for a minute: long enough for the test to cancel it there."""
+    import redis.asyncio
+
+    from jiggler_gevent import config
+
+    async with redis.asyncio.Redis.from_url(config.current().url) as client:
+        await client.rpush(key, "awaiting")
+    await asyncio.sleep(60)
+
+
 def _result(task_result: Any) -> dict[str, Any]:
     finished = task_result.is_finished and task_result.status.name == "SUCCESSFUL"
     return {
@@ -187,14 +200,16 @@ def backend_flags() -> None:
 
 
 def async_tasks() -> None:
-    """Enqueue async tasks (one that waits past a blocking one's start, one cancelled while it awaits); print what
-    get_result reads of each once they ended."""
+    """Enqueue async tasks (one that returns, one cancelled while it awaits); print what get_result reads of each once
+    they ended. The cancel waits for the task's own word that its coroutine runs: a job the worker has fetched may not
+    have started its task yet, and a cancel there ends it before it ran (JobCancelled, not CancelJob)."""
+    from jiggler_gevent import config
+
+    key = f"{config.current().namespace}:awaiting"  # under the test namespace, so it is deleted after
     quick = tasks.add_later.enqueue(4, 5)
-    waiting = tasks.add_later.enqueue(1, 1, wait=60)
-    deadline = time.monotonic() + 30
-    while api.Job(waiting.id).status != "running":
-        assert time.monotonic() < deadline, "the waiting async task never started"
-        time.sleep(0.05)
+    waiting = await_cancel.enqueue(key)
+    if config.redis_client(config.current().url).blpop([key], timeout=30) is None:
+        raise AssertionError("the waiting async task never started")
     api.Job(waiting.id).cancel()
     _wait([quick, waiting])
     print(json.dumps({"quick": _result(quick), "cancelled": _result(waiting)}))
