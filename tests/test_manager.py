@@ -131,6 +131,20 @@ def test_quiet_stops_fetching_and_lets_the_running_job_finish(build, r, ns):
     assert all(not w.dead for w in manager.workers)
 
 
+def test_quiet_before_start_holds_once_it_starts(build, r, ns):
+    """A worker lists its heartbeat before its Manager starts: a TSTP in between quiets it for good."""
+    manager = build(2)
+    counted.enqueue_bulk([(0,)] * 3)
+    manager.quiet()
+    manager.start()
+    assert manager.fetcher is None
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # nothing is fetched, however long we wait
+        assert len(queued(r, ns)) == 3 and STATE.done == 0
+        gevent.sleep(0.02)
+    assert all(not w.dead for w in manager.workers)
+
+
 def test_stop_lets_running_jobs_finish_within_the_timeout(build, r, ns):
     manager = build(3)
     counted.enqueue_bulk([(0.2,)] * 3)

@@ -69,6 +69,7 @@ class Manager:
         self.gate: Event = gevent.event.Event()  # cleared while a suspect job waits or runs: no fetch then
         self.gate.set()
         self.fetching = False  # a fetch is on its way to Redis (what it brings will run)
+        self.quieted = False  # quiet() was called: no fetcher from then on, even one start() would begin later
         self.solo: str | None = None  # the suspect job running alone (or waiting to)
         processor.isolate = self.alone
         fetch.starts = processor.starts  # the fetch script starts tracked jobs; the Processor reads what it found
@@ -83,10 +84,12 @@ class Manager:
         """Start the workers, fetching and acknowledging."""
         self.workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
         self.acker_greenlet = gevent.spawn(self.acker.run)
-        self.fetcher = gevent.spawn(self._fetch_loop)
+        if not self.quieted:  # a TSTP while the process was starting (its heartbeat already listed) still holds
+            self.fetcher = gevent.spawn(self._fetch_loop)
 
     def quiet(self) -> None:
-        """Stop fetching new jobs; running ones go on."""
+        """Stop fetching new jobs, for good (also when called before start()); running ones go on."""
+        self.quieted = True
         if self.fetcher is not None:
             # Killing it mid-command is safe: a payload it moved is in the working list, swept at stop.
             self.fetcher.kill(block=True)
